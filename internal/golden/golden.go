@@ -1,0 +1,197 @@
+// Package golden reads the golden test cases in ../shared/goldens (tensors from an independent PyTorch
+// reference, with a manifest giving each tensor's meaning and tolerance) and compares results against them.
+// Tests use it; nothing else should.
+package golden
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/specforge/specforge/internal/safetensors"
+)
+
+// SharedDir finds the shared assets folder: $SPECFORGE_SHARED, or ../shared beside the repository root.
+func SharedDir() (string, error) {
+	if d := os.Getenv("SPECFORGE_SHARED"); d != "" {
+		return d, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			shared := filepath.Join(dir, "..", "shared")
+			if _, err := os.Stat(shared); err != nil {
+				return "", fmt.Errorf("shared assets not found at %s (set SPECFORGE_SHARED)", shared)
+			}
+			return filepath.Clean(shared), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("repository root (go.mod) not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Shared returns a path inside the shared folder, skipping the test with a loud message when the folder is
+// absent (CI always has it).
+func Shared(t testing.TB, rel ...string) string {
+	t.Helper()
+	dir, err := SharedDir()
+	if err != nil {
+		t.Skipf("SKIPPED, shared assets missing: %v", err)
+	}
+	return filepath.Join(append([]string{dir}, rel...)...)
+}
+
+// Tolerance is the allowed elementwise deviation: |got - want| <= Atol + Rtol*|want|.
+type Tolerance struct {
+	Atol float64 `json:"atol"`
+	Rtol float64 `json:"rtol"`
+}
+
+// Case is one golden case folder.
+type Case struct {
+	Dir      string
+	Manifest struct {
+		Case        string                     `json:"case"`
+		Hyperparams map[string]json.RawMessage `json:"hyperparams"`
+		Files       map[string]struct {
+			Tensors map[string]struct {
+				DType     string          `json:"dtype"`
+				Shape     []int           `json:"shape"`
+				Tolerance json.RawMessage `json:"tolerance"`
+			} `json:"tensors"`
+		} `json:"files"`
+	}
+	files map[string]*safetensors.File
+}
+
+// Open loads the manifest of goldens/name.
+func Open(t testing.TB, name string) *Case {
+	t.Helper()
+	c := &Case{Dir: Shared(t, "goldens", name), files: map[string]*safetensors.File{}}
+	raw, err := os.ReadFile(filepath.Join(c.Dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &c.Manifest); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		for _, f := range c.files {
+			f.Close()
+		}
+	})
+	return c
+}
+
+// Tensor returns a tensor of one of the case's safetensors files.
+func (c *Case) Tensor(t testing.TB, file, name string) *safetensors.Tensor {
+	t.Helper()
+	f, ok := c.files[file]
+	if !ok {
+		var err error
+		if f, err = safetensors.Open(filepath.Join(c.Dir, file)); err != nil {
+			t.Fatal(err)
+		}
+		c.files[file] = f
+	}
+	x, err := f.Tensor(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// Floats returns a float tensor as float64.
+func (c *Case) Floats(t testing.TB, file, name string) []float64 {
+	t.Helper()
+	v, err := c.Tensor(t, file, name).Float64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Ints returns an integer or bool tensor as int64.
+func (c *Case) Ints(t testing.TB, file, name string) []int64 {
+	t.Helper()
+	v, err := c.Tensor(t, file, name).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Hyper decodes one hyperparameter of the manifest into v.
+func (c *Case) Hyper(t testing.TB, key string, v any) {
+	t.Helper()
+	raw, ok := c.Manifest.Hyperparams[key]
+	if !ok {
+		t.Fatalf("%s: no hyperparameter %q", c.Manifest.Case, key)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatalf("%s: hyperparameter %q: %v", c.Manifest.Case, key, err)
+	}
+}
+
+// F32Tolerance is the manifest's float32-implementation tolerance of a tensor of a file.
+func (c *Case) F32Tolerance(t testing.TB, file, name string) Tolerance {
+	t.Helper()
+	entry, ok := c.Manifest.Files[file].Tensors[name]
+	if !ok {
+		t.Fatalf("%s: manifest has no %s in %s", c.Manifest.Case, name, file)
+	}
+	var tol struct {
+		F32 *Tolerance `json:"f32_impl"`
+	}
+	if err := json.Unmarshal(entry.Tolerance, &tol); err != nil || tol.F32 == nil {
+		t.Fatalf("%s: %s has no f32_impl tolerance", c.Manifest.Case, name)
+	}
+	return *tol.F32
+}
+
+// Compare checks got against the float64 expected tensor name of file (e.g. "expected_f64.safetensors") with
+// the manifest's float32 tolerance. rows, if not nil, restricts the comparison to rows (of the leading
+// dimensions flattened) where rows[i] is true. It reports the largest deviation seen.
+func (c *Case) Compare(t testing.TB, file, name string, got []float32, rows []bool) {
+	t.Helper()
+	want := c.Floats(t, file, name)
+	tol := c.F32Tolerance(t, file, name)
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, want %d", name, len(got), len(want))
+		return
+	}
+	width := len(want)
+	if rows != nil {
+		width = len(want) / len(rows)
+	}
+	worst, bad := 0.0, 0
+	for i := range want {
+		if rows != nil && !rows[i/width] {
+			continue
+		}
+		d := math.Abs(float64(got[i]) - want[i])
+		if math.IsNaN(float64(got[i])) {
+			d = math.Inf(1)
+		}
+		worst = math.Max(worst, d)
+		if d > tol.Atol+tol.Rtol*math.Abs(want[i]) {
+			if bad < 3 {
+				t.Errorf("%s[%d] = %g, want %g (|diff| %g > atol %g)", name, i, got[i], want[i], d, tol.Atol)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d values out of tolerance", name, bad, len(want))
+	}
+	t.Logf("%s: max |diff| %.3g (atol %.3g)", name, worst, tol.Atol)
+}

@@ -1,0 +1,73 @@
+package half
+
+import (
+	"math"
+	"testing"
+)
+
+func TestBF16RoundTrip(t *testing.T) {
+	cases := []struct {
+		in   float32
+		want uint16
+	}{
+		{1, 0x3f80},
+		{-2, 0xc000},
+		{0, 0},
+		{float32(math.Inf(1)), 0x7f80},
+		// 1 + 2^-8 is exactly halfway between 1 and 1+2^-7: ties to even gives 1.
+		{math.Float32frombits(0x3f808000), 0x3f80},
+		// 1 + 3*2^-8 is halfway between 1+2^-7 (odd) and 1+2^-6: ties to even rounds up.
+		{math.Float32frombits(0x3f818000), 0x3f82},
+		{math.Float32frombits(0x3f808001), 0x3f81},
+		{math.MaxFloat32, 0x7f80}, // rounds to infinity, like PyTorch
+	}
+	for _, c := range cases {
+		if got := BF16FromF32(c.in); got != c.want {
+			t.Errorf("BF16FromF32(%g) = %#04x, want %#04x", c.in, got, c.want)
+		}
+	}
+	if b := BF16FromF32(float32(math.NaN())); math.Float32frombits(uint32(b)<<16) == math.Float32frombits(uint32(b)<<16) {
+		t.Errorf("NaN became %#04x, not a NaN", b)
+	}
+	src := []uint16{0x3f80, 0xc049, 0x0001, 0x7f80}
+	dst := make([]float32, len(src))
+	BF16ToF32(dst, src)
+	back := make([]uint16, len(src))
+	F32ToBF16(back, dst)
+	for i := range src {
+		if back[i] != src[i] {
+			t.Errorf("bf16 %#04x -> %g -> %#04x", src[i], dst[i], back[i])
+		}
+	}
+}
+
+func TestF16(t *testing.T) {
+	cases := []struct {
+		bits uint16
+		want float32
+	}{
+		{0x3c00, 1},
+		{0xc000, -2},
+		{0x7bff, 65504},
+		{0x0001, 5.960464477539063e-08}, // smallest subnormal
+		{0x3555, 0.333251953125},
+	}
+	src := make([]uint16, len(cases))
+	for i, c := range cases {
+		src[i] = c.bits
+	}
+	dst := make([]float32, len(src))
+	F16ToF32(dst, src)
+	for i, c := range cases {
+		if dst[i] != c.want {
+			t.Errorf("f16 %#04x = %g, want %g", c.bits, dst[i], c.want)
+		}
+	}
+	back := make([]uint16, len(dst))
+	F32ToF16(back, dst)
+	for i := range src {
+		if back[i] != src[i] {
+			t.Errorf("f16 round trip %#04x -> %#04x", src[i], back[i])
+		}
+	}
+}

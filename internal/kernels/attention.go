@@ -1,0 +1,116 @@
+package kernels
+
+import (
+	"math"
+
+	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/parallel"
+)
+
+// Attention is grouped-query scaled dot-product attention: query head h reads key/value head
+// h / (Heads/KVHeads), as Hugging Face's repeat_kv does.
+type Attention struct {
+	Heads, KVHeads, HeadDim int
+	Scale                   float32 // usually 1/sqrt(HeadDim)
+}
+
+// Mask says which keys each of T new queries sees. Keys are indexed 0..Past+T-1: Past cached keys, then the
+// keys of the new tokens. Query i (0-based within the new block) sees key j when every rule below allows it.
+type Mask struct {
+	Past int
+	// KeyValid[j] false hides key j from every query (padding); nil means all keys are valid.
+	KeyValid []bool
+	// Tree[i*T+jj] says whether query i sees new key jj (a draft tree's ancestor mask). Trees must list
+	// ancestors before descendants: jj > i is never visible. nil means causal: jj <= i.
+	Tree []bool
+	// Window > 0 limits query i to keys j with Past+i-j < Window (sliding-window attention).
+	Window int
+}
+
+func (m *Mask) visible(T, i, j int) bool {
+	if m.KeyValid != nil && !m.KeyValid[j] {
+		return false
+	}
+	if m.Window > 0 && m.Past+i-j >= m.Window {
+		return false
+	}
+	if jj := j - m.Past; jj >= 0 {
+		if m.Tree != nil {
+			return jj <= i && m.Tree[i*T+jj]
+		}
+		return jj <= i
+	}
+	return true
+}
+
+// queryBlockRows bounds the rows of one score block (queries times heads of a group), so that memory stays
+// O(rows * keys) for any sequence length.
+const queryBlockRows = 512
+
+// Forward computes out [T, Heads*HeadDim] from q [T, Heads*HeadDim] and the keys and values k, v
+// [Past+T, KVHeads*HeadDim] of one sequence.
+func (a Attention) Forward(out, q, k, v []float32, T int, m Mask) {
+	group := a.Heads / a.KVHeads
+	d := a.HeadDim
+	qStride, kvStride := a.Heads*d, a.KVHeads*d
+	tb := max(1, min(T, queryBlockRows/group))
+	qg := make([]float32, group*tb*d)
+	og := make([]float32, group*tb*d)
+	var scores []float32
+	for kvh := 0; kvh < a.KVHeads; kvh++ {
+		for q0 := 0; q0 < T; q0 += tb {
+			nq := min(tb, T-q0)
+			keyEnd := m.Past + q0 + nq
+			keyStart := 0
+			if m.Window > 0 {
+				keyStart = max(0, m.Past+q0-m.Window+1)
+			}
+			nk := keyEnd - keyStart
+			rows := group * nq
+			// Gather the queries of the group's heads: row hh*nq+i is head kvh*group+hh at query q0+i.
+			for hh := 0; hh < group; hh++ {
+				h := kvh*group + hh
+				for i := 0; i < nq; i++ {
+					copy(qg[(hh*nq+i)*d:(hh*nq+i+1)*d], q[(q0+i)*qStride+h*d:(q0+i)*qStride+h*d+d])
+				}
+			}
+			if cap(scores) < rows*nk {
+				scores = make([]float32, rows*nk)
+			}
+			s := scores[:rows*nk]
+			kOff := keyStart*kvStride + kvh*d
+			blas.Sgemm(false, true, rows, nk, d, a.Scale, qg, d, k[kOff:], kvStride, 0, s, nk)
+			parallel.For(rows, max(1, 16384/nk), func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					i := q0 + r%nq
+					row := s[r*nk : (r+1)*nk]
+					if m.KeyValid == nil && m.Tree == nil {
+						// Plain causal (and windowed) rows see one contiguous range of keys.
+						lo := 0
+						if m.Window > 0 {
+							lo = max(0, m.Past+i-m.Window+1-keyStart)
+						}
+						hi := m.Past + i + 1 - keyStart
+						clear(row[:lo])
+						clear(row[hi:])
+						Softmax(row[lo:hi])
+						continue
+					}
+					for jj := range row {
+						if !m.visible(T, i, keyStart+jj) {
+							row[jj] = float32(math.Inf(-1))
+						}
+					}
+					Softmax(row)
+				}
+			})
+			blas.Sgemm(false, false, rows, d, nk, 1, s, nk, v[kOff:], kvStride, 0, og, d)
+			for hh := 0; hh < group; hh++ {
+				h := kvh*group + hh
+				for i := 0; i < nq; i++ {
+					copy(out[(q0+i)*qStride+h*d:(q0+i)*qStride+h*d+d], og[(hh*nq+i)*d:(hh*nq+i+1)*d])
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,29 @@
+package kernels
+
+import (
+	"math"
+
+	"github.com/specforge/specforge/internal/parallel"
+)
+
+// RMSNorm computes out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps) for rows of length dim. out may alias x.
+// The statistic accumulates in float64.
+func RMSNorm(out, x, w []float32, rows, dim int, eps float32) {
+	parallel.For(rows, max(1, 4096/dim), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, or := x[r*dim:(r+1)*dim], out[r*dim:(r+1)*dim]
+			inv := float32(1 / math.Sqrt(meanSquare(xr)+float64(eps)))
+			for i, v := range xr {
+				or[i] = w[i] * (v * inv)
+			}
+		}
+	})
+}
+
+func meanSquare(x []float32) float64 {
+	var s float64
+	for _, v := range x {
+		s += float64(v) * float64(v)
+	}
+	return s / float64(len(x))
+}

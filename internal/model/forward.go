@@ -1,0 +1,267 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/kernels"
+)
+
+// Batch is the input of one forward: B rows of T new tokens each.
+type Batch struct {
+	B, T int
+	IDs  []int32 // [B*T]
+	// Positions [B*T] are the RoPE positions; nil means past+t for token t of every row.
+	Positions []int32
+	// AttentionMask [B*T] marks real tokens (true) and padding (false); a padding token is never attended
+	// to. nil means every token is real.
+	AttentionMask []bool
+	// Tree [T*T] is the visibility among the new tokens, shared by all rows (query i sees new token j when
+	// Tree[i*T+j]); ancestors must come before descendants. nil means causal.
+	Tree []bool
+}
+
+// LogitRows selects the rows whose logits a forward computes, so a large vocabulary is only multiplied out
+// where it is needed.
+type LogitRows int
+
+const (
+	NoLogits   LogitRows = iota // hidden states only
+	AllLogits                   // every row
+	LastLogits                  // the last token of every row
+	SomeLogits                  // the flat rows listed in Request.Rows
+)
+
+// Request says what a forward returns besides the final hidden states.
+type Request struct {
+	// AuxLayers are 0-based decoder layers whose output (the residual stream after the layer, before any
+	// final norm) is captured and concatenated: Output.Aux is [B*T, len(AuxLayers)*H].
+	AuxLayers []int
+	Logits    LogitRows
+	Rows      []int // flat indices b*T+t, for SomeLogits
+}
+
+// Output of a forward.
+type Output struct {
+	Hidden    []float32 // [B*T, H] after the final norm (what feeds lm_head)
+	Aux       []float32 // [B*T, len(AuxLayers)*H]
+	Logits    []float32 // [len(LogitRows), V]
+	LogitRows []int     // the flat rows Logits hold, in order
+}
+
+// Forward runs the model over a batch. With a cache the new keys and values are appended to it and the
+// tokens attend to everything cached before them; without one the batch is a complete prefill.
+func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
+	cfg := m.Config
+	H, V := cfg.HiddenSize, cfg.VocabSize
+	N := b.B * b.T
+	if b.B <= 0 || b.T <= 0 || len(b.IDs) != N {
+		return nil, fmt.Errorf("forward: %d ids for a batch of %d rows x %d tokens", len(b.IDs), b.B, b.T)
+	}
+	for i, id := range b.IDs {
+		if id < 0 || int(id) >= V {
+			return nil, fmt.Errorf("forward: token id %d at position %d is outside the vocabulary [0, %d)", id, i, V)
+		}
+	}
+	if b.Positions != nil && len(b.Positions) != N || b.AttentionMask != nil && len(b.AttentionMask) != N ||
+		b.Tree != nil && len(b.Tree) != b.T*b.T {
+		return nil, fmt.Errorf("forward: positions, attention mask or tree sized for another batch")
+	}
+	for _, l := range req.AuxLayers {
+		if l < 0 || l >= cfg.NumLayers {
+			return nil, fmt.Errorf("forward: aux layer %d out of range [0, %d)", l, cfg.NumLayers)
+		}
+	}
+	past := 0
+	if cache == nil {
+		cache = m.NewCache(b.B, b.T)
+	} else {
+		if cache.B != b.B {
+			return nil, fmt.Errorf("forward: batch of %d rows on a cache of %d", b.B, cache.B)
+		}
+		if cache.Len+b.T > cache.Cap {
+			cache.grow(cache.Len + b.T)
+		}
+		past = cache.Len
+	}
+	positions := b.Positions
+	if positions == nil {
+		positions = make([]int32, N)
+		for i := range positions {
+			positions[i] = int32(past + i%b.T)
+		}
+	}
+	maxPos := int32(0)
+	for _, p := range positions {
+		maxPos = max(maxPos, p)
+	}
+	invFreq, ropeScale := cfg.Rope.Frequencies(int(maxPos) + 1)
+	rope := kernels.NewRopeTable(invFreq, ropeScale, positions)
+	for r := 0; r < b.B; r++ {
+		for t := 0; t < b.T; t++ {
+			cache.Valid[r*cache.Cap+past+t] = b.AttentionMask == nil || b.AttentionMask[r*b.T+t]
+		}
+	}
+
+	out := &Output{}
+	if len(req.AuxLayers) > 0 {
+		out.Aux = make([]float32, N*len(req.AuxLayers)*H)
+	}
+	h := make([]float32, N*H)
+	kernels.Embedding(h, m.Embed, b.IDs, H)
+	s := newScratch(cfg, N)
+	for li := range m.Layers {
+		m.layer(li, h, s, b, cache, past, rope)
+		for slot, al := range req.AuxLayers {
+			if al == li {
+				width := len(req.AuxLayers) * H
+				for r := 0; r < N; r++ {
+					copy(out.Aux[r*width+slot*H:r*width+(slot+1)*H], h[r*H:(r+1)*H])
+				}
+			}
+		}
+	}
+	cache.Len = past + b.T
+	kernels.RMSNorm(h, h, m.Norm, N, H, float32(cfg.RMSNormEps))
+	out.Hidden = h
+	switch req.Logits {
+	case AllLogits:
+		out.LogitRows = make([]int, N)
+		for i := range out.LogitRows {
+			out.LogitRows[i] = i
+		}
+	case LastLogits:
+		for r := 0; r < b.B; r++ {
+			out.LogitRows = append(out.LogitRows, r*b.T+b.T-1)
+		}
+	case SomeLogits:
+		for _, r := range req.Rows {
+			if r < 0 || r >= N {
+				return nil, fmt.Errorf("forward: logit row %d out of range [0, %d)", r, N)
+			}
+		}
+		out.LogitRows = append([]int(nil), req.Rows...)
+	}
+	if len(out.LogitRows) > 0 {
+		out.Logits = m.LogitsOf(h, out.LogitRows)
+	}
+	return out, nil
+}
+
+// LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head.
+func (m *Model) LogitsOf(hidden []float32, rows []int) []float32 {
+	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	x := hidden
+	if !isIdentity(rows, len(hidden)/H) {
+		x = make([]float32, len(rows)*H)
+		for i, r := range rows {
+			copy(x[i*H:(i+1)*H], hidden[r*H:(r+1)*H])
+		}
+	}
+	logits := make([]float32, len(rows)*V)
+	blas.MatMulT(logits, x, m.LMHead, len(rows), V, H)
+	return logits
+}
+
+func isIdentity(rows []int, n int) bool {
+	if len(rows) != n {
+		return false
+	}
+	for i, r := range rows {
+		if r != i {
+			return false
+		}
+	}
+	return true
+}
+
+// scratch holds one layer's activations, reused by every layer of a forward.
+type scratch struct {
+	x, q, k, v, attn, gate, up []float32
+}
+
+func newScratch(cfg *Config, n int) *scratch {
+	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
+	return &scratch{
+		x: make([]float32, n*cfg.HiddenSize), q: make([]float32, n*qDim), k: make([]float32, n*kvDim),
+		v: make([]float32, n*kvDim), attn: make([]float32, n*qDim),
+		gate: make([]float32, n*cfg.IntermediateSize), up: make([]float32, n*cfg.IntermediateSize),
+	}
+}
+
+// layer updates the residual stream h [N, H] in place by decoder layer li.
+func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, past int, rope *kernels.RopeTable) {
+	cfg := m.Config
+	l := &m.Layers[li]
+	N, H, I := b.B*b.T, cfg.HiddenSize, cfg.IntermediateSize
+	d := cfg.HeadDim
+	qDim, kvDim := cfg.NumHeads*d, cfg.NumKVHeads*d
+	eps := float32(cfg.RMSNormEps)
+
+	kernels.RMSNorm(s.x, h, l.InputNorm, N, H, eps)
+	linear(s.q, s.x, l.Wq, l.Bq, N, qDim, H)
+	linear(s.k, s.x, l.Wk, l.Bk, N, kvDim, H)
+	linear(s.v, s.x, l.Wv, l.Bv, N, kvDim, H)
+	if l.QNorm != nil {
+		kernels.RMSNorm(s.q, s.q, l.QNorm, N*cfg.NumHeads, d, eps)
+		kernels.RMSNorm(s.k, s.k, l.KNorm, N*cfg.NumKVHeads, d, eps)
+	}
+	rope.Apply(s.q, N, cfg.NumHeads)
+	rope.Apply(s.k, N, cfg.NumKVHeads)
+
+	att := kernels.Attention{Heads: cfg.NumHeads, KVHeads: cfg.NumKVHeads, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d)))}
+	window := 0
+	if cfg.SlidingWindow > 0 && cfg.SlidingLayers[li] {
+		window = cfg.SlidingWindow
+	}
+	kc, vc := cache.K[li], cache.V[li]
+	for r := 0; r < b.B; r++ {
+		row := r * cache.Cap
+		copy(kc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.k[r*b.T*kvDim:(r+1)*b.T*kvDim])
+		copy(vc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.v[r*b.T*kvDim:(r+1)*b.T*kvDim])
+		mask := kernels.Mask{Past: past, Tree: b.Tree, Window: window}
+		if !allTrue(cache.Valid[row : row+past+b.T]) {
+			mask.KeyValid = cache.Valid[row : row+past+b.T]
+		}
+		att.Forward(s.attn[r*b.T*qDim:(r+1)*b.T*qDim], s.q[r*b.T*qDim:(r+1)*b.T*qDim],
+			kc[row*kvDim:(row+past+b.T)*kvDim], vc[row*kvDim:(row+past+b.T)*kvDim], b.T, mask)
+	}
+	// The output projection and the MLP add straight into the residual stream.
+	blas.MatMulTAcc(h, s.attn, l.Wo, N, H, qDim)
+	addBias(h, l.Bo, N, H)
+
+	kernels.RMSNorm(s.x, h, l.PostNorm, N, H, eps)
+	linear(s.gate, s.x, l.Wgate, l.Bgate, N, I, H)
+	linear(s.up, s.x, l.Wup, l.Bup, N, I, H)
+	kernels.SwiGLU(s.gate, s.gate, s.up)
+	blas.MatMulTAcc(h, s.gate, l.Wdown, N, H, I)
+	addBias(h, l.Bdown, N, H)
+}
+
+// linear computes y = x w^T + bias for x [n, in] and w [out, in].
+func linear(y, x, w, bias []float32, n, out, in int) {
+	blas.MatMulT(y, x, w, n, out, in)
+	addBias(y, bias, n, out)
+}
+
+func addBias(y, bias []float32, n, width int) {
+	if bias == nil {
+		return
+	}
+	for r := 0; r < n; r++ {
+		row := y[r*width : (r+1)*width]
+		for j, v := range bias {
+			row[j] += v
+		}
+	}
+}
+
+func allTrue(v []bool) bool {
+	for _, x := range v {
+		if !x {
+			return false
+		}
+	}
+	return true
+}
