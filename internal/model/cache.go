@@ -7,6 +7,15 @@ type KVCache struct {
 	kvDim       int
 	K, V        [][]float32 // per layer [B, Cap, KVHeads*HeadDim]
 	Valid       []bool      // [B, Cap]
+	// transient caches of a cache-less prefill hold one layer at a time.
+	transient bool
+}
+
+func (c *KVCache) layer(li int) (k, v []float32) {
+	if c.transient {
+		return c.K[0], c.V[0]
+	}
+	return c.K[li], c.V[li]
 }
 
 // NewCache allocates a cache for B sequences of up to capacity tokens; it grows if a forward needs more.

@@ -40,6 +40,9 @@ type Request struct {
 	AuxLayers []int
 	Logits    LogitRows
 	Rows      []int // flat indices b*T+t, for SomeLogits
+	// Reuse, if set, is an earlier Output whose buffers the forward overwrites instead of allocating new ones
+	// (large prefills then cost no page faults and no garbage).
+	Reuse *Output
 }
 
 // Output of a forward.
@@ -51,8 +54,11 @@ type Output struct {
 }
 
 // Forward runs the model over a batch. With a cache the new keys and values are appended to it and the
-// tokens attend to everything cached before them; without one the batch is a complete prefill.
+// tokens attend to everything cached before them; without one the batch is a complete prefill. Calls on one
+// Model are serialised: they share its activation workspace.
 func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	cfg := m.Config
 	H, V := cfg.HiddenSize, cfg.VocabSize
 	N := b.B * b.T
@@ -73,9 +79,11 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 			return nil, fmt.Errorf("forward: aux layer %d out of range [0, %d)", l, cfg.NumLayers)
 		}
 	}
+	ws := m.workspace(N)
 	past := 0
 	if cache == nil {
-		cache = m.NewCache(b.B, b.T)
+		// A prefill without a cache keeps one layer's keys and values at a time.
+		cache = &KVCache{B: b.B, Cap: b.T, kvDim: ws.kvDim, K: [][]float32{ws.k}, V: [][]float32{ws.v}, Valid: ws.valid, transient: true}
 	} else {
 		if cache.B != b.B {
 			return nil, fmt.Errorf("forward: batch of %d rows on a cache of %d", b.B, cache.B)
@@ -104,15 +112,16 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 		}
 	}
 
-	out := &Output{}
-	if len(req.AuxLayers) > 0 {
-		out.Aux = make([]float32, N*len(req.AuxLayers)*H)
+	out := req.Reuse
+	if out == nil {
+		out = &Output{}
 	}
-	h := make([]float32, N*H)
+	out.Aux = resize(out.Aux, N*len(req.AuxLayers)*H)
+	out.Hidden = resize(out.Hidden, N*H)
+	h := out.Hidden
 	kernels.Embedding(h, m.Embed, b.IDs, H)
-	s := newScratch(cfg, N)
 	for li := range m.Layers {
-		m.layer(li, h, s, b, cache, past, rope)
+		m.layer(li, h, ws, b, cache, past, rope)
 		for slot, al := range req.AuxLayers {
 			if al == li {
 				width := len(req.AuxLayers) * H
@@ -124,12 +133,11 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	}
 	cache.Len = past + b.T
 	kernels.RMSNorm(h, h, m.Norm, N, H, float32(cfg.RMSNormEps))
-	out.Hidden = h
+	out.LogitRows = out.LogitRows[:0]
 	switch req.Logits {
 	case AllLogits:
-		out.LogitRows = make([]int, N)
-		for i := range out.LogitRows {
-			out.LogitRows[i] = i
+		for i := 0; i < N; i++ {
+			out.LogitRows = append(out.LogitRows, i)
 		}
 	case LastLogits:
 		for r := 0; r < b.B; r++ {
@@ -141,17 +149,20 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 				return nil, fmt.Errorf("forward: logit row %d out of range [0, %d)", r, N)
 			}
 		}
-		out.LogitRows = append([]int(nil), req.Rows...)
+		out.LogitRows = append(out.LogitRows, req.Rows...)
 	}
-	if len(out.LogitRows) > 0 {
-		out.Logits = m.LogitsOf(h, out.LogitRows)
-	}
+	out.Logits = m.LogitsOf(out.Logits, h, out.LogitRows)
 	return out, nil
 }
 
-// LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head.
-func (m *Model) LogitsOf(hidden []float32, rows []int) []float32 {
+// LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head into dst (reused when
+// large enough) and returns the [len(rows), V] logits.
+func (m *Model) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	logits := resize(dst, len(rows)*V)
+	if len(rows) == 0 {
+		return logits
+	}
 	x := hidden
 	if !isIdentity(rows, len(hidden)/H) {
 		x = make([]float32, len(rows)*H)
@@ -159,9 +170,16 @@ func (m *Model) LogitsOf(hidden []float32, rows []int) []float32 {
 			copy(x[i*H:(i+1)*H], hidden[r*H:(r+1)*H])
 		}
 	}
-	logits := make([]float32, len(rows)*V)
 	blas.MatMulT(logits, x, m.LMHead, len(rows), V, H)
 	return logits
+}
+
+// resize returns buf with length n, reallocated only when its capacity is short.
+func resize(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
 }
 
 func isIdentity(rows []int, n int) bool {
@@ -176,18 +194,29 @@ func isIdentity(rows []int, n int) bool {
 	return true
 }
 
-// scratch holds one layer's activations, reused by every layer of a forward.
+// scratch holds one layer's activations, reused by every layer of a forward and by later forwards.
 type scratch struct {
+	rows                       int
+	kvDim                      int
 	x, q, k, v, attn, gate, up []float32
+	valid                      []bool
 }
 
-func newScratch(cfg *Config, n int) *scratch {
+// workspace returns the model's scratch, grown to hold n rows.
+func (m *Model) workspace(n int) *scratch {
+	cfg := m.Config
+	if m.ws != nil && m.ws.rows >= n {
+		return m.ws
+	}
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	return &scratch{
+	m.ws = &scratch{
+		rows: n, kvDim: kvDim,
 		x: make([]float32, n*cfg.HiddenSize), q: make([]float32, n*qDim), k: make([]float32, n*kvDim),
 		v: make([]float32, n*kvDim), attn: make([]float32, n*qDim),
 		gate: make([]float32, n*cfg.IntermediateSize), up: make([]float32, n*cfg.IntermediateSize),
+		valid: make([]bool, n),
 	}
+	return m.ws
 }
 
 // layer updates the residual stream h [N, H] in place by decoder layer li.
@@ -215,7 +244,7 @@ func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, 
 	if cfg.SlidingWindow > 0 && cfg.SlidingLayers[li] {
 		window = cfg.SlidingWindow
 	}
-	kc, vc := cache.K[li], cache.V[li]
+	kc, vc := cache.layer(li)
 	for r := 0; r < b.B; r++ {
 		row := r * cache.Cap
 		copy(kc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.k[r*b.T*kvDim:(r+1)*b.T*kvDim])

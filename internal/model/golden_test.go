@@ -2,12 +2,14 @@ package model
 
 import (
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/specforge/specforge/internal/golden"
 	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/safetensors"
 )
 
 // goldenModelDirs lists the model folders of a forward case.
@@ -231,4 +233,47 @@ func TestCacheMatchesPrefill(t *testing.T) {
 		}
 		t0 += step
 	}
+}
+
+// TestF16Checkpoint re-saves a golden model in float16 (every weight there is bf16-representable and within
+// f16's normal range, so exact in f16 too) and checks the forward against the same goldens.
+func TestF16Checkpoint(t *testing.T) {
+	c := golden.Open(t, "b_qwen3_forward")
+	src, err := safetensors.OpenCheckpoint(filepath.Join(c.Dir, "model_f32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dir := t.TempDir()
+	var ts []safetensors.Tensor
+	for _, name := range src.Names() {
+		x, _ := src.Tensor(name)
+		v, err := x.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, safetensors.FromFloat32(name, safetensors.F16, x.Shape, v))
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(c.Dir, "model_f32", "config.json"))
+	os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644)
+	m, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ids := c.Ints(t, "inputs.safetensors", "input_ids")
+	mask := c.Ints(t, "inputs.safetensors", "attention_mask")
+	b := Batch{B: 2, T: 20, IDs: make([]int32, len(ids)), AttentionMask: make([]bool, len(ids))}
+	for i := range ids {
+		b.IDs[i], b.AttentionMask[i] = int32(ids[i]), mask[i] == 1
+	}
+	out, err := m.Forward(b, nil, Request{AuxLayers: m.Config.DefaultAuxLayers(), Logits: AllLogits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Compare(t, "expected_f64.safetensors", "logits", out.Logits, b.AttentionMask)
+	c.Compare(t, "expected_f64.safetensors", "aux_hidden", out.Aux, b.AttentionMask)
 }

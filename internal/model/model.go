@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/specforge/specforge/internal/safetensors"
 )
@@ -30,6 +31,8 @@ type Model struct {
 	// Unused names checkpoint tensors the architecture does not read (worth a warning, not an error).
 	Unused []string
 	ckpt   *safetensors.Checkpoint
+	mu     sync.Mutex // serialises forwards, which share ws
+	ws     *scratch
 }
 
 // WeightSource yields a tensor by its Hugging Face name as float32, checked against the expected shape.

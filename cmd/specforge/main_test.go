@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/specforge/specforge/internal/golden"
+)
+
+// run executes the CLI in-process and returns its output and error.
+func run(args ...string) (string, error) {
+	cmd := rootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestGenerateStories260K(t *testing.T) {
+	dir := golden.Shared(t, "assets", "models", "stories260K")
+	out, err := run("generate", "--model", dir, "--max-new-tokens", "15")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "403 407 261 378 432 383 286 261 376 298 315 421 395 317 426\n"; !strings.HasPrefix(out, want) {
+		t.Errorf("output %q, want it to start with %q", out, want)
+	}
+	if !strings.Contains(out, "tokens/s") {
+		t.Errorf("no rate in %q", out)
+	}
+}
+
+func TestConvertThenGenerate(t *testing.T) {
+	bin := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
+	dir := filepath.Join(t.TempDir(), "hf")
+	if _, err := run("convert", "llama2c", "--checkpoint", bin, "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("generate", "--model", dir, "--max-new-tokens", "5", "--prompt-ids", "1,403")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "407 261 378 432 383\n") {
+		t.Errorf("output %q", out)
+	}
+}
+
+func TestErrorsAreOneLine(t *testing.T) {
+	dir := golden.Shared(t, "assets", "models", "stories260K")
+	bad := filepath.Join(t.TempDir(), "bad.bin")
+	os.WriteFile(bad, []byte("not a model"), 0o644)
+	cases := [][]string{
+		{"generate", "--model", t.TempDir()},
+		{"generate", "--model", dir, "--prompt-ids", "1 x"},
+		{"generate", "--model", dir, "--temperature", "-1"},
+		{"convert", "llama2c", "--checkpoint", bad, "--out", filepath.Join(t.TempDir(), "o")},
+	}
+	for _, args := range cases {
+		_, err := run(args...)
+		if err == nil {
+			t.Errorf("%v: no error", args)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: multi-line error %q", args, err)
+		}
+	}
+}

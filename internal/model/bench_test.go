@@ -1,0 +1,122 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/kernels"
+)
+
+// randomSource yields normal weights with std 1/sqrt(fan_in) and norm weights near 1, like the PyTorch
+// peer's random_target_weights, so activations stay O(1).
+type randomSource struct{ r *rand.Rand }
+
+func (s randomSource) Get(name string, optional bool, shape ...int) ([]float32, error) {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	w := make([]float32, n)
+	if strings.HasSuffix(name, "norm.weight") {
+		for i := range w {
+			w[i] = float32(1 + 0.1*s.r.NormFloat64())
+		}
+		return w, nil
+	}
+	std := 1 / math.Sqrt(float64(shape[len(shape)-1]))
+	for i := range w {
+		w[i] = float32(s.r.NormFloat64() * std)
+	}
+	return w, nil
+}
+
+// llama1BSlice is the Llama-3.2-1B shape cut to two layers, as in ../shared/bench/bench.py.
+func llama1BSlice(b *testing.B) *Model {
+	rope, err := kernels.ParseRopeScaling([]byte(`{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}`), 500000, 64, 131072)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := &Config{Architecture: "LlamaForCausalLM", VocabSize: 128256, HiddenSize: 2048, IntermediateSize: 8192,
+		NumLayers: 2, NumHeads: 32, NumKVHeads: 8, HeadDim: 64, RMSNormEps: 1e-5, Rope: rope,
+		MaxPositionEmbeddings: 131072, TieWordEmbeddings: true}
+	m, err := New(cfg, randomSource{rand.New(rand.NewPCG(0, 0))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// BenchmarkPrefill measures a full forward (all logits, aux states) in tokens/s, with the process's peak
+// resident memory. Run one sub-benchmark per process for a per-shape peak: -bench 'Prefill/1b'.
+func BenchmarkPrefill(b *testing.B) {
+	cases := []struct {
+		name  string
+		B, T  int
+		load  func(b *testing.B) *Model
+		aux   []int
+		vocab int
+	}{
+		{name: "1b_2layer_T1024", B: 1, T: 1024, load: llama1BSlice, aux: []int{0, 1, 1}},
+		{name: "stories260k_B8_T512", B: 8, T: 512, load: loadStories},
+		{name: "stories260k_B1_T256", B: 1, T: 256, load: loadStories},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			m := c.load(b)
+			aux := c.aux
+			if aux == nil {
+				aux = m.Config.DefaultAuxLayers()
+			}
+			r := rand.New(rand.NewPCG(1, 1))
+			ids := make([]int32, c.B*c.T)
+			for i := range ids {
+				ids[i] = int32(r.IntN(m.Config.VocabSize))
+			}
+			batch := Batch{B: c.B, T: c.T, IDs: ids}
+			// Each forward refills the previous output's buffers, as a serving or training loop does.
+			out, err := m.Forward(batch, nil, Request{AuxLayers: aux, Logits: AllLogits}) // warm-up
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := m.Forward(batch, nil, Request{AuxLayers: aux, Logits: AllLogits, Reuse: out}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(c.B*c.T*b.N)/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(peakRSSMiB(), "peakRSS_MiB")
+		})
+	}
+}
+
+func loadStories(b *testing.B) *Model {
+	m, err := Load(golden.Shared(b, "assets", "models", "stories260K"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// peakRSSMiB reads the process's resident-memory high-water mark (Linux).
+func peakRSSMiB() float64 {
+	data, err := os.ReadFile(filepath.Join("/proc", "self", "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err == nil {
+				return float64(kb) / 1024
+			}
+		}
+	}
+	return 0
+}
