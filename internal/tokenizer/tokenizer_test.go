@@ -1,0 +1,90 @@
+package tokenizer
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/specforge/specforge/internal/golden"
+)
+
+func loadShared(t testing.TB, name string) *Tokenizer {
+	t.Helper()
+	dir := golden.Shared(t, "assets", "tokenizers", name)
+	var tok *Tokenizer
+	var err error
+	if name == "gpt2" {
+		tok, err = LoadVocabMerges(filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt"))
+	} else {
+		tok, err = Load(dir)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestVectors runs llama.cpp's tokenizer test vectors (made with Hugging Face tokenizers,
+// add_special_tokens=False) and checks that decoding gives the text back.
+func TestVectors(t *testing.T) {
+	for _, c := range []struct{ vectors, tokenizer string }{
+		{"ggml-vocab-gpt-2.gguf", "gpt2"},
+		{"ggml-vocab-llama-bpe.gguf", "llama3"},
+		{"ggml-vocab-qwen2.gguf", "qwen3"},
+	} {
+		t.Run(c.tokenizer, func(t *testing.T) {
+			tok := loadShared(t, c.tokenizer)
+			base := golden.Shared(t, "assets", "tokenizers", "test_vectors", c.vectors)
+			inp, err := os.ReadFile(base + ".inp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := os.ReadFile(base + ".out")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every case, the last included, ends with the separator line.
+			texts := strings.Split(strings.TrimSuffix(string(inp), "\n__ggml_vocab_test__\n"), "\n__ggml_vocab_test__\n")
+			wants := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+			if len(texts) != len(wants) {
+				t.Fatalf("%d inputs, %d outputs", len(texts), len(wants))
+			}
+			for i, text := range texts {
+				got, err := tok.Encode(text, false)
+				if err != nil {
+					t.Fatalf("case %d %q: %v", i, text, err)
+				}
+				var want []int32
+				for _, f := range strings.Fields(wants[i]) {
+					id, _ := strconv.Atoi(f)
+					want = append(want, int32(id))
+				}
+				if !equalIDs(got, want) {
+					t.Errorf("case %d %q:\n got %v\nwant %v", i, text, got, want)
+					continue
+				}
+				back, err := tok.Decode(got, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.tokenizer != "llama3" && back != text { // llama3 cleans up spaces on decode
+					t.Errorf("case %d: decode(encode(%q)) = %q", i, text, back)
+				}
+			}
+		})
+	}
+}
+
+func equalIDs(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
