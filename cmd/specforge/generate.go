@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -9,17 +11,20 @@ import (
 
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tokenizer"
 )
 
 func generateCommand() *cobra.Command {
 	var (
 		modelDir  string
+		prompt    string
 		promptIDs string
+		showIDs   bool
 		maxNew    int
 		sampling  generate.SamplingParams
 	)
 	cmd := &cobra.Command{
-		Use:   "generate --model DIR [--prompt-ids IDS]",
+		Use:   "generate --model DIR [--prompt TEXT | --prompt-ids IDS]",
 		Short: "Generate tokens with a target model (greedy or sampled) and report tokens/s",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -35,29 +40,61 @@ func generateCommand() *cobra.Command {
 			}
 			defer m.Close()
 			warnUnused(cmd, m)
-			prompt, err := parseIDs(promptIDs, m.Config.VocabSize)
+			tok, err := loadTokenizer(modelDir)
 			if err != nil {
-				return fmt.Errorf("--prompt-ids: %w", err)
+				return err
 			}
-			if len(prompt) == 0 {
-				prompt = []int{m.Config.BOSTokenID}
+			if prompt != "" && promptIDs != "" {
+				return fmt.Errorf("give --prompt or --prompt-ids, not both")
 			}
-			res, err := generate.Generate(m, prompt, generate.Options{
+			var ids []int
+			switch {
+			case prompt != "":
+				if tok == nil {
+					return fmt.Errorf("%s has no tokenizer.json: give the prompt as --prompt-ids", modelDir)
+				}
+				enc, err := tok.Encode(prompt, true)
+				if err != nil {
+					return fmt.Errorf("--prompt: %w", err)
+				}
+				for _, id := range enc {
+					ids = append(ids, int(id))
+				}
+			default:
+				if ids, err = parseIDs(promptIDs, m.Config.VocabSize); err != nil {
+					return fmt.Errorf("--prompt-ids: %w", err)
+				}
+			}
+			if len(ids) == 0 {
+				ids = []int{m.Config.BOSTokenID}
+			}
+			res, err := generate.Generate(m, ids, generate.Options{
 				MaxNewTokens: maxNew, Sampling: sampling, StopIDs: m.Config.EOSTokenIDs,
 			})
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, joinIDs(res.Tokens))
-			fmt.Fprintf(out, "prefill: %d tokens in %.1f ms; decode: %d tokens at %.1f tokens/s\n",
-				len(prompt), res.PrefillTime.Seconds()*1000, len(res.Tokens), res.DecodeTokensPerSecond())
+			if tok == nil || showIDs {
+				fmt.Fprintln(out, joinIDs(res.Tokens))
+			} else {
+				// Decoding the whole sequence keeps the space between prompt and continuation.
+				text, err := tok.Decode(toInt32(append(ids, res.Tokens...)), true)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(out, text)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "prefill: %d tokens in %.1f ms; decode: %d tokens at %.1f tokens/s\n",
+				len(ids), res.PrefillTime.Seconds()*1000, len(res.Tokens), res.DecodeTokensPerSecond())
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "Hugging Face model folder (config.json + safetensors)")
+	f.StringVar(&prompt, "prompt", "", "prompt text, tokenized with the model's tokenizer.json (BOS added as the tokenizer says)")
 	f.StringVar(&promptIDs, "prompt-ids", "", "prompt as token ids separated by spaces or commas (default: the BOS token)")
+	f.BoolVar(&showIDs, "ids", false, "print token ids instead of text")
 	f.IntVar(&maxNew, "max-new-tokens", 64, "tokens to generate")
 	f.Float64Var(&sampling.Temperature, "temperature", 0, "sampling temperature (0 = greedy)")
 	f.Float64Var(&sampling.TopP, "top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability")
@@ -89,6 +126,24 @@ func parseIDs(s string, vocab int) ([]int, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// loadTokenizer loads dir's tokenizer, or returns nil when the folder has none.
+func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
+	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return tokenizer.Load(dir)
+		}
+	}
+	return nil, nil
+}
+
+func toInt32(ids []int) []int32 {
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out
 }
 
 func joinIDs(ids []int) string {

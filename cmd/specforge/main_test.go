@@ -23,7 +23,7 @@ func run(args ...string) (string, error) {
 
 func TestGenerateStories260K(t *testing.T) {
 	dir := golden.Shared(t, "assets", "models", "stories260K")
-	out, err := run("generate", "--model", dir, "--max-new-tokens", "15")
+	out, err := run("generate", "--model", dir, "--max-new-tokens", "15", "--ids")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,15 +33,30 @@ func TestGenerateStories260K(t *testing.T) {
 	if !strings.Contains(out, "tokens/s") {
 		t.Errorf("no rate in %q", out)
 	}
+	out, err = run("generate", "--model", dir, "--max-new-tokens", "30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Once upon a time, there was a little girl named Lily."; !strings.HasPrefix(out, want) {
+		t.Errorf("text %q, want it to start with %q", out, want)
+	}
+	out, err = run("generate", "--model", dir, "--max-new-tokens", "8", "--prompt", "Lily's mom said")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "Lily's mom said") {
+		t.Errorf("text %q", out)
+	}
 }
 
 func TestConvertThenGenerate(t *testing.T) {
 	bin := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
 	dir := filepath.Join(t.TempDir(), "hf")
-	if _, err := run("convert", "llama2c", "--checkpoint", bin, "--out", dir); err != nil {
+	tok := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin")
+	if _, err := run("convert", "llama2c", "--checkpoint", bin, "--tokenizer", tok, "--out", dir); err != nil {
 		t.Fatal(err)
 	}
-	out, err := run("generate", "--model", dir, "--max-new-tokens", "5", "--prompt-ids", "1,403")
+	out, err := run("generate", "--model", dir, "--max-new-tokens", "5", "--prompt-ids", "1,403", "--ids")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,10 @@ package llama2c
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -89,5 +91,41 @@ func TestReadErrors(t *testing.T) {
 		if _, err := Read(path); err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("%s: got %v, want an error naming the file", name, err)
 		}
+	}
+}
+
+// TestTokenizerMatchesReference converts tok512.bin and compares vocabulary, merges and pipeline with the
+// independently converted tokenizer.json of the shared stories260K folder.
+func TestTokenizerMatchesReference(t *testing.T) {
+	v, err := ReadVocab(golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := v.WriteHF(dir, 512); err != nil {
+		t.Fatal(err)
+	}
+	read := func(path string) map[string]any {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	got := read(filepath.Join(dir, "tokenizer.json"))
+	want := read(golden.Shared(t, "assets", "models", "stories260K", "tokenizer.json"))
+	for _, key := range []string{"added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"} {
+		if !reflect.DeepEqual(got[key], want[key]) {
+			g, _ := json.Marshal(got[key])
+			w, _ := json.Marshal(want[key])
+			t.Errorf("%s differs:\n got %.300s\nwant %.300s", key, g, w)
+		}
+	}
+	if _, err := ReadVocab(golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"), 500); err == nil {
+		t.Error("a vocabulary size mismatch was accepted")
 	}
 }
