@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"container/heap"
 	"fmt"
+	"unicode/utf8"
 )
 
 // bpe is a byte-pair-encoding model: merges applied by rank, lowest first, leftmost first among equals,
@@ -25,7 +26,7 @@ type merge struct {
 type symbol struct {
 	id         int32
 	prev, next int32
-	size       int32 // 0 once merged into its left neighbour
+	size       int32 // input bytes covered; 0 once merged into its left neighbour
 }
 
 type mergeItem struct {
@@ -50,11 +51,22 @@ func (q *mergeQueue) Pop() any {
 	return x
 }
 
-// tokenize encodes one pre-token (already byte-mapped for byte-level models) and appends the ids to dst.
-func (m *bpe) tokenize(dst []int32, word string) ([]int32, error) {
+// tokenize encodes one pre-token and appends its ids to dst and, for each id, the number of input bytes it
+// covers to sizes. A byte-mapped word (byte-level models) stands for one input byte per rune.
+func (m *bpe) tokenize(dst, sizes []int32, word string, byteMapped bool) ([]int32, []int32, error) {
+	runeSize := func(r rune) int32 {
+		if byteMapped {
+			return 1
+		}
+		return int32(utf8.RuneLen(r))
+	}
 	if m.ignoreMerges {
 		if id, ok := m.vocab[word]; ok {
-			return append(dst, id), nil
+			n := int32(0)
+			for _, r := range word {
+				n += runeSize(r)
+			}
+			return append(dst, id), append(sizes, n), nil
 		}
 	}
 	syms := make([]symbol, 0, len(word))
@@ -62,7 +74,7 @@ func (m *bpe) tokenize(dst []int32, word string) ([]int32, error) {
 	for _, r := range word {
 		s := string(r)
 		if id, ok := m.vocab[s]; ok {
-			syms = append(syms, symbol{id: id, size: 1})
+			syms = append(syms, symbol{id: id, size: runeSize(r)})
 			pendingUnk = false
 			continue
 		}
@@ -80,12 +92,13 @@ func (m *bpe) tokenize(dst []int32, word string) ([]int32, error) {
 			}
 		}
 		if m.unk < 0 {
-			return dst, fmt.Errorf("character %q is not in the vocabulary and the model has no unk token", r)
+			return dst, sizes, fmt.Errorf("character %q is not in the vocabulary and the model has no unk token", r)
 		}
 		if m.fuseUnk && pendingUnk {
-			continue // consecutive unknown characters become one unk
+			syms[len(syms)-1].size += runeSize(r) // consecutive unknown characters become one unk
+			continue
 		}
-		syms = append(syms, symbol{id: m.unk, size: 1})
+		syms = append(syms, symbol{id: m.unk, size: runeSize(r)})
 		pendingUnk = true
 	}
 	for i := range syms {
@@ -132,6 +145,7 @@ func (m *bpe) tokenize(dst []int32, word string) ([]int32, error) {
 	}
 	for i := 0; i >= 0 && i < len(syms); i = int(syms[i].next) {
 		dst = append(dst, syms[i].id)
+		sizes = append(sizes, syms[i].size)
 	}
-	return dst, nil
+	return dst, sizes, nil
 }

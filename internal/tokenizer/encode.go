@@ -96,52 +96,105 @@ func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) 
 // Encode tokenizes text. With addSpecial the post-processor's tokens (e.g. BOS) are added, as
 // transformers' encode(add_special_tokens=True) does.
 func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int32, error) {
-	var ids []int32
-	if addSpecial {
-		ids = append(ids, t.prefix...)
+	e, err := t.EncodeOffsets(text, addSpecial)
+	if err != nil {
+		return nil, err
 	}
+	return e.IDs, nil
+}
+
+// Encoding is a tokenized text with, for each token, the byte range [start, end) of the input it came from
+// (empty ranges for tokens the post-processor added).
+type Encoding struct {
+	IDs     []int32
+	Offsets [][2]int
+}
+
+// EncodeOffsets tokenizes text and records where each token came from in it.
+func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) (*Encoding, error) {
+	e := &Encoding{}
+	if addSpecial {
+		for _, id := range t.prefix {
+			e.IDs, e.Offsets = append(e.IDs, id), append(e.Offsets, [2]int{0, 0})
+		}
+	}
+	pos := 0
 	for _, seg := range t.splitAdded(text, false) {
+		segStart := pos
+		pos += len(seg.text)
 		if seg.added >= 0 {
-			ids = append(ids, seg.added)
+			e.IDs, e.Offsets = append(e.IDs, seg.added), append(e.Offsets, [2]int{segStart, pos})
 			continue
 		}
-		normalized := seg.text
+		normalized, align := seg.text, []int(nil)
 		for _, n := range t.normalizers {
-			normalized = n(normalized)
+			var a []int
+			normalized, a = n(normalized)
+			align = composeAlign(align, a)
 		}
+		orig := func(i int) int {
+			if align == nil {
+				return segStart + i
+			}
+			return segStart + align[i]
+		}
+		npos := 0
 		for _, sub := range t.splitAdded(normalized, true) {
+			subStart := npos
+			npos += len(sub.text)
 			if sub.added >= 0 {
-				ids = append(ids, sub.added)
+				e.IDs, e.Offsets = append(e.IDs, sub.added), append(e.Offsets, [2]int{orig(subStart), orig(npos)})
 				continue
 			}
-			var err error
-			if ids, err = t.encodePiece(ids, sub.text); err != nil {
+			if err := t.encodePiece(e, sub.text, subStart, orig); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if addSpecial {
-		ids = append(ids, t.suffix...)
+		for _, id := range t.suffix {
+			e.IDs, e.Offsets = append(e.IDs, id), append(e.Offsets, [2]int{len(text), len(text)})
+		}
 	}
-	return ids, nil
+	return e, nil
 }
 
-// encodePiece runs the pre-tokenizer and the model over normalised text.
-func (t *Tokenizer) encodePiece(ids []int32, text string) ([]int32, error) {
+// composeAlign chains alignments: outer maps the input of the second normaliser to the original text.
+func composeAlign(outer, inner []int) []int {
+	if outer == nil {
+		return inner
+	}
+	out := make([]int, len(inner))
+	for i, v := range inner {
+		out[i] = outer[v]
+	}
+	return out
+}
+
+// encodePiece runs the pre-tokenizer and the model over normalised text that starts at byte base of the
+// normalised segment; orig maps normalised positions to the original text.
+func (t *Tokenizer) encodePiece(e *Encoding, text string, base int, orig func(int) int) error {
 	pieces := []string{text}
 	if t.split != nil {
 		pieces = t.split.split(text)
 	}
-	var err error
+	at := base
 	for _, p := range pieces {
+		word := p
 		if t.byteLevel {
-			p = byteMap(p)
+			word = byteMap(p)
 		}
-		if ids, err = t.encodeWord(ids, p); err != nil {
-			return nil, err
+		ids, sizes, err := t.encodeWord(word)
+		if err != nil {
+			return err
+		}
+		for i, id := range ids {
+			e.IDs = append(e.IDs, id)
+			e.Offsets = append(e.Offsets, [2]int{orig(at), orig(at + int(sizes[i]))})
+			at += int(sizes[i])
 		}
 	}
-	return ids, nil
+	return nil
 }
 
 // maxCached bounds the pre-token cache, as the tokenizers library's does.
@@ -150,24 +203,28 @@ const (
 	maxCachedBytes = 256
 )
 
-func (t *Tokenizer) encodeWord(ids []int32, word string) ([]int32, error) {
+type cachedWord struct {
+	ids, sizes []int32
+}
+
+func (t *Tokenizer) encodeWord(word string) ([]int32, []int32, error) {
 	if v, ok := t.cache.Load(word); ok {
-		return append(ids, v.([]int32)...), nil
+		c := v.(cachedWord)
+		return c.ids, c.sizes, nil
 	}
-	n := len(ids)
-	ids, err := t.model.tokenize(ids, word)
+	ids, sizes, err := t.model.tokenize(nil, nil, word, t.byteLevel)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(word) <= maxCachedBytes {
 		t.cacheMu.Lock()
 		if t.cached < maxCached {
 			t.cached++
-			t.cache.Store(word, append([]int32(nil), ids[n:]...))
+			t.cache.Store(word, cachedWord{ids, sizes})
 		}
 		t.cacheMu.Unlock()
 	}
-	return ids, nil
+	return ids, sizes, nil
 }
 
 func byteMap(s string) string {

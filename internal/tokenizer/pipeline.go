@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -30,7 +31,61 @@ var byteToRune, runeToByte = func() ([256]rune, map[rune]byte) {
 // gpt2Pattern is the pre-tokenizer regex of GPT-2's ByteLevel with use_regex.
 const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 
-type normalizer func(string) string
+// normalizer rewrites text and returns, for every output byte (and one past the end), the input byte it
+// came from, so token offsets can point into the original text.
+type normalizer func(string) (string, []int)
+
+func identityAlign(n int) []int {
+	a := make([]int, n+1)
+	for i := range a {
+		a[i] = i
+	}
+	return a
+}
+
+// unicodeForm normalises with a Unicode form, aligning each normalisation segment to its input.
+func unicodeForm(f norm.Form) normalizer {
+	return func(s string) (string, []int) {
+		if f.IsNormalString(s) {
+			return s, identityAlign(len(s))
+		}
+		var out []byte
+		var align []int
+		var it norm.Iter
+		it.InitString(f, s)
+		for !it.Done() {
+			start := it.Pos()
+			seg := it.Next()
+			end := it.Pos()
+			same := string(seg) == s[start:end]
+			for i := range seg {
+				if same {
+					align = append(align, start+i)
+				} else {
+					align = append(align, start)
+				}
+			}
+			out = append(out, seg...)
+		}
+		return string(out), append(align, len(s))
+	}
+}
+
+// perRune maps every rune through fn, aligning the output of each rune to its input position.
+func perRune(fn func(rune) rune) normalizer {
+	return func(s string) (string, []int) {
+		var b strings.Builder
+		align := make([]int, 0, len(s)+1)
+		for i, r := range s {
+			n := b.Len()
+			b.WriteRune(fn(r))
+			for k := n; k < b.Len(); k++ {
+				align = append(align, i)
+			}
+		}
+		return b.String(), append(align, len(s))
+	}
+}
 
 type component struct {
 	Type string `json:"type"`
@@ -65,29 +120,53 @@ func parseNormalizer(raw json.RawMessage) ([]normalizer, error) {
 		}
 		return out, nil
 	case "NFC":
-		return []normalizer{norm.NFC.String}, nil
+		return []normalizer{unicodeForm(norm.NFC)}, nil
 	case "NFD":
-		return []normalizer{norm.NFD.String}, nil
+		return []normalizer{unicodeForm(norm.NFD)}, nil
 	case "NFKC":
-		return []normalizer{norm.NFKC.String}, nil
+		return []normalizer{unicodeForm(norm.NFKC)}, nil
 	case "NFKD":
-		return []normalizer{norm.NFKD.String}, nil
+		return []normalizer{unicodeForm(norm.NFKD)}, nil
 	case "Lowercase":
-		return []normalizer{strings.ToLower}, nil
+		return []normalizer{perRune(unicode.ToLower)}, nil
 	case "Prepend":
 		p := c.Prepend
-		return []normalizer{func(s string) string {
+		return []normalizer{func(s string) (string, []int) {
 			if s == "" {
-				return s
+				return s, []int{0}
 			}
-			return p + s
+			align := make([]int, len(p), len(p)+len(s)+1) // the prepended bytes point at the first input byte
+			return p + s, append(align, identityAlign(len(s))...)
 		}}, nil
 	case "Replace":
 		if c.Pattern.String == nil {
 			return nil, fmt.Errorf("Replace with a regex pattern is not supported")
 		}
 		from, to := *c.Pattern.String, c.Content
-		return []normalizer{func(s string) string { return strings.ReplaceAll(s, from, to) }}, nil
+		if from == "" {
+			return nil, fmt.Errorf("Replace with an empty pattern")
+		}
+		return []normalizer{func(s string) (string, []int) {
+			if !strings.Contains(s, from) {
+				return s, identityAlign(len(s))
+			}
+			var b strings.Builder
+			align := make([]int, 0, len(s)+1)
+			for i := 0; i < len(s); {
+				if strings.HasPrefix(s[i:], from) {
+					b.WriteString(to)
+					for range len(to) {
+						align = append(align, i)
+					}
+					i += len(from)
+					continue
+				}
+				b.WriteByte(s[i])
+				align = append(align, i)
+				i++
+			}
+			return b.String(), append(align, len(s))
+		}}, nil
 	}
 	return nil, fmt.Errorf("type %q is not supported (supported: Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace)", c.Type)
 }

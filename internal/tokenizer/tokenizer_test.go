@@ -88,3 +88,42 @@ func equalIDs(a, b []int32) bool {
 	}
 	return true
 }
+
+// TestOffsets checks that byte-level token offsets tile the input and that each token's bytes are exactly
+// the input bytes its offsets name.
+func TestOffsets(t *testing.T) {
+	for _, name := range []string{"llama3", "qwen3"} {
+		tok := loadShared(t, name)
+		texts := []string{"Hello world, it's 2024!\n\n  indented\tcode()", "<|im_start|>user\nHi 🤗 café<|im_end|>\n", "e\u0301 combining"}
+		for _, text := range texts {
+			e, err := tok.EncodeOffsets(text, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := 0
+			for i, id := range e.IDs {
+				off := e.Offsets[i]
+				if off[0] != at {
+					t.Fatalf("%s %q: token %d starts at %d, want %d", name, text, i, off[0], at)
+				}
+				at = off[1]
+				if tok.addedByID[id] != nil {
+					if text[off[0]:off[1]] != tok.Token(id) {
+						t.Errorf("%s: added token %q at %v", name, tok.Token(id), off)
+					}
+					continue
+				}
+				if name == "qwen3" && strings.Contains(text, "\u0301") {
+					continue // NFC composed the text: offsets name the original characters
+				}
+				b := decodeByteLevel([]string{tok.Token(id)})[0]
+				if b != text[off[0]:off[1]] && !strings.Contains(b, "\uFFFD") {
+					t.Errorf("%s: token %q decodes to %q but covers %q", name, tok.Token(id), b, text[off[0]:off[1]])
+				}
+			}
+			if at != len(text) {
+				t.Errorf("%s %q: offsets end at %d of %d", name, text, at, len(text))
+			}
+		}
+	}
+}
