@@ -108,6 +108,14 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) ([]int32, error) {
 type Encoding struct {
 	IDs     []int32
 	Offsets [][2]int
+	// segments are the stretches between added tokens, which the tokenizer encodes independently.
+	segments []encodedSegment
+}
+
+type encodedSegment struct {
+	start, end int // bytes of the input
+	firstToken int
+	added      bool
 }
 
 // EncodeOffsets tokenizes text and records where each token came from in it.
@@ -122,6 +130,7 @@ func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) (*Encoding, erro
 	for _, seg := range t.splitAdded(text, false) {
 		segStart := pos
 		pos += len(seg.text)
+		e.segments = append(e.segments, encodedSegment{start: segStart, end: pos, firstToken: len(e.IDs), added: seg.added >= 0})
 		if seg.added >= 0 {
 			e.IDs, e.Offsets = append(e.IDs, seg.added), append(e.Offsets, [2]int{segStart, pos})
 			continue
@@ -157,6 +166,27 @@ func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) (*Encoding, erro
 		}
 	}
 	return e, nil
+}
+
+// PrefixTokenCount returns len(Encode(text[:c], false)) given e = EncodeOffsets(text, false): the tokens of
+// the segments before the one holding c are reused and only that segment's part before c is encoded again.
+// SpecForge finds loss-mask boundaries this way (encoding prefixes), so masks match it token for token.
+func (t *Tokenizer) PrefixTokenCount(text string, e *Encoding, c int) (int, error) {
+	for _, seg := range e.segments {
+		if c > seg.end {
+			continue
+		}
+		if c == seg.start {
+			return seg.firstToken, nil
+		}
+		if seg.added { // c cuts an added token: the prefix tokenizes differently
+			ids, err := t.Encode(text[:c], false)
+			return len(ids), err
+		}
+		ids, err := t.Encode(text[seg.start:c], false)
+		return seg.firstToken + len(ids), err
+	}
+	return len(e.IDs), nil
 }
 
 // composeAlign chains alignments: outer maps the input of the second normaliser to the original text.

@@ -361,7 +361,7 @@ func parseDecoder(raw json.RawMessage) ([]decoder, error) {
 }
 
 // decodeByteLevel maps byte-level runes back to bytes; other runes keep their UTF-8 bytes. Invalid UTF-8 in
-// the result becomes U+FFFD, as String::from_utf8_lossy does.
+// the result becomes U+FFFD, one per maximal ill-formed subsequence, as Rust's String::from_utf8_lossy does.
 func decodeByteLevel(ts []string) []string {
 	var buf []byte
 	for _, s := range ts {
@@ -373,7 +373,60 @@ func decodeByteLevel(ts []string) []string {
 			}
 		}
 	}
-	return []string{strings.ToValidUTF8(string(buf), "\uFFFD")}
+	return []string{lossyUTF8(buf)}
+}
+
+// lossyUTF8 replaces every maximal subpart of an ill-formed UTF-8 sequence with U+FFFD (the Unicode
+// recommended practice that Rust and Python follow; Go's strings.ToValidUTF8 merges whole runs instead).
+func lossyUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	var out strings.Builder
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r != utf8.RuneError || size > 1 {
+			out.WriteRune(r)
+			i += size
+			continue
+		}
+		out.WriteRune(utf8.RuneError)
+		i += maximalSubpart(b[i:])
+	}
+	return out.String()
+}
+
+// maximalSubpart is the length of the longest prefix of b that starts a well-formed sequence (at least 1).
+func maximalSubpart(b []byte) int {
+	lo, hi := byte(0x80), byte(0xBF)
+	var need int
+	switch c := b[0]; {
+	case c >= 0xC2 && c <= 0xDF:
+		need = 1
+	case c == 0xE0:
+		need, lo = 2, 0xA0
+	case c >= 0xE1 && c <= 0xEC || c == 0xEE || c == 0xEF:
+		need = 2
+	case c == 0xED:
+		need, hi = 2, 0x9F
+	case c == 0xF0:
+		need, lo = 3, 0x90
+	case c >= 0xF1 && c <= 0xF3:
+		need = 3
+	case c == 0xF4:
+		need, hi = 3, 0x8F
+	default:
+		return 1
+	}
+	n := 1
+	for k := 0; k < need && n < len(b); k++ {
+		if b[n] < lo || b[n] > hi {
+			break
+		}
+		lo, hi = 0x80, 0xBF
+		n++
+	}
+	return n
 }
 
 // decodeByteFallback turns runs of <0xXX> tokens into the text their bytes spell, or one U+FFFD per byte

@@ -127,3 +127,42 @@ func TestOffsets(t *testing.T) {
 		}
 	}
 }
+
+func TestLossyUTF8(t *testing.T) {
+	cases := map[string]string{
+		"ok é":         "ok é",
+		"\xe2\x82A":    "\uFFFDA",            // truncated 3-byte sequence: one replacement
+		"\xff\xfe":     "\uFFFD\uFFFD",       // two invalid bytes: two replacements
+		"\xf0\x9f\x98": "\uFFFD",             // truncated emoji
+		"\xed\xa0\x80": "\uFFFD\uFFFD\uFFFD", // surrogate: ED A0 is not a valid prefix
+		"a\xc3":        "a\uFFFD",
+	}
+	for in, want := range cases {
+		if got := lossyUTF8([]byte(in)); got != want {
+			t.Errorf("lossyUTF8(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPrefixTokenCount compares the shortcut with encoding every prefix of chat-formatted text.
+func TestPrefixTokenCount(t *testing.T) {
+	tok := loadShared(t, "qwen3")
+	text := "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nMy name  is\n\nQwen.<|im_end|>\n"
+	e, err := tok.EncodeOffsets(text, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := 0; c <= len(text); c++ {
+		want, err := tok.Encode(text[:c], false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tok.PrefixTokenCount(text, e, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != len(want) {
+			t.Fatalf("prefix %q: %d tokens, want %d", text[:c], got, len(want))
+		}
+	}
+}
