@@ -69,15 +69,25 @@ type Sample struct {
 	RoleViolation string
 }
 
-// Rejection is a row that cannot become a sample, with the reason counted in the statistics.
+// Rejection is a row that cannot become a sample. Reason is the category counted in the statistics,
+// Detail what exactly was wrong.
 type Rejection struct {
-	Where, Reason string
+	Where, Reason, Detail string
 }
 
-func (r *Rejection) Error() string { return r.Where + ": " + r.Reason }
+func (r *Rejection) Error() string { return r.Where + ": " + r.Reason + ": " + r.Detail }
 
-func reject(where, format string, args ...any) *Rejection {
-	return &Rejection{Where: where, Reason: fmt.Sprintf(format, args...)}
+// Rejection reasons.
+const (
+	reasonNoFields  = "no recognised fields"
+	reasonWrongType = "field of the wrong type"
+	reasonEmpty     = "empty text, completion or conversation"
+	reasonMessage   = "malformed message"
+	reasonTools     = "malformed tools"
+)
+
+func reject(where, reason, format string, args ...any) *Rejection {
+	return &Rejection{Where: where, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
 // ToSample interprets a row. Rows that do not fit the schema return a *Rejection.
@@ -92,7 +102,7 @@ func ToSample(row Row, opt SchemaOptions) (*Sample, error) {
 		}
 		sv, isStr := v.(string)
 		if !isStr {
-			return "", true, reject(row.Where, "field %q: want a string, got %s", key, jsonType(v))
+			return "", true, reject(row.Where, reasonWrongType, "field %q: want a string, got %s", key, jsonType(v))
 		}
 		return sv, true, nil
 	}
@@ -106,7 +116,7 @@ func ToSample(row Row, opt SchemaOptions) (*Sample, error) {
 		case f[opt.TextField] != nil:
 			format = "text"
 		default:
-			return nil, reject(row.Where, "no conversations, messages, %s or %s/%s field", opt.TextField, opt.PromptField, opt.CompletionField)
+			return nil, reject(row.Where, reasonNoFields, "no conversations, messages, %s or %s/%s field", opt.TextField, opt.PromptField, opt.CompletionField)
 		}
 	}
 	switch format {
@@ -123,7 +133,7 @@ func ToSample(row Row, opt SchemaOptions) (*Sample, error) {
 			return nil, bad
 		}
 		if !ok || text == "" {
-			return nil, reject(row.Where, "field %q is missing or empty", opt.TextField)
+			return nil, reject(row.Where, reasonEmpty, "field %q is missing or empty", opt.TextField)
 		}
 		s.Text = text
 		return s, nil
@@ -138,7 +148,7 @@ func ToSample(row Row, opt SchemaOptions) (*Sample, error) {
 			return nil, bad
 		}
 		if !okP || !okC || c == "" {
-			return nil, reject(row.Where, "fields %q and %q are required, the completion non-empty", opt.PromptField, opt.CompletionField)
+			return nil, reject(row.Where, reasonEmpty, "fields %q and %q are required, the completion non-empty", opt.PromptField, opt.CompletionField)
 		}
 		s.Prompt, s.Completion = p, c
 		return s, nil
@@ -159,32 +169,32 @@ func (s *Sample) readChat(f map[string]any, opt SchemaOptions) error {
 	case f[key] != nil:
 		list, ok := f[key].([]any)
 		if !ok {
-			return reject(s.Where, "field %q: want a list of messages, got %s", key, jsonType(f[key]))
+			return reject(s.Where, reasonWrongType, "field %q: want a list of messages, got %s", key, jsonType(f[key]))
 		}
 		raw = list
 	case f["question"] != nil && f["answer"] != nil: // GSM8K-style rows
 		raw = []any{map[string]any{"role": "user", "content": f["question"]}, map[string]any{"role": "assistant", "content": f["answer"]}}
 	default:
-		return reject(s.Where, "no conversations or messages field")
+		return reject(s.Where, reasonNoFields, "no conversations or messages field")
 	}
 	if len(raw) == 0 {
-		return reject(s.Where, "field %q is empty", key)
+		return reject(s.Where, reasonEmpty, "field %q is empty", key)
 	}
 	for i, item := range raw {
 		m, ok := item.(map[string]any)
 		if !ok {
-			return reject(s.Where, "%s[%d]: want a message object, got %s", key, i, jsonType(item))
+			return reject(s.Where, reasonMessage, "%s[%d]: want a message object, got %s", key, i, jsonType(item))
 		}
 		msg, err := normalizeMessage(m, opt.KeepReasoning)
 		if err != nil {
-			return reject(s.Where, "%s[%d]: %v", key, i, err)
+			return reject(s.Where, reasonMessage, "%s[%d]: %v", key, i, err)
 		}
 		s.Messages = append(s.Messages, msg)
 	}
 	if tools, ok := f["tools"]; ok && tools != nil {
 		parsed, err := parseTools(tools)
 		if err != nil {
-			return reject(s.Where, "field \"tools\": %v", err)
+			return reject(s.Where, reasonTools, "field \"tools\": %v", err)
 		}
 		s.Tools = parsed
 	}

@@ -1,0 +1,50 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type testConfig struct {
+	Name string `yaml:"name"`
+	Data struct {
+		Files     []string `yaml:"files"`
+		MaxLength int      `yaml:"max_length"`
+		Shuffle   bool     `yaml:"shuffle"`
+	} `yaml:"data"`
+	LR float64 `yaml:"lr"`
+}
+
+func TestLoadWithOverrides(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.yaml")
+	os.WriteFile(path, []byte("name: base\ndata:\n  files: [a.jsonl]\n  max_length: 512\nlr: 1e-4\n"), 0o644)
+	var c testConfig
+	err := Load(path, []string{"data.max_length=1024", "data.shuffle=true", "name=run 2", "data.files=[x, y]", "lr=0.001"}, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "run 2" || c.Data.MaxLength != 1024 || !c.Data.Shuffle || len(c.Data.Files) != 2 || c.LR != 0.001 {
+		t.Errorf("config %+v", c)
+	}
+	var d testConfig
+	if err := Load("", []string{"data.max_length=7"}, &d); err != nil || d.Data.MaxLength != 7 {
+		t.Errorf("no file: %+v %v", d, err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.yaml")
+	os.WriteFile(path, []byte("name: x\ndata:\n  max_lenght: 5\n"), 0o644)
+	var c testConfig
+	err := Load(path, nil, &c)
+	if err == nil || !strings.Contains(err.Error(), "max_lenght") || !strings.Contains(err.Error(), path) {
+		t.Errorf("misspelt key: %v", err)
+	}
+	for _, o := range []string{"nokey", "name.sub=1", "data.max_length=abc"} {
+		if err := Load("", []string{o}, &c); err == nil {
+			t.Errorf("--set %s accepted", o)
+		}
+	}
+}
