@@ -153,3 +153,5 @@ func joinIDs(ids []int) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+func loadModelConfig(dir string) (*model.Config, error) { return model.LoadConfig(dir) }

@@ -27,6 +27,6 @@ func rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(convertCommand(), generateCommand())
+	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand())
 	return root
 }

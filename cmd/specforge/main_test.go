@@ -86,3 +86,33 @@ func TestErrorsAreOneLine(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareData(t *testing.T) {
+	tok := golden.Shared(t, "assets", "tokenizers", "qwen3")
+	data := golden.Shared(t, "assets", "datasets", "fastchat_dummy_conversation", "dummy_conversation.json")
+	cache := t.TempDir()
+	args := []string{"prepare-data", "--target", tok, "--data", data, "--chat-template", "qwen3-instruct", "--cache-dir", cache, "--draft-vocab-size", "1000"}
+	out, err := run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"train: 500 rows -> 500 samples", "draft vocabulary: 1000 of 151669", "rows/s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = run(args...)
+	if err != nil || !strings.Contains(out, "already prepared") {
+		t.Errorf("second run: %v\n%s", err, out)
+	}
+	for _, bad := range [][]string{
+		{"prepare-data", "--target", tok, "--data", filepath.Join(t.TempDir(), "missing.jsonl"), "--chat-template", "qwen", "--cache-dir", cache},
+		{"prepare-data", "--target", tok, "--data", data, "--chat-template", "no-such-template", "--cache-dir", cache},
+		{"prepare-data", "--target", tok, "--data", data, "--set", "data.max_lenght=5"},
+		{"prepare-data", "--data", data},
+	} {
+		if _, err := run(bad...); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %v", bad, err)
+		}
+	}
+}

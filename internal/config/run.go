@@ -11,6 +11,17 @@ import (
 type Run struct {
 	Target TargetConfig `yaml:"target"`
 	Data   DataConfig   `yaml:"data"`
+	Draft  DraftConfig  `yaml:"draft"`
+}
+
+// DraftConfig shapes the EAGLE-3 draft.
+type DraftConfig struct {
+	// VocabSize is the draft vocabulary (default 32000, capped at the target's).
+	VocabSize int `yaml:"vocab_size"`
+	// KeepSpecialTokens and KeepByteTokens put the tokenizer's special tokens and its 256 byte tokens in the
+	// draft vocabulary whatever their frequency (frequency-only pruning hurts rarely seen languages).
+	KeepSpecialTokens bool `yaml:"keep_special_tokens"`
+	KeepByteTokens    bool `yaml:"keep_byte_tokens"`
 }
 
 // TargetConfig names the target model.
@@ -53,6 +64,7 @@ func Defaults() Run {
 			Format: "auto", MaxLength: 2048, Shuffle: true, Seed: 42, KeepReasoning: "auto",
 			CacheDir: "cache",
 		},
+		Draft: DraftConfig{VocabSize: 32000},
 	}
 }
 
@@ -83,6 +95,9 @@ func (r *Run) Validate() error {
 	}
 	if d.EvalFraction < 0 || d.EvalFraction >= 1 {
 		return fmt.Errorf("data.eval_fraction must be in [0, 1), got %g", d.EvalFraction)
+	}
+	if r.Draft.VocabSize <= 0 {
+		return fmt.Errorf("draft.vocab_size must be positive, got %d", r.Draft.VocabSize)
 	}
 	return nil
 }

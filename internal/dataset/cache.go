@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/vocab"
 )
 
 // A tokenized dataset file is a safetensors file with three tensors: offsets I64 [n+1] (sample i is
@@ -100,3 +101,21 @@ func (d *File) Metadata() map[string]string { return d.f.Metadata }
 
 // Close unmaps the file.
 func (d *File) Close() error { return d.f.Close() }
+
+// CountLossTokens counts, per target id, the tokens that carry loss: the statistic the draft vocabulary is
+// chosen from.
+func (d *File) CountLossTokens(vocabSize int) (*vocab.Counter, error) {
+	c := vocab.NewCounter(vocabSize)
+	n := d.Tokens()
+	for i := int64(0); i < n; i++ {
+		if d.mask.Data[i] == 0 {
+			continue
+		}
+		id := int32(binary.LittleEndian.Uint32(d.ids.Data[4*i:]))
+		if id < 0 || int(id) >= vocabSize {
+			return nil, fmt.Errorf("token id %d outside the target vocabulary [0, %d)", id, vocabSize)
+		}
+		c.Counts[id]++
+	}
+	return c, nil
+}

@@ -15,7 +15,7 @@ type maskRef struct {
 	LossMask []uint8 `json:"loss_mask"`
 }
 
-func readMaskRef(t *testing.T, name string) maskRef {
+func readMaskRef(t testing.TB, name string) maskRef {
 	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "specforge_qwen_loss_mask_refs", name+"_standard_ref.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +27,7 @@ func readMaskRef(t *testing.T, name string) maskRef {
 	return ref
 }
 
-func qwenTokenizer(t *testing.T) *tokenizer.Tokenizer {
+func qwenTokenizer(t testing.TB) *tokenizer.Tokenizer {
 	tok, err := tokenizer.Load(golden.Shared(t, "assets", "tokenizers", "qwen3"))
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +64,49 @@ func TestMaskPreformatted(t *testing.T) {
 		}
 		tz := &Tokenizing{Tokenizer: tok, Template: &tmpl, MaxLength: 2048}
 		got, err := tz.Tokenize(&Sample{Kind: Preformatted, Text: c.text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareMask(t, c.ref, got, readMaskRef(t, c.ref))
+	}
+}
+
+// TestMaskFromMessages renders SpecForge's reference conversation with the Qwen chat templates and checks
+// ids and loss mask against SpecForge's own output, token for token.
+func TestMaskFromMessages(t *testing.T) {
+	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "specforge_qwen_loss_mask_refs", "messages.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in struct {
+		Messages []any `json:"standard_messages"`
+	}
+	if err := json.Unmarshal(raw, &in); err != nil {
+		t.Fatal(err)
+	}
+	tok := qwenTokenizer(t)
+	cases := []struct{ ref, template, jinja string }{
+		// The "qwen" reference used Qwen3-Next's template, which renders this input as Qwen2.5's does.
+		{"qwen", "qwen", "Qwen-Qwen2.5-7B-Instruct"},
+		{"qwen3-instruct", "qwen3-instruct", "Qwen-Qwen3-0.6B"},
+		{"qwen3-thinking", "qwen3-thinking", "Qwen-Qwen3-0.6B"},
+	}
+	for _, c := range cases {
+		src, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", c.jinja+".jinja"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := chat.NewJinjaRenderer(string(src), "", "<|im_end|>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl, _ := chat.Lookup(c.template)
+		tz := &Tokenizing{Tokenizer: tok, Template: &tmpl, Renderer: r, MaxLength: 2048}
+		s, err := ToSample(Row{Where: "messages.json", Fields: map[string]any{"messages": in.Messages}}, SchemaOptions{KeepReasoning: tmpl.Thinking})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tz.Tokenize(s)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,8 +3,9 @@ package dataset
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
+
+	"github.com/specforge/specforge/internal/chat"
 )
 
 // Kind says how a sample is tokenized and where its loss is.
@@ -274,7 +275,8 @@ func messageContent(m map[string]any) (string, error) {
 }
 
 // sanitizeToolCalls keeps id, type and function{name, arguments} of each call, parsing JSON strings
-// (the calls themselves or their arguments) as SpecForge does.
+// (the calls themselves or their arguments) as SpecForge does. Arguments parsed from a string keep their key
+// order, since templates print them with tojson.
 func sanitizeToolCalls(v any) ([]any, error) {
 	if s, ok := v.(string); ok {
 		if err := json.Unmarshal([]byte(s), &v); err != nil {
@@ -304,8 +306,8 @@ func sanitizeToolCalls(v any) ([]any, error) {
 				args = map[string]any{}
 			}
 			if as, ok := args.(string); ok {
-				var parsed any
-				if err := json.Unmarshal([]byte(as), &parsed); err != nil {
+				parsed, err := chat.ParseJSON(as)
+				if err != nil {
 					return nil, fmt.Errorf("tool_calls: arguments of %q: invalid JSON: %v", name, err)
 				}
 				args = parsed
@@ -317,19 +319,31 @@ func sanitizeToolCalls(v any) ([]any, error) {
 	return out, nil
 }
 
-// parseTools accepts a list of tool definitions or a JSON string holding one.
+// parseTools accepts a list of tool definitions or a JSON string holding one (decoded in key order).
 func parseTools(v any) ([]any, error) {
 	if s, ok := v.(string); ok {
 		if strings.TrimSpace(s) == "" {
 			return nil, nil
 		}
-		if err := json.Unmarshal([]byte(s), &v); err != nil {
+		parsed, err := chat.ParseJSON(s)
+		if err != nil {
 			return nil, fmt.Errorf("invalid JSON string: %v", err)
 		}
+		list, ok := parsed.(chat.PyList)
+		if !ok {
+			return nil, fmt.Errorf("want a list of tools, got %T", parsed)
+		}
+		if len(list) == 0 {
+			return nil, nil
+		}
+		return []any(list), nil
 	}
 	list, ok := v.([]any)
 	if !ok {
 		return nil, fmt.Errorf("want a list of tools, got %s", jsonType(v))
+	}
+	if len(list) == 0 {
+		return nil, nil
 	}
 	return list, nil
 }
@@ -381,14 +395,4 @@ func jsonType(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
-}
-
-// sortedKeys lists a map's keys in order (deterministic error messages).
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -32,7 +32,8 @@ func New(total int64, desc string) *Reporter {
 
 // NewTo reports to w, as a bar when terminal is true.
 func NewTo(w io.Writer, total int64, desc string, terminal bool) *Reporter {
-	r := &Reporter{w: w, desc: desc, total: total, start: time.Now(), interval: 5 * time.Second}
+	now := time.Now()
+	r := &Reporter{w: w, desc: desc, total: total, start: now, lastLog: now, interval: 5 * time.Second}
 	if terminal {
 		r.bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(desc),
 			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetPredictTime(true),

@@ -5,6 +5,8 @@ package vocab
 import (
 	"fmt"
 	"sort"
+
+	"github.com/specforge/specforge/internal/safetensors"
 )
 
 // Counter counts target token ids at positions that carry loss.
@@ -115,6 +117,49 @@ func FromD2T(d2t []int64, v int) (*Mapping, error) {
 			return nil, fmt.Errorf("d2t[%d] maps to target id %d, not above the previous %d", i, id, m.Used[i-1])
 		}
 		m.Used[i], m.T2D[id] = id, true
+	}
+	return m, nil
+}
+
+// Write stores the mapping as d2t (I64) and t2d (BOOL) tensors, the names and types engines load.
+func (m *Mapping) Write(path string) error {
+	return safetensors.Write(path, []safetensors.Tensor{
+		safetensors.FromInt64("d2t", safetensors.I64, []int{len(m.D2T)}, m.D2T),
+		safetensors.FromBool("t2d", []int{len(m.T2D)}, m.T2D),
+	}, map[string]string{"format": "pt"})
+}
+
+// Read loads a mapping written by Write (or any file with d2t and t2d), checking that they agree.
+func Read(path string) (*Mapping, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dt, err := f.Tensor("d2t")
+	if err != nil {
+		return nil, err
+	}
+	d2t, err := dt.Int64()
+	if err != nil {
+		return nil, err
+	}
+	tt, err := f.Tensor("t2d")
+	if err != nil {
+		return nil, err
+	}
+	t2d, err := tt.Bool()
+	if err != nil {
+		return nil, err
+	}
+	m, err := FromD2T(d2t, len(t2d))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for j, in := range t2d {
+		if in != m.T2D[j] {
+			return nil, fmt.Errorf("%s: t2d[%d] = %v disagrees with d2t", path, j, in)
+		}
 	}
 	return m, nil
 }

@@ -81,3 +81,20 @@ func TestBuildAlwaysKeeps(t *testing.T) {
 		t.Error("non-increasing d2t accepted")
 	}
 }
+
+func TestWriteRead(t *testing.T) {
+	m, err := Build([]int64{5, 0, 3, 3, 0, 9}, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/vocab.safetensors"
+	if err := m.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "d2t", back.D2T, m.D2T)
+	equal(t, "used", back.Used, []int64{0, 2, 5})
+}
