@@ -1,0 +1,89 @@
+// Package draft is the EAGLE-3 draft model: one Llama decoder layer that reads the target's token
+// embedding and three of its hidden states, trained with the training-time test (TTT) unroll of
+// ../shared/docs/EAGLE3.md. It holds the configuration, the parameters, the teacher distribution over the
+// draft vocabulary, and the fused TTT forward and backward pass.
+package draft
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/model"
+)
+
+// Config is the shape of a draft.
+type Config struct {
+	HiddenSize       int             `json:"hidden_size"`
+	IntermediateSize int             `json:"intermediate_size"`
+	NumHeads         int             `json:"num_attention_heads"`
+	NumKVHeads       int             `json:"num_key_value_heads"`
+	HeadDim          int             `json:"head_dim"`
+	VocabSize        int             `json:"vocab_size"` // the target's vocabulary
+	DraftVocabSize   int             `json:"draft_vocab_size"`
+	TargetHiddenSize int             `json:"target_hidden_size"`
+	RMSNormEps       float64         `json:"rms_norm_eps"`
+	RopeTheta        float64         `json:"rope_theta"`
+	RopeScaling      json.RawMessage `json:"rope_scaling"`
+	MaxPositions     int             `json:"max_position_embeddings"`
+	// AuxLayers are the target layers whose outputs feed fc, 0-based "output of layer i" (SGLang's
+	// convention).
+	AuxLayers []int `json:"aux_layers"`
+	BOS       int   `json:"bos_token_id"`
+	EOS       []int `json:"eos_token_id"`
+}
+
+// FromTarget derives a draft configuration from the target's, as SpecForge does: one layer of the target's
+// width, heads and RoPE, a draft vocabulary of draftVocab tokens (capped at the target's vocabulary).
+func FromTarget(t *model.Config, rawRopeScaling json.RawMessage, draftVocab int) Config {
+	return Config{
+		HiddenSize: t.HiddenSize, IntermediateSize: t.IntermediateSize, NumHeads: t.NumHeads,
+		NumKVHeads: t.NumKVHeads, HeadDim: t.HeadDim, VocabSize: t.VocabSize,
+		DraftVocabSize: min(draftVocab, t.VocabSize), TargetHiddenSize: t.HiddenSize,
+		RMSNormEps: t.RMSNormEps, RopeTheta: t.Rope.Theta, RopeScaling: rawRopeScaling,
+		MaxPositions: t.MaxPositionEmbeddings, AuxLayers: t.DefaultAuxLayers(),
+		BOS: t.BOSTokenID, EOS: t.EOSTokenIDs,
+	}
+}
+
+// Rope returns the rotary embedding of the draft.
+func (c *Config) Rope() (kernels.RopeConfig, error) {
+	r, err := kernels.ParseRopeScaling(c.RopeScaling, c.RopeTheta, c.HeadDim, c.MaxPositions)
+	if err != nil {
+		return r, fmt.Errorf("draft rope_scaling: %w", err)
+	}
+	return r, r.Validate()
+}
+
+// Validate checks the configuration on its own and, when target is not nil, against the target it drafts
+// for.
+func (c *Config) Validate(target *model.Config) error {
+	switch {
+	case c.HiddenSize <= 0 || c.IntermediateSize <= 0 || c.NumHeads <= 0 || c.HeadDim <= 0:
+		return fmt.Errorf("draft: hidden_size, intermediate_size, num_attention_heads and head_dim must be positive")
+	case c.NumKVHeads <= 0 || c.NumHeads%c.NumKVHeads != 0:
+		return fmt.Errorf("draft: num_key_value_heads %d must divide num_attention_heads %d", c.NumKVHeads, c.NumHeads)
+	case c.DraftVocabSize <= 0 || c.DraftVocabSize > c.VocabSize:
+		return fmt.Errorf("draft: draft_vocab_size %d must be in [1, vocab_size %d]", c.DraftVocabSize, c.VocabSize)
+	case len(c.AuxLayers) != 3:
+		return fmt.Errorf("draft: EAGLE-3 reads 3 aux layers, got %v", c.AuxLayers)
+	}
+	if _, err := c.Rope(); err != nil {
+		return err
+	}
+	if target == nil {
+		return nil
+	}
+	if c.VocabSize != target.VocabSize {
+		return fmt.Errorf("draft vocab_size %d differs from the target's %d", c.VocabSize, target.VocabSize)
+	}
+	if c.TargetHiddenSize != target.HiddenSize {
+		return fmt.Errorf("draft target_hidden_size %d differs from the target's hidden_size %d", c.TargetHiddenSize, target.HiddenSize)
+	}
+	for _, l := range c.AuxLayers {
+		if l < 0 || l >= target.NumLayers {
+			return fmt.Errorf("draft aux layer %d is outside the target's layers [0, %d)", l, target.NumLayers)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package draft
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/vocab"
+)
+
+// Draft is a draft model: trainable float32 parameters, the frozen target embedding and the vocabulary
+// mapping.
+type Draft struct {
+	Config Config
+	Embed  []float32 // [V, H], frozen; shared with the target, never saved with the draft
+	Vocab  *vocab.Mapping
+	W      Weights
+}
+
+// Weights are the trainable tensors, in PyTorch's [out, in] layout; gradients use the same type.
+type Weights struct {
+	FC                              []float32 // [H, 3*Ht]
+	HiddenNorm, InputNorm, PostNorm []float32 // [H]
+	Wq, Wk, Wv                      []float32 // [nh*d | nkv*d, 2H]
+	Wo                              []float32 // [H, nh*d]
+	Wgate, Wup                      []float32 // [I, H]
+	Wdown                           []float32 // [H, I]
+	Norm                            []float32 // [H]
+	LMHead                          []float32 // [Vd, H]
+}
+
+// Param names one tensor of Weights with its shape.
+type Param struct {
+	Name  string // SGLang / SpecForge export name
+	Shape []int
+	Data  *[]float32
+}
+
+// Params lists the tensors of w in a fixed order, with their export names.
+func (w *Weights) Params(c *Config) []Param {
+	H, Ht, I := c.HiddenSize, c.TargetHiddenSize, c.IntermediateSize
+	q, kv := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
+	return []Param{
+		{"fc.weight", []int{H, 3 * Ht}, &w.FC},
+		{"midlayer.hidden_norm.weight", []int{H}, &w.HiddenNorm},
+		{"midlayer.input_layernorm.weight", []int{H}, &w.InputNorm},
+		{"midlayer.self_attn.q_proj.weight", []int{q, 2 * H}, &w.Wq},
+		{"midlayer.self_attn.k_proj.weight", []int{kv, 2 * H}, &w.Wk},
+		{"midlayer.self_attn.v_proj.weight", []int{kv, 2 * H}, &w.Wv},
+		{"midlayer.self_attn.o_proj.weight", []int{H, q}, &w.Wo},
+		{"midlayer.post_attention_layernorm.weight", []int{H}, &w.PostNorm},
+		{"midlayer.mlp.gate_proj.weight", []int{I, H}, &w.Wgate},
+		{"midlayer.mlp.up_proj.weight", []int{I, H}, &w.Wup},
+		{"midlayer.mlp.down_proj.weight", []int{H, I}, &w.Wdown},
+		{"norm.weight", []int{H}, &w.Norm},
+		{"lm_head.weight", []int{c.DraftVocabSize, H}, &w.LMHead},
+	}
+}
+
+// NewWeights allocates zero weights (also the shape of a gradient).
+func NewWeights(c *Config) Weights {
+	var w Weights
+	for _, p := range w.Params(c) {
+		*p.Data = make([]float32, safetensors.NumElements(p.Shape))
+	}
+	return w
+}
+
+// Slices returns the tensors of w in Params order.
+func (w *Weights) Slices(c *Config) [][]float32 {
+	var out [][]float32
+	for _, p := range w.Params(c) {
+		out = append(out, *p.Data)
+	}
+	return out
+}
+
+// Init fills w as SpecForge initialises a draft (Hugging Face's post_init): linear weights from N(0, std)
+// (initializer_range, 0.02), norm weights 1. The seed makes it reproducible.
+func (w *Weights) Init(c *Config, seed uint64, std float64) {
+	r := rand.New(rand.NewPCG(seed, 0xd4af7))
+	for _, p := range w.Params(c) {
+		data := *p.Data
+		if len(p.Shape) == 1 {
+			for i := range data {
+				data[i] = 1
+			}
+			continue
+		}
+		for i := range data {
+			data[i] = float32(r.NormFloat64() * std)
+		}
+	}
+}
+
+// LoadWeights reads draft weights stored under their export names (SGLang/SpecForge "midlayer.*" layout),
+// checking every shape, as float32.
+func LoadWeights(c *Config, f interface {
+	Tensor(string) (*safetensors.Tensor, error)
+}) (Weights, error) {
+	var w Weights
+	for _, p := range w.Params(c) {
+		t, err := f.Tensor(p.Name)
+		if err != nil {
+			return w, err
+		}
+		if err := t.CheckShape(p.Shape...); err != nil {
+			return w, err
+		}
+		if *p.Data, err = t.Float32(); err != nil {
+			return w, err
+		}
+	}
+	return w, nil
+}
+
+// Clone returns a deep copy.
+func (w *Weights) Clone(c *Config) Weights {
+	out := NewWeights(c)
+	src, dst := w.Slices(c), out.Slices(c)
+	for i := range src {
+		copy(dst[i], src[i])
+	}
+	return out
+}
+
+// Zero clears every tensor.
+func (w *Weights) Zero(c *Config) {
+	for _, s := range w.Slices(c) {
+		clear(s)
+	}
+}
+
+// New assembles a draft and checks the sizes of its parts.
+func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
+	if err := c.Validate(nil); err != nil {
+		return nil, err
+	}
+	if len(embed) != c.VocabSize*c.HiddenSize {
+		return nil, fmt.Errorf("draft: embedding has %d values, want %d x %d", len(embed), c.VocabSize, c.HiddenSize)
+	}
+	if len(m.D2T) != c.DraftVocabSize || len(m.T2D) != c.VocabSize {
+		return nil, fmt.Errorf("draft: vocabulary mapping of %d/%d tokens, want %d/%d", len(m.D2T), len(m.T2D), c.DraftVocabSize, c.VocabSize)
+	}
+	for _, p := range w.Params(&c) {
+		if len(*p.Data) != safetensors.NumElements(p.Shape) {
+			return nil, fmt.Errorf("draft: %s has %d values, want shape %v", p.Name, len(*p.Data), p.Shape)
+		}
+	}
+	return &Draft{Config: c, Embed: embed, Vocab: m, W: w}, nil
+}

@@ -1,0 +1,212 @@
+package draft
+
+import (
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/optim"
+	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/vocab"
+)
+
+// loadGoldenDraft builds the draft of a TTT case from its manifest and draft_init.safetensors.
+func loadGoldenDraft(t *testing.T, c *golden.Case) *Draft {
+	var cfg Config
+	c.Hyper(t, "draft_config", &cfg)
+	cfg.AuxLayers = []int{1, 1, 1}
+	f, err := safetensors.Open(filepath.Join(c.Dir, "draft_init.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := LoadWeights(&cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	et, _ := f.Tensor("embed_tokens.weight")
+	embed, err := et.Float32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dt, _ := f.Tensor("d2t")
+	d2t, _ := dt.Int64()
+	m, err := vocab.FromD2T(d2t, cfg.VocabSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg, embed, m, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// goldenBatch turns a case's raw inputs (ids, masks, aux, unshifted target logits) into a batch.
+func goldenBatch(t *testing.T, c *golden.Case, d *Draft, file string, logits []float64, aux []float64) *Batch {
+	ids := c.Ints(t, "inputs.safetensors", "input_ids")
+	lm := c.Ints(t, "inputs.safetensors", "loss_mask")
+	am := c.Ints(t, "inputs.safetensors", "attention_mask")
+	shape := c.Tensor(t, "inputs.safetensors", "input_ids").Shape
+	B, T := shape[0], shape[1]
+	b := &Batch{B: B, T: T, InputIDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T),
+		Aux: make([]float32, len(aux)), Teacher: NewTeacher(B*T, d.Config.DraftVocabSize)}
+	for i := range ids {
+		b.InputIDs[i], b.LossMask[i], b.AttentionMask[i] = int32(ids[i]), lm[i] == 1, am[i] == 1
+	}
+	for i, v := range aux {
+		b.Aux[i] = float32(v)
+	}
+	V := d.Config.VocabSize
+	shifted := make([]float32, B*T*V) // row t: logits at t+1; the last row stays zero
+	for r := 0; r < B; r++ {
+		for tt := 0; tt+1 < T; tt++ {
+			for v := 0; v < V; v++ {
+				shifted[(r*T+tt)*V+v] = float32(logits[(r*T+tt+1)*V+v])
+			}
+		}
+	}
+	for lo := 0; lo < B*T; lo += 7 { // in chunks, as a trainer with a large vocabulary does
+		n := min(7, B*T-lo)
+		b.Teacher.SetRows(lo, shifted[lo*V:(lo+n)*V], n, V, d.Vocab.Used)
+	}
+	return b
+}
+
+func ints(x []int) []float32 {
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+func f32(x []float64) []float32 {
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+func exactInts(t *testing.T, name string, got []int, want []int64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %v, want %v", name, got, want)
+	}
+	for i := range got {
+		if int64(got[i]) != want[i] {
+			t.Fatalf("%s: %v, want %v", name, got, want)
+		}
+	}
+}
+
+// checkStep compares one TTT step (metrics, gradients, clip, AdamW) with a case's expected tensors, whose
+// names carry prefix ("" or "step0.").
+func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, lr float64) *optim.AdamW {
+	exp := "expected_f64.safetensors"
+	pm := b.PositionMask(d.Vocab.T2D)
+	pmInt := make([]int, len(pm))
+	tid := make([]int, len(pm))
+	for i := range pm {
+		if pm[i] {
+			pmInt[i] = 1
+		}
+		tid[i] = int(b.Teacher.TargetID[i])
+	}
+	exactInts(t, prefix+"position_mask", pmInt, c.Ints(t, exp, prefix+"position_mask"))
+	exactInts(t, prefix+"target_ids", tid, c.Ints(t, exp, prefix+"target_ids"))
+	c.Compare(t, exp, prefix+"target_p", b.Teacher.P, nil)
+
+	grad := NewWeights(&d.Config)
+	ws := &Workspace{}
+	met, err := d.TTT(b, 7, &grad, ws, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Compare(t, exp, prefix+"loss", f32(met.Loss), nil)
+	c.Compare(t, exp, prefix+"total_loss", []float32{float32(met.Total)}, nil)
+	c.Compare(t, exp, prefix+"acc", f32(met.Acc), nil)
+	c.Compare(t, exp, prefix+"simulated_acc_len", []float32{float32(met.SimulatedAcceptanceLength())}, nil)
+	exactInts(t, prefix+"correct", met.Correct, c.Ints(t, exp, prefix+"correct"))
+	exactInts(t, prefix+"denom", met.Denom, c.Ints(t, exp, prefix+"denom"))
+	for _, p := range grad.Params(&d.Config) {
+		c.Compare(t, exp, prefix+"grad."+p.Name, *p.Data, nil)
+	}
+	gs := grad.Slices(&d.Config)
+	norm, coef := optim.ClipGradNorm(gs, 0.5)
+	c.Compare(t, exp, prefix+"grad_norm", []float32{float32(norm)}, nil)
+	c.Compare(t, exp, prefix+"clip_coef", []float32{float32(coef)}, nil)
+	var sizes []int
+	for _, s := range gs {
+		sizes = append(sizes, len(s))
+	}
+	opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
+	opt.Update(d.W.Slices(&d.Config), gs, lr)
+	for i, p := range d.W.Params(&d.Config) {
+		c.Compare(t, exp, prefix+"updated."+p.Name, *p.Data, nil)
+		c.Compare(t, exp, prefix+"adam_m."+p.Name, opt.M[i], nil)
+		c.Compare(t, exp, prefix+"adam_v."+p.Name, opt.V[i], nil)
+	}
+	return opt
+}
+
+func TestGoldenTTT(t *testing.T) {
+	for _, name := range []string{"e_ttt_basic", "f_ttt_target_hidden_96"} {
+		t.Run(name, func(t *testing.T) {
+			c := golden.Open(t, name)
+			d := loadGoldenDraft(t, c)
+			b := goldenBatch(t, c, d, "inputs.safetensors",
+				c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
+			var lr float64
+			c.Hyper(t, "lr", &lr)
+			checkStep(t, c, d, b, "", lr)
+		})
+	}
+}
+
+// TestOptimizerIsolation applies clip + AdamW to the golden gradients and compares with the golden update
+// at the manifest's tight optimiser tolerance.
+func TestOptimizerIsolation(t *testing.T) {
+	c := golden.Open(t, "e_ttt_basic")
+	d := loadGoldenDraft(t, c)
+	var grads [][]float32
+	var sizes []int
+	for _, p := range d.W.Params(&d.Config) {
+		g := f32(c.Floats(t, "expected_f64.safetensors", "grad."+p.Name))
+		grads = append(grads, g)
+		sizes = append(sizes, len(g))
+	}
+	optim.ClipGradNorm(grads, 0.5)
+	opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
+	opt.Update(d.W.Slices(&d.Config), grads, 0.001)
+	const atol = 6e-7 // optimizer_isolation.f32_impl of the manifest
+	for _, p := range d.W.Params(&d.Config) {
+		want := c.Floats(t, "expected_f64.safetensors", "updated."+p.Name)
+		for i, v := range *p.Data {
+			if math.Abs(float64(v)-want[i]) > atol {
+				t.Fatalf("%s[%d] = %g, want %g", p.Name, i, v, want[i])
+			}
+		}
+	}
+}
+
+// TestEvaluateOnly checks that the forward-only pass gives the training pass's metrics.
+func TestEvaluateOnly(t *testing.T) {
+	c := golden.Open(t, "e_ttt_basic")
+	d := loadGoldenDraft(t, c)
+	b := goldenBatch(t, c, d, "inputs.safetensors", c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
+	eval, err := d.TTT(b, 7, nil, &Workspace{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grad := NewWeights(&d.Config)
+	train, err := d.TTT(b, 7, &grad, &Workspace{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eval.Total != train.Total || eval.Correct[3] != train.Correct[3] {
+		t.Errorf("eval %+v, train %+v", eval, train)
+	}
+}

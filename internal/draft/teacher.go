@@ -1,0 +1,86 @@
+package draft
+
+import (
+	"math"
+
+	"github.com/specforge/specforge/internal/parallel"
+)
+
+// Teacher is what the target teaches one batch, on the draft vocabulary: row r = b*T+t holds the target's
+// prediction for the token after input position t+1 (the shift of EAGLE3.md §2).
+type Teacher struct {
+	P []float32 // [rows, Vd] softmax of the target logits restricted to the draft vocabulary
+	// Argmax is the most likely draft token of P's row (first max); TargetID the target's argmax over its
+	// full vocabulary.
+	Argmax, TargetID []int32
+}
+
+// NewTeacher allocates a teacher for rows rows and a draft vocabulary of vd tokens.
+func NewTeacher(rows, vd int) *Teacher {
+	return &Teacher{P: make([]float32, rows*vd), Argmax: make([]int32, rows), TargetID: make([]int32, rows)}
+}
+
+// SetRows fills teacher rows [from, from+n) from full-vocabulary target logits [n, V]; used lists the
+// target ids of the draft vocabulary (ascending). Callers pass logits in row chunks, so a [B,T,V] tensor
+// never needs to exist.
+func (tc *Teacher) SetRows(from int, logits []float32, n, v int, used []int64) {
+	vd := len(used)
+	parallel.For(n, max(1, 16384/v), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			z := logits[i*v : (i+1)*v]
+			best := 0
+			for j, x := range z {
+				if x > z[best] {
+					best = j
+				}
+			}
+			r := from + i
+			tc.TargetID[r] = int32(best)
+			p := tc.P[r*vd : (r+1)*vd]
+			m := float32(math.Inf(-1))
+			for j, id := range used {
+				p[j] = z[id]
+				m = max(m, p[j])
+			}
+			var sum float64
+			for j := range p {
+				e := float32(math.Exp(float64(p[j] - m)))
+				p[j] = e
+				sum += float64(e)
+			}
+			inv := float32(1 / sum)
+			arg := 0
+			for j := range p {
+				p[j] *= inv
+				if p[j] > p[arg] {
+					arg = j
+				}
+			}
+			tc.Argmax[r] = int32(arg)
+		}
+	})
+}
+
+// Batch is one TTT training batch: B rows of T tokens (right-padded), what the target produced for them,
+// and the teacher.
+type Batch struct {
+	B, T          int
+	InputIDs      []int32   // [B*T] raw token ids (not shifted)
+	LossMask      []bool    // [B*T]
+	AttentionMask []bool    // [B*T] real tokens
+	Aux           []float32 // [B*T, 3*Ht] target hidden states after the aux layers (not shifted)
+	Teacher       *Teacher
+}
+
+// PositionMask is pm_0 of EAGLE3.md §2: a row trains when it carries loss, the target's choice is in the
+// draft vocabulary, and the next token is real.
+func (b *Batch) PositionMask(t2d []bool) []bool {
+	pm := make([]bool, b.B*b.T)
+	for r := 0; r < b.B; r++ {
+		for t := 0; t+1 < b.T; t++ {
+			i := r*b.T + t
+			pm[i] = b.LossMask[i] && t2d[b.Teacher.TargetID[i]] && b.AttentionMask[i+1]
+		}
+	}
+	return pm
+}

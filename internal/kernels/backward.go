@@ -1,0 +1,171 @@
+package kernels
+
+import (
+	"math"
+	"runtime"
+
+	"github.com/specforge/specforge/internal/parallel"
+)
+
+// RMSNormForward is RMSNorm that also stores each row's 1/rms in rstd, for the backward pass.
+func RMSNormForward(out, rstd, x, w []float32, rows, dim int, eps float32) {
+	parallel.For(rows, max(1, 4096/dim), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, or := x[r*dim:(r+1)*dim], out[r*dim:(r+1)*dim]
+			inv := float32(1 / math.Sqrt(meanSquare(xr)+float64(eps)))
+			rstd[r] = inv
+			for i, v := range xr {
+				or[i] = w[i] * (v * inv)
+			}
+		}
+	})
+}
+
+// RMSNormBackward adds to dx the gradient through y = w*x*rstd and adds to dw the weight gradient
+// (dw may be nil for a frozen weight, dx nil for a frozen input). With n = dim:
+// dx = rstd*(w*dy) - rstd^3/n * x * sum_j(w_j dy_j x_j).
+func RMSNormBackward(dx, dw, dy, x, w, rstd []float32, rows, dim int) {
+	partials := parallelRows(rows, max(1, 4096/dim), dim, dw != nil, func(lo, hi int, dwPart []float64) {
+		for r := lo; r < hi; r++ {
+			xr, dyr := x[r*dim:(r+1)*dim], dy[r*dim:(r+1)*dim]
+			inv := float64(rstd[r])
+			var dot float64
+			for i := range xr {
+				dot += float64(w[i]) * float64(dyr[i]) * float64(xr[i])
+				if dwPart != nil {
+					dwPart[i] += float64(dyr[i]) * float64(xr[i]) * inv
+				}
+			}
+			if dx == nil {
+				continue
+			}
+			dxr := dx[r*dim : (r+1)*dim]
+			c := inv * inv * inv * dot / float64(dim)
+			for i := range xr {
+				dxr[i] += float32(inv*float64(w[i])*float64(dyr[i]) - c*float64(xr[i]))
+			}
+		}
+	})
+	addPartials(dw, partials)
+}
+
+// parallelRows runs fn over row ranges; when withPartial, each range gets its own float64 accumulator of
+// length width, and the accumulators are returned for the caller to sum (a race-free weight gradient).
+func parallelRows(rows, grain, width int, withPartial bool, fn func(lo, hi int, part []float64)) [][]float64 {
+	var parts [][]float64
+	if !withPartial {
+		parallel.For(rows, grain, func(lo, hi int) { fn(lo, hi, nil) })
+		return nil
+	}
+	ranges := splitRanges(rows, grain)
+	parts = make([][]float64, len(ranges))
+	parallel.For(len(ranges), 1, func(lo, hi int) {
+		for k := lo; k < hi; k++ {
+			parts[k] = make([]float64, width)
+			fn(ranges[k][0], ranges[k][1], parts[k])
+		}
+	})
+	return parts
+}
+
+func splitRanges(n, grain int) [][2]int {
+	workers := runtime.GOMAXPROCS(0)
+	chunk := max(grain, (n+workers-1)/workers)
+	var out [][2]int
+	for lo := 0; lo < n; lo += chunk {
+		out = append(out, [2]int{lo, min(lo+chunk, n)})
+	}
+	return out
+}
+
+func addPartials(dst []float32, parts [][]float64) {
+	if dst == nil {
+		return
+	}
+	for i := range dst {
+		var s float64
+		for _, p := range parts {
+			s += p[i]
+		}
+		dst[i] += float32(s)
+	}
+}
+
+// SwiGLUBackward adds to dgate and dup the gradients of out = silu(gate)*up.
+func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
+	parallel.For(len(dout), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g := gate[i]
+			sg := Sigmoid(g)
+			silu := g * sg
+			dup[i] += dout[i] * silu
+			dgate[i] += dout[i] * up[i] * sg * (1 + g*(1-sg))
+		}
+	})
+}
+
+// ApplyInverse rotates x back by the table's angles: the RoPE backward (the rotation is orthogonal, so its
+// gradient is the inverse rotation of the output gradient).
+func (t *RopeTable) ApplyInverse(x []float32, rows, heads int) {
+	half := t.Half
+	d := 2 * half
+	parallel.For(rows, max(1, 4096/(heads*d)), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			cos, sin := t.Cos[r*half:(r+1)*half], t.Sin[r*half:(r+1)*half]
+			for h := 0; h < heads; h++ {
+				v := x[(r*heads+h)*d : (r*heads+h+1)*d]
+				x1, x2 := v[:half], v[half:]
+				for i := range x1 {
+					a, b := x1[i], x2[i]
+					x1[i] = a*cos[i] + b*sin[i]
+					x2[i] = b*cos[i] - a*sin[i]
+				}
+			}
+		}
+	})
+}
+
+// SoftCrossEntropy computes, for each row r with weight coef[r] != 0, the cross-entropy of logits row r
+// against the target distribution targets row r: loss_r = logsumexp(z) - sum_v p_v z_v (p sums to 1), and
+// replaces the logits row by the gradient coef[r]*(softmax(z) - p). Rows with coef 0 are zeroed and carry no
+// loss. It returns sum_r loss_r over the other rows, and writes argmax_v z into pred (first max). One row of logits and
+// probabilities is live at a time per worker: the [rows, V] probabilities are never stored.
+func SoftCrossEntropy(logits, targets []float32, coef []float32, pred []int32, rows, v int) float64 {
+	parts := parallelRows(rows, max(1, 8192/v), 1, true, func(lo, hi int, acc []float64) {
+		for r := lo; r < hi; r++ {
+			z := logits[r*v : (r+1)*v]
+			best := 0
+			for j, x := range z {
+				if x > z[best] {
+					best = j
+				}
+			}
+			pred[r] = int32(best)
+			c := coef[r]
+			if c == 0 {
+				clear(z)
+				continue
+			}
+			p := targets[r*v : (r+1)*v]
+			m := z[best]
+			var sum, dot float64
+			for j, x := range z {
+				e := Exp(x - m)
+				sum += float64(e)
+				dot += float64(p[j]) * float64(x)
+				z[j] = e
+			}
+			lse := float64(m) + math.Log(sum)
+			acc[0] += lse - dot
+			inv := float32(1 / sum)
+			for j := range z {
+				z[j] = c * (z[j]*inv - p[j])
+			}
+		}
+	})
+	var total float64
+	for _, p := range parts {
+		total += p[0]
+	}
+	return total
+}

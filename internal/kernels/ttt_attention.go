@@ -1,0 +1,253 @@
+package kernels
+
+import (
+	"math"
+
+	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/parallel"
+)
+
+// TTTAttention is the attention of EAGLE-3's training-time test. At unrolled step k the query of row t sees
+// the step-0 keys of rows s <= t that are not padding, and the step-i key of its own row t for i = 1..k,
+// nothing else. Each step costs O(T*(T+k)) scores per head, computed one block of query rows at a time: no
+// T x T matrix is kept, let alone one per step. The backward pass recomputes the scores from the saved
+// log-sum-exp (as flash attention does).
+//
+// Layouts: q and out are [B*T, Heads*HeadDim]; keys[i] and values[i] (step i) are [B*T, KVHeads*HeadDim];
+// valid [B*T] marks real (non-padding) rows; lse is [B*T, Heads].
+type TTTAttention struct {
+	Heads, KVHeads, HeadDim int
+	Scale                   float32
+}
+
+// tttBlockRows bounds the rows of one score block (query rows times heads of a group).
+const tttBlockRows = 256
+
+type tttBlock struct {
+	b, kvh, q0, nq, keyEnd int
+}
+
+func (a TTTAttention) blocks(B, T int) []tttBlock {
+	group := a.Heads / a.KVHeads
+	tb := max(1, min(T, tttBlockRows/group))
+	var out []tttBlock
+	for b := 0; b < B; b++ {
+		for kvh := 0; kvh < a.KVHeads; kvh++ {
+			for q0 := 0; q0 < T; q0 += tb {
+				nq := min(tb, T-q0)
+				out = append(out, tttBlock{b, kvh, q0, nq, q0 + nq})
+			}
+		}
+	}
+	return out
+}
+
+// gather copies the rows of the group's heads for the block's queries from x [B*T, Heads*HeadDim] into
+// dst [group*nq, HeadDim] (row hh*nq+i is head kvh*group+hh at query q0+i).
+func (a TTTAttention) gather(dst, x []float32, blk tttBlock, T int) {
+	d, group, stride := a.HeadDim, a.Heads/a.KVHeads, a.Heads*a.HeadDim
+	for hh := 0; hh < group; hh++ {
+		h := blk.kvh*group + hh
+		for i := 0; i < blk.nq; i++ {
+			row := (blk.b*T + blk.q0 + i) * stride
+			copy(dst[(hh*blk.nq+i)*d:(hh*blk.nq+i+1)*d], x[row+h*d:row+h*d+d])
+		}
+	}
+}
+
+func (a TTTAttention) scatter(x, src []float32, blk tttBlock, T int) {
+	d, group, stride := a.HeadDim, a.Heads/a.KVHeads, a.Heads*a.HeadDim
+	for hh := 0; hh < group; hh++ {
+		h := blk.kvh*group + hh
+		for i := 0; i < blk.nq; i++ {
+			row := (blk.b*T + blk.q0 + i) * stride
+			copy(x[row+h*d:row+h*d+d], src[(hh*blk.nq+i)*d:(hh*blk.nq+i+1)*d])
+		}
+	}
+}
+
+func dot32(x, y []float32) float32 {
+	var s float32
+	for i := range x {
+		s += x[i] * y[i]
+	}
+	return s
+}
+
+// scores fills s [group*nq, keyEnd] with the masked, scaled step-0 scores of the block and diag
+// [group*nq, k] with the same-row scores of steps 1..k.
+func (a TTTAttention) scores(s, diag, qg []float32, keys [][]float32, valid []bool, blk tttBlock, T int) {
+	d, kvStride := a.HeadDim, a.KVHeads*a.HeadDim
+	rows := len(qg) / d
+	k := len(keys) - 1
+	kOff := blk.b*T*kvStride + blk.kvh*d
+	blas.Sgemm(false, true, rows, blk.keyEnd, d, a.Scale, qg, d, keys[0][kOff:], kvStride, 0, s, blk.keyEnd)
+	negInf := float32(math.Inf(-1))
+	parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t := blk.q0 + r%blk.nq
+			row := s[r*blk.keyEnd : (r+1)*blk.keyEnd]
+			for j := range row {
+				if j > t || !valid[blk.b*T+j] {
+					row[j] = negInf
+				}
+			}
+			q := qg[r*d : (r+1)*d]
+			for i := 1; i <= k; i++ {
+				kr := keys[i][(blk.b*T+t)*kvStride+blk.kvh*d:]
+				diag[r*k+i-1] = a.Scale * dot32(q, kr[:d])
+			}
+		}
+	})
+}
+
+// Forward computes out and lse for step len(keys)-1.
+func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, valid []bool, B, T int) {
+	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
+	k := len(keys) - 1
+	var s, diag, qg, og []float32
+	for _, blk := range a.blocks(B, T) {
+		rows := group * blk.nq
+		s = resize(s, rows*blk.keyEnd)
+		diag = resize(diag, rows*k)
+		qg, og = resize(qg, rows*d), resize(og, rows*d)
+		a.gather(qg, q, blk, T)
+		a.scores(s, diag, qg, keys, valid, blk, T)
+		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				row, dg := s[r*blk.keyEnd:(r+1)*blk.keyEnd], diag[r*k:(r+1)*k]
+				m := float32(math.Inf(-1))
+				for _, x := range row {
+					m = max(m, x)
+				}
+				for _, x := range dg {
+					m = max(m, x)
+				}
+				if math.IsInf(float64(m), -1) { // every key masked (a padding row 0): attend uniformly
+					m = 0
+					for j := range row {
+						row[j] = 0
+					}
+				}
+				var sum float64
+				for j, x := range row {
+					e := Exp(x - m)
+					row[j] = e
+					sum += float64(e)
+				}
+				for j, x := range dg {
+					e := Exp(x - m)
+					dg[j] = e
+					sum += float64(e)
+				}
+				inv := float32(1 / sum)
+				for j := range row {
+					row[j] *= inv
+				}
+				for j := range dg {
+					dg[j] *= inv
+				}
+				t := blk.q0 + r%blk.nq
+				h := blk.kvh*group + r/blk.nq
+				lse[(blk.b*T+t)*a.Heads+h] = m + float32(math.Log(sum))
+			}
+		})
+		vOff := blk.b*T*kvStride + blk.kvh*d
+		blas.Sgemm(false, false, rows, d, blk.keyEnd, 1, s, blk.keyEnd, values[0][vOff:], kvStride, 0, og, d)
+		for r := 0; r < rows; r++ {
+			t := blk.q0 + r%blk.nq
+			o := og[r*d : (r+1)*d]
+			for i := 1; i <= k; i++ {
+				p := diag[r*k+i-1]
+				vr := values[i][(blk.b*T+t)*kvStride+blk.kvh*d:]
+				for c := range o {
+					o[c] += p * vr[c]
+				}
+			}
+		}
+		a.scatter(out, og, blk, T)
+	}
+}
+
+// Backward adds to dq the query gradient of step len(keys)-1 and to dKeys[i], dValues[i] (i = 0..k) the
+// key and value gradients, given the step's output gradient dout and its forward out and lse.
+func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, out, lse, q []float32, keys, values [][]float32, valid []bool, B, T int) {
+	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
+	k := len(keys) - 1
+	var s, dp, diag, dsDiag, qg, og, dog, dqg, dsum []float32
+	for _, blk := range a.blocks(B, T) {
+		rows := group * blk.nq
+		s, dp = resize(s, rows*blk.keyEnd), resize(dp, rows*blk.keyEnd)
+		diag, dsDiag = resize(diag, rows*k), resize(dsDiag, rows*k)
+		qg, og, dog, dqg = resize(qg, rows*d), resize(og, rows*d), resize(dog, rows*d), resize(dqg, rows*d)
+		dsum = resize(dsum, rows)
+		a.gather(qg, q, blk, T)
+		a.gather(og, out, blk, T)
+		a.gather(dog, dout, blk, T)
+		a.scores(s, diag, qg, keys, valid, blk, T)
+		vOff := blk.b*T*kvStride + blk.kvh*d
+		// dP0 = dO V0^T
+		blas.Sgemm(false, true, rows, blk.keyEnd, d, 1, dog, d, values[0][vOff:], kvStride, 0, dp, blk.keyEnd)
+		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				t := blk.q0 + r%blk.nq
+				h := blk.kvh*group + r/blk.nq
+				l := lse[(blk.b*T+t)*a.Heads+h]
+				do := dog[r*d : (r+1)*d]
+				dsum[r] = dot32(do, og[r*d:(r+1)*d]) // sum_j P_j dP_j = dO . O
+				row, dprow := s[r*blk.keyEnd:(r+1)*blk.keyEnd], dp[r*blk.keyEnd:(r+1)*blk.keyEnd]
+				for j, x := range row {
+					p := Exp(x - l)
+					row[j] = p                          // P0
+					dprow[j] = p * (dprow[j] - dsum[r]) // dS0
+				}
+				for i := 1; i <= k; i++ {
+					p := Exp(diag[r*k+i-1] - l)
+					vr := values[i][(blk.b*T+t)*kvStride+blk.kvh*d:]
+					diag[r*k+i-1] = p                                   // P_i
+					dsDiag[r*k+i-1] = p * (dot32(do, vr[:d]) - dsum[r]) // dS_i
+				}
+			}
+		})
+		// dQ = scale (dS0 K0 + sum_i dS_i K_i[t])
+		blas.Sgemm(false, false, rows, d, blk.keyEnd, a.Scale, dp, blk.keyEnd, keys[0][vOff:], kvStride, 0, dqg, d)
+		// dK0 += scale dS0^T Q ; dV0 += P0^T dO
+		blas.Sgemm(true, false, blk.keyEnd, d, rows, a.Scale, dp, blk.keyEnd, qg, d, 1, dKeys[0][vOff:], kvStride)
+		blas.Sgemm(true, false, blk.keyEnd, d, rows, 1, s, blk.keyEnd, dog, d, 1, dValues[0][vOff:], kvStride)
+		if k > 0 {
+			for r := 0; r < rows; r++ {
+				t := blk.q0 + r%blk.nq
+				qr, dor, dqr := qg[r*d:(r+1)*d], dog[r*d:(r+1)*d], dqg[r*d:(r+1)*d]
+				for i := 1; i <= k; i++ {
+					off := (blk.b*T+t)*kvStride + blk.kvh*d
+					p, ds := diag[r*k+i-1], dsDiag[r*k+i-1]
+					kr, dkr, dvr := keys[i][off:off+d], dKeys[i][off:off+d], dValues[i][off:off+d]
+					for c := 0; c < d; c++ {
+						dqr[c] += a.Scale * ds * kr[c]
+						dkr[c] += a.Scale * ds * qr[c]
+						dvr[c] += p * dor[c]
+					}
+				}
+			}
+		}
+		// dq accumulates: add the block's query gradient.
+		for hh := 0; hh < group; hh++ {
+			h := blk.kvh*group + hh
+			for i := 0; i < blk.nq; i++ {
+				row := (blk.b*T+blk.q0+i)*a.Heads*d + h*d
+				src := dqg[(hh*blk.nq+i)*d : (hh*blk.nq+i+1)*d]
+				dst := dq[row : row+d]
+				for c := range dst {
+					dst[c] += src[c]
+				}
+			}
+		}
+	}
+}
+
+func resize(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}
