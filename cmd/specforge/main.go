@@ -9,6 +9,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -21,12 +22,32 @@ func main() {
 }
 
 func rootCommand() *cobra.Command {
+	var cpuProfile string
+	var profileFile *os.File
 	root := &cobra.Command{
 		Use:           "specforge",
 		Short:         "Train and evaluate EAGLE-3 speculative-decoding draft models",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cpuProfile == "" {
+				return nil
+			}
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return fmt.Errorf("--cpuprofile: %w", err)
+			}
+			profileFile = f
+			return pprof.StartCPUProfile(f)
+		},
+		PersistentPostRun: func(cmd *cobra.Command, args []string) {
+			if profileFile != nil {
+				pprof.StopCPUProfile()
+				profileFile.Close()
+			}
+		},
 	}
-	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand())
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand(), trainCommand())
 	return root
 }

@@ -8,15 +8,63 @@ package blas
 */
 import "C"
 
-import "unsafe"
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// OpenBLAS runs single-threaded; products are split across goroutines here instead. OpenBLAS's own worker
+// threads spin while idle, which on a small machine steals the cores the rest of the Go program needs.
+func init() { C.openblas_set_num_threads(1) }
 
 // Name says which implementation multiplies matrices.
 func Name() string { return "OpenBLAS " + C.GoString(C.openblas_get_config()) }
 
-// SetThreads sets how many threads one product may use.
-func SetThreads(n int) { C.openblas_set_num_threads(C.int(n)) }
+// minParallelFlops is the size below which a product runs on one goroutine.
+const minParallelFlops = 1 << 21
 
 func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	workers := runtime.GOMAXPROCS(0)
+	if workers == 1 || 2*m*n*k < minParallelFlops {
+		cblasSgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	// Split the larger of the output's dimensions into one block per worker.
+	var wg sync.WaitGroup
+	if m >= n {
+		chunk := (m + workers - 1) / workers
+		for lo := 0; lo < m; lo += chunk {
+			rows := min(chunk, m-lo)
+			aOff := lo * lda
+			if transA {
+				aOff = lo
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cblasSgemm(transA, transB, rows, n, k, alpha, a[aOff:], lda, b, ldb, beta, c[lo*ldc:], ldc)
+			}()
+		}
+	} else {
+		chunk := (n + workers - 1) / workers
+		for lo := 0; lo < n; lo += chunk {
+			cols := min(chunk, n-lo)
+			bOff := lo
+			if transB {
+				bOff = lo * ldb
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cblasSgemm(transA, transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+func cblasSgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	ta, tb := uint32(C.CblasNoTrans), uint32(C.CblasNoTrans)
 	if transA {
 		ta = C.CblasTrans

@@ -10,9 +10,6 @@ import (
 // Name says which implementation multiplies matrices.
 func Name() string { return "gonum (pure Go)" }
 
-// SetThreads is a no-op: gonum splits work over GOMAXPROCS goroutines.
-func SetThreads(int) {}
-
 func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	ta, tb := gblas.NoTrans, gblas.NoTrans
 	if transA {

@@ -12,6 +12,36 @@ type Run struct {
 	Target TargetConfig `yaml:"target"`
 	Data   DataConfig   `yaml:"data"`
 	Draft  DraftConfig  `yaml:"draft"`
+	Train  TrainConfig  `yaml:"train"`
+}
+
+// TrainConfig drives the optimisation.
+type TrainConfig struct {
+	OutputDir string `yaml:"output_dir"`
+	// Epochs over the training split, unless MaxSteps (optimiser steps) is set.
+	Epochs    int `yaml:"epochs"`
+	MaxSteps  int `yaml:"max_steps"`
+	BatchSize int `yaml:"batch_size"`
+	// GradAccum batches are summed into each optimiser step.
+	GradAccum   int     `yaml:"grad_accum"`
+	LR          float64 `yaml:"lr"`
+	WarmupRatio float64 `yaml:"warmup_ratio"`
+	MaxGradNorm float64 `yaml:"max_grad_norm"`
+	WeightDecay float64 `yaml:"weight_decay"`
+	// TTTLength is K, the unrolled draft steps per position.
+	TTTLength int    `yaml:"ttt_length"`
+	Seed      uint64 `yaml:"seed"`
+	// Intervals in optimiser steps (0: only at the end).
+	LogInterval  int `yaml:"log_interval"`
+	EvalInterval int `yaml:"eval_interval"`
+	SaveInterval int `yaml:"save_interval"`
+	// KeepCheckpoints is how many recent checkpoints stay besides the best one.
+	KeepCheckpoints int `yaml:"keep_checkpoints"`
+	// EvalBatches bounds an evaluation (0: the whole eval split).
+	EvalBatches int `yaml:"eval_batches"`
+	// Resume: "auto" continues from the latest checkpoint in output_dir if there is one, "never" starts
+	// afresh, anything else is the checkpoint folder to continue from.
+	Resume string `yaml:"resume"`
 }
 
 // DraftConfig shapes the EAGLE-3 draft.
@@ -22,6 +52,15 @@ type DraftConfig struct {
 	// draft vocabulary whatever their frequency (frequency-only pruning hurts rarely seen languages).
 	KeepSpecialTokens bool `yaml:"keep_special_tokens"`
 	KeepByteTokens    bool `yaml:"keep_byte_tokens"`
+	// Shape overrides; 0 takes the target's value.
+	HiddenSize       int `yaml:"hidden_size"`
+	IntermediateSize int `yaml:"intermediate_size"`
+	NumHeads         int `yaml:"num_attention_heads"`
+	NumKVHeads       int `yaml:"num_key_value_heads"`
+	HeadDim          int `yaml:"head_dim"`
+	// AuxLayers overrides the target layers read (0-based "output of layer i", SGLang's convention).
+	AuxLayers []int   `yaml:"aux_layers"`
+	InitStd   float64 `yaml:"init_std"`
 }
 
 // TargetConfig names the target model.
@@ -55,6 +94,20 @@ type DataConfig struct {
 	KeepReasoning string `yaml:"keep_reasoning"`
 	CacheDir      string `yaml:"cache_dir"`
 	Workers       int    `yaml:"workers"`
+	// Regenerate, when From is set, makes the training data by letting the target continue openings.
+	Regenerate RegenerateConfig `yaml:"regenerate"`
+}
+
+// RegenerateConfig asks the target to write its own training data (SpecForge's regeneration recipe): the
+// first OpeningTokens tokens of each paragraph of From, continued for MaxNewTokens tokens.
+type RegenerateConfig struct {
+	From          string  `yaml:"from"`
+	OpeningTokens int     `yaml:"opening_tokens"`
+	MaxNewTokens  int     `yaml:"max_new_tokens"`
+	Limit         int     `yaml:"limit"`
+	Batch         int     `yaml:"batch"`
+	Temperature   float64 `yaml:"temperature"`
+	Seed          uint64  `yaml:"seed"`
 }
 
 // Defaults returns the configuration used where a file says nothing.
@@ -62,9 +115,14 @@ func Defaults() Run {
 	return Run{
 		Data: DataConfig{
 			Format: "auto", MaxLength: 2048, Shuffle: true, Seed: 42, KeepReasoning: "auto",
-			CacheDir: "cache",
+			CacheDir:   "cache",
+			Regenerate: RegenerateConfig{OpeningTokens: 8, MaxNewTokens: 128, Batch: 64},
 		},
-		Draft: DraftConfig{VocabSize: 32000},
+		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
+		Train: TrainConfig{
+			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
+			MaxGradNorm: 0.5, TTTLength: 7, LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
+		},
 	}
 }
 
@@ -98,6 +156,23 @@ func (r *Run) Validate() error {
 	}
 	if r.Draft.VocabSize <= 0 {
 		return fmt.Errorf("draft.vocab_size must be positive, got %d", r.Draft.VocabSize)
+	}
+	t := &r.Train
+	switch {
+	case t.BatchSize <= 0:
+		return fmt.Errorf("train.batch_size must be positive, got %d", t.BatchSize)
+	case t.GradAccum <= 0:
+		return fmt.Errorf("train.grad_accum must be positive, got %d", t.GradAccum)
+	case t.LR <= 0:
+		return fmt.Errorf("train.lr must be positive, got %g", t.LR)
+	case t.TTTLength <= 0:
+		return fmt.Errorf("train.ttt_length must be positive, got %d", t.TTTLength)
+	case t.Epochs <= 0 && t.MaxSteps <= 0:
+		return fmt.Errorf("train.epochs or train.max_steps must be positive")
+	case t.WarmupRatio < 0 || t.WarmupRatio >= 1:
+		return fmt.Errorf("train.warmup_ratio must be in [0, 1), got %g", t.WarmupRatio)
+	case t.MaxGradNorm <= 0:
+		return fmt.Errorf("train.max_grad_norm must be positive, got %g", t.MaxGradNorm)
 	}
 	return nil
 }

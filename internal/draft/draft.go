@@ -149,3 +149,13 @@ func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error)
 	}
 	return &Draft{Config: c, Embed: embed, Vocab: m, W: w}, nil
 }
+
+// RandomEmbedding is a seeded N(0, std) embedding, for drafts whose width differs from the target's.
+func RandomEmbedding(vocab, hidden int, seed uint64, std float64) []float32 {
+	r := rand.New(rand.NewPCG(seed, 0xe3bed))
+	out := make([]float32, vocab*hidden)
+	for i := range out {
+		out[i] = float32(r.NormFloat64() * std)
+	}
+	return out
+}

@@ -3,14 +3,12 @@ package model
 import (
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/specforge/specforge/internal/golden"
 	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/memstat"
 )
 
 // randomSource yields normal weights with std 1/sqrt(fan_in) and norm weights near 1, like the PyTorch
@@ -91,7 +89,7 @@ func BenchmarkPrefill(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(c.B*c.T*b.N)/b.Elapsed().Seconds(), "tokens/s")
-			b.ReportMetric(peakRSSMiB(), "peakRSS_MiB")
+			b.ReportMetric(memstat.PeakRSSMiB(), "peakRSS_MiB")
 		})
 	}
 }
@@ -105,18 +103,3 @@ func loadStories(b *testing.B) *Model {
 }
 
 // peakRSSMiB reads the process's resident-memory high-water mark (Linux).
-func peakRSSMiB() float64 {
-	data, err := os.ReadFile(filepath.Join("/proc", "self", "status"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			if err == nil {
-				return float64(kb) / 1024
-			}
-		}
-	}
-	return 0
-}

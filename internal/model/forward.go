@@ -294,3 +294,6 @@ func allTrue(v []bool) bool {
 	}
 	return true
 }
+
+// VocabSize is the size of the logits the model produces.
+func (m *Model) VocabSize() int { return m.Config.VocabSize }

@@ -1,0 +1,128 @@
+// Package regen builds training data the way SpecForge recommends: the target itself continues openings
+// taken from a corpus, so the draft learns from text the target would produce.
+package regen
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tokenizer"
+)
+
+// Options of a regeneration.
+type Options struct {
+	// OpeningTokens of each paragraph (after the tokenizer's BOS) form the prompt.
+	OpeningTokens int
+	MaxNewTokens  int
+	Batch         int
+	// Limit caps the number of prompts (0: every paragraph long enough).
+	Limit    int
+	Sampling generate.SamplingParams
+	// Progress, if set, is called after each batch.
+	Progress func(done, total int)
+}
+
+// Openings splits a text file into paragraphs (blank-line separated) and returns, for each paragraph with
+// enough tokens, its first OpeningTokens tokens preceded by BOS when the tokenizer adds one.
+func Openings(path string, tok *tokenizer.Tokenizer, o Options) ([][]int32, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read openings: %w", err)
+	}
+	var out [][]int32
+	for _, para := range strings.Split(string(raw), "\n\n") {
+		para = strings.TrimSpace(para)
+		if para == "" {
+			continue
+		}
+		ids, err := tok.Encode(para, true)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		prefix := len(ids) - len(mustEncode(tok, para))
+		if len(ids) < prefix+o.OpeningTokens+1 {
+			continue
+		}
+		out = append(out, ids[:prefix+o.OpeningTokens])
+		if o.Limit > 0 && len(out) == o.Limit {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no paragraph has more than %d tokens", path, o.OpeningTokens)
+	}
+	return out, nil
+}
+
+func mustEncode(tok *tokenizer.Tokenizer, s string) []int32 {
+	ids, _ := tok.Encode(s, false)
+	return ids
+}
+
+// Key identifies a regeneration by its inputs, for caching its output.
+func Key(m *model.Model, openingsPath string, o Options) (string, error) {
+	h := sha256.New()
+	raw, err := os.ReadFile(openingsPath)
+	if err != nil {
+		return "", fmt.Errorf("read openings: %w", err)
+	}
+	h.Write(raw)
+	cfg, _ := json.Marshal(m.Config)
+	h.Write(cfg)
+	// The weights decide the text: hash a sample of them rather than gigabytes.
+	for _, w := range [][]float32{m.Embed, m.Norm, m.LMHead} {
+		for i := 0; i < len(w); i += max(1, len(w)/4096) {
+			fmt.Fprintf(h, "%x,", w[i])
+		}
+	}
+	opts, _ := json.Marshal(struct {
+		Opening, MaxNew, Limit int
+		S                      generate.SamplingParams
+	}{o.OpeningTokens, o.MaxNewTokens, o.Limit, o.Sampling})
+	h.Write(opts)
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// Write generates continuations of prompts in batches and writes them to path (atomically) as JSONL rows
+// {"prompt": opening text, "completion": continuation text}.
+func Write(path string, m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int32, o Options) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		for lo := 0; lo < len(prompts); lo += o.Batch {
+			batch := prompts[lo:min(lo+o.Batch, len(prompts))]
+			outs, err := generate.GenerateBatch(m, batch, o.MaxNewTokens, o.Sampling, m.Config.EOSTokenIDs)
+			if err != nil {
+				return err
+			}
+			for i, out := range outs {
+				prompt, err := tok.Decode(batch[i], true)
+				if err != nil {
+					return err
+				}
+				full, err := tok.Decode(append(append([]int32(nil), batch[i]...), out...), true)
+				if err != nil {
+					return err
+				}
+				if !strings.HasPrefix(full, prompt) {
+					return fmt.Errorf("decoded continuation does not extend its prompt %q", prompt)
+				}
+				if err := enc.Encode(map[string]string{"prompt": prompt, "completion": full[len(prompt):]}); err != nil {
+					return err
+				}
+			}
+			if o.Progress != nil {
+				o.Progress(min(lo+o.Batch, len(prompts)), len(prompts))
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,158 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tokenizer"
+	"github.com/specforge/specforge/internal/vocab"
+)
+
+// storiesSetup prepares a small dataset of TinyStories paragraphs and a fresh draft for stories260K.
+func storiesSetup(t *testing.T) (*model.Model, *dataset.File, func() *draft.Draft) {
+	dir := golden.Shared(t, "assets", "models", "stories260K")
+	target, err := model.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Close() })
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_sample_5stories.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(t.TempDir(), "stories.jsonl")
+	var lines []string
+	for _, para := range strings.Split(string(raw), "\n") {
+		if len(para) > 40 {
+			lines = append(lines, fmt.Sprintf(`{"text": %q}`, para))
+		}
+	}
+	os.WriteFile(data, []byte(strings.Join(lines, "\n")), 0o644)
+	p, err := dataset.Prepare(dataset.PrepareOptions{Train: []string{data}, CacheDir: t.TempDir(),
+		Tokenizing: dataset.Tokenizing{Tokenizer: tok, MaxLength: 48}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := dataset.OpenTokenized(p.TrainPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	counts, err := f.CountLossTokens(512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := vocab.Build(counts.Counts, 96, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newDraft := func() *draft.Draft {
+		cfg := draft.FromTarget(target.Config, nil, 96)
+		w := draft.NewWeights(&cfg)
+		w.Init(&cfg, 5, 0.02)
+		d, err := draft.New(cfg, target.Embed, m, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return target, f, newDraft
+}
+
+// TestResumeIsExact interrupts a run after 3 of 7 steps, resumes it from the checkpoint, and requires the
+// same weights and optimiser state, bit for bit, as an uninterrupted run.
+func TestResumeIsExact(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	cfg := config.Defaults().Train
+	cfg.MaxSteps, cfg.BatchSize, cfg.GradAccum, cfg.LR, cfg.WarmupRatio = 7, 3, 2, 3e-3, 0.3
+	cfg.LogInterval, cfg.SaveInterval, cfg.Seed = 1, 0, 11
+	newTrainer := func(out string) *Trainer {
+		c := cfg
+		c.OutputDir = out
+		d := newDraft()
+		return NewTrainer(c, d, &Online{Target: target, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, data, nil, nil)
+	}
+	whole := newTrainer(t.TempDir())
+	if err := whole.Run(); err != nil {
+		t.Fatal(err)
+	}
+
+	out := t.TempDir()
+	first := newTrainer(out)
+	first.metrics, _ = os.Create(filepath.Join(out, "metrics.jsonl"))
+	for i := 0; i < 3; i++ {
+		rec, err := first.TrainStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.record(rec)
+	}
+	if err := first.Save(); err != nil {
+		t.Fatal(err)
+	}
+	first.TrainStep() // work after the checkpoint, lost when the process dies
+	first.metrics.Close()
+
+	resumed := newTrainer(out)
+	all, err := Checkpoints(filepath.Join(out, "checkpoints"))
+	if err != nil || len(all) != 1 {
+		t.Fatalf("checkpoints %v %v", all, err)
+	}
+	if err := resumed.Resume(all[0]); err != nil {
+		t.Fatal(err)
+	}
+	if resumed.Step != 3 || len(resumed.History) != 3 {
+		t.Fatalf("resumed at step %d with %d records", resumed.Step, len(resumed.History))
+	}
+	if err := resumed.Run(); err != nil {
+		t.Fatal(err)
+	}
+	c := &whole.Draft.Config
+	a, b := whole.Draft.W.Slices(c), resumed.Draft.W.Slices(c)
+	for i := range a {
+		for j := range a[i] {
+			if math.Float32bits(a[i][j]) != math.Float32bits(b[i][j]) {
+				t.Fatalf("tensor %d element %d: resumed %g, uninterrupted %g", i, j, b[i][j], a[i][j])
+			}
+			if math.Float32bits(whole.Opt.V[i][j]) != math.Float32bits(resumed.Opt.V[i][j]) {
+				t.Fatalf("optimiser moment %d/%d differs", i, j)
+			}
+		}
+	}
+	if len(resumed.History) != len(whole.History) {
+		t.Errorf("metrics: %d records resumed, %d uninterrupted", len(resumed.History), len(whole.History))
+	}
+}
+
+func TestResumeRefusesAnotherRun(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	cfg := config.Defaults().Train
+	cfg.MaxSteps, cfg.BatchSize, cfg.OutputDir = 2, 2, t.TempDir()
+	d := newDraft()
+	tr := NewTrainer(cfg, d, &Online{Target: target, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, data, nil, nil)
+	if err := tr.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Seed = 99
+	other := NewTrainer(cfg, newDraft(), tr.Source, data, nil, nil)
+	all, _ := Checkpoints(filepath.Join(cfg.OutputDir, "checkpoints"))
+	if err := other.Resume(all[len(all)-1]); err == nil || !strings.Contains(err.Error(), "seed") {
+		t.Errorf("resume with another seed: %v", err)
+	}
+	if err := other.Resume(filepath.Join(cfg.OutputDir, "nope")); err == nil {
+		t.Error("resume from a missing checkpoint succeeded")
+	}
+}

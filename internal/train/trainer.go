@@ -1,0 +1,279 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/optim"
+	"github.com/specforge/specforge/internal/progress"
+)
+
+// Trainer trains one draft.
+type Trainer struct {
+	Cfg       config.TrainConfig
+	Draft     *draft.Draft
+	Source    BatchSource
+	TrainData *dataset.File
+	EvalData  *dataset.File // nil: no evaluation
+	// Log receives human-readable lines; nil discards them.
+	Log io.Writer
+
+	Opt        *optim.AdamW
+	Loader     *Loader
+	Step       int // optimiser steps done
+	TotalSteps int
+	Best       float64 // best simulated acceptance length seen at a checkpoint
+	BestStep   int
+
+	grad    draft.Weights
+	ws      draft.Workspace
+	metrics *os.File
+	History []Record
+}
+
+// Record is one line of the metrics log.
+type Record struct {
+	Step       int       `json:"step"`
+	Split      string    `json:"split"`
+	Epoch      int       `json:"epoch"`
+	LR         float64   `json:"lr,omitempty"`
+	Loss       float64   `json:"loss"`
+	PLoss      []float64 `json:"ploss"`
+	Acc        []float64 `json:"acc"`
+	SimAccLen  float64   `json:"simulated_acceptance_length"`
+	GradNorm   float64   `json:"grad_norm,omitempty"`
+	Tokens     int       `json:"tokens"`
+	TokensPerS float64   `json:"tokens_per_s,omitempty"`
+	ElapsedS   float64   `json:"elapsed_s"`
+}
+
+// NewTrainer prepares a run: a new optimiser, or the state of the latest checkpoint in Cfg.OutputDir when
+// resume is true.
+func NewTrainer(cfg config.TrainConfig, d *draft.Draft, src BatchSource, trainData, evalData *dataset.File, log io.Writer) *Trainer {
+	t := &Trainer{Cfg: cfg, Draft: d, Source: src, TrainData: trainData, EvalData: evalData, Log: log}
+	var sizes []int
+	for _, s := range d.W.Slices(&d.Config) {
+		sizes = append(sizes, len(s))
+	}
+	t.Opt = optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, cfg.WeightDecay)
+	t.Loader = NewLoader(trainData.Len(), cfg.BatchSize, cfg.Seed)
+	t.TotalSteps = cfg.MaxSteps
+	if t.TotalSteps <= 0 {
+		t.TotalSteps = (cfg.Epochs*t.Loader.BatchesPerEpoch() + cfg.GradAccum - 1) / cfg.GradAccum
+	}
+	t.grad = draft.NewWeights(&d.Config)
+	t.Best = math.Inf(-1)
+	return t
+}
+
+func (t *Trainer) logf(format string, args ...any) {
+	if t.Log != nil {
+		fmt.Fprintf(t.Log, format+"\n", args...)
+	}
+}
+
+// TrainStep runs one optimiser step (GradAccum batches) and returns its record.
+func (t *Trainer) TrainStep() (*Record, error) {
+	c := &t.Draft.Config
+	K := t.Cfg.TTTLength
+	t.grad.Zero(c)
+	rec := &Record{Step: t.Step + 1, Split: "train", PLoss: make([]float64, K), Acc: make([]float64, K)}
+	correct, denom := make([]int, K), make([]int, K)
+	for a := 0; a < t.Cfg.GradAccum; a++ {
+		p := Pad(t.TrainData, t.Loader.Next())
+		b, err := t.Source.Batch(p)
+		if err != nil {
+			return nil, err
+		}
+		met, err := t.Draft.TTT(b, K, &t.grad, &t.ws, 1/float64(t.Cfg.GradAccum))
+		if err != nil {
+			return nil, err
+		}
+		for k := 0; k < K; k++ {
+			rec.PLoss[k] += met.Loss[k] / float64(t.Cfg.GradAccum)
+			correct[k] += met.Correct[k]
+			denom[k] += met.Denom[k]
+		}
+		rec.Loss += met.Total / float64(t.Cfg.GradAccum)
+		for _, m := range p.AttentionMask {
+			if m {
+				rec.Tokens++
+			}
+		}
+	}
+	fillAcc(rec, correct, denom)
+	grads := t.grad.Slices(c)
+	rec.GradNorm, _ = optim.ClipGradNorm(grads, t.Cfg.MaxGradNorm)
+	rec.LR = optim.CosineWarmup(t.Step, t.TotalSteps, t.Cfg.WarmupRatio, t.Cfg.LR)
+	t.Opt.Update(t.Draft.W.Slices(c), grads, rec.LR)
+	t.Step++
+	rec.Epoch = t.Loader.Epoch
+	return rec, nil
+}
+
+func fillAcc(rec *Record, correct, denom []int) {
+	for k := range rec.Acc {
+		rec.Acc[k] = float64(correct[k]) / math.Max(float64(denom[k]), 1e-6)
+	}
+	m := draft.Metrics{Acc: rec.Acc}
+	rec.SimAccLen = m.SimulatedAcceptanceLength()
+}
+
+// Evaluate runs the TTT forward over the eval split (at most EvalBatches batches, in order).
+func (t *Trainer) Evaluate() (*Record, error) {
+	if t.EvalData == nil || t.EvalData.Len() == 0 {
+		return nil, nil
+	}
+	K := t.Cfg.TTTLength
+	rec := &Record{Step: t.Step, Split: "eval", Epoch: t.Loader.Epoch, PLoss: make([]float64, K), Acc: make([]float64, K)}
+	correct, denom := make([]int, K), make([]int, K)
+	batches := 0
+	for lo := 0; lo < t.EvalData.Len(); lo += t.Cfg.BatchSize {
+		if t.Cfg.EvalBatches > 0 && batches == t.Cfg.EvalBatches {
+			break
+		}
+		var idx []int
+		for i := lo; i < min(lo+t.Cfg.BatchSize, t.EvalData.Len()); i++ {
+			idx = append(idx, i)
+		}
+		p := Pad(t.EvalData, idx)
+		b, err := t.Source.Batch(p)
+		if err != nil {
+			return nil, err
+		}
+		met, err := t.Draft.TTT(b, K, nil, &t.ws, 1)
+		if err != nil {
+			return nil, err
+		}
+		for k := 0; k < K; k++ {
+			rec.PLoss[k] += met.Loss[k]
+			correct[k] += met.Correct[k]
+			denom[k] += met.Denom[k]
+		}
+		rec.Loss += met.Total
+		rec.Tokens += len(p.IDs)
+		batches++
+	}
+	for k := range rec.PLoss {
+		rec.PLoss[k] /= float64(batches)
+	}
+	rec.Loss /= float64(batches)
+	fillAcc(rec, correct, denom)
+	return rec, nil
+}
+
+// Run trains to TotalSteps, evaluating, logging and checkpointing at the configured intervals. SIGINT or
+// SIGTERM stop it after the current step with a checkpoint, from which the run resumes exactly.
+func (t *Trainer) Run() error {
+	if err := os.MkdirAll(t.Cfg.OutputDir, 0o755); err != nil {
+		return fmt.Errorf("create output folder: %w", err)
+	}
+	metricsPath := filepath.Join(t.Cfg.OutputDir, "metrics.jsonl")
+	var err error
+	if t.metrics, err = os.OpenFile(metricsPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+		return fmt.Errorf("open metrics log: %w", err)
+	}
+	defer t.metrics.Close()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stop)
+
+	bar := progress.New(int64(t.TotalSteps), "train")
+	defer bar.Finish()
+	start := time.Now()
+	startStep := t.Step
+	var tokens int
+	for t.Step < t.TotalSteps {
+		stepStart := time.Now()
+		rec, err := t.TrainStep()
+		if err != nil {
+			return err
+		}
+		tokens += rec.Tokens
+		rec.TokensPerS = float64(rec.Tokens) / time.Since(stepStart).Seconds()
+		rec.ElapsedS = time.Since(start).Seconds()
+		if t.Cfg.LogInterval > 0 && t.Step%t.Cfg.LogInterval == 0 || t.Step == t.TotalSteps {
+			if err := t.record(rec); err != nil {
+				return err
+			}
+		}
+		rate := float64(tokens) / time.Since(start).Seconds()
+		bar.Set(int64(t.Step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %.0f tok/s", rec.Loss, rec.Acc[0], rec.SimAccLen, rate))
+		last := t.Step == t.TotalSteps
+		interrupted := false
+		select {
+		case <-stop:
+			interrupted = true
+		default:
+		}
+		if t.Cfg.EvalInterval > 0 && t.Step%t.Cfg.EvalInterval == 0 || last {
+			if ev, err := t.Evaluate(); err != nil {
+				return err
+			} else if ev != nil {
+				ev.ElapsedS = time.Since(start).Seconds()
+				if err := t.record(ev); err != nil {
+					return err
+				}
+				t.logf("step %d eval: loss %.4f acc %s simulated acceptance length %.3f", t.Step, ev.Loss, fmtAcc(ev.Acc), ev.SimAccLen)
+			}
+		}
+		if t.Cfg.SaveInterval > 0 && t.Step%t.Cfg.SaveInterval == 0 || last || interrupted {
+			if err := t.Save(); err != nil {
+				return err
+			}
+		}
+		if interrupted {
+			t.logf("interrupted at step %d; checkpoint saved, run again to resume", t.Step)
+			return ErrInterrupted
+		}
+	}
+	t.logf("trained %d steps in %.1f s (%.0f tokens/s)", t.Step-startStep, time.Since(start).Seconds(), float64(tokens)/time.Since(start).Seconds())
+	return nil
+}
+
+// ErrInterrupted reports a run stopped by a signal after saving a checkpoint.
+var ErrInterrupted = fmt.Errorf("training interrupted")
+
+func (t *Trainer) record(rec *Record) error {
+	t.History = append(t.History, *rec)
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := t.metrics.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("write metrics: %w", err)
+	}
+	return nil
+}
+
+func fmtAcc(acc []float64) string {
+	s := "["
+	for i, a := range acc {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%.3f", a)
+	}
+	return s + "]"
+}
+
+// LastSimAccLen is the simulated acceptance length of the latest evaluation (or, without eval data, of the
+// latest training step).
+func (t *Trainer) LastSimAccLen() float64 {
+	for i := len(t.History) - 1; i >= 0; i-- {
+		if t.EvalData == nil || t.History[i].Split == "eval" {
+			return t.History[i].SimAccLen
+		}
+	}
+	return 0
+}
