@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/golden"
 )
 
@@ -113,6 +114,67 @@ func TestPrepareData(t *testing.T) {
 	} {
 		if _, err := run(bad...); err == nil || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: error %v", bad, err)
+		}
+	}
+}
+
+// tinyTrainArgs trains a stories260K draft for a few steps on 16 regenerated continuations.
+func tinyTrainArgs(t *testing.T, out string) []string {
+	return []string{"train", "--config", "../../configs/stories260k.yaml",
+		"--set", "target.path=" + golden.Shared(t, "assets", "models", "stories260K"),
+		"--set", "data.regenerate.from=" + golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"),
+		"--set", "data.cache_dir=" + filepath.Join(out, "cache"), "--set", "train.output_dir=" + filepath.Join(out, "run"),
+		"--set", "data.regenerate.limit=24", "--set", "data.regenerate.max_new_tokens=24", "--set", "data.eval_fraction=0.25",
+		"--set", "train.max_steps=4", "--set", "train.batch_size=4", "--set", "train.eval_interval=2"}
+}
+
+func TestTrainCommand(t *testing.T) {
+	golden.Shared(t) // needs ../shared
+	out := t.TempDir()
+	stdout, err := run(tinyTrainArgs(t, out)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "simulated acceptance length") || !strings.Contains(stdout, "draft: ") {
+		t.Errorf("output:\n%s", stdout)
+	}
+	for _, f := range []string{"run/draft/config.json", "run/draft/model.safetensors", "run/metrics.jsonl", "run/metrics.png", "run/checkpoints/step_00000004/state.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("missing %s", f)
+		}
+	}
+	cfg, w, m, embed, err := export.ReadSGLang(filepath.Join(out, "run", "draft"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HiddenSize != 64 || cfg.DraftVocabSize != 512 || len(m.Used) != 512 || embed != nil || len(w.LMHead) != 512*64 {
+		t.Errorf("exported draft %+v", cfg)
+	}
+	// A finished run resumes to nothing more to do.
+	if stdout, err = run(tinyTrainArgs(t, out)...); err != nil || !strings.Contains(stdout, "draft: ") {
+		t.Errorf("rerun: %v\n%s", err, stdout)
+	}
+}
+
+func TestTrainRefusesBadInputFirst(t *testing.T) {
+	golden.Shared(t)
+	out := t.TempDir()
+	empty := filepath.Join(out, "empty.jsonl")
+	os.WriteFile(empty, nil, 0o644)
+	cases := map[string][]string{
+		"aux layer outside the target": {"--set", "draft.aux_layers=[1,2,9]"},
+		"draft vocabulary too large":   {"--set", "draft.vocab_size=600"},
+		"missing resume checkpoint":    {"--set", "train.resume=" + filepath.Join(out, "nope")},
+		"empty dataset":                {"--set", "data.regenerate.from=", "--set", "data.train=" + empty},
+	}
+	for name, extra := range cases {
+		args := append(tinyTrainArgs(t, out), extra...)
+		_, err := run(args...)
+		if err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %v", name, err)
+		}
+		if _, statErr := os.Stat(filepath.Join(out, "cache")); name != "empty dataset" && statErr == nil {
+			t.Errorf("%s: work started before the error (cache written)", name)
 		}
 	}
 }

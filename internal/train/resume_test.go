@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -154,5 +155,25 @@ func TestResumeRefusesAnotherRun(t *testing.T) {
 	}
 	if err := other.Resume(filepath.Join(cfg.OutputDir, "nope")); err == nil {
 		t.Error("resume from a missing checkpoint succeeded")
+	}
+}
+
+func TestRecordJSON(t *testing.T) {
+	r := Record{Step: 3, Split: "train", Loss: 1.5, PLoss: []float64{1, 0.5}, Acc: []float64{0.25, 0.125}, SimAccLen: 0.28}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"ploss_1":0.5`, `"acc_0":0.25`, `"simulated_acceptance_length":0.28`} {
+		if !strings.Contains(string(raw), key) {
+			t.Errorf("%s lacks %s", raw, key)
+		}
+	}
+	var back Record
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Step != 3 || len(back.PLoss) != 2 || back.Acc[1] != 0.125 {
+		t.Errorf("round trip %+v", back)
 	}
 }

@@ -48,13 +48,50 @@ type Record struct {
 	Epoch      int       `json:"epoch"`
 	LR         float64   `json:"lr,omitempty"`
 	Loss       float64   `json:"loss"`
-	PLoss      []float64 `json:"ploss"`
-	Acc        []float64 `json:"acc"`
+	PLoss      []float64 `json:"-"` // logged as ploss_0 .. ploss_{K-1}
+	Acc        []float64 `json:"-"` // logged as acc_0 .. acc_{K-1}
 	SimAccLen  float64   `json:"simulated_acceptance_length"`
 	GradNorm   float64   `json:"grad_norm,omitempty"`
 	Tokens     int       `json:"tokens"`
 	TokensPerS float64   `json:"tokens_per_s,omitempty"`
 	ElapsedS   float64   `json:"elapsed_s"`
+}
+
+type recordFields Record
+
+// MarshalJSON writes the per-step metrics as ploss_k and acc_k keys, as SpecForge names them.
+func (r Record) MarshalJSON() ([]byte, error) {
+	base, err := json.Marshal(recordFields(r))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(base, &m); err != nil {
+		return nil, err
+	}
+	for k := range r.PLoss {
+		m[fmt.Sprintf("ploss_%d", k)] = r.PLoss[k]
+		m[fmt.Sprintf("acc_%d", k)] = r.Acc[k]
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Record) UnmarshalJSON(data []byte) error {
+	if err := json.Unmarshal(data, (*recordFields)(r)); err != nil {
+		return err
+	}
+	var m map[string]float64
+	json.Unmarshal(data, &m) // non-numeric fields are skipped
+	r.PLoss, r.Acc = nil, nil
+	for k := 0; ; k++ {
+		p, ok := m[fmt.Sprintf("ploss_%d", k)]
+		a, ok2 := m[fmt.Sprintf("acc_%d", k)]
+		if !ok || !ok2 {
+			return nil
+		}
+		r.PLoss, r.Acc = append(r.PLoss, p), append(r.Acc, a)
+	}
 }
 
 // NewTrainer prepares a run: a new optimiser, or the state of the latest checkpoint in Cfg.OutputDir when

@@ -1,0 +1,87 @@
+package regen
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tokenizer"
+)
+
+// TestRegenerate writes continuations of TinyStories openings and checks them against greedy decoding of
+// the same prompts, one by one.
+func TestRegenerate(t *testing.T) {
+	dir := golden.Shared(t, "assets", "models", "stories260K")
+	m, err := model.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{OpeningTokens: 6, MaxNewTokens: 12, Batch: 3, Limit: 5}
+	src := golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")
+	prompts, err := Openings(src, tok, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prompts) != 5 || len(prompts[0]) != 7 || prompts[0][0] != 1 {
+		t.Fatalf("prompts %v", prompts)
+	}
+	out := filepath.Join(t.TempDir(), "regen.jsonl")
+	if err := Write(out, m, tok, prompts, o); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	i := 0
+	for sc.Scan() {
+		var row struct{ Prompt, Completion string }
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]int, len(prompts[i]))
+		for k, v := range prompts[i] {
+			ids[k] = int(v)
+		}
+		res, err := generate.Generate(m, ids, generate.Options{MaxNewTokens: 12, StopIDs: m.Config.EOSTokenIDs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := append(append([]int32(nil), prompts[i]...), toInt32(res.Tokens)...)
+		text, _ := tok.Decode(all, true)
+		if row.Prompt+row.Completion != text || !strings.HasPrefix(text, row.Prompt) {
+			t.Errorf("row %d: %q + %q, want %q", i, row.Prompt, row.Completion, text)
+		}
+		i++
+	}
+	if i != 5 {
+		t.Errorf("%d rows", i)
+	}
+	key1, _ := Key(m, src, o)
+	o.MaxNewTokens++
+	key2, _ := Key(m, src, o)
+	if key1 == key2 {
+		t.Error("the cache key ignores max_new_tokens")
+	}
+}
+
+func toInt32(x []int) []int32 {
+	out := make([]int32, len(x))
+	for i, v := range x {
+		out[i] = int32(v)
+	}
+	return out
+}
