@@ -112,10 +112,28 @@ func prepareData(cfg *config.Run, w io.Writer) (*preparedData, error) {
 	return &preparedData{Prepared: p, Tokenizer: tok}, nil
 }
 
-// buildVocab chooses the draft vocabulary from the loss tokens of the training split and writes it into
-// the cache folder.
+// chooseVocab picks the draft vocabulary from loss-token counts, keeping the tokenizer's special and byte
+// tokens when asked (tok may be nil when there is no tokenizer at hand).
+func chooseVocab(counts []int64, tok *tokenizer.Tokenizer, dc config.DraftConfig) (*vocab.Mapping, error) {
+	size := min(dc.VocabSize, len(counts))
+	var always []int
+	if tok != nil && dc.KeepSpecialTokens {
+		for _, id := range tok.SpecialIDs() {
+			if int(id) < len(counts) {
+				always = append(always, int(id))
+			}
+		}
+	}
+	if tok != nil && dc.KeepByteTokens {
+		for _, id := range tok.ByteTokenIDs() {
+			always = append(always, int(id))
+		}
+	}
+	return vocab.Build(counts, size, always)
+}
+
+// buildVocab chooses the draft vocabulary from the training split and writes it into the cache folder.
 func buildVocab(p *preparedData, targetVocab int, dc config.DraftConfig) (*vocab.Mapping, string, error) {
-	size := min(dc.VocabSize, targetVocab)
 	f, err := dataset.OpenTokenized(p.TrainPath())
 	if err != nil {
 		return nil, "", err
@@ -125,24 +143,11 @@ func buildVocab(p *preparedData, targetVocab int, dc config.DraftConfig) (*vocab
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", p.TrainPath(), err)
 	}
-	var always []int
-	if dc.KeepSpecialTokens {
-		for _, id := range p.Tokenizer.SpecialIDs() {
-			if int(id) < targetVocab {
-				always = append(always, int(id))
-			}
-		}
-	}
-	if dc.KeepByteTokens {
-		for _, id := range p.Tokenizer.ByteTokenIDs() {
-			always = append(always, int(id))
-		}
-	}
-	m, err := vocab.Build(counts.Counts, size, always)
+	m, err := chooseVocab(counts.Counts, p.Tokenizer, dc)
 	if err != nil {
 		return nil, "", err
 	}
-	path := filepath.Join(p.Dir, fmt.Sprintf("vocab_%d_s%v_b%v.safetensors", size, dc.KeepSpecialTokens, dc.KeepByteTokens))
+	path := filepath.Join(p.Dir, fmt.Sprintf("vocab_%d_s%v_b%v.safetensors", len(m.Used), dc.KeepSpecialTokens, dc.KeepByteTokens))
 	return m, path, m.Write(path)
 }
 

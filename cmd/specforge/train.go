@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -14,10 +15,12 @@ import (
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
 	"github.com/specforge/specforge/internal/regen"
 	"github.com/specforge/specforge/internal/train"
+	"github.com/specforge/specforge/internal/vocab"
 )
 
 func trainCommand() *cobra.Command {
@@ -51,28 +54,81 @@ type trainResult struct {
 	DraftDir  string
 	SimAccLen float64
 	Trainer   *train.Trainer
-	Target    *model.Model
 }
 
-// runTraining checks the configuration, loads the target, prepares the data and the draft, and trains. Every
-// check that can fail runs before the first training step.
+// runTraining checks the configuration, loads the target (or, offline, its embedding and lm_head), prepares
+// the data and the draft, and trains. Every check that can fail runs before the first training step.
 func runTraining(cfg *config.Run, out, logw io.Writer) (*trainResult, error) {
 	if cfg.Target.Path == "" {
 		return nil, fmt.Errorf("no target: set target.path to a Hugging Face model folder")
-	}
-	target, err := model.Load(cfg.Target.Path)
-	if err != nil {
-		return nil, err
-	}
-	// Everything that can be checked without the data is checked before any work starts.
-	dc, err := draftConfig(cfg, target)
-	if err != nil {
-		return nil, err
 	}
 	if r := cfg.Train.Resume; r != "auto" && r != "never" && r != "" {
 		if _, err := os.Stat(filepath.Join(r, "state.json")); err != nil {
 			return nil, fmt.Errorf("train.resume: %s is not a checkpoint folder (no state.json)", r)
 		}
+	}
+	var in *trainInputs
+	var err error
+	if cfg.Data.HiddenStates != "" {
+		in, err = offlineInputs(cfg)
+	} else {
+		in, err = onlineInputs(cfg, out, logw)
+	}
+	if err != nil {
+		return nil, err
+	}
+	dc := in.draft
+	w := draft.NewWeights(&dc)
+	w.Init(&dc, cfg.Train.Seed, cfg.Draft.InitStd)
+	embed := in.head.Embed
+	if dc.HiddenSize != dc.TargetHiddenSize {
+		// A draft of another width cannot share the target's embedding: it gets its own, frozen as well.
+		embed = draft.RandomEmbedding(dc.VocabSize, dc.HiddenSize, cfg.Train.Seed+1, cfg.Draft.InitStd)
+	}
+	d, err := draft.New(dc, embed, in.vocab, w)
+	if err != nil {
+		return nil, err
+	}
+	trainSrc, evalSrc := in.sources(d)
+	tr := train.NewTrainer(cfg.Train, d, trainSrc, evalSrc, logw)
+	if err := resume(tr, cfg.Train); err != nil {
+		return nil, err
+	}
+	mode := "online"
+	if cfg.Data.HiddenStates != "" {
+		mode = "offline"
+	}
+	fmt.Fprintf(out, "training a draft (hidden %d, %d/%d heads, intermediate %d, draft vocabulary %d) for %d steps, %s, aux layers %v\n",
+		dc.HiddenSize, dc.NumHeads, dc.NumKVHeads, dc.IntermediateSize, dc.DraftVocabSize, tr.TotalSteps, mode, dc.AuxLayers)
+	if err := tr.Run(); err != nil {
+		return nil, err
+	}
+	if err := train.WritePlot(filepath.Join(cfg.Train.OutputDir, "metrics.png"), tr.History); err != nil {
+		return nil, fmt.Errorf("plot: %w", err)
+	}
+	dir := filepath.Join(cfg.Train.OutputDir, "draft")
+	if err := export.WriteSGLang(dir, d); err != nil {
+		return nil, err
+	}
+	return &trainResult{DraftDir: dir, SimAccLen: tr.LastSimAccLen(), Trainer: tr}, nil
+}
+
+// trainInputs is what a run trains from, online or offline.
+type trainInputs struct {
+	head    *model.Head
+	draft   draft.Config
+	vocab   *vocab.Mapping
+	sources func(d *draft.Draft) (train.BatchSource, train.BatchSource)
+}
+
+func onlineInputs(cfg *config.Run, out, logw io.Writer) (*trainInputs, error) {
+	target, err := model.Load(cfg.Target.Path)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := draftConfig(cfg, target.Config)
+	if err != nil {
+		return nil, err
 	}
 	if err := regenerateData(cfg, target, logw); err != nil {
 		return nil, err
@@ -96,49 +152,75 @@ func runTraining(cfg *config.Run, out, logw io.Writer) (*trainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := draft.NewWeights(&dc)
-	w.Init(&dc, cfg.Train.Seed, cfg.Draft.InitStd)
-	embed := target.Embed
-	if dc.HiddenSize != dc.TargetHiddenSize {
-		// A draft of another width cannot share the target's embedding: it gets its own, frozen as well.
-		embed = draft.RandomEmbedding(dc.VocabSize, dc.HiddenSize, cfg.Train.Seed+1, cfg.Draft.InitStd)
-	}
-	d, err := draft.New(dc, embed, m, w)
+	return &trainInputs{head: &target.Head, draft: dc, vocab: m, sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
+		tr := &train.Online{Target: target, Data: trainData, AuxLayers: dc.AuxLayers, Used: m.Used}
+		if evalData == nil {
+			return tr, nil
+		}
+		return tr, &train.Online{Target: target, Data: evalData, AuxLayers: dc.AuxLayers, Used: m.Used}
+	}}, nil
+}
+
+// offlineInputs trains from the shards of data.hidden_states: only the target's embedding and lm_head are
+// loaded.
+func offlineInputs(cfg *config.Run) (*trainInputs, error) {
+	head, _, err := model.LoadHead(cfg.Target.Path)
 	if err != nil {
 		return nil, err
 	}
-	src := &train.Online{Target: target, AuxLayers: dc.AuxLayers, Used: m.Used}
-	tr := train.NewTrainer(cfg.Train, d, src, trainData, evalData, logw)
-	if err := resume(tr, cfg.Train); err != nil {
+	dc, err := draftConfig(cfg, head.Config)
+	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "training a draft (hidden %d, %d/%d heads, intermediate %d, draft vocabulary %d) for %d steps, aux layers %v\n",
-		dc.HiddenSize, dc.NumHeads, dc.NumKVHeads, dc.IntermediateSize, dc.DraftVocabSize, tr.TotalSteps, dc.AuxLayers)
-	if err := tr.Run(); err != nil {
+	trainStore, err := hidden.Open(filepath.Join(cfg.Data.HiddenStates, "train"))
+	if err != nil {
+		return nil, fmt.Errorf("data.hidden_states: %w", err)
+	}
+	man := trainStore.Manifest
+	if man.Target.HiddenSize != head.Config.HiddenSize || man.Target.VocabSize != head.Config.VocabSize {
+		return nil, fmt.Errorf("data.hidden_states: the shards come from %s (hidden %d, vocabulary %d), not from target.path (hidden %d, vocabulary %d)",
+			man.Target.Path, man.Target.HiddenSize, man.Target.VocabSize, head.Config.HiddenSize, head.Config.VocabSize)
+	}
+	if len(cfg.Draft.AuxLayers) > 0 && !slices.Equal(cfg.Draft.AuxLayers, man.AuxLayers) {
+		return nil, fmt.Errorf("draft.aux_layers %v differ from the layers stored in the shards %v (%s)", cfg.Draft.AuxLayers, man.AuxLayers, man.AuxConvention)
+	}
+	dc.AuxLayers = man.AuxLayers
+	var evalStore *hidden.Store
+	if _, err := os.Stat(filepath.Join(cfg.Data.HiddenStates, "eval", "manifest.json")); err == nil {
+		if evalStore, err = hidden.Open(filepath.Join(cfg.Data.HiddenStates, "eval")); err != nil {
+			return nil, fmt.Errorf("data.hidden_states: %w", err)
+		}
+	}
+	counter := vocab.NewCounter(head.Config.VocabSize)
+	if err := trainStore.CountLossTokens(counter); err != nil {
 		return nil, err
 	}
-	if err := train.WritePlot(filepath.Join(cfg.Train.OutputDir, "metrics.png"), tr.History); err != nil {
-		return nil, fmt.Errorf("plot: %w", err)
-	}
-	dir := filepath.Join(cfg.Train.OutputDir, "draft")
-	if err := export.WriteSGLang(dir, d); err != nil {
+	tok, _ := loadTokenizer(cfg.Target.Path)
+	m, err := chooseVocab(counter.Counts, tok, cfg.Draft)
+	if err != nil {
 		return nil, err
 	}
-	return &trainResult{DraftDir: dir, SimAccLen: tr.LastSimAccLen(), Trainer: tr, Target: target}, nil
+	return &trainInputs{head: head, draft: dc, vocab: m, sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
+		tr := &train.Offline{Store: trainStore, Head: head, Used: m.Used}
+		if evalStore == nil {
+			return tr, nil
+		}
+		return tr, &train.Offline{Store: evalStore, Head: head, Used: m.Used}
+	}}, nil
 }
 
 // draftConfig derives the draft's shape from the target and applies the configured overrides.
-func draftConfig(cfg *config.Run, target *model.Model) (draft.Config, error) {
+func draftConfig(cfg *config.Run, target *model.Config) (draft.Config, error) {
 	rawRope, err := rawRopeScaling(cfg.Target.Path)
 	if err != nil {
 		return draft.Config{}, err
 	}
 	o := cfg.Draft
 	// The default draft vocabulary (32000) is capped at the target's; an explicit larger one is an error.
-	if o.VocabSize > target.Config.VocabSize && o.VocabSize != config.Defaults().Draft.VocabSize {
-		return draft.Config{}, fmt.Errorf("draft.vocab_size %d is larger than the target's vocabulary (%d)", o.VocabSize, target.Config.VocabSize)
+	if o.VocabSize > target.VocabSize && o.VocabSize != config.Defaults().Draft.VocabSize {
+		return draft.Config{}, fmt.Errorf("draft.vocab_size %d is larger than the target's vocabulary (%d)", o.VocabSize, target.VocabSize)
 	}
-	dc := draft.FromTarget(target.Config, rawRope, o.VocabSize)
+	dc := draft.FromTarget(target, rawRope, o.VocabSize)
 	for _, ov := range []struct {
 		v   int
 		dst *int
@@ -153,7 +235,7 @@ func draftConfig(cfg *config.Run, target *model.Model) (draft.Config, error) {
 	if len(o.AuxLayers) > 0 {
 		dc.AuxLayers = o.AuxLayers
 	}
-	if err := dc.Validate(target.Config); err != nil {
+	if err := dc.Validate(target); err != nil {
 		return dc, err
 	}
 	return dc, nil

@@ -96,6 +96,8 @@ type DataConfig struct {
 	Workers       int    `yaml:"workers"`
 	// Regenerate, when From is set, makes the training data by letting the target continue openings.
 	Regenerate RegenerateConfig `yaml:"regenerate"`
+	// HiddenStates, when set, trains offline from the shards gen-hidden wrote there (train/ and eval/).
+	HiddenStates string `yaml:"hidden_states"`
 }
 
 // RegenerateConfig asks the target to write its own training data (SpecForge's regeneration recipe): the

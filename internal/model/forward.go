@@ -157,7 +157,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 
 // LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head into dst (reused when
 // large enough) and returns the [len(rows), V] logits.
-func (m *Model) LogitsOf(dst, hidden []float32, rows []int) []float32 {
+func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
 	logits := resize(dst, len(rows)*V)
 	if len(rows) == 0 {
@@ -296,4 +296,4 @@ func allTrue(v []bool) bool {
 }
 
 // VocabSize is the size of the logits the model produces.
-func (m *Model) VocabSize() int { return m.Config.VocabSize }
+func (m *Head) VocabSize() int { return m.Config.VocabSize }

@@ -19,20 +19,64 @@ type Layer struct {
 	Bgate, Bup, Bdown   []float32
 }
 
+// Head is the part of a target that offline training needs: the token embedding and lm_head.
+type Head struct {
+	Config *Config
+	Embed  []float32 // [V, H]
+	LMHead []float32 // [V, H]; the same slice as Embed when the embeddings are tied
+}
+
 // Model is a loaded target model. Float32 weights are memory-mapped from the checkpoint; bf16/f16 weights are
 // widened to float32 once at load.
 type Model struct {
-	Config *Config
+	Head
 	Dir    string
-	Embed  []float32 // [V, H]
 	Layers []Layer
 	Norm   []float32 // [H]
-	LMHead []float32 // [V, H]; the same slice as Embed when the embeddings are tied
 	// Unused names checkpoint tensors the architecture does not read (worth a warning, not an error).
 	Unused []string
 	ckpt   *safetensors.Checkpoint
 	mu     sync.Mutex // serialises forwards, which share ws
 	ws     *scratch
+}
+
+// LoadHead reads only the embedding and lm_head of a model folder (memory-mapped when stored as float32);
+// the returned close function releases the checkpoint.
+func LoadHead(dir string) (*Head, func() error, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	ckpt, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}
+	h, err := newHead(cfg, src)
+	if err != nil {
+		ckpt.Close()
+		return nil, nil, err
+	}
+	return h, ckpt.Close, nil
+}
+
+func newHead(cfg *Config, src WeightSource) (*Head, error) {
+	h := &Head{Config: cfg}
+	var err error
+	if h.Embed, err = src.Get("model.embed_tokens.weight", false, cfg.VocabSize, cfg.HiddenSize); err != nil {
+		return nil, err
+	}
+	if cfg.TieWordEmbeddings {
+		h.LMHead = h.Embed
+		return h, nil
+	}
+	if h.LMHead, err = src.Get("lm_head.weight", true, cfg.VocabSize, cfg.HiddenSize); err != nil {
+		return nil, err
+	}
+	if h.LMHead == nil {
+		return nil, fmt.Errorf("lm_head.weight is missing and tie_word_embeddings is false")
+	}
+	return h, nil
 }
 
 // WeightSource yields a tensor by its Hugging Face name as float32, checked against the expected shape.
@@ -98,9 +142,9 @@ func (s *checkpointSource) Get(name string, optional bool, shape ...int) ([]floa
 
 // New builds a model from a config and a source of weights.
 func New(cfg *Config, src WeightSource) (*Model, error) {
-	H, I, V := cfg.HiddenSize, cfg.IntermediateSize, cfg.VocabSize
+	H, I := cfg.HiddenSize, cfg.IntermediateSize
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	m := &Model{Config: cfg, Layers: make([]Layer, cfg.NumLayers)}
+	m := &Model{Head: Head{Config: cfg}, Layers: make([]Layer, cfg.NumLayers)}
 	var errs []string
 	get := func(name string, optional bool, shape ...int) []float32 {
 		w, err := src.Get(name, optional, shape...)
@@ -116,7 +160,6 @@ func New(cfg *Config, src WeightSource) (*Model, error) {
 		}
 		return get(name, false, shape...)
 	}
-	m.Embed = get("model.embed_tokens.weight", false, V, H)
 	for i := range m.Layers {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		l := &m.Layers[i]
@@ -143,12 +186,12 @@ func New(cfg *Config, src WeightSource) (*Model, error) {
 		}
 	}
 	m.Norm = get("model.norm.weight", false, H)
-	if cfg.TieWordEmbeddings {
-		m.LMHead = m.Embed
-	} else {
-		m.LMHead = get("lm_head.weight", true, V, H)
-		if m.LMHead == nil && len(errs) == 0 {
-			errs = append(errs, "lm_head.weight is missing and tie_word_embeddings is false")
+	if len(errs) == 0 {
+		head, err := newHead(cfg, src)
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			m.Head = *head
 		}
 	}
 	if len(errs) > 0 {

@@ -90,7 +90,7 @@ func TestGoldenOnlineEndToEnd(t *testing.T) {
 	opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
 	ws := &draft.Workspace{}
 	for step := 0; step < 3; step++ {
-		b, err := src.Batch(p)
+		b, err := src.batchOf(p)
 		if err != nil {
 			t.Fatal(err)
 		}

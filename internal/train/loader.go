@@ -45,6 +45,12 @@ func (l *Loader) Next() []int {
 	return idx
 }
 
+// Peek returns the indices the next call to Next will return, without advancing.
+func (l *Loader) Peek() []int {
+	c := *l
+	return c.Next()
+}
+
 // Padded is a batch of samples right-padded to the longest one.
 type Padded struct {
 	B, T          int

@@ -3,18 +3,21 @@ package train
 import (
 	"fmt"
 
+	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/model"
 )
 
-// BatchSource turns padded token batches into TTT batches: aux hidden states and the teacher.
+// BatchSource yields TTT batches (tokens, aux hidden states, teacher) by sample index.
 type BatchSource interface {
-	Batch(p *Padded) (*draft.Batch, error)
+	Len() int
+	Batch(idx []int) (*draft.Batch, error)
 }
 
 // Online runs the target on every batch (SpecForge's online mode).
 type Online struct {
 	Target    *model.Model
+	Data      *dataset.File
 	AuxLayers []int
 	Used      []int64 // target ids of the draft vocabulary
 	out       *model.Output
@@ -22,11 +25,16 @@ type Online struct {
 	logits    []float32
 }
 
+// Len implements BatchSource.
+func (o *Online) Len() int { return o.Data.Len() }
+
 // teacherChunkValues bounds the [rows, V] logits computed at once for the teacher.
 const teacherChunkValues = 1 << 24
 
 // Batch implements BatchSource.
-func (o *Online) Batch(p *Padded) (*draft.Batch, error) {
+func (o *Online) Batch(idx []int) (*draft.Batch, error) { return o.batchOf(Pad(o.Data, idx)) }
+
+func (o *Online) batchOf(p *Padded) (*draft.Batch, error) {
 	out, err := o.Target.Forward(model.Batch{B: p.B, T: p.T, IDs: p.IDs, AttentionMask: p.AttentionMask}, nil,
 		model.Request{AuxLayers: o.AuxLayers, Logits: model.NoLogits, Reuse: o.out})
 	if err != nil {

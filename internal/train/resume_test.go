@@ -84,7 +84,7 @@ func TestResumeIsExact(t *testing.T) {
 		c := cfg
 		c.OutputDir = out
 		d := newDraft()
-		return NewTrainer(c, d, &Online{Target: target, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, data, nil, nil)
+		return NewTrainer(c, d, &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, nil, nil)
 	}
 	whole := newTrainer(t.TempDir())
 	if err := whole.Run(); err != nil {
@@ -143,12 +143,12 @@ func TestResumeRefusesAnotherRun(t *testing.T) {
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.OutputDir = 2, 2, t.TempDir()
 	d := newDraft()
-	tr := NewTrainer(cfg, d, &Online{Target: target, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, data, nil, nil)
+	tr := NewTrainer(cfg, d, &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, nil, nil)
 	if err := tr.Run(); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Seed = 99
-	other := NewTrainer(cfg, newDraft(), tr.Source, data, nil, nil)
+	other := NewTrainer(cfg, newDraft(), tr.Train, nil, nil)
 	all, _ := Checkpoints(filepath.Join(cfg.OutputDir, "checkpoints"))
 	if err := other.Resume(all[len(all)-1]); err == nil || !strings.Contains(err.Error(), "seed") {
 		t.Errorf("resume with another seed: %v", err)

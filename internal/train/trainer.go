@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/specforge/specforge/internal/config"
-	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/progress"
@@ -20,11 +19,10 @@ import (
 
 // Trainer trains one draft.
 type Trainer struct {
-	Cfg       config.TrainConfig
-	Draft     *draft.Draft
-	Source    BatchSource
-	TrainData *dataset.File
-	EvalData  *dataset.File // nil: no evaluation
+	Cfg   config.TrainConfig
+	Draft *draft.Draft
+	Train BatchSource
+	Eval  BatchSource // nil: no evaluation
 	// Log receives human-readable lines; nil discards them.
 	Log io.Writer
 
@@ -96,14 +94,14 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 
 // NewTrainer prepares a run: a new optimiser, or the state of the latest checkpoint in Cfg.OutputDir when
 // resume is true.
-func NewTrainer(cfg config.TrainConfig, d *draft.Draft, src BatchSource, trainData, evalData *dataset.File, log io.Writer) *Trainer {
-	t := &Trainer{Cfg: cfg, Draft: d, Source: src, TrainData: trainData, EvalData: evalData, Log: log}
+func NewTrainer(cfg config.TrainConfig, d *draft.Draft, trainSrc, evalSrc BatchSource, log io.Writer) *Trainer {
+	t := &Trainer{Cfg: cfg, Draft: d, Train: trainSrc, Eval: evalSrc, Log: log}
 	var sizes []int
 	for _, s := range d.W.Slices(&d.Config) {
 		sizes = append(sizes, len(s))
 	}
 	t.Opt = optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, cfg.WeightDecay)
-	t.Loader = NewLoader(trainData.Len(), cfg.BatchSize, cfg.Seed)
+	t.Loader = NewLoader(trainSrc.Len(), cfg.BatchSize, cfg.Seed)
 	t.TotalSteps = cfg.MaxSteps
 	if t.TotalSteps <= 0 {
 		t.TotalSteps = (cfg.Epochs*t.Loader.BatchesPerEpoch() + cfg.GradAccum - 1) / cfg.GradAccum
@@ -127,8 +125,11 @@ func (t *Trainer) TrainStep() (*Record, error) {
 	rec := &Record{Step: t.Step + 1, Split: "train", PLoss: make([]float64, K), Acc: make([]float64, K)}
 	correct, denom := make([]int, K), make([]int, K)
 	for a := 0; a < t.Cfg.GradAccum; a++ {
-		p := Pad(t.TrainData, t.Loader.Next())
-		b, err := t.Source.Batch(p)
+		idx := t.Loader.Next()
+		if pf, ok := t.Train.(Prefetcher); ok {
+			pf.Prefetch(t.Loader.Peek())
+		}
+		b, err := t.Train.Batch(idx)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +143,7 @@ func (t *Trainer) TrainStep() (*Record, error) {
 			denom[k] += met.Denom[k]
 		}
 		rec.Loss += met.Total / float64(t.Cfg.GradAccum)
-		for _, m := range p.AttentionMask {
+		for _, m := range b.AttentionMask {
 			if m {
 				rec.Tokens++
 			}
@@ -168,23 +169,22 @@ func fillAcc(rec *Record, correct, denom []int) {
 
 // Evaluate runs the TTT forward over the eval split (at most EvalBatches batches, in order).
 func (t *Trainer) Evaluate() (*Record, error) {
-	if t.EvalData == nil || t.EvalData.Len() == 0 {
+	if t.Eval == nil || t.Eval.Len() == 0 {
 		return nil, nil
 	}
 	K := t.Cfg.TTTLength
 	rec := &Record{Step: t.Step, Split: "eval", Epoch: t.Loader.Epoch, PLoss: make([]float64, K), Acc: make([]float64, K)}
 	correct, denom := make([]int, K), make([]int, K)
 	batches := 0
-	for lo := 0; lo < t.EvalData.Len(); lo += t.Cfg.BatchSize {
+	for lo := 0; lo < t.Eval.Len(); lo += t.Cfg.BatchSize {
 		if t.Cfg.EvalBatches > 0 && batches == t.Cfg.EvalBatches {
 			break
 		}
 		var idx []int
-		for i := lo; i < min(lo+t.Cfg.BatchSize, t.EvalData.Len()); i++ {
+		for i := lo; i < min(lo+t.Cfg.BatchSize, t.Eval.Len()); i++ {
 			idx = append(idx, i)
 		}
-		p := Pad(t.EvalData, idx)
-		b, err := t.Source.Batch(p)
+		b, err := t.Eval.Batch(idx)
 		if err != nil {
 			return nil, err
 		}
@@ -198,7 +198,7 @@ func (t *Trainer) Evaluate() (*Record, error) {
 			denom[k] += met.Denom[k]
 		}
 		rec.Loss += met.Total
-		rec.Tokens += len(p.IDs)
+		rec.Tokens += len(b.InputIDs)
 		batches++
 	}
 	for k := range rec.PLoss {
@@ -225,8 +225,11 @@ func (t *Trainer) Run() error {
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(stop)
 
-	bar := progress.New(int64(t.TotalSteps), "train")
-	defer bar.Finish()
+	var bar *progress.Reporter
+	if t.Log != nil {
+		bar = progress.New(int64(t.TotalSteps), "train")
+		defer bar.Finish()
+	}
 	start := time.Now()
 	startStep := t.Step
 	var tokens int
@@ -244,8 +247,10 @@ func (t *Trainer) Run() error {
 				return err
 			}
 		}
-		rate := float64(tokens) / time.Since(start).Seconds()
-		bar.Set(int64(t.Step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %.0f tok/s", rec.Loss, rec.Acc[0], rec.SimAccLen, rate))
+		if bar != nil {
+			rate := float64(tokens) / time.Since(start).Seconds()
+			bar.Set(int64(t.Step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %.0f tok/s", rec.Loss, rec.Acc[0], rec.SimAccLen, rate))
+		}
 		last := t.Step == t.TotalSteps
 		interrupted := false
 		select {
@@ -278,6 +283,11 @@ func (t *Trainer) Run() error {
 	return nil
 }
 
+// Prefetcher is a BatchSource that can start reading a batch before it is asked for.
+type Prefetcher interface {
+	Prefetch(idx []int)
+}
+
 // ErrInterrupted reports a run stopped by a signal after saving a checkpoint.
 var ErrInterrupted = fmt.Errorf("training interrupted")
 
@@ -308,7 +318,7 @@ func fmtAcc(acc []float64) string {
 // latest training step).
 func (t *Trainer) LastSimAccLen() float64 {
 	for i := len(t.History) - 1; i >= 0; i-- {
-		if t.EvalData == nil || t.History[i].Split == "eval" {
+		if t.Eval == nil || t.History[i].Split == "eval" {
 			return t.History[i].SimAccLen
 		}
 	}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/hidden"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/progress"
+)
+
+func genHiddenCommand() *cobra.Command {
+	var cf configFlags
+	var out, dtype string
+	var perShard, batch int
+	cmd := &cobra.Command{
+		Use:   "gen-hidden --config run.yaml --out DIR",
+		Short: "Run the target once over the prepared data and store what offline training needs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := cf.load(cmd, map[string]string{"target": "target.path", "data": "data.train"})
+			if err != nil {
+				return err
+			}
+			d, err := hidden.ParseDType(dtype)
+			if err != nil {
+				return err
+			}
+			if perShard <= 0 || batch <= 0 {
+				return fmt.Errorf("--samples-per-shard and --batch must be positive")
+			}
+			if cfg.Target.Path == "" {
+				return fmt.Errorf("no target: set target.path")
+			}
+			target, err := model.Load(cfg.Target.Path)
+			if err != nil {
+				return err
+			}
+			dc, err := draftConfig(cfg, target.Config)
+			if err != nil {
+				return err
+			}
+			if err := regenerateData(cfg, target, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			p, err := prepareData(cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			var stopped atomic.Bool
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			defer signal.Stop(sig)
+			go func() {
+				if _, ok := <-sig; ok {
+					stopped.Store(true)
+				}
+			}()
+			w := cmd.OutOrStdout()
+			splits := []struct{ name, path string }{{"train", p.TrainPath()}}
+			if p.Eval.Samples > 0 {
+				splits = append(splits, struct{ name, path string }{"eval", p.EvalPath()})
+			}
+			for _, split := range splits {
+				data, err := dataset.OpenTokenized(split.path)
+				if err != nil {
+					return err
+				}
+				bar := progress.New(int64(data.Len()), "gen-hidden "+split.name)
+				start := time.Now()
+				m, err := hidden.Generate(hidden.GenOptions{
+					Target: target, TargetPath: cfg.Target.Path, AuxLayers: dc.AuxLayers, Data: data, DataPath: split.path,
+					DataKey: p.Key, Out: filepath.Join(out, split.name), DType: d, SamplesPerShard: perShard, Batch: batch,
+					Stop: stopped.Load, Progress: func(done, total int) { bar.Set(int64(done), "") },
+				})
+				bar.Finish()
+				data.Close()
+				if err != nil {
+					return err
+				}
+				secs := time.Since(start).Seconds()
+				printManifest(w, split.name, m)
+				fmt.Fprintf(w, "  generated in %.1f s\n", secs)
+				if !m.Complete {
+					return fmt.Errorf("interrupted after %d shards; run the same command again to resume", len(m.Shards))
+				}
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	f := cmd.Flags()
+	f.String("target", "", "target model folder (target.path)")
+	f.String("data", "", "training data file (data.train)")
+	f.StringVar(&out, "out", "hidden", "output folder (train/ and eval/ shard sets)")
+	f.StringVar(&dtype, "dtype", "bf16", "storage type: bf16, f16 or f32")
+	f.IntVar(&perShard, "samples-per-shard", 256, "samples per shard file")
+	f.IntVar(&batch, "batch", 4, "samples per target forward")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func printManifest(w io.Writer, name string, m *hidden.Manifest) {
+	state := "complete"
+	if !m.Complete {
+		state = "incomplete"
+	}
+	fmt.Fprintf(w, "%s: %d shards (%s), %d samples, %d tokens, %s, %.1f bytes/token = %.2fx less than SpecForge's 8*H = %d\n",
+		name, len(m.Shards), state, m.Samples, m.Tokens, m.DType, m.BytesPerToken,
+		float64(m.ReferenceBytesPerToken)/max(m.BytesPerToken, 1e-9), m.ReferenceBytesPerToken)
+	fmt.Fprintf(w, "  target %s (%s), aux layers %v (%s)\n", m.Target.Path, m.Target.Architecture, m.AuxLayers, m.AuxConvention)
+}
+
+func inspectCommand() *cobra.Command {
+	var deep bool
+	cmd := &cobra.Command{
+		Use:   "inspect DIR",
+		Short: "List and verify the hidden-state shards of DIR (a gen-hidden output or one of its splits)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dirs := []string{args[0]}
+			if _, err := os.Stat(filepath.Join(args[0], "manifest.json")); err != nil {
+				dirs = nil
+				for _, split := range []string{"train", "eval"} {
+					if _, err := os.Stat(filepath.Join(args[0], split, "manifest.json")); err == nil {
+						dirs = append(dirs, filepath.Join(args[0], split))
+					}
+				}
+				if len(dirs) == 0 {
+					return fmt.Errorf("%s: no manifest.json here or in train/ or eval/", args[0])
+				}
+			}
+			w := cmd.OutOrStdout()
+			bad := 0
+			for _, dir := range dirs {
+				m, problems, err := hidden.Verify(dir, deep)
+				if err != nil {
+					return err
+				}
+				printManifest(w, dir, m)
+				failed := map[string]string{}
+				for _, p := range problems {
+					failed[p.File] = p.Reason
+				}
+				for _, s := range m.Shards {
+					status := "ok"
+					if r, ok := failed[s.File]; ok {
+						status = "FAILED: " + r
+					}
+					fmt.Fprintf(w, "  %s  samples %d-%d  %d tokens  %d bytes  sha256 %.12s  %s\n", s.File, s.FirstSample, s.FirstSample+s.Samples-1, s.Tokens, s.Bytes, s.SHA256, status)
+				}
+				bad += len(problems)
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d shards failed verification", bad)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&deep, "deep", false, "also decode every sample")
+	return cmd
+}

@@ -1,0 +1,218 @@
+package hidden
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/model"
+)
+
+// FormatVersion names the shard format in manifests.
+const FormatVersion = "specforge-hidden-v1"
+
+// AuxConvention says how the manifest's aux layer ids count: SGLang's "output of layer i", 0-based.
+const AuxConvention = "sglang: residual stream after 0-based decoder layer i"
+
+// Manifest describes a folder of shards: what made them and what they hold. It is rewritten (atomically)
+// after every completed shard, so a killed generation knows where to resume.
+type Manifest struct {
+	Format        string     `json:"format"`
+	Target        TargetInfo `json:"target"`
+	AuxLayers     []int      `json:"aux_layers"`
+	AuxConvention string     `json:"aux_layer_convention"`
+	Dataset       string     `json:"dataset"` // the tokenized dataset file
+	DatasetKey    string     `json:"dataset_key"`
+	DType         DType      `json:"dtype"`
+	Compression   string     `json:"compression"`
+	// Layers repeated among the aux layers are stored once.
+	SamplesPerShard int         `json:"samples_per_shard"`
+	Samples         int         `json:"samples"` // samples in the dataset
+	Shards          []ShardInfo `json:"shards"`
+	Complete        bool        `json:"complete"`
+	Tokens          int64       `json:"tokens"`
+	Bytes           int64       `json:"bytes"`
+	// BytesPerToken is the storage cost; Reference is SpecForge's 8*H (bf16 aux + final hidden).
+	BytesPerToken          float64 `json:"bytes_per_token"`
+	ReferenceBytesPerToken int     `json:"reference_bytes_per_token"`
+}
+
+// TargetInfo identifies the target that produced the states.
+type TargetInfo struct {
+	Path         string `json:"path"`
+	Architecture string `json:"architecture"`
+	HiddenSize   int    `json:"hidden_size"`
+	NumLayers    int    `json:"num_layers"`
+	VocabSize    int    `json:"vocab_size"`
+}
+
+// ReadManifest loads dir/manifest.json.
+func ReadManifest(dir string) (*Manifest, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read hidden-state manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s: %v", filepath.Join(dir, "manifest.json"), err)
+	}
+	if m.Format != FormatVersion {
+		return nil, fmt.Errorf("%s: format %q, want %q", filepath.Join(dir, "manifest.json"), m.Format, FormatVersion)
+	}
+	return &m, nil
+}
+
+func (m *Manifest) write(dir string) error {
+	m.Tokens, m.Bytes = 0, 0
+	for _, s := range m.Shards {
+		m.Tokens += s.Tokens
+		m.Bytes += s.Bytes
+	}
+	if m.Tokens > 0 {
+		m.BytesPerToken = float64(m.Bytes) / float64(m.Tokens)
+	}
+	raw, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, "manifest.json"), append(raw, '\n'))
+}
+
+// GenOptions configure a generation.
+type GenOptions struct {
+	Target          *model.Model
+	TargetPath      string
+	AuxLayers       []int
+	Data            *dataset.File
+	DataPath        string
+	DataKey         string
+	Out             string
+	DType           DType
+	SamplesPerShard int
+	Batch           int // samples per target forward
+	// Stop, if set, is polled between shards; true ends the run early (it resumes later).
+	Stop func() bool
+	// Progress, if set, is called after each shard with the samples done and the total.
+	Progress func(done, total int)
+}
+
+// Generate runs the target over the dataset and writes the shards that are not already there. A complete
+// shard is never rewritten; a killed run resumes at the first missing shard and produces the same shards as
+// an uninterrupted one (shard boundaries and batches depend only on the options).
+func Generate(o GenOptions) (*Manifest, error) {
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", o.Out, err)
+	}
+	cfg := o.Target.Config
+	m := &Manifest{
+		Format: FormatVersion, AuxLayers: o.AuxLayers, AuxConvention: AuxConvention, Dataset: o.DataPath, DatasetKey: o.DataKey,
+		DType: o.DType, Compression: "zstd over byte planes; repeated aux layers stored once", SamplesPerShard: o.SamplesPerShard, Samples: o.Data.Len(),
+		Target:                 TargetInfo{Path: o.TargetPath, Architecture: cfg.Architecture, HiddenSize: cfg.HiddenSize, NumLayers: cfg.NumLayers, VocabSize: cfg.VocabSize},
+		ReferenceBytesPerToken: 8 * cfg.HiddenSize,
+	}
+	if prev, err := ReadManifest(o.Out); err == nil {
+		if err := prev.compatible(m); err != nil {
+			return nil, fmt.Errorf("%s holds shards made differently (%v): use another folder", o.Out, err)
+		}
+		m.Shards = prev.Shards
+	} else if !os.IsNotExist(unwrapPathError(err)) {
+		return nil, err
+	}
+	nShards := (o.Data.Len() + o.SamplesPerShard - 1) / o.SamplesPerShard
+	for si := len(m.Shards); si < nShards; si++ {
+		if o.Stop != nil && o.Stop() {
+			return m, m.write(o.Out)
+		}
+		first := si * o.SamplesPerShard
+		last := min(first+o.SamplesPerShard, o.Data.Len())
+		samples, err := o.run(first, last)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("shard_%05d.sfh", si)
+		info, err := WriteShard(filepath.Join(o.Out, name), samples, o.DType, o.AuxLayers, cfg.HiddenSize)
+		if err != nil {
+			return nil, err
+		}
+		info.File, info.FirstSample = name, first
+		m.Shards = append(m.Shards, info)
+		if err := m.write(o.Out); err != nil {
+			return nil, err
+		}
+		if o.Progress != nil {
+			o.Progress(last, o.Data.Len())
+		}
+	}
+	m.Complete = true
+	return m, m.write(o.Out)
+}
+
+func unwrapPathError(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
+
+func (m *Manifest) compatible(want *Manifest) error {
+	switch {
+	case m.DatasetKey != want.DatasetKey:
+		return fmt.Errorf("dataset %s, not %s", m.DatasetKey, want.DatasetKey)
+	case m.DType != want.DType:
+		return fmt.Errorf("dtype %s, not %s", m.DType, want.DType)
+	case m.SamplesPerShard != want.SamplesPerShard:
+		return fmt.Errorf("%d samples per shard, not %d", m.SamplesPerShard, want.SamplesPerShard)
+	case !reflect.DeepEqual(m.AuxLayers, want.AuxLayers):
+		return fmt.Errorf("aux layers %v, not %v", m.AuxLayers, want.AuxLayers)
+	case m.Target.HiddenSize != want.Target.HiddenSize || m.Target.VocabSize != want.Target.VocabSize || m.Target.Architecture != want.Target.Architecture:
+		return fmt.Errorf("another target (%s)", m.Target.Path)
+	}
+	return nil
+}
+
+// run computes the samples [first, last) in batches of o.Batch.
+func (o *GenOptions) run(first, last int) ([]Sample, error) {
+	H := o.Target.Config.HiddenSize
+	var out []Sample
+	var reuse *model.Output
+	for lo := first; lo < last; lo += o.Batch {
+		hi := min(lo+o.Batch, last)
+		ids := make([][]int32, hi-lo)
+		masks := make([][]uint8, hi-lo)
+		T := 0
+		for i := range ids {
+			ids[i], masks[i] = o.Data.Sample(lo + i)
+			T = max(T, len(ids[i]))
+		}
+		B := hi - lo
+		b := model.Batch{B: B, T: T, IDs: make([]int32, B*T), AttentionMask: make([]bool, B*T)}
+		for i := range ids {
+			copy(b.IDs[i*T:], ids[i])
+			for t := range ids[i] {
+				b.AttentionMask[i*T+t] = true
+			}
+		}
+		res, err := o.Target.Forward(b, nil, model.Request{AuxLayers: o.AuxLayers, Reuse: reuse})
+		if err != nil {
+			return nil, err
+		}
+		reuse = res
+		for i := range ids {
+			n := len(ids[i])
+			s := Sample{IDs: ids[i], LossMask: make([]bool, n),
+				Aux: append([]float32(nil), res.Aux[i*T*3*H:(i*T+n)*3*H]...), Hidden: append([]float32(nil), res.Hidden[i*T*H:(i*T+n)*H]...)}
+			for t, v := range masks[i] {
+				s.LossMask[t] = v == 1
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}

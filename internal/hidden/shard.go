@@ -1,0 +1,290 @@
+package hidden
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+)
+
+// Sample is one stored sample.
+type Sample struct {
+	IDs      []int32
+	LossMask []bool
+	Aux      []float32 // [T, AuxWidth]
+	Hidden   []float32 // [T, HiddenSize] after the target's final norm
+}
+
+// A shard file holds records (ids int32 LE, loss mask bytes, then the aux and final hidden states, each
+// byte-plane split and zstd-compressed), a JSON index of the records, and a footer: index offset and
+// length (uint64 LE) and the magic "SFHSHRD1".
+const shardMagic = "SFHSHRD1"
+
+type recordIndex struct {
+	Offset      int64 `json:"offset"`
+	Tokens      int   `json:"tokens"`
+	AuxBytes    int   `json:"aux_bytes"`
+	HiddenBytes int   `json:"hidden_bytes"`
+}
+
+type shardIndex struct {
+	DType      DType `json:"dtype"`
+	AuxWidth   int   `json:"aux_width"`
+	HiddenSize int   `json:"hidden_size"`
+	// AuxSlots maps each of the aux slots (of HiddenSize values) to the stored block holding it: repeated
+	// aux layers (shallow targets read one layer more than once) are stored once.
+	AuxSlots []int         `json:"aux_slots"`
+	Records  []recordIndex `json:"records"`
+}
+
+// auxSlots maps aux layer ids to stored blocks, first occurrence first.
+func auxSlots(layers []int) (slots []int, stored int) {
+	seen := map[int]int{}
+	for _, l := range layers {
+		if _, ok := seen[l]; !ok {
+			seen[l] = len(seen)
+		}
+		slots = append(slots, seen[l])
+	}
+	return slots, len(seen)
+}
+
+// ShardInfo describes a written shard.
+type ShardInfo struct {
+	File        string `json:"file"`
+	FirstSample int    `json:"first_sample"`
+	Samples     int    `json:"samples"`
+	Tokens      int64  `json:"tokens"`
+	Bytes       int64  `json:"bytes"`
+	SHA256      string `json:"sha256"`
+}
+
+// WriteShard writes samples to path atomically and returns its size and checksum. auxLayers are the layer
+// ids of the aux slots (repeats are stored once).
+func WriteShard(path string, samples []Sample, d DType, auxLayers []int, hiddenSize int) (ShardInfo, error) {
+	auxWidth := len(auxLayers) * hiddenSize
+	slots, stored := auxSlots(auxLayers)
+	info := ShardInfo{File: path, Samples: len(samples)}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return info, err
+	}
+	defer enc.Close()
+	h := sha256.New()
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		cw := &countingWriter{w: io.MultiWriter(w, h)}
+		idx := shardIndex{DType: d, AuxWidth: auxWidth, HiddenSize: hiddenSize, AuxSlots: slots}
+		var blob []byte
+		unique := []float32(nil)
+		for _, s := range samples {
+			T := len(s.IDs)
+			if len(s.LossMask) != T || len(s.Aux) != T*auxWidth || len(s.Hidden) != T*hiddenSize {
+				return fmt.Errorf("sample of %d tokens with %d mask, %d aux and %d hidden values", T, len(s.LossMask), len(s.Aux), len(s.Hidden))
+			}
+			rec := recordIndex{Offset: cw.n, Tokens: T}
+			buf := make([]byte, 0, 5*T)
+			for _, id := range s.IDs {
+				buf = binary.LittleEndian.AppendUint32(buf, uint32(id))
+			}
+			for _, m := range s.LossMask {
+				if m {
+					buf = append(buf, 1)
+				} else {
+					buf = append(buf, 0)
+				}
+			}
+			unique = compactAux(unique[:0], s.Aux, slots, stored, hiddenSize, T)
+			blob = encodeValues(enc, blob[:0], unique, d)
+			rec.AuxBytes = len(blob)
+			buf = append(buf, blob...)
+			blob = encodeValues(enc, blob[:0], s.Hidden, d)
+			rec.HiddenBytes = len(blob)
+			buf = append(buf, blob...)
+			if _, err := cw.Write(buf); err != nil {
+				return err
+			}
+			idx.Records = append(idx.Records, rec)
+			info.Tokens += int64(T)
+		}
+		js, err := json.Marshal(idx)
+		if err != nil {
+			return err
+		}
+		at := cw.n
+		if _, err := cw.Write(js); err != nil {
+			return err
+		}
+		var footer [24]byte
+		binary.LittleEndian.PutUint64(footer[0:], uint64(at))
+		binary.LittleEndian.PutUint64(footer[8:], uint64(len(js)))
+		copy(footer[16:], shardMagic)
+		_, err = cw.Write(footer[:])
+		info.Bytes = cw.n
+		return err
+	})
+	info.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return info, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// compactAux copies each stored block of every row once, in block order.
+func compactAux(dst, aux []float32, slots []int, stored, h, T int) []float32 {
+	width := len(slots) * h
+	for t := 0; t < T; t++ {
+		done := make([]bool, stored)
+		row := aux[t*width : (t+1)*width]
+		for slot, block := range slots {
+			if !done[block] {
+				done[block] = true
+				dst = append(dst, row[slot*h:(slot+1)*h]...)
+			}
+		}
+	}
+	return dst
+}
+
+// Shard is an open shard file.
+type Shard struct {
+	path  string
+	f     *os.File
+	index shardIndex
+	dec   *zstd.Decoder
+}
+
+// OpenShard reads a shard's index.
+func OpenShard(path string) (*Shard, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open shard: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	fail := func(format string, args ...any) (*Shard, error) {
+		f.Close()
+		return nil, fmt.Errorf("%s: "+format, append([]any{path}, args...)...)
+	}
+	if st.Size() < 24 {
+		return fail("truncated shard (%d bytes)", st.Size())
+	}
+	var footer [24]byte
+	if _, err := f.ReadAt(footer[:], st.Size()-24); err != nil {
+		return fail("%v", err)
+	}
+	if string(footer[16:]) != shardMagic {
+		return fail("not a hidden-state shard or truncated (no footer)")
+	}
+	at, n := int64(binary.LittleEndian.Uint64(footer[0:])), int64(binary.LittleEndian.Uint64(footer[8:]))
+	if at < 0 || n < 0 || at+n != st.Size()-24 {
+		return fail("corrupt footer")
+	}
+	js := make([]byte, n)
+	if _, err := f.ReadAt(js, at); err != nil {
+		return fail("%v", err)
+	}
+	s := &Shard{path: path, f: f}
+	if err := json.Unmarshal(js, &s.index); err != nil {
+		return fail("corrupt index: %v", err)
+	}
+	if s.index.DType.size() == 0 {
+		return fail("unknown dtype %q", s.index.DType)
+	}
+	if len(s.index.AuxSlots)*s.index.HiddenSize != s.index.AuxWidth {
+		return fail("corrupt index: %d aux slots of %d for width %d", len(s.index.AuxSlots), s.index.HiddenSize, s.index.AuxWidth)
+	}
+	if s.dec, err = zstd.NewReader(nil); err != nil {
+		return fail("%v", err)
+	}
+	return s, nil
+}
+
+// Len is the number of samples in the shard.
+func (s *Shard) Len() int { return len(s.index.Records) }
+
+// Read decodes sample i of the shard. Safe for concurrent use.
+func (s *Shard) Read(i int) (*Sample, error) {
+	rec := s.index.Records[i]
+	T := rec.Tokens
+	buf := make([]byte, 5*T+rec.AuxBytes+rec.HiddenBytes)
+	if _, err := s.f.ReadAt(buf, rec.Offset); err != nil {
+		return nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
+	}
+	out := &Sample{IDs: make([]int32, T), LossMask: make([]bool, T),
+		Aux: make([]float32, T*s.index.AuxWidth), Hidden: make([]float32, T*s.index.HiddenSize)}
+	for t := 0; t < T; t++ {
+		out.IDs[t] = int32(binary.LittleEndian.Uint32(buf[4*t:]))
+		out.LossMask[t] = buf[4*T+t] == 1
+	}
+	blob := buf[5*T:]
+	h := s.index.HiddenSize
+	_, stored := auxSlots(s.index.AuxSlots)
+	unique := make([]float32, T*stored*h)
+	if err := decodeValues(s.dec, blob[:rec.AuxBytes], unique, s.index.DType); err != nil {
+		return nil, fmt.Errorf("%s: sample %d aux: %w", s.path, i, err)
+	}
+	for t := 0; t < T; t++ {
+		for slot, block := range s.index.AuxSlots {
+			copy(out.Aux[(t*len(s.index.AuxSlots)+slot)*h:(t*len(s.index.AuxSlots)+slot+1)*h], unique[(t*stored+block)*h:(t*stored+block+1)*h])
+		}
+	}
+	if err := decodeValues(s.dec, blob[rec.AuxBytes:], out.Hidden, s.index.DType); err != nil {
+		return nil, fmt.Errorf("%s: sample %d hidden: %w", s.path, i, err)
+	}
+	return out, nil
+}
+
+// ReadTokens reads only the token ids and loss mask of sample i.
+func (s *Shard) ReadTokens(i int) ([]int32, []bool, error) {
+	rec := s.index.Records[i]
+	T := rec.Tokens
+	buf := make([]byte, 5*T)
+	if _, err := s.f.ReadAt(buf, rec.Offset); err != nil {
+		return nil, nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
+	}
+	ids, mask := make([]int32, T), make([]bool, T)
+	for t := 0; t < T; t++ {
+		ids[t] = int32(binary.LittleEndian.Uint32(buf[4*t:]))
+		mask[t] = buf[4*T+t] == 1
+	}
+	return ids, mask, nil
+}
+
+// Close releases the file.
+func (s *Shard) Close() error {
+	s.dec.Close()
+	return s.f.Close()
+}
+
+// FileSHA256 hashes a whole file.
+func FileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}

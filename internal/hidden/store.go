@@ -1,0 +1,131 @@
+package hidden
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+
+	"github.com/specforge/specforge/internal/vocab"
+)
+
+// Store reads the samples of a complete shard folder by their index in the dataset.
+type Store struct {
+	Manifest *Manifest
+	shards   []*Shard
+	first    []int // first sample of each shard
+}
+
+// Open opens every shard of dir; the manifest must say the generation is complete.
+func Open(dir string) (*Store, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !m.Complete {
+		return nil, fmt.Errorf("%s: generation incomplete (%d of %d samples): run gen-hidden again to finish it", dir, shardSamples(m), m.Samples)
+	}
+	s := &Store{Manifest: m}
+	for _, info := range m.Shards {
+		sh, err := OpenShard(filepath.Join(dir, info.File))
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if sh.Len() != info.Samples {
+			s.Close()
+			return nil, fmt.Errorf("%s: %d samples, the manifest says %d", info.File, sh.Len(), info.Samples)
+		}
+		s.shards = append(s.shards, sh)
+		s.first = append(s.first, info.FirstSample)
+	}
+	return s, nil
+}
+
+func shardSamples(m *Manifest) int {
+	n := 0
+	for _, s := range m.Shards {
+		n += s.Samples
+	}
+	return n
+}
+
+// Len is the number of samples.
+func (s *Store) Len() int { return shardSamples(s.Manifest) }
+
+// Sample decodes sample i. Safe for concurrent use.
+func (s *Store) Sample(i int) (*Sample, error) {
+	k := sort.SearchInts(s.first, i+1) - 1
+	if k < 0 || i >= s.Len() {
+		return nil, fmt.Errorf("sample %d outside [0, %d)", i, s.Len())
+	}
+	return s.shards[k].Read(i - s.first[k])
+}
+
+// CountLossTokens counts, per target id, the stored tokens that carry loss (for the draft vocabulary).
+func (s *Store) CountLossTokens(counter *vocab.Counter) error {
+	for k, sh := range s.shards {
+		for i := 0; i < sh.Len(); i++ {
+			ids, mask, err := sh.ReadTokens(i)
+			if err != nil {
+				return err
+			}
+			if err := counter.Add(ids, mask); err != nil {
+				return fmt.Errorf("%s: sample %d: %w", s.Manifest.Shards[k].File, i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Close closes every shard.
+func (s *Store) Close() error {
+	for _, sh := range s.shards {
+		sh.Close()
+	}
+	return nil
+}
+
+// Problem is a shard that failed verification.
+type Problem struct {
+	File, Reason string
+}
+
+// Verify checks every shard of the manifest in dir against its size and checksum, and that its index
+// reads; deep also decodes every sample.
+func Verify(dir string, deep bool) (*Manifest, []Problem, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var problems []Problem
+	for _, info := range m.Shards {
+		path := filepath.Join(dir, info.File)
+		sum, size, err := FileSHA256(path)
+		switch {
+		case err != nil:
+			problems = append(problems, Problem{info.File, err.Error()})
+			continue
+		case size != info.Bytes:
+			problems = append(problems, Problem{info.File, fmt.Sprintf("%d bytes, the manifest says %d", size, info.Bytes)})
+			continue
+		case sum != info.SHA256:
+			problems = append(problems, Problem{info.File, "checksum mismatch"})
+			continue
+		}
+		sh, err := OpenShard(path)
+		if err != nil {
+			problems = append(problems, Problem{info.File, err.Error()})
+			continue
+		}
+		if deep {
+			for i := 0; i < sh.Len(); i++ {
+				if _, err := sh.Read(i); err != nil {
+					problems = append(problems, Problem{info.File, err.Error()})
+					break
+				}
+			}
+		}
+		sh.Close()
+	}
+	return m, problems, nil
+}
