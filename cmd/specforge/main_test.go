@@ -178,3 +178,40 @@ func TestTrainRefusesBadInputFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineTraining generates hidden states for the tiny stories run, inspects them and trains from them.
+func TestOfflineTraining(t *testing.T) {
+	golden.Shared(t)
+	out := t.TempDir()
+	args := tinyTrainArgs(t, out)
+	gen := append([]string{"gen-hidden"}, args[1:]...)
+	gen = append(gen, "--out", filepath.Join(out, "hidden"), "--samples-per-shard", "5")
+	stdout, err := run(gen...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "bytes/token") || !strings.Contains(stdout, "eval:") {
+		t.Errorf("gen-hidden output:\n%s", stdout)
+	}
+	stdout, err = run("inspect", filepath.Join(out, "hidden"), "--deep")
+	if err != nil || !strings.Contains(stdout, "shard_00000.sfh") || strings.Contains(stdout, "FAILED") {
+		t.Errorf("inspect: %v\n%s", err, stdout)
+	}
+	shard := filepath.Join(out, "hidden", "train", "shard_00001.sfh")
+	raw, _ := os.ReadFile(shard)
+	raw[len(raw)/2] ^= 1
+	os.WriteFile(shard, raw, 0o644)
+	if stdout, err = run("inspect", filepath.Join(out, "hidden")); err == nil || !strings.Contains(stdout, "FAILED") {
+		t.Errorf("inspect missed a corrupt shard: %v\n%s", err, stdout)
+	}
+	raw[len(raw)/2] ^= 1
+	os.WriteFile(shard, raw, 0o644)
+	trainArgs := append(args, "--set", "data.hidden_states="+filepath.Join(out, "hidden"), "--set", "train.output_dir="+filepath.Join(out, "offline"))
+	stdout, err = run(trainArgs...)
+	if err != nil || !strings.Contains(stdout, "offline") || !strings.Contains(stdout, "simulated acceptance length") {
+		t.Errorf("offline training: %v\n%s", err, stdout)
+	}
+	if _, err := run(append(args, "--set", "data.hidden_states="+filepath.Join(out, "nope"))...); err == nil {
+		t.Error("training from a missing shard folder started")
+	}
+}
