@@ -20,9 +20,11 @@ type Mask struct {
 	Past int
 	// KeyValid[j] false hides key j from every query (padding); nil means all keys are valid.
 	KeyValid []bool
-	// Tree[i*T+jj] says whether query i sees new key jj (a draft tree's ancestor mask). Trees must list
-	// ancestors before descendants: jj > i is never visible. nil means causal: jj <= i.
-	Tree []bool
+	// Tree is a draft tree's ancestor mask over the keys from TreeFrom on (TreeFrom <= Past; keys before it
+	// are a visible prefix): Tree[i*(Past+T-TreeFrom)+(j-TreeFrom)] says whether query i sees key j. Trees
+	// list ancestors before descendants: a key after the query's own is never visible. nil means causal.
+	Tree     []bool
+	TreeFrom int
 	// Window > 0 limits query i to keys j with Past+i-j < Window (sliding-window attention).
 	Window int
 }
@@ -34,11 +36,11 @@ func (m *Mask) visible(T, i, j int) bool {
 	if m.Window > 0 && m.Past+i-j >= m.Window {
 		return false
 	}
-	if jj := j - m.Past; jj >= 0 {
-		if m.Tree != nil {
-			return jj <= i && m.Tree[i*T+jj]
-		}
-		return jj <= i
+	if j > m.Past+i {
+		return false
+	}
+	if jj := j - m.TreeFrom; m.Tree != nil && jj >= 0 {
+		return m.Tree[i*(m.Past+T-m.TreeFrom)+jj]
 	}
 	return true
 }

@@ -188,7 +188,7 @@ func TestAttention(t *testing.T) {
 				m.KeyValid = valid(S)
 			}
 			if c.useTree {
-				m.Tree = tree(c.T)
+				m.Tree, m.TreeFrom = tree(c.T), c.past
 			}
 			out := make([]float32, c.T*c.heads*c.d)
 			a.Forward(out, q, k, v, c.T, m)

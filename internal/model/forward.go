@@ -202,21 +202,26 @@ type scratch struct {
 	valid                      []bool
 }
 
-// workspace returns the model's scratch, grown to hold n rows.
+// workspace returns the model's scratch, grown to hold n rows, with every buffer cut to exactly n rows (the
+// elementwise kernels work on whole buffers).
 func (m *Model) workspace(n int) *scratch {
 	cfg := m.Config
-	if m.ws != nil && m.ws.rows >= n {
-		return m.ws
-	}
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	m.ws = &scratch{
-		rows: n, kvDim: kvDim,
-		x: make([]float32, n*cfg.HiddenSize), q: make([]float32, n*qDim), k: make([]float32, n*kvDim),
-		v: make([]float32, n*kvDim), attn: make([]float32, n*qDim),
-		gate: make([]float32, n*cfg.IntermediateSize), up: make([]float32, n*cfg.IntermediateSize),
-		valid: make([]bool, n),
+	if m.ws == nil || m.ws.rows < n {
+		m.ws = &scratch{
+			rows: n, kvDim: kvDim,
+			x: make([]float32, n*cfg.HiddenSize), q: make([]float32, n*qDim), k: make([]float32, n*kvDim),
+			v: make([]float32, n*kvDim), attn: make([]float32, n*qDim),
+			gate: make([]float32, n*cfg.IntermediateSize), up: make([]float32, n*cfg.IntermediateSize),
+			valid: make([]bool, n),
+		}
 	}
-	return m.ws
+	w := m.ws
+	return &scratch{
+		rows: n, kvDim: kvDim,
+		x: w.x[:n*cfg.HiddenSize], q: w.q[:n*qDim], k: w.k[:n*kvDim], v: w.v[:n*kvDim], attn: w.attn[:n*qDim],
+		gate: w.gate[:n*cfg.IntermediateSize], up: w.up[:n*cfg.IntermediateSize], valid: w.valid[:n],
+	}
 }
 
 // layer updates the residual stream h [N, H] in place by decoder layer li.
@@ -249,7 +254,7 @@ func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, 
 		row := r * cache.Cap
 		copy(kc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.k[r*b.T*kvDim:(r+1)*b.T*kvDim])
 		copy(vc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.v[r*b.T*kvDim:(r+1)*b.T*kvDim])
-		mask := kernels.Mask{Past: past, Tree: b.Tree, Window: window}
+		mask := kernels.Mask{Past: past, Tree: b.Tree, TreeFrom: past, Window: window}
 		if !allTrue(cache.Valid[row : row+past+b.T]) {
 			mask.KeyValid = cache.Valid[row : row+past+b.T]
 		}

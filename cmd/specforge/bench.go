@@ -1,0 +1,212 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/chat"
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/export"
+	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/spec"
+	"github.com/specforge/specforge/internal/tokenizer"
+)
+
+// decodingFlags are the speculative-decoding settings shared by bench and generate.
+type decodingFlags struct {
+	steps, depth, topK, draftTokens int
+}
+
+func (f *decodingFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.steps, "steps", 5, "chain drafting: draft tokens per target verification")
+	cmd.Flags().IntVar(&f.depth, "depth", 0, "tree drafting: drafting steps (0: use a chain)")
+	cmd.Flags().IntVar(&f.topK, "topk", 8, "tree drafting: candidates kept per step")
+	cmd.Flags().IntVar(&f.draftTokens, "draft-tokens", 32, "tree drafting: tokens verified per round, the newest included")
+}
+
+func (f *decodingFlags) options(maxNew int, s generate.SamplingParams, stop []int) spec.Options {
+	o := spec.Options{MaxNewTokens: maxNew, Sampling: s, StopIDs: stop}
+	if f.depth > 0 {
+		o.Depth, o.TopK, o.DraftTokens = f.depth, f.topK, f.draftTokens
+	} else {
+		o.Steps = f.steps
+	}
+	return o
+}
+
+func (f *decodingFlags) describe() string {
+	if f.depth > 0 {
+		return fmt.Sprintf("tree of depth %d, top-%d, %d draft tokens", f.depth, f.topK, f.draftTokens)
+	}
+	return fmt.Sprintf("chain of %d steps", f.steps)
+}
+
+// loadDraft reads a draft folder (SGLang layout) and checks that it fits the target.
+func loadDraft(dir string, target *model.Model) (*draft.Draft, error) {
+	cfg, w, m, embed, err := export.ReadSGLang(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(target.Config); err != nil {
+		return nil, fmt.Errorf("%s does not fit the target %s: %w", dir, target.Dir, err)
+	}
+	if embed == nil {
+		embed = target.Embed
+	}
+	return draft.New(*cfg, embed, m, w)
+}
+
+// encodePrompt tokenizes a user prompt: through the tokenizer's chat template when it has one (a single
+// user turn and the generation prompt), else as plain text with the tokenizer's special tokens.
+func encodePrompt(tok *tokenizer.Tokenizer, renderer chat.Renderer, prompt string, maxTokens int) ([]int32, error) {
+	var ids []int32
+	var err error
+	if renderer != nil {
+		text, rerr := renderer.Render(chat.Conversation{Messages: []map[string]any{{"role": "user", "content": prompt}}, AddGenerationPrompt: true})
+		if rerr != nil {
+			return nil, rerr
+		}
+		ids, err = tok.Encode(text, false)
+	} else {
+		ids, err = tok.Encode(prompt, true)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if maxTokens > 0 && len(ids) > maxTokens {
+		ids = ids[:maxTokens]
+	}
+	return ids, nil
+}
+
+// chatRenderer returns the Jinja renderer of a model folder's tokenizer, or nil when it has no template.
+func chatRenderer(dir string) (chat.Renderer, error) {
+	src, bos, eos, ok, err := chat.TokenizerTemplate(dir)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return chat.NewJinjaRenderer(src, bos, eos)
+}
+
+func sharedDatasets() string {
+	if d := os.Getenv("SPECFORGE_SHARED"); d != "" {
+		return filepath.Join(d, "assets", "datasets")
+	}
+	return filepath.Join("..", "shared", "assets", "datasets")
+}
+
+func benchCommand() *cobra.Command {
+	var (
+		targetDir, draftDir, ds, out, datasets string
+		n, maxNew, promptTokens, warmup        int
+		noTemplate                             bool
+		sampling                               generate.SamplingParams
+		df                                     decodingFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "bench --target DIR --draft DIR --dataset mtbench|gsm8k|humaneval|math500|specbench|FILE",
+		Short: "Measure a draft's acceptance length and speed-up with speculative decoding",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sampling.Validate(); err != nil {
+				return err
+			}
+			target, err := model.Load(targetDir)
+			if err != nil {
+				return err
+			}
+			defer target.Close()
+			d, err := loadDraft(draftDir, target)
+			if err != nil {
+				return err
+			}
+			tok, err := loadTokenizer(targetDir)
+			if err != nil {
+				return err
+			}
+			if tok == nil {
+				return fmt.Errorf("%s has no tokenizer.json: bench needs it to encode prompts", targetDir)
+			}
+			var renderer chat.Renderer
+			if !noTemplate {
+				if renderer, err = chatRenderer(targetDir); err != nil {
+					return err
+				}
+			}
+			texts, err := spec.LoadPrompts(ds, datasets, n+warmup)
+			if err != nil {
+				return err
+			}
+			var prompts [][]int32
+			for _, text := range texts {
+				ids, err := encodePrompt(tok, renderer, text, promptTokens)
+				if err != nil {
+					return err
+				}
+				prompts = append(prompts, ids)
+			}
+			o := df.options(maxNew, sampling, target.Config.EOSTokenIDs)
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			res, err := spec.Bench(&spec.Decoder{Target: target, Draft: d}, prompts[min(warmup, len(prompts)):], o, min(warmup, len(prompts)))
+			if err != nil {
+				return err
+			}
+			printBench(cmd.OutOrStdout(), ds, df.describe(), sampling.Temperature, maxNew, res)
+			raw, _ := json.MarshalIndent(map[string]any{"dataset": ds, "target": targetDir, "draft": draftDir, "decoding": df.describe(),
+				"temperature": sampling.Temperature, "max_new_tokens": maxNew, "result": res}, "", "  ")
+			if err := atomicfile.WriteBytes(out, append(raw, '\n')); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "result: %s\n", out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&targetDir, "target", "", "target model folder")
+	f.StringVar(&draftDir, "draft", "", "draft folder (SGLang layout, as train and export write)")
+	f.StringVar(&ds, "dataset", "mtbench", "mtbench, gsm8k, humaneval, math500, specbench, or a file (.txt paragraphs, or JSONL/JSON/parquet rows)")
+	f.StringVar(&datasets, "datasets-dir", sharedDatasets(), "folder of the named benchmarks")
+	f.IntVar(&n, "num-prompts", 20, "prompts to decode")
+	f.IntVar(&warmup, "warmup", 1, "untimed prompts run first")
+	f.IntVar(&maxNew, "max-new-tokens", 128, "tokens to generate per prompt")
+	f.IntVar(&promptTokens, "prompt-tokens", 0, "truncate each encoded prompt to this many tokens (0: keep all)")
+	f.BoolVar(&noTemplate, "no-chat-template", false, "encode prompts as plain text even when the tokenizer has a chat template")
+	f.Float64Var(&sampling.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
+	f.Uint64Var(&sampling.Seed, "seed", 0, "sampling seed")
+	f.StringVar(&out, "out", "bench_result.json", "JSON result file")
+	df.register(cmd)
+	cmd.MarkFlagRequired("target")
+	cmd.MarkFlagRequired("draft")
+	return cmd
+}
+
+func printBench(w io.Writer, ds, decoding string, temperature float64, maxNew int, r *spec.BenchResult) {
+	fmt.Fprintf(w, "benchmark %s: %d prompts, %s, temperature %g, up to %d new tokens\n", ds, r.Prompts, decoding, temperature, maxNew)
+	var pos []string
+	for i, a := range r.PositionAcceptance {
+		pos = append(pos, fmt.Sprintf("%d: %.2f", i+1, a))
+	}
+	rows := [][2]string{
+		{"acceptance length", fmt.Sprintf("%.2f tokens per target verification (%d tokens, %d verifications)", r.AcceptanceLength, r.Tokens, r.Rounds)},
+		{"acceptance by depth", strings.Join(pos, "  ")},
+		{"target only", fmt.Sprintf("%.1f tokens/s", r.TargetTokensPerS)},
+		{"speculative", fmt.Sprintf("%.1f tokens/s", r.SpecTokensPerS)},
+		{"speed-up", fmt.Sprintf("%.2fx", r.Speedup)},
+	}
+	if temperature == 0 {
+		rows = append(rows, [2]string{"greedy outputs equal", fmt.Sprintf("%d of %d", r.Prompts-r.Mismatches, r.Prompts)})
+	}
+	for _, row := range rows {
+		fmt.Fprintf(w, "  %-22s %s\n", row[0], row[1])
+	}
+}

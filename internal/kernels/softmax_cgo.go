@@ -1,0 +1,39 @@
+//go:build cgo
+
+package kernels
+
+/*
+#pragma GCC optimize("O3", "no-math-errno", "no-trapping-math", "no-signed-zeros", "associative-math", "reciprocal-math")
+#include "fastexp.h"
+
+// sf_softmax replaces x[0..n) by its softmax; a row of -inf (every entry masked) becomes uniform.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void sf_softmax(float *x, int n) {
+	float m = x[0];
+	for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+	if (m < -3.0e38f) {
+		for (int i = 0; i < n; i++) x[i] = 1.0f / n;
+		return;
+	}
+	float s = 0;
+	for (int i = 0; i < n; i++) {
+		float e = sf_exp(x[i] - m);
+		x[i] = e;
+		s += e;
+	}
+	float inv = 1.0f / s;
+	for (int i = 0; i < n; i++) x[i] *= inv;
+}
+*/
+import "C"
+
+import "unsafe"
+
+// Softmax replaces x by softmax(x) in place (vectorised C; see exp.go for the algorithm); a row whose
+// entries are all -Inf becomes uniform (as PyTorch does with a finite minimum mask).
+func Softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	C.sf_softmax((*C.float)(unsafe.Pointer(&x[0])), C.int(len(x)))
+}

@@ -1,0 +1,29 @@
+//go:build !cgo
+
+package kernels
+
+// Softmax replaces x by softmax(x) in place, computed in float32 after subtracting the row maximum; a row
+// whose entries are all -Inf becomes uniform (as PyTorch does with a finite minimum mask).
+func Softmax(x []float32) {
+	m := x[0]
+	for _, v := range x[1:] {
+		m = max(m, v)
+	}
+	if m < -3.0e38 {
+		u := 1 / float32(len(x))
+		for i := range x {
+			x[i] = u
+		}
+		return
+	}
+	var s float64
+	for i, v := range x {
+		e := Exp(v - m)
+		x[i] = e
+		s += float64(e)
+	}
+	inv := float32(1 / s)
+	for i := range x {
+		x[i] *= inv
+	}
+}

@@ -1,0 +1,79 @@
+package spec
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/specforge/specforge/internal/dataset"
+)
+
+// Benchmarks are the named prompt sets: the file under the shared datasets folder and the field holding
+// the prompt (for turns, the first turn).
+var Benchmarks = map[string]struct{ File, Field string }{
+	"mtbench":   {"mt_bench/question.jsonl", "turns"},
+	"specbench": {"spec_bench/question.jsonl", "turns"},
+	"gsm8k":     {"gsm8k/test.jsonl", "question"},
+	"humaneval": {"humaneval/HumanEval.jsonl.gz", "prompt"},
+	"math500":   {"math500/test.jsonl", "problem"},
+}
+
+// LoadPrompts reads up to n prompts (0: all) of a named benchmark (looked up in datasetsDir) or of a file:
+// a .txt file holds one prompt per paragraph; JSONL, JSON and parquet rows give theirs in a prompt, text,
+// question, problem or turns field.
+func LoadPrompts(nameOrFile, datasetsDir string, n int) ([]string, error) {
+	path, field := nameOrFile, ""
+	if b, ok := Benchmarks[nameOrFile]; ok {
+		path, field = filepath.Join(datasetsDir, b.File), b.Field
+	}
+	var out []string
+	if strings.HasSuffix(path, ".txt") {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read prompts: %w", err)
+		}
+		for _, p := range strings.Split(string(raw), "\n\n") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+			if n > 0 && len(out) == n {
+				break
+			}
+		}
+		return out, nil
+	}
+	stop := fmt.Errorf("enough")
+	err := dataset.ReadRows(path, func(r dataset.Row) error {
+		fields := []string{field}
+		if field == "" {
+			fields = []string{"prompt", "text", "question", "problem", "turns"}
+		}
+		for _, f := range fields {
+			switch v := r.Fields[f].(type) {
+			case string:
+				out = append(out, v)
+			case []any:
+				if len(v) > 0 {
+					if s, ok := v[0].(string); ok {
+						out = append(out, s)
+					}
+				}
+			default:
+				continue
+			}
+			break
+		}
+		if n > 0 && len(out) == n {
+			return stop
+		}
+		return nil
+	})
+	if err != nil && err != stop {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no prompts found", path)
+	}
+	return out, nil
+}

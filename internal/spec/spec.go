@@ -1,0 +1,310 @@
+// Package spec is EAGLE-3 speculative decoding: the draft proposes tokens (a chain, or an EAGLE-2 style
+// dynamic tree), the target verifies them all in one forward, and the accepted prefix plus the target's own
+// next token are kept. Greedy decoding reproduces the target's greedy output exactly; sampling uses
+// speculative rejection sampling, which preserves the target's distribution.
+package spec
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/model"
+)
+
+// Options of a speculative generation.
+type Options struct {
+	// Steps is the length of the drafted chain (used when Depth is 0).
+	Steps int
+	// Depth, TopK and DraftTokens shape an EAGLE-2 dynamic tree: Depth drafting steps keeping the TopK best
+	// candidates each, and the DraftTokens best nodes verified.
+	Depth, TopK, DraftTokens int
+	MaxNewTokens             int
+	Sampling                 generate.SamplingParams
+	StopIDs                  []int
+}
+
+// Validate rejects settings without meaning.
+func (o *Options) Validate() error {
+	if o.MaxNewTokens <= 0 {
+		return fmt.Errorf("max new tokens must be positive")
+	}
+	if o.Depth > 0 {
+		if o.TopK <= 0 || o.DraftTokens <= 1 {
+			return fmt.Errorf("a draft tree needs topk >= 1 and draft tokens >= 2")
+		}
+		if o.Sampling.Temperature > 0 {
+			return fmt.Errorf("tree drafting is greedy: use a chain (--steps) with temperature > 0")
+		}
+	} else if o.Steps <= 0 {
+		return fmt.Errorf("give a chain length (steps >= 1) or a tree depth")
+	}
+	return o.Sampling.Validate()
+}
+
+// Stats of a generation.
+type Stats struct {
+	Rounds int // target verifications
+	Tokens int // tokens produced
+	// Tried[i] and Accepted[i] count the drafted tokens at depth i+1 that were verified (reached) and
+	// accepted.
+	Tried, Accepted []int
+	Elapsed         time.Duration
+}
+
+// AcceptanceLength is the tokens produced per target verification (accepted drafts plus the target's own
+// token).
+func (s *Stats) AcceptanceLength() float64 {
+	if s.Rounds == 0 {
+		return 0
+	}
+	return float64(s.Tokens) / float64(s.Rounds)
+}
+
+// Add accumulates another generation's statistics.
+func (s *Stats) Add(o *Stats) {
+	s.Rounds += o.Rounds
+	s.Tokens += o.Tokens
+	s.Elapsed += o.Elapsed
+	for len(s.Tried) < len(o.Tried) {
+		s.Tried, s.Accepted = append(s.Tried, 0), append(s.Accepted, 0)
+	}
+	for i := range o.Tried {
+		s.Tried[i] += o.Tried[i]
+		s.Accepted[i] += o.Accepted[i]
+	}
+}
+
+func (s *Stats) count(depth int, accepted bool) {
+	for len(s.Tried) < depth {
+		s.Tried, s.Accepted = append(s.Tried, 0), append(s.Accepted, 0)
+	}
+	s.Tried[depth-1]++
+	if accepted {
+		s.Accepted[depth-1]++
+	}
+}
+
+// Decoder pairs a target with its draft.
+type Decoder struct {
+	Target *model.Model
+	Draft  *draft.Draft
+}
+
+// state is one sequence being decoded.
+type state struct {
+	d       *Decoder
+	o       *Options
+	sampler *generate.Sampler
+	cache   *model.KVCache
+	sess    *draft.Session
+	n       int       // tokens in the target cache
+	next    int32     // the newest token: produced, not yet in the target cache
+	hLast   []float32 // the draft's pre-norm output for the newest token's row
+	out     []int32
+	stats   *Stats
+}
+
+// Generate continues prompt speculatively.
+func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
+	if err := o.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if len(prompt) == 0 {
+		return nil, nil, fmt.Errorf("speculative decoding needs a non-empty prompt")
+	}
+	start := time.Now()
+	st := &state{d: d, o: &o, sampler: generate.NewSampler(o.Sampling), stats: &Stats{}}
+	st.cache = d.Target.NewCache(1, len(prompt)+o.MaxNewTokens+max(o.Steps, o.DraftTokens)+2)
+	var err error
+	if st.sess, err = d.Draft.NewSession(); err != nil {
+		return nil, nil, err
+	}
+	// Prefill the target, take its first token, and feed the draft the prompt's rows.
+	res, err := d.Target.Forward(model.Batch{B: 1, T: len(prompt), IDs: prompt}, st.cache,
+		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.LastLogits})
+	if err != nil {
+		return nil, nil, err
+	}
+	st.n = len(prompt)
+	st.next = int32(st.sampler.Next(res.Logits))
+	st.out = append(st.out, st.next)
+	ids := append(slices.Clone(prompt[1:]), st.next)
+	st.extend(ids, res.Aux)
+	for !st.done() {
+		if o.Depth > 0 {
+			err = st.treeRound()
+		} else {
+			err = st.chainRound()
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	st.finish()
+	st.stats.Elapsed = time.Since(start)
+	return st.out, st.stats, nil
+}
+
+// extend feeds the draft the rows of the next len(ids) target positions: token ids[i] (the token that
+// follows the position) with fc of the target's aux states aux [len(ids), 3Ht].
+func (st *state) extend(ids []int32, aux []float32) {
+	h := st.sess.FC(aux, len(ids))
+	pos := make([]int32, len(ids))
+	base := st.sess.Len
+	for i := range pos {
+		pos[i] = int32(base + i)
+	}
+	out := st.sess.Forward(ids, h, pos, nil, 0)
+	H := st.d.Draft.Config.HiddenSize
+	st.hLast = out[(len(ids)-1)*H:]
+}
+
+func (st *state) done() bool {
+	if len(st.out) >= st.o.MaxNewTokens {
+		return true
+	}
+	return slices.Contains(st.o.StopIDs, int(st.out[len(st.out)-1]))
+}
+
+// finish cuts the output at the token budget and after the first stop token.
+func (st *state) finish() {
+	for i, t := range st.out {
+		if slices.Contains(st.o.StopIDs, int(t)) {
+			st.out = st.out[:i+1]
+			break
+		}
+	}
+	if len(st.out) > st.o.MaxNewTokens {
+		st.out = st.out[:st.o.MaxNewTokens]
+	}
+	st.stats.Tokens = len(st.out)
+}
+
+// draftProbs is the draft's distribution over the target vocabulary for a row of draft logits (sampling).
+func (st *state) draftProbs(logits []float32) []float64 {
+	q := st.sampler.Distribution(logits)
+	full := make([]float64, st.d.Target.Config.VocabSize)
+	for i, p := range q {
+		if p > 0 {
+			full[st.d.Draft.TargetID(i)] = p
+		}
+	}
+	return full
+}
+
+// pick chooses the draft token of a row of draft logits: the most likely one, or a sample.
+func (st *state) pick(logits []float32) int32 {
+	if st.sampler.Greedy() {
+		return st.d.Draft.TargetID(generate.Argmax(logits))
+	}
+	return int32(st.sampler.Draw(st.draftProbs(logits)))
+}
+
+// chainRound drafts Steps tokens, verifies them in one target forward and keeps the accepted prefix.
+func (st *state) chainRound() error {
+	k := st.o.Steps
+	d := st.d
+	drafts := make([]int32, 0, k)
+	var qs [][]float64
+	h := st.hLast
+	base := st.sess.Len
+	for i := 0; i < k; i++ {
+		logits := st.sess.Logits(h, 1)
+		tok := st.pick(logits)
+		if !st.sampler.Greedy() {
+			qs = append(qs, st.draftProbs(logits))
+		}
+		drafts = append(drafts, tok)
+		if i < k-1 {
+			h = st.sess.Forward([]int32{tok}, h, []int32{int32(base + i)}, nil, 0)
+		}
+	}
+	verify := append([]int32{st.next}, drafts...)
+	res, err := d.Target.Forward(model.Batch{B: 1, T: len(verify), IDs: verify}, st.cache,
+		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.AllLogits})
+	if err != nil {
+		return err
+	}
+	V := d.Target.Config.VocabSize
+	j := 0
+	var bonus int32
+	for ; j <= k; j++ {
+		logits := res.Logits[j*V : (j+1)*V]
+		if st.sampler.Greedy() {
+			best := int32(generate.Argmax(logits))
+			if j < k && best == drafts[j] {
+				st.stats.count(j+1, true)
+				continue
+			}
+			if j < k {
+				st.stats.count(j+1, false)
+			}
+			bonus = best
+			break
+		}
+		p := st.sampler.Distribution(logits)
+		if j == k {
+			bonus = int32(st.sampler.Draw(p))
+			break
+		}
+		tok, q := drafts[j], qs[j]
+		if st.sampler.Uniform() < min(1, p[tok]/q[tok]) {
+			st.stats.count(j+1, true)
+			continue
+		}
+		st.stats.count(j+1, false)
+		bonus = int32(st.sampler.Draw(residual(p, q)))
+		break
+	}
+	st.accept(drafts[:j], bonus, res.Aux, nil)
+	return nil
+}
+
+// residual is max(0, p - q), renormalised: what the target samples from after rejecting a draft.
+func residual(p, q []float64) []float64 {
+	r := make([]float64, len(p))
+	var z float64
+	for i := range p {
+		r[i] = max(0, p[i]-q[i])
+		z += r[i]
+	}
+	if z == 0 {
+		return p
+	}
+	for i := range r {
+		r[i] /= z
+	}
+	return r
+}
+
+// accept keeps the verified tokens: the target cache keeps the rows of st.next and the accepted drafts (rows
+// 0..len(accepted) of the verification, or the listed rows when keep is not nil), the draft cache drops its
+// drafted rows and is fed the verified ones, and the bonus token becomes the newest.
+func (st *state) accept(accepted []int32, bonus int32, verifyAux []float32, keep []int) {
+	m := len(accepted)
+	A := 3 * st.d.Draft.Config.TargetHiddenSize
+	aux := verifyAux[:(m+1)*A]
+	if keep == nil {
+		st.cache.Truncate(st.n + m + 1)
+	} else {
+		rows := make([]int, len(keep))
+		for i, r := range keep {
+			rows[i] = st.n + r
+		}
+		st.cache.Compact(st.cache.Len-st.n, rows)
+		aux = make([]float32, 0, (m+1)*A)
+		for _, r := range keep {
+			aux = append(aux, verifyAux[r*A:(r+1)*A]...)
+		}
+	}
+	st.n += m + 1
+	st.sess.Truncate(st.n - m - 1)
+	st.extend(append(slices.Clone(accepted), bonus), aux)
+	st.out = append(st.out, accepted...)
+	st.out = append(st.out, bonus)
+	st.next = bonus
+	st.stats.Rounds++
+}
