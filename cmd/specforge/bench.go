@@ -49,19 +49,16 @@ func (f *decodingFlags) describe() string {
 	return fmt.Sprintf("chain of %d steps", f.steps)
 }
 
-// loadDraft reads a draft folder (SGLang layout) and checks that it fits the target.
-func loadDraft(dir string, target *model.Model) (*draft.Draft, error) {
-	cfg, w, m, embed, err := export.ReadSGLang(dir)
+// loadDraft reads a draft folder in any layout export.Read knows and checks that it fits the target.
+func loadDraft(dir string, target *model.Model, logw io.Writer) (*draft.Draft, error) {
+	im, err := export.Read(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Validate(target.Config); err != nil {
-		return nil, fmt.Errorf("%s does not fit the target %s: %w", dir, target.Dir, err)
+	if len(im.Ignored) > 0 {
+		fmt.Fprintf(logw, "warning: %s: tensors a draft does not read were ignored: %s\n", dir, strings.Join(im.Ignored, ", "))
 	}
-	if embed == nil {
-		embed = target.Embed
-	}
-	return draft.New(*cfg, embed, m, w)
+	return im.ForTarget(&target.Head)
 }
 
 // encodePrompt tokenizes a user prompt: through the tokenizer's chat template when it has one (a single
@@ -124,7 +121,7 @@ func benchCommand() *cobra.Command {
 				return err
 			}
 			defer target.Close()
-			d, err := loadDraft(draftDir, target)
+			d, err := loadDraft(draftDir, target, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -173,7 +170,7 @@ func benchCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&targetDir, "target", "", "target model folder")
-	f.StringVar(&draftDir, "draft", "", "draft folder (SGLang layout, as train and export write)")
+	f.StringVar(&draftDir, "draft", "", "draft folder: an SGLang, vLLM or speculators export, or a specforge checkpoint")
 	f.StringVar(&ds, "dataset", "mtbench", "mtbench, gsm8k, humaneval, math500, specbench, or a file (.txt paragraphs, or JSONL/JSON/parquet rows)")
 	f.StringVar(&datasets, "datasets-dir", sharedDatasets(), "folder of the named benchmarks")
 	f.IntVar(&n, "num-prompts", 20, "prompts to decode")

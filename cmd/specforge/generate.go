@@ -11,17 +11,20 @@ import (
 
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/spec"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
 func generateCommand() *cobra.Command {
 	var (
 		modelDir  string
+		draftDir  string
 		prompt    string
 		promptIDs string
 		showIDs   bool
 		maxNew    int
 		sampling  generate.SamplingParams
+		df        decodingFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "generate --model DIR [--prompt TEXT | --prompt-ids IDS]",
@@ -68,30 +71,55 @@ func generateCommand() *cobra.Command {
 			if len(ids) == 0 {
 				ids = []int{m.Config.BOSTokenID}
 			}
-			res, err := generate.Generate(m, ids, generate.Options{
-				MaxNewTokens: maxNew, Sampling: sampling, StopIDs: m.Config.EOSTokenIDs,
-			})
-			if err != nil {
-				return err
+			var tokens []int
+			var report string
+			if draftDir != "" {
+				d, err := loadDraft(draftDir, m, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				o := df.options(maxNew, sampling, m.Config.EOSTokenIDs)
+				if err := o.Validate(); err != nil {
+					return err
+				}
+				out, st, err := (&spec.Decoder{Target: m, Draft: d}).Generate(toInt32(ids), o)
+				if err != nil {
+					return err
+				}
+				for _, t := range out {
+					tokens = append(tokens, int(t))
+				}
+				report = fmt.Sprintf("speculative (%s): %d tokens in %.1f ms, %.1f tokens/s, acceptance length %.2f over %d verifications",
+					df.describe(), len(out), st.Elapsed.Seconds()*1000, float64(len(out))/st.Elapsed.Seconds(), st.AcceptanceLength(), st.Rounds)
+			} else {
+				res, err := generate.Generate(m, ids, generate.Options{
+					MaxNewTokens: maxNew, Sampling: sampling, StopIDs: m.Config.EOSTokenIDs,
+				})
+				if err != nil {
+					return err
+				}
+				tokens = res.Tokens
+				report = fmt.Sprintf("prefill: %d tokens in %.1f ms; decode: %d tokens at %.1f tokens/s",
+					len(ids), res.PrefillTime.Seconds()*1000, len(res.Tokens), res.DecodeTokensPerSecond())
 			}
 			out := cmd.OutOrStdout()
 			if tok == nil || showIDs {
-				fmt.Fprintln(out, joinIDs(res.Tokens))
+				fmt.Fprintln(out, joinIDs(tokens))
 			} else {
 				// Decoding the whole sequence keeps the space between prompt and continuation.
-				text, err := tok.Decode(toInt32(append(ids, res.Tokens...)), true)
+				text, err := tok.Decode(toInt32(append(ids, tokens...)), true)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintln(out, text)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "prefill: %d tokens in %.1f ms; decode: %d tokens at %.1f tokens/s\n",
-				len(ids), res.PrefillTime.Seconds()*1000, len(res.Tokens), res.DecodeTokensPerSecond())
+			fmt.Fprintln(cmd.ErrOrStderr(), report)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "Hugging Face model folder (config.json + safetensors)")
+	f.StringVar(&draftDir, "draft", "", "EAGLE-3 draft (any layout export reads): decode speculatively")
 	f.StringVar(&prompt, "prompt", "", "prompt text, tokenized with the model's tokenizer.json (BOS added as the tokenizer says)")
 	f.StringVar(&promptIDs, "prompt-ids", "", "prompt as token ids separated by spaces or commas (default: the BOS token)")
 	f.BoolVar(&showIDs, "ids", false, "print token ids instead of text")
@@ -100,6 +128,7 @@ func generateCommand() *cobra.Command {
 	f.Float64Var(&sampling.TopP, "top-p", 1, "nucleus sampling: keep the most likely tokens up to this probability")
 	f.IntVar(&sampling.TopK, "top-k", 0, "keep only the k most likely tokens (0 = all)")
 	f.Uint64Var(&sampling.Seed, "seed", 0, "random seed for sampling")
+	df.register(cmd)
 	cmd.MarkFlagRequired("model")
 	return cmd
 }

@@ -45,7 +45,7 @@ func genHiddenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dc, err := draftConfig(cfg, target.Config)
+			dc, _, err := draftConfig(cfg, &target.Head)
 			if err != nil {
 				return err
 			}

@@ -48,6 +48,6 @@ func rootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
-	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand(), trainCommand(), genHiddenCommand(), inspectCommand(), benchCommand())
+	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand(), trainCommand(), genHiddenCommand(), inspectCommand(), benchCommand(), exportCommand())
 	return root
 }

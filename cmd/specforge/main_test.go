@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,16 +144,91 @@ func TestTrainCommand(t *testing.T) {
 			t.Errorf("missing %s", f)
 		}
 	}
-	cfg, w, m, embed, err := export.ReadSGLang(filepath.Join(out, "run", "draft"))
+	im, err := export.Read(filepath.Join(out, "run", "draft"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HiddenSize != 64 || cfg.DraftVocabSize != 512 || len(m.Used) != 512 || embed != nil || len(w.LMHead) != 512*64 {
-		t.Errorf("exported draft %+v", cfg)
+	if c := im.Config; c.HiddenSize != 64 || c.DraftVocabSize != 512 || len(im.Vocab.Used) != 512 || im.Embed != nil || len(im.Weights.LMHead) != 512*64 || c.TargetNumLayers != 5 {
+		t.Errorf("exported draft %+v", c)
 	}
 	// A finished run resumes to nothing more to do.
 	if stdout, err = run(tinyTrainArgs(t, out)...); err != nil || !strings.Contains(stdout, "draft: ") {
 		t.Errorf("rerun: %v\n%s", err, stdout)
+	}
+	testExport(t, out, im)
+}
+
+// maxDiff is the largest absolute difference between the weights of two drafts.
+func maxDiff(a, b *export.Imported) float64 {
+	var m float64
+	for i, x := range a.Weights.Slices(&a.Config) {
+		for j, v := range x {
+			m = max(m, math.Abs(float64(v-b.Weights.Slices(&b.Config)[i][j])))
+		}
+	}
+	return m
+}
+
+// testExport exports the run of TestTrainCommand in every layout, from the run folder and from its last
+// checkpoint, decodes with each export, and warm-starts training from one.
+func testExport(t *testing.T, out string, final *export.Imported) {
+	stories := golden.Shared(t, "assets", "models", "stories260K")
+	ckpt := filepath.Join(out, "run", "checkpoints", "step_00000004")
+	for _, to := range []string{"sglang", "vllm", "speculators"} {
+		for _, from := range []string{filepath.Join(out, "run"), ckpt} {
+			dir := filepath.Join(out, "export", to+"_"+filepath.Base(from))
+			stdout, err := run("export", "--checkpoint", from, "--to", to, "--out", dir)
+			if err != nil {
+				t.Fatalf("export %s to %s: %v", from, to, err)
+			}
+			if !strings.Contains(stdout, "serve: ") || !strings.Contains(stdout, "outputs of 0-based layers [1 1 1]") {
+				t.Errorf("export output:\n%s", stdout)
+			}
+			im, err := export.Read(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The final draft is the last checkpoint's weights in bf16: both exports must hold the same bits.
+			if string(im.Format) != to || maxDiff(im, final) != 0 {
+				t.Errorf("%s: read back as %s, weights differ from the run's draft by %g", dir, im.Format, maxDiff(im, final))
+			}
+		}
+		dir := filepath.Join(out, "export", to+"_run")
+		stdout, err := run("generate", "--model", stories, "--draft", dir, "--prompt", "Once upon a time", "--max-new-tokens", "12", "--ids")
+		if err != nil || !strings.Contains(stdout, "acceptance length") {
+			t.Errorf("generate with the %s export: %v\n%s", to, err, stdout)
+		}
+	}
+	raw, _ := os.ReadFile(filepath.Join(out, "export", "speculators_run", "config.json"))
+	if abs, _ := filepath.Abs(stories); !strings.Contains(string(raw), abs) {
+		t.Errorf("the speculators export does not name the verifier %s:\n%s", abs, raw)
+	}
+	if _, err := run("export", "--checkpoint", t.TempDir(), "--to", "sglang", "--out", t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a checkpoint") {
+		t.Errorf("export of an empty folder: %v", err)
+	}
+	if _, err := run("export", "--checkpoint", ckpt, "--to", "trtllm", "--out", t.TempDir()); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("unknown format: %v", err)
+	}
+
+	// Warm start from the speculators export with a vanishing learning rate: training reads its weights (and
+	// its vocabulary) and leaves them as they were.
+	warm := filepath.Join(out, "warm")
+	args := append(tinyTrainArgs(t, warm), "--set", "draft.checkpoint="+filepath.Join(out, "export", "speculators_run"), "--set", "train.lr=1e-30")
+	if stdout, err := run(args...); err != nil {
+		t.Fatalf("warm start: %v\n%s", err, stdout)
+	}
+	im, err := export.Read(filepath.Join(warm, "run", "draft"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(im, final); d > 1e-6 {
+		t.Errorf("the warm-started draft moved by %g with lr 1e-30: its weights were not the checkpoint's", d)
+	}
+	for name, set := range map[string]string{"a shape override": "draft.hidden_size=32", "other aux layers": "draft.aux_layers=[0,1,2]"} {
+		args := append(tinyTrainArgs(t, t.TempDir()), "--set", "draft.checkpoint="+ckpt, "--set", set)
+		if _, err := run(args...); err == nil || !strings.Contains(err.Error(), "draft.checkpoint") {
+			t.Errorf("warm start with %s: %v", name, err)
+		}
 	}
 }
 
@@ -164,6 +240,8 @@ func TestTrainRefusesBadInputFirst(t *testing.T) {
 	cases := map[string][]string{
 		"aux layer outside the target": {"--set", "draft.aux_layers=[1,2,9]"},
 		"draft vocabulary too large":   {"--set", "draft.vocab_size=600"},
+		"unknown aux convention":       {"--set", "draft.aux_layer_convention=hf"},
+		"vllm aux id 0":                {"--set", "draft.aux_layer_convention=vllm", "--set", "draft.aux_layers=[0,1,2]"},
 		"missing resume checkpoint":    {"--set", "train.resume=" + filepath.Join(out, "nope")},
 		"empty dataset":                {"--set", "data.regenerate.from=", "--set", "data.train=" + empty},
 	}

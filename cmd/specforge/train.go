@@ -19,6 +19,7 @@ import (
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
 	"github.com/specforge/specforge/internal/regen"
+	"github.com/specforge/specforge/internal/spec"
 	"github.com/specforge/specforge/internal/train"
 	"github.com/specforge/specforge/internal/vocab"
 )
@@ -38,7 +39,10 @@ func trainCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "draft: %s\nsimulated acceptance length (eval, tokens per target step without the bonus token): %.3f\n", res.DraftDir, res.SimAccLen)
+			fmt.Fprintf(cmd.OutOrStdout(), "draft: %s\nsimulated acceptance length (eval, drafted tokens accepted per target step, bonus token not counted): %.3f\n", res.DraftDir, res.SimAccLen)
+			if res.AcceptanceLength > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "measured acceptance length (chain of %d, held-out prompts, tokens per target verification): %.3f\n", cfg.Train.EvalAcceptanceSteps, res.AcceptanceLength)
+			}
 			return nil
 		},
 	}
@@ -51,9 +55,10 @@ func trainCommand() *cobra.Command {
 
 // trainResult is what a finished run produced.
 type trainResult struct {
-	DraftDir  string
-	SimAccLen float64
-	Trainer   *train.Trainer
+	DraftDir         string
+	SimAccLen        float64
+	AcceptanceLength float64
+	Trainer          *train.Trainer
 }
 
 // runTraining checks the configuration, loads the target (or, offline, its embedding and lm_head), prepares
@@ -77,20 +82,14 @@ func runTraining(cfg *config.Run, out, logw io.Writer) (*trainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	dc := in.draft
-	w := draft.NewWeights(&dc)
-	w.Init(&dc, cfg.Train.Seed, cfg.Draft.InitStd)
-	embed := in.head.Embed
-	if dc.HiddenSize != dc.TargetHiddenSize {
-		// A draft of another width cannot share the target's embedding: it gets its own, frozen as well.
-		embed = draft.RandomEmbedding(dc.VocabSize, dc.HiddenSize, cfg.Train.Seed+1, cfg.Draft.InitStd)
-	}
-	d, err := draft.New(dc, embed, in.vocab, w)
+	d, err := in.newDraft(cfg)
 	if err != nil {
 		return nil, err
 	}
+	dc := d.Config
 	trainSrc, evalSrc := in.sources(d)
 	tr := train.NewTrainer(cfg.Train, d, trainSrc, evalSrc, logw)
+	tr.AcceptanceLength = in.acceptance
 	if err := resume(tr, cfg.Train); err != nil {
 		return nil, err
 	}
@@ -107,10 +106,38 @@ func runTraining(cfg *config.Run, out, logw io.Writer) (*trainResult, error) {
 		return nil, fmt.Errorf("plot: %w", err)
 	}
 	dir := filepath.Join(cfg.Train.OutputDir, "draft")
-	if err := export.WriteSGLang(dir, d); err != nil {
+	if err := export.Write(dir, d, export.SGLang, export.Options{}); err != nil {
 		return nil, err
 	}
-	return &trainResult{DraftDir: dir, SimAccLen: tr.LastSimAccLen(), Trainer: tr}, nil
+	res := &trainResult{DraftDir: dir, SimAccLen: tr.LastSimAccLen(), Trainer: tr}
+	for i := len(tr.History) - 1; i >= 0; i-- {
+		if tr.History[i].Split == "eval" {
+			res.AcceptanceLength = tr.History[i].AcceptanceLength
+			break
+		}
+	}
+	return res, nil
+}
+
+// newDraft is the draft training starts from: the imported head of draft.checkpoint, or random weights.
+func (in *trainInputs) newDraft(cfg *config.Run) (*draft.Draft, error) {
+	dc := in.draft
+	if in.warm != nil {
+		d, err := in.warm.ForTarget(in.head)
+		if err != nil {
+			return nil, err
+		}
+		d.Config = dc
+		return d, nil
+	}
+	w := draft.NewWeights(&dc)
+	w.Init(&dc, cfg.Train.Seed, cfg.Draft.InitStd)
+	embed := in.head.Embed
+	if dc.HiddenSize != dc.TargetHiddenSize {
+		// A draft of another width cannot share the target's embedding: it gets its own, frozen as well.
+		embed = draft.RandomEmbedding(dc.VocabSize, dc.HiddenSize, cfg.Train.Seed+1, cfg.Draft.InitStd)
+	}
+	return draft.New(dc, embed, in.vocab, w)
 }
 
 // trainInputs is what a run trains from, online or offline.
@@ -119,6 +146,18 @@ type trainInputs struct {
 	draft   draft.Config
 	vocab   *vocab.Mapping
 	sources func(d *draft.Draft) (train.BatchSource, train.BatchSource)
+	// acceptance measures the real acceptance length (online only: it needs the whole target).
+	acceptance func(d *draft.Draft) (float64, error)
+	// warm is the head of draft.checkpoint, nil when training starts from random weights.
+	warm *export.Imported
+}
+
+// warmVocab is the imported head's vocabulary mapping, nil without one.
+func warmVocab(im *export.Imported) *vocab.Mapping {
+	if im == nil {
+		return nil
+	}
+	return im.Vocab
 }
 
 func onlineInputs(cfg *config.Run, out, logw io.Writer) (*trainInputs, error) {
@@ -126,7 +165,7 @@ func onlineInputs(cfg *config.Run, out, logw io.Writer) (*trainInputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	dc, err := draftConfig(cfg, target.Config)
+	dc, warm, err := draftConfig(cfg, &target.Head)
 	if err != nil {
 		return nil, err
 	}
@@ -148,11 +187,17 @@ func onlineInputs(cfg *config.Run, out, logw io.Writer) (*trainInputs, error) {
 			return nil, err
 		}
 	}
-	m, _, err := buildVocab(p, target.Config.VocabSize, cfg.Draft)
-	if err != nil {
-		return nil, err
+	m := warmVocab(warm)
+	if m == nil {
+		if m, _, err = buildVocab(p, target.Config.VocabSize, cfg.Draft); err != nil {
+			return nil, err
+		}
 	}
-	return &trainInputs{head: &target.Head, draft: dc, vocab: m, sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
+	held := evalData
+	if held == nil {
+		held = trainData
+	}
+	return &trainInputs{head: &target.Head, draft: dc, vocab: m, warm: warm, acceptance: acceptanceProbe(target, held, cfg.Train), sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
 		tr := &train.Online{Target: target, Data: trainData, AuxLayers: dc.AuxLayers, Used: m.Used}
 		if evalData == nil {
 			return tr, nil
@@ -168,7 +213,7 @@ func offlineInputs(cfg *config.Run) (*trainInputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	dc, err := draftConfig(cfg, head.Config)
+	dc, warm, err := draftConfig(cfg, head)
 	if err != nil {
 		return nil, err
 	}
@@ -181,8 +226,8 @@ func offlineInputs(cfg *config.Run) (*trainInputs, error) {
 		return nil, fmt.Errorf("data.hidden_states: the shards come from %s (hidden %d, vocabulary %d), not from target.path (hidden %d, vocabulary %d)",
 			man.Target.Path, man.Target.HiddenSize, man.Target.VocabSize, head.Config.HiddenSize, head.Config.VocabSize)
 	}
-	if len(cfg.Draft.AuxLayers) > 0 && !slices.Equal(cfg.Draft.AuxLayers, man.AuxLayers) {
-		return nil, fmt.Errorf("draft.aux_layers %v differ from the layers stored in the shards %v (%s)", cfg.Draft.AuxLayers, man.AuxLayers, man.AuxConvention)
+	if (len(cfg.Draft.AuxLayers) > 0 || warm != nil) && !slices.Equal(dc.AuxLayers, man.AuxLayers) {
+		return nil, fmt.Errorf("the draft reads aux layers %v but the shards hold %v (%s)", dc.AuxLayers, man.AuxLayers, man.AuxConvention)
 	}
 	dc.AuxLayers = man.AuxLayers
 	var evalStore *hidden.Store
@@ -191,16 +236,18 @@ func offlineInputs(cfg *config.Run) (*trainInputs, error) {
 			return nil, fmt.Errorf("data.hidden_states: %w", err)
 		}
 	}
-	counter := vocab.NewCounter(head.Config.VocabSize)
-	if err := trainStore.CountLossTokens(counter); err != nil {
-		return nil, err
+	m := warmVocab(warm)
+	if m == nil {
+		counter := vocab.NewCounter(head.Config.VocabSize)
+		if err := trainStore.CountLossTokens(counter); err != nil {
+			return nil, err
+		}
+		tok, _ := loadTokenizer(cfg.Target.Path)
+		if m, err = chooseVocab(counter.Counts, tok, cfg.Draft); err != nil {
+			return nil, err
+		}
 	}
-	tok, _ := loadTokenizer(cfg.Target.Path)
-	m, err := chooseVocab(counter.Counts, tok, cfg.Draft)
-	if err != nil {
-		return nil, err
-	}
-	return &trainInputs{head: head, draft: dc, vocab: m, sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
+	return &trainInputs{head: head, draft: dc, vocab: m, warm: warm, sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
 		tr := &train.Offline{Store: trainStore, Head: head, Used: m.Used}
 		if evalStore == nil {
 			return tr, nil
@@ -209,22 +256,54 @@ func offlineInputs(cfg *config.Run) (*trainInputs, error) {
 	}}, nil
 }
 
-// draftConfig derives the draft's shape from the target and applies the configured overrides.
-func draftConfig(cfg *config.Run, target *model.Config) (draft.Config, error) {
+// acceptanceProbe decodes the first tokens of the first eval samples speculatively and reports the acceptance
+// length; nil when switched off.
+func acceptanceProbe(target *model.Model, data *dataset.File, tc config.TrainConfig) func(*draft.Draft) (float64, error) {
+	if tc.EvalAcceptancePrompts <= 0 || tc.EvalAcceptanceSteps <= 0 || tc.EvalAcceptanceTokens <= 0 {
+		return nil
+	}
+	var prompts [][]int32
+	for i := 0; i < data.Len() && len(prompts) < tc.EvalAcceptancePrompts; i++ {
+		ids, _ := data.Sample(i)
+		prompts = append(prompts, ids[:min(len(ids), 16)])
+	}
+	return func(d *draft.Draft) (float64, error) {
+		dec := &spec.Decoder{Target: target, Draft: d}
+		total := &spec.Stats{}
+		for _, p := range prompts {
+			_, st, err := dec.Generate(p, spec.Options{Steps: tc.EvalAcceptanceSteps, MaxNewTokens: tc.EvalAcceptanceTokens, StopIDs: target.Config.EOSTokenIDs})
+			if err != nil {
+				return 0, err
+			}
+			total.Add(st)
+		}
+		return total.AcceptanceLength(), nil
+	}
+}
+
+// draftConfig derives the draft's shape from the target and applies the configured overrides; with
+// draft.checkpoint, the shape is the imported head's, checked against the target and the overrides, and the
+// head is returned for its weights and vocabulary.
+func draftConfig(cfg *config.Run, target *model.Head) (draft.Config, *export.Imported, error) {
+	o := cfg.Draft
+	aux, err := o.OutputAuxLayers()
+	if err != nil {
+		return draft.Config{}, nil, err
+	}
+	if o.Checkpoint != "" {
+		return warmStartConfig(cfg, target, aux)
+	}
 	rawRope, err := rawRopeScaling(cfg.Target.Path)
 	if err != nil {
-		return draft.Config{}, err
+		return draft.Config{}, nil, err
 	}
-	o := cfg.Draft
 	// The default draft vocabulary (32000) is capped at the target's; an explicit larger one is an error.
-	if o.VocabSize > target.VocabSize && o.VocabSize != config.Defaults().Draft.VocabSize {
-		return draft.Config{}, fmt.Errorf("draft.vocab_size %d is larger than the target's vocabulary (%d)", o.VocabSize, target.VocabSize)
+	if o.VocabSize > target.Config.VocabSize && o.VocabSize != config.Defaults().Draft.VocabSize {
+		return draft.Config{}, nil, fmt.Errorf("draft.vocab_size %d is larger than the target's vocabulary (%d)", o.VocabSize, target.Config.VocabSize)
 	}
-	dc := draft.FromTarget(target, rawRope, o.VocabSize)
-	for _, ov := range []struct {
-		v   int
-		dst *int
-	}{{o.HiddenSize, &dc.HiddenSize}, {o.IntermediateSize, &dc.IntermediateSize}, {o.NumHeads, &dc.NumHeads}, {o.NumKVHeads, &dc.NumKVHeads}, {o.HeadDim, &dc.HeadDim}} {
+	dc := draft.FromTarget(target.Config, rawRope, o.VocabSize)
+	dc.TargetPath = cfg.Target.Path
+	for _, ov := range shapeOverrides(o, &dc) {
 		if ov.v > 0 {
 			*ov.dst = ov.v
 		}
@@ -232,13 +311,44 @@ func draftConfig(cfg *config.Run, target *model.Config) (draft.Config, error) {
 	if o.HiddenSize > 0 && o.HeadDim == 0 && o.NumHeads > 0 {
 		dc.HeadDim = dc.HiddenSize / dc.NumHeads
 	}
-	if len(o.AuxLayers) > 0 {
-		dc.AuxLayers = o.AuxLayers
+	if len(aux) > 0 {
+		dc.AuxLayers = aux
 	}
-	if err := dc.Validate(target); err != nil {
-		return dc, err
+	return dc, nil, dc.Validate(target.Config)
+}
+
+type shapeOverride struct {
+	key string
+	v   int
+	dst *int
+}
+
+// shapeOverrides pairs the draft.* shape settings with the fields of dc they set.
+func shapeOverrides(o config.DraftConfig, dc *draft.Config) []shapeOverride {
+	return []shapeOverride{{"hidden_size", o.HiddenSize, &dc.HiddenSize}, {"intermediate_size", o.IntermediateSize, &dc.IntermediateSize},
+		{"num_attention_heads", o.NumHeads, &dc.NumHeads}, {"num_key_value_heads", o.NumKVHeads, &dc.NumKVHeads}, {"head_dim", o.HeadDim, &dc.HeadDim}}
+}
+
+// warmStartConfig imports draft.checkpoint and checks it against the target and the draft.* settings.
+func warmStartConfig(cfg *config.Run, target *model.Head, aux []int) (draft.Config, *export.Imported, error) {
+	im, err := export.Read(cfg.Draft.Checkpoint)
+	if err != nil {
+		return draft.Config{}, nil, fmt.Errorf("draft.checkpoint: %w", err)
 	}
-	return dc, nil
+	dc := im.Config
+	if err := dc.FitTarget(target.Config); err != nil {
+		return dc, nil, fmt.Errorf("draft.checkpoint %s does not fit the target: %w", im.Dir, err)
+	}
+	for _, ov := range shapeOverrides(cfg.Draft, &dc) {
+		if ov.v > 0 && ov.v != *ov.dst {
+			return dc, nil, fmt.Errorf("draft.%s is %d but draft.checkpoint %s has %d: leave it unset to train the imported head", ov.key, ov.v, im.Dir, *ov.dst)
+		}
+	}
+	if len(aux) > 0 && !slices.Equal(aux, dc.AuxLayers) {
+		return dc, nil, fmt.Errorf("draft.aux_layers %v (output of layer i) differ from draft.checkpoint's %v, read from %s", aux, dc.AuxLayers, im.AuxSource)
+	}
+	dc.TargetPath = cfg.Target.Path
+	return dc, im, nil
 }
 
 func resume(tr *train.Trainer, tc config.TrainConfig) error {

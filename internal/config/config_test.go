@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -45,6 +46,32 @@ func TestLoadErrors(t *testing.T) {
 	for _, o := range []string{"nokey", "name.sub=1", "data.max_length=abc"} {
 		if err := Load("", []string{o}, &c); err == nil {
 			t.Errorf("--set %s accepted", o)
+		}
+	}
+}
+
+func TestOutputAuxLayers(t *testing.T) {
+	for _, tc := range []struct {
+		convention string
+		ids, want  []int
+		err        string
+	}{
+		{"", []int{1, 15, 28}, []int{1, 15, 28}, ""},
+		{"sglang", []int{0, 2, 3}, []int{0, 2, 3}, ""},
+		{"vllm", []int{2, 16, 29}, []int{1, 15, 28}, ""},
+		{"vllm", []int{0, 16, 29}, nil, "at least 1"},
+		{"hf", []int{1, 2, 3}, nil, "want sglang"},
+	} {
+		d := DraftConfig{AuxLayers: tc.ids, AuxLayerConvention: tc.convention}
+		got, err := d.OutputAuxLayers()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s %v: error %v, want %q", tc.convention, tc.ids, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s %v: %v, %v; want %v", tc.convention, tc.ids, got, err, tc.want)
 		}
 	}
 }

@@ -39,6 +39,11 @@ type TrainConfig struct {
 	KeepCheckpoints int `yaml:"keep_checkpoints"`
 	// EvalBatches bounds an evaluation (0: the whole eval split).
 	EvalBatches int `yaml:"eval_batches"`
+	// EvalAcceptancePrompts held-out prompts are decoded speculatively (a chain of EvalAcceptanceSteps) at
+	// each evaluation, to report the real acceptance length beside the simulated one (online training only).
+	EvalAcceptancePrompts int `yaml:"eval_acceptance_prompts"`
+	EvalAcceptanceSteps   int `yaml:"eval_acceptance_steps"`
+	EvalAcceptanceTokens  int `yaml:"eval_acceptance_tokens"`
 	// Resume: "auto" continues from the latest checkpoint in output_dir if there is one, "never" starts
 	// afresh, anything else is the checkpoint folder to continue from.
 	Resume string `yaml:"resume"`
@@ -58,9 +63,35 @@ type DraftConfig struct {
 	NumHeads         int `yaml:"num_attention_heads"`
 	NumKVHeads       int `yaml:"num_key_value_heads"`
 	HeadDim          int `yaml:"head_dim"`
-	// AuxLayers overrides the target layers read (0-based "output of layer i", SGLang's convention).
-	AuxLayers []int   `yaml:"aux_layers"`
-	InitStd   float64 `yaml:"init_std"`
+	// AuxLayers overrides the target layers read, counted as AuxLayerConvention says.
+	AuxLayers []int `yaml:"aux_layers"`
+	// AuxLayerConvention is how AuxLayers count: "sglang" (the default: id i is the output of 0-based
+	// decoder layer i, as in SGLang's eagle_config) or "vllm" (id k is the input of layer k, the output of
+	// layer k-1, as in vLLM's top-level eagle_aux_hidden_state_layer_ids).
+	AuxLayerConvention string  `yaml:"aux_layer_convention"`
+	InitStd            float64 `yaml:"init_std"`
+	// Checkpoint warm-starts training from an existing head: an SGLang, vLLM or speculators export, or a
+	// specforge checkpoint. Its shape, aux layers, vocabulary mapping and weights are used (the shape and
+	// vocabulary settings above must agree or stay unset); the optimiser and schedule start afresh.
+	Checkpoint string `yaml:"checkpoint"`
+}
+
+// OutputAuxLayers returns AuxLayers converted to the "output of layer i" convention specforge uses inside.
+func (d *DraftConfig) OutputAuxLayers() ([]int, error) {
+	switch d.AuxLayerConvention {
+	case "", "sglang":
+		return d.AuxLayers, nil
+	case "vllm":
+		out := make([]int, len(d.AuxLayers))
+		for i, k := range d.AuxLayers {
+			if k < 1 {
+				return nil, fmt.Errorf("draft.aux_layers %v: in the vllm convention (input of layer k) each id must be at least 1", d.AuxLayers)
+			}
+			out[i] = k - 1
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("draft.aux_layer_convention %q: want sglang (output of 0-based layer i) or vllm (input of layer k)", d.AuxLayerConvention)
 }
 
 // TargetConfig names the target model.
@@ -124,6 +155,7 @@ func Defaults() Run {
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
 			MaxGradNorm: 0.5, TTTLength: 7, LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
+			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
 }

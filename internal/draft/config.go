@@ -26,12 +26,21 @@ type Config struct {
 	RopeTheta        float64         `json:"rope_theta"`
 	RopeScaling      json.RawMessage `json:"rope_scaling"`
 	MaxPositions     int             `json:"max_position_embeddings"`
-	// AuxLayers are the target layers whose outputs feed fc, 0-based "output of layer i" (SGLang's
-	// convention).
-	AuxLayers []int `json:"aux_layers"`
-	BOS       int   `json:"bos_token_id"`
-	EOS       []int `json:"eos_token_id"`
+	// AuxLayers are the target layers whose outputs feed fc, in AuxConvention: 0-based "output of layer i"
+	// (SGLang's; vLLM counts the same tensors as "input of layer i+1").
+	AuxLayers     []int  `json:"aux_layers"`
+	AuxConvention string `json:"aux_layer_convention"`
+	BOS           int    `json:"bos_token_id"`
+	EOS           []int  `json:"eos_token_id"`
+	// The target the draft was made for.
+	TargetNumLayers    int    `json:"target_num_hidden_layers"`
+	TargetArchitecture string `json:"target_architecture"`
+	TargetPath         string `json:"target_path"`
 }
+
+// OutputOfLayer is the aux-layer convention of Config.AuxLayers: id i is the residual stream after 0-based
+// decoder layer i (SGLang's eagle_config ids; vLLM's ids are these plus one).
+const OutputOfLayer = "output of 0-based decoder layer i (sglang eagle_config convention; vllm = i+1)"
 
 // FromTarget derives a draft configuration from the target's, as SpecForge does: one layer of the target's
 // width, heads and RoPE, a draft vocabulary of draftVocab tokens (capped at the target's vocabulary).
@@ -41,9 +50,30 @@ func FromTarget(t *model.Config, rawRopeScaling json.RawMessage, draftVocab int)
 		NumKVHeads: t.NumKVHeads, HeadDim: t.HeadDim, VocabSize: t.VocabSize,
 		DraftVocabSize: min(draftVocab, t.VocabSize), TargetHiddenSize: t.HiddenSize,
 		RMSNormEps: t.RMSNormEps, RopeTheta: t.Rope.Theta, RopeScaling: rawRopeScaling,
-		MaxPositions: t.MaxPositionEmbeddings, AuxLayers: t.DefaultAuxLayers(),
-		BOS: t.BOSTokenID, EOS: t.EOSTokenIDs,
+		MaxPositions: t.MaxPositionEmbeddings, AuxLayers: t.DefaultAuxLayers(), AuxConvention: OutputOfLayer,
+		BOS: t.BOSTokenID, EOS: t.EOSTokenIDs, TargetNumLayers: t.NumLayers, TargetArchitecture: t.Architecture,
 	}
+}
+
+// FitTarget fills what a draft file may leave out from the target it will serve (default aux layers,
+// target_hidden_size) and checks the rest against it, saying which field does not fit and why.
+func (c *Config) FitTarget(target *model.Config) error {
+	if c.TargetHiddenSize == 0 {
+		c.TargetHiddenSize = target.HiddenSize
+	}
+	if len(c.AuxLayers) == 0 {
+		c.AuxLayers = target.DefaultAuxLayers()
+	}
+	if c.AuxConvention == "" {
+		c.AuxConvention = OutputOfLayer
+	}
+	if c.TargetNumLayers == 0 {
+		c.TargetNumLayers = target.NumLayers
+	}
+	if c.TargetArchitecture == "" {
+		c.TargetArchitecture = target.Architecture
+	}
+	return c.Validate(target)
 }
 
 // Rope returns the rotary embedding of the draft.
@@ -55,9 +85,9 @@ func (c *Config) Rope() (kernels.RopeConfig, error) {
 	return r, r.Validate()
 }
 
-// Validate checks the configuration on its own and, when target is not nil, against the target it drafts
-// for.
-func (c *Config) Validate(target *model.Config) error {
+// ValidateShape checks the layer's own shape, leaving out what a draft file may omit (the aux layers, which
+// FitTarget fills from the target).
+func (c *Config) ValidateShape() error {
 	switch {
 	case c.HiddenSize <= 0 || c.IntermediateSize <= 0 || c.NumHeads <= 0 || c.HeadDim <= 0:
 		return fmt.Errorf("draft: hidden_size, intermediate_size, num_attention_heads and head_dim must be positive")
@@ -65,24 +95,39 @@ func (c *Config) Validate(target *model.Config) error {
 		return fmt.Errorf("draft: num_key_value_heads %d must divide num_attention_heads %d", c.NumKVHeads, c.NumHeads)
 	case c.DraftVocabSize <= 0 || c.DraftVocabSize > c.VocabSize:
 		return fmt.Errorf("draft: draft_vocab_size %d must be in [1, vocab_size %d]", c.DraftVocabSize, c.VocabSize)
-	case len(c.AuxLayers) != 3:
-		return fmt.Errorf("draft: EAGLE-3 reads 3 aux layers, got %v", c.AuxLayers)
+	case c.TargetHiddenSize <= 0:
+		return fmt.Errorf("draft: target_hidden_size must be positive")
+	case c.AuxConvention != "" && c.AuxConvention != OutputOfLayer:
+		return fmt.Errorf("draft: aux_layer_convention %q is not specforge's (%q)", c.AuxConvention, OutputOfLayer)
 	}
-	if _, err := c.Rope(); err != nil {
+	_, err := c.Rope()
+	return err
+}
+
+// Validate checks the configuration on its own and, when target is not nil, against the target it drafts
+// for, saying which field does not fit and why.
+func (c *Config) Validate(target *model.Config) error {
+	if err := c.ValidateShape(); err != nil {
 		return err
+	}
+	if len(c.AuxLayers) != 3 {
+		return fmt.Errorf("draft: EAGLE-3 reads 3 aux layers, got %v", c.AuxLayers)
 	}
 	if target == nil {
 		return nil
 	}
 	if c.VocabSize != target.VocabSize {
-		return fmt.Errorf("draft vocab_size %d differs from the target's %d", c.VocabSize, target.VocabSize)
+		return fmt.Errorf("draft vocab_size %d differs from the target's vocabulary %d: it was made for another tokenizer", c.VocabSize, target.VocabSize)
 	}
 	if c.TargetHiddenSize != target.HiddenSize {
-		return fmt.Errorf("draft target_hidden_size %d differs from the target's hidden_size %d", c.TargetHiddenSize, target.HiddenSize)
+		return fmt.Errorf("draft fc reads 3 x %d target features but the target's hidden_size is %d: it was made for another model", c.TargetHiddenSize, target.HiddenSize)
+	}
+	if c.TargetNumLayers != 0 && c.TargetNumLayers != target.NumLayers {
+		return fmt.Errorf("draft was made for a target of %d layers, this target has %d: its aux layers %v would read other hidden states", c.TargetNumLayers, target.NumLayers, c.AuxLayers)
 	}
 	for _, l := range c.AuxLayers {
 		if l < 0 || l >= target.NumLayers {
-			return fmt.Errorf("draft aux layer %d is outside the target's layers [0, %d)", l, target.NumLayers)
+			return fmt.Errorf("draft aux layer %d (%s) is outside the target's %d layers", l, OutputOfLayer, target.NumLayers)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package draft
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 
@@ -131,12 +132,15 @@ func (w *Weights) Zero(c *Config) {
 	}
 }
 
-// New assembles a draft and checks the sizes of its parts.
+var errNoEmbedding = errors.New("draft: no embedding (a draft loaded without its target can be saved, not run)")
+
+// New assembles a draft and checks the sizes of its parts. A nil embedding makes a draft that can be
+// saved but not run: the embedding is the target's and never part of the draft's files.
 func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
 	if err := c.Validate(nil); err != nil {
 		return nil, err
 	}
-	if len(embed) != c.VocabSize*c.HiddenSize {
+	if embed != nil && len(embed) != c.VocabSize*c.HiddenSize {
 		return nil, fmt.Errorf("draft: embedding has %d values, want %d x %d", len(embed), c.VocabSize, c.HiddenSize)
 	}
 	if len(m.D2T) != c.DraftVocabSize || len(m.T2D) != c.VocabSize {

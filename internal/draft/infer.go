@@ -24,6 +24,9 @@ type Session struct {
 // NewSession starts an empty draft cache.
 func (d *Draft) NewSession() (*Session, error) {
 	c := &d.Config
+	if d.Embed == nil {
+		return nil, errNoEmbedding
+	}
 	rope, err := c.Rope()
 	if err != nil {
 		return nil, err

@@ -78,6 +78,9 @@ func resize(b []float32, n int) []float32 {
 // gradient of the total loss to grad. With grad nil it only evaluates (no backward pass).
 func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale float64) (*Metrics, error) {
 	c := &d.Config
+	if d.Embed == nil {
+		return nil, errNoEmbedding
+	}
 	N, H, Ht, I := b.B*b.T, c.HiddenSize, c.TargetHiddenSize, c.IntermediateSize
 	nh, nkv, hd := c.NumHeads, c.NumKVHeads, c.HeadDim
 	qDim, kvDim, vd := nh*hd, nkv*hd, c.DraftVocabSize

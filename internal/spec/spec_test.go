@@ -31,7 +31,9 @@ var (
 // target wrote), so acceptance paths are exercised, and keeps held-out openings as prompts.
 func setup(t *testing.T) {
 	dir := golden.Shared(t, "assets", "models", "stories260K")
-	setupOnce.Do(func() { setupErr = doSetup(dir, golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")) })
+	setupOnce.Do(func() {
+		setupErr = doSetup(dir, golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
+	})
 	if setupErr != nil {
 		t.Fatal(setupErr)
 	}

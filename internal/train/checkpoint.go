@@ -56,7 +56,7 @@ func (t *Trainer) Save() error {
 	}
 	defer os.RemoveAll(tmp) // after the rename there is nothing left to remove
 	d := t.Draft
-	if err := safetensors.Write(filepath.Join(tmp, "draft.safetensors"), export.Tensors(d, safetensors.F32), map[string]string{"format": "pt"}); err != nil {
+	if err := safetensors.Write(filepath.Join(tmp, "draft.safetensors"), export.Tensors(d, export.SGLang, safetensors.F32), map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
 	var opt []safetensors.Tensor

@@ -60,8 +60,11 @@ func WritePlot(path string, history []Record) error {
 	args = args[:0]
 	for _, split := range []string{"train", "eval"} {
 		if xy := series(split, func(r Record) float64 { return r.SimAccLen }); len(xy) > 0 {
-			args = append(args, split, xy)
+			args = append(args, split+" (simulated)", xy)
 		}
+	}
+	if xy := series("eval", func(r Record) float64 { return r.AcceptanceLength }); len(xy) > 0 && xy[len(xy)-1].Y > 0 {
+		args = append(args, "eval (measured, incl. bonus token)", xy)
 	}
 	if err := plotutil.AddLines(length, args...); err != nil {
 		return err

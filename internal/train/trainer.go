@@ -25,6 +25,9 @@ type Trainer struct {
 	Eval  BatchSource // nil: no evaluation
 	// Log receives human-readable lines; nil discards them.
 	Log io.Writer
+	// AcceptanceLength, if set, measures the real acceptance length of the current draft (speculative
+	// decoding of held-out prompts); evaluations report it.
+	AcceptanceLength func(d *draft.Draft) (float64, error)
 
 	Opt        *optim.AdamW
 	Loader     *Loader
@@ -41,18 +44,20 @@ type Trainer struct {
 
 // Record is one line of the metrics log.
 type Record struct {
-	Step       int       `json:"step"`
-	Split      string    `json:"split"`
-	Epoch      int       `json:"epoch"`
-	LR         float64   `json:"lr,omitempty"`
-	Loss       float64   `json:"loss"`
-	PLoss      []float64 `json:"-"` // logged as ploss_0 .. ploss_{K-1}
-	Acc        []float64 `json:"-"` // logged as acc_0 .. acc_{K-1}
-	SimAccLen  float64   `json:"simulated_acceptance_length"`
-	GradNorm   float64   `json:"grad_norm,omitempty"`
-	Tokens     int       `json:"tokens"`
-	TokensPerS float64   `json:"tokens_per_s,omitempty"`
-	ElapsedS   float64   `json:"elapsed_s"`
+	Step      int       `json:"step"`
+	Split     string    `json:"split"`
+	Epoch     int       `json:"epoch"`
+	LR        float64   `json:"lr,omitempty"`
+	Loss      float64   `json:"loss"`
+	PLoss     []float64 `json:"-"` // logged as ploss_0 .. ploss_{K-1}
+	Acc       []float64 `json:"-"` // logged as acc_0 .. acc_{K-1}
+	SimAccLen float64   `json:"simulated_acceptance_length"`
+	// AcceptanceLength is the measured tokens per target verification (eval records, online training).
+	AcceptanceLength float64 `json:"acceptance_length,omitempty"`
+	GradNorm         float64 `json:"grad_norm,omitempty"`
+	Tokens           int     `json:"tokens"`
+	TokensPerS       float64 `json:"tokens_per_s,omitempty"`
+	ElapsedS         float64 `json:"elapsed_s"`
 }
 
 type recordFields Record
@@ -206,6 +211,12 @@ func (t *Trainer) Evaluate() (*Record, error) {
 	}
 	rec.Loss /= float64(batches)
 	fillAcc(rec, correct, denom)
+	if t.AcceptanceLength != nil {
+		var err error
+		if rec.AcceptanceLength, err = t.AcceptanceLength(t.Draft); err != nil {
+			return nil, fmt.Errorf("evaluate acceptance length: %w", err)
+		}
+	}
 	return rec, nil
 }
 
@@ -266,7 +277,11 @@ func (t *Trainer) Run() error {
 				if err := t.record(ev); err != nil {
 					return err
 				}
-				t.logf("step %d eval: loss %.4f acc %s simulated acceptance length %.3f", t.Step, ev.Loss, fmtAcc(ev.Acc), ev.SimAccLen)
+				line := fmt.Sprintf("step %d eval: loss %.4f acc %s simulated acceptance length %.3f", t.Step, ev.Loss, fmtAcc(ev.Acc), ev.SimAccLen)
+				if ev.AcceptanceLength > 0 {
+					line += fmt.Sprintf(", measured acceptance length %.3f (tokens per target verification)", ev.AcceptanceLength)
+				}
+				t.logf("%s", line)
 			}
 		}
 		if t.Cfg.SaveInterval > 0 && t.Step%t.Cfg.SaveInterval == 0 || last || interrupted {

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/export"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/train"
+)
+
+func exportCommand() *cobra.Command {
+	var (
+		from, to, out, targetDir, dtype string
+		o                               export.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "export --checkpoint DIR --to sglang|vllm|speculators --out DIR",
+		Short: "Write a draft in the layout SGLang or vLLM loads, validated by reading it back",
+		Long: `Write a draft in the layout a serving engine loads:
+
+  sglang       LlamaForCausalLMEagle3, midlayer.* weights, aux layer ids in eagle_config ("output of layer i")
+  vllm         the same, plus the top-level eagle_aux_hidden_state_layer_ids vLLM reads ("input of layer i+1")
+  speculators  Eagle3Speculator (vllm serve DIR), layers.0.* weights, norm_before_residual false, the verifier
+
+--checkpoint is a training checkpoint (a folder with state.json), a training run folder (its draft, or its
+latest checkpoint), or a draft folder in any of the layouts above. Weights are bf16 unless --dtype says
+otherwise; d2t is int64, t2d bool, and the embedding is left out (engines share the target's) unless the draft
+is narrower than the target. --target checks the head against the target it will serve and fills what the
+file leaves to the target (default aux layers, the verifier).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := export.ParseFormat(to)
+			if err != nil {
+				return err
+			}
+			if o.DType, err = parseWeightDType(dtype); err != nil {
+				return err
+			}
+			src, err := exportSource(from)
+			if err != nil {
+				return err
+			}
+			im, err := export.Read(src)
+			if err != nil {
+				return err
+			}
+			if len(im.Ignored) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: tensors a draft does not read are left out: %s\n", src, strings.Join(im.Ignored, ", "))
+			}
+			d, err := exportDraft(im, targetDir)
+			if err != nil {
+				return err
+			}
+			if o.Verifier == "" && d.Config.TargetPath != "" {
+				// A relative path would be read relative to wherever the engine starts.
+				if abs, err := filepath.Abs(d.Config.TargetPath); err == nil && isDir(abs) {
+					o.Verifier = abs
+				}
+			}
+			if f == export.Speculators && o.Verifier == "" && d.Config.TargetPath == "" {
+				return fmt.Errorf("the speculators format records the verifier model: pass --verifier NAME_OR_PATH or --target DIR")
+			}
+			if err := export.Write(out, d, f, o); err != nil {
+				return err
+			}
+			printExport(cmd.OutOrStdout(), src, im, out, f, d, o)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&from, "checkpoint", "", "training checkpoint, run folder or draft folder to export")
+	fl.StringVar(&to, "to", "sglang", "layout: sglang, vllm or speculators")
+	fl.StringVar(&out, "out", "", "folder to write config.json and model.safetensors into")
+	fl.StringVar(&targetDir, "target", "", "target model folder: check the head against it and fill what the file leaves to it")
+	fl.StringVar(&dtype, "dtype", "bf16", "weight dtype: bf16, f16 or f32")
+	fl.StringVar(&o.Verifier, "verifier", "", "speculators: the verifier's hub name or path (default: the target the draft was trained for)")
+	fl.IntVar(&o.SpeculativeTokens, "speculative-tokens", 3, "speculators: the default proposal length")
+	cmd.MarkFlagRequired("checkpoint")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func parseWeightDType(s string) (safetensors.DType, error) {
+	switch strings.ToLower(s) {
+	case "bf16", "bfloat16":
+		return safetensors.BF16, nil
+	case "f16", "fp16", "float16":
+		return safetensors.F16, nil
+	case "f32", "fp32", "float32":
+		return safetensors.F32, nil
+	}
+	return "", fmt.Errorf("--dtype %q: want bf16, f16 or f32", s)
+}
+
+// exportSource resolves --checkpoint: a run folder stands for its final draft, or its latest checkpoint
+// while it has none.
+func exportSource(dir string) (string, error) {
+	for _, name := range []string{"state.json", "config.json"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return dir, nil
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "draft", "config.json")); err == nil {
+		return filepath.Join(dir, "draft"), nil
+	}
+	all, err := train.Checkpoints(filepath.Join(dir, "checkpoints"))
+	if err != nil {
+		return "", err
+	}
+	if len(all) == 0 {
+		return "", fmt.Errorf("--checkpoint %s: not a checkpoint (state.json), a draft folder (config.json) or a run folder (draft/ or checkpoints/)", dir)
+	}
+	return all[len(all)-1], nil
+}
+
+// exportDraft assembles the imported head, fitted to the target when one is given.
+func exportDraft(im *export.Imported, targetDir string) (*draft.Draft, error) {
+	if targetDir == "" {
+		return im.Draft()
+	}
+	head, _, err := model.LoadHead(targetDir)
+	if err != nil {
+		return nil, err
+	}
+	d, err := im.ForTarget(head)
+	if err != nil {
+		return nil, err
+	}
+	if d.Config.TargetPath == "" {
+		d.Config.TargetPath = targetDir
+	}
+	return d, nil
+}
+
+func printExport(w io.Writer, src string, im *export.Imported, out string, f export.Format, d *draft.Draft, o export.Options) {
+	c := &d.Config
+	fmt.Fprintf(w, "exported %s (%s) to %s as %s: hidden %d, draft vocabulary %d of %d, %d tensors in %s\n",
+		src, im.Format, out, f, c.HiddenSize, c.DraftVocabSize, c.VocabSize, len(export.Tensors(d, f, o.DType)), o.DType)
+	ids := make([]int, len(c.AuxLayers))
+	for i, l := range c.AuxLayers {
+		ids[i] = l + 1
+	}
+	fmt.Fprintf(w, "aux layers: outputs of 0-based layers %v (read from %s)", c.AuxLayers, im.AuxSource)
+	switch f {
+	case export.SGLang:
+		fmt.Fprintf(w, "; eagle_config.eagle_aux_hidden_state_layer_ids = %v (SGLang adds 1 itself)\n", c.AuxLayers)
+		fmt.Fprintf(w, "serve: python -m sglang.launch_server --model <target> --speculative-algorithm EAGLE3 --speculative-draft-model-path %s --speculative-num-steps 3 --speculative-eagle-topk 1 --speculative-num-draft-tokens 4\n", out)
+	case export.VLLM:
+		fmt.Fprintf(w, "; top-level eagle_aux_hidden_state_layer_ids = %v (vLLM: input of layer k), eagle_config keeps %v\n", ids, c.AuxLayers)
+		fmt.Fprintf(w, "serve: vllm serve <target> --speculative-config '{\"method\": \"eagle3\", \"model\": \"%s\", \"num_speculative_tokens\": 3}'\n", out)
+	case export.Speculators:
+		fmt.Fprintf(w, "; eagle_aux_hidden_state_layer_ids = %v (vLLM: input of layer k)\n", ids)
+		fmt.Fprintf(w, "serve: vllm serve %s\n", out)
+	}
+}
+
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}

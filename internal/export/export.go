@@ -1,0 +1,271 @@
+// Package export writes trained drafts in the layouts serving engines load, validates what it wrote, and
+// reads drafts back from any of them (for evaluation and as a warm start):
+//
+//   - sglang: the SGLang / official EAGLE-3 layout: config.json (LlamaForCausalLMEagle3, aux layer ids in
+//     eagle_config, "output of layer i") and model.safetensors (midlayer.* weights, d2t, t2d, no embedding);
+//   - vllm: the same weights, plus the top-level eagle_aux_hidden_state_layer_ids vLLM reads, in its own
+//     convention ("input of layer i+1", so every id is one more);
+//   - speculators: vLLM's Eagle3Speculator format (layers.0.* weights, transformer_layer_config,
+//     speculators_config with the verifier, norm_before_residual false).
+//
+// See ../shared/docs/INTEROP.md.
+package export
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/safetensors"
+)
+
+// Format names an export layout.
+type Format string
+
+// The layouts.
+const (
+	SGLang      Format = "sglang"
+	VLLM        Format = "vllm"
+	Speculators Format = "speculators"
+)
+
+// ParseFormat checks a layout name.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case SGLang, VLLM, Speculators:
+		return f, nil
+	}
+	return "", fmt.Errorf("export format %q is not supported (supported: sglang, vllm, speculators)", s)
+}
+
+// Options of an export.
+type Options struct {
+	// Verifier names the target for the speculators format (a hub name or a path; default: the target path
+	// recorded in the draft).
+	Verifier string
+	// SpeculativeTokens is the speculators proposal length (default 3).
+	SpeculativeTokens int
+	// DType of the weights: BF16 (default), F16 or F32.
+	DType safetensors.DType
+}
+
+// weightName maps an export name to the layout's: the speculators format says layers.0 where the others
+// say midlayer.
+func weightName(f Format, name string) string {
+	if f == Speculators {
+		return strings.Replace(name, "midlayer.", "layers.0.", 1)
+	}
+	return name
+}
+
+// vllmIDs converts aux layer ids from "output of layer i" to vLLM's "input of layer i+1".
+func vllmIDs(ids []int) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = id + 1
+	}
+	return out
+}
+
+// Config returns the config.json of a layout.
+func Config(d *draft.Draft, f Format, o Options) map[string]any {
+	c := &d.Config
+	dtype := map[safetensors.DType]string{safetensors.F32: "float32", safetensors.F16: "float16"}[o.DType]
+	if dtype == "" {
+		dtype = "bfloat16"
+	}
+	layer := map[string]any{
+		"model_type": "llama", "hidden_size": c.HiddenSize, "intermediate_size": c.IntermediateSize,
+		"num_attention_heads": c.NumHeads, "num_key_value_heads": c.NumKVHeads, "head_dim": c.HeadDim,
+		"num_hidden_layers": 1, "hidden_act": "silu", "rms_norm_eps": c.RMSNormEps,
+		"max_position_embeddings": c.MaxPositions, "rope_theta": c.RopeTheta, "rope_scaling": rawOrNull(c.RopeScaling),
+		"vocab_size": c.VocabSize, "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false,
+	}
+	if f == Speculators {
+		tokens := o.SpeculativeTokens
+		if tokens <= 0 {
+			tokens = 3
+		}
+		verifier := o.Verifier
+		if verifier == "" {
+			verifier = c.TargetPath
+		}
+		cfg := map[string]any{
+			"architectures": []string{"Eagle3Speculator"}, "speculators_model_type": "eagle3",
+			"speculators_config": map[string]any{
+				"algorithm":               "eagle3",
+				"proposal_methods":        []any{map[string]any{"proposal_type": "greedy", "speculative_tokens": tokens, "accept_tolerance": 0.0, "verifier_accept_k": 1}},
+				"default_proposal_method": "greedy",
+				"verifier":                verifierInfo(verifier, c.TargetArchitecture),
+			},
+			"transformer_layer_config": layer,
+			"draft_vocab_size":         c.DraftVocabSize,
+			"target_hidden_size":       c.TargetHiddenSize,
+			// The EAGLE-3 layer normalises the hidden input inside the residual branch; vLLM assumes the
+			// opposite when the key is absent.
+			"norm_before_residual": false,
+			// vLLM reads these ids as "input of layer k".
+			"eagle_aux_hidden_state_layer_ids": vllmIDs(c.AuxLayers),
+			"torch_dtype":                      dtype,
+			"specforge":                        specforgeInfo(c),
+		}
+		return cfg
+	}
+	cfg := map[string]any{"architectures": []string{"LlamaForCausalLMEagle3"}, "draft_vocab_size": c.DraftVocabSize,
+		"torch_dtype": dtype, "bos_token_id": c.BOS,
+		// SGLang reads these ids as "output of layer i".
+		"eagle_config": map[string]any{"eagle_aux_hidden_state_layer_ids": c.AuxLayers, "use_aux_hidden_state": true},
+	}
+	for k, v := range layer {
+		cfg[k] = v
+	}
+	if len(c.EOS) == 1 {
+		cfg["eos_token_id"] = c.EOS[0]
+	} else if len(c.EOS) > 1 {
+		cfg["eos_token_id"] = c.EOS
+	}
+	if c.TargetHiddenSize != c.HiddenSize { // never null: engines test for the key and multiply it
+		cfg["target_hidden_size"] = c.TargetHiddenSize
+	}
+	if f == VLLM {
+		// vLLM reads only the top-level ids, as "input of layer k"; written even for the default layers, so
+		// that readers falling back to eagle_config never apply the wrong convention.
+		cfg["eagle_aux_hidden_state_layer_ids"] = vllmIDs(c.AuxLayers)
+	}
+	cfg["specforge"] = specforgeInfo(c)
+	return cfg
+}
+
+func verifierInfo(nameOrPath, architecture string) map[string]any {
+	v := map[string]any{"name_or_path": nameOrPath}
+	if architecture != "" {
+		v["architectures"] = []string{architecture}
+	}
+	return v
+}
+
+// specforgeInfo records the ids in specforge's own, explicit convention, and the target the draft was made
+// for (engines ignore the block).
+func specforgeInfo(c *draft.Config) map[string]any {
+	return map[string]any{"aux_layers": c.AuxLayers, "aux_layer_convention": draft.OutputOfLayer, "target_num_hidden_layers": c.TargetNumLayers,
+		"target_path": c.TargetPath, "target_architecture": c.TargetArchitecture}
+}
+
+func rawOrNull(r json.RawMessage) any {
+	if len(r) == 0 {
+		return nil
+	}
+	return r
+}
+
+// Tensors returns the draft's tensors under the layout's names: weights in dtype, d2t int64, t2d bool, and
+// the embedding only when the draft's width differs from the target's (engines share the target's
+// otherwise, and a stale copy in the file would be used by vLLM).
+func Tensors(d *draft.Draft, f Format, dtype safetensors.DType) []safetensors.Tensor {
+	var ts []safetensors.Tensor
+	for _, p := range d.W.Params(&d.Config) {
+		ts = append(ts, safetensors.FromFloat32(weightName(f, p.Name), dtype, p.Shape, *p.Data))
+	}
+	if d.Config.TargetHiddenSize != d.Config.HiddenSize {
+		ts = append(ts, safetensors.FromFloat32("embed_tokens.weight", dtype, []int{d.Config.VocabSize, d.Config.HiddenSize}, d.Embed))
+	}
+	return append(ts,
+		safetensors.FromInt64("d2t", safetensors.I64, []int{len(d.Vocab.D2T)}, d.Vocab.D2T),
+		safetensors.FromBool("t2d", []int{len(d.Vocab.T2D)}, d.Vocab.T2D))
+}
+
+// Write exports d into dir in layout f and validates the result by reading it back.
+func Write(dir string, d *draft.Draft, f Format, o Options) error {
+	if o.DType == "" {
+		o.DType = safetensors.BF16
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), Tensors(d, f, o.DType), map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(Config(d, f, o), "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "config.json"), append(raw, '\n')); err != nil {
+		return err
+	}
+	return Validate(dir, d, f)
+}
+
+// Validate reads an export back and checks every tensor name, shape and dtype, the config fields the
+// engines read, and that the weights and vocabulary are d's.
+func Validate(dir string, d *draft.Draft, f Format) error {
+	got, err := Read(dir)
+	if err != nil {
+		return fmt.Errorf("validate export: %w", err)
+	}
+	if got.Format != f {
+		return fmt.Errorf("validate export: %s reads back as %s", dir, got.Format)
+	}
+	c, want := &got.Config, &d.Config
+	switch {
+	case c.HiddenSize != want.HiddenSize || c.IntermediateSize != want.IntermediateSize || c.NumHeads != want.NumHeads ||
+		c.NumKVHeads != want.NumKVHeads || c.HeadDim != want.HeadDim || c.VocabSize != want.VocabSize ||
+		c.DraftVocabSize != want.DraftVocabSize || c.TargetHiddenSize != want.TargetHiddenSize:
+		return fmt.Errorf("validate export: %s: shape fields read back as %+v", dir, *c)
+	case !slices.Equal(c.AuxLayers, want.AuxLayers):
+		return fmt.Errorf("validate export: %s: aux layers read back as %v, want %v", dir, c.AuxLayers, want.AuxLayers)
+	case !slices.Equal(got.Vocab.D2T, d.Vocab.D2T):
+		return fmt.Errorf("validate export: %s: d2t differs", dir)
+	}
+	f2, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		return err
+	}
+	defer f2.Close()
+	want2 := map[string]bool{"d2t": true, "t2d": true}
+	for _, p := range d.W.Params(&d.Config) {
+		want2[weightName(f, p.Name)] = true
+	}
+	if d.Config.TargetHiddenSize != d.Config.HiddenSize {
+		want2["embed_tokens.weight"] = true
+	}
+	var names []string
+	for _, n := range f2.Names() {
+		if !want2[n] {
+			return fmt.Errorf("validate export: %s holds an unexpected tensor %q (an engine would skip or misuse it)", dir, n)
+		}
+		names = append(names, n)
+	}
+	if len(names) != len(want2) {
+		sort.Strings(names)
+		return fmt.Errorf("validate export: %s holds %v, want %d tensors", dir, names, len(want2))
+	}
+	for _, n := range []string{"d2t", "t2d"} {
+		t, _ := f2.Tensor(n)
+		if want := map[string]safetensors.DType{"d2t": safetensors.I64, "t2d": safetensors.BOOL}[n]; t.DType != want {
+			return fmt.Errorf("validate export: %s: %s is %s, want %s", dir, n, t.DType, want)
+		}
+	}
+	// The weights must read back as d's rounded to the file's dtype, bit for bit.
+	gotW := got.Weights.Slices(c)
+	for i, p := range d.W.Params(want) {
+		t, _ := f2.Tensor(weightName(f, p.Name))
+		enc := safetensors.FromFloat32(p.Name, t.DType, p.Shape, *p.Data)
+		rounded, err := enc.Float32()
+		if err != nil {
+			return fmt.Errorf("validate export: %s: %w", dir, err)
+		}
+		for j := range rounded {
+			if math.Float32bits(rounded[j]) != math.Float32bits(gotW[i][j]) {
+				return fmt.Errorf("validate export: %s: %s[%d] reads back as %g, want %g", dir, weightName(f, p.Name), j, gotW[i][j], rounded[j])
+			}
+		}
+	}
+	return nil
+}
