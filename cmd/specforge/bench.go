@@ -103,7 +103,7 @@ func sharedDatasets() string {
 func benchCommand() *cobra.Command {
 	var (
 		targetDir, draftDir, ds, out, datasets string
-		n, maxNew, promptTokens, warmup        int
+		n, skip, maxNew, promptTokens, warmup  int
 		noTemplate                             bool
 		sampling                               generate.SamplingParams
 		df                                     decodingFlags
@@ -138,7 +138,7 @@ func benchCommand() *cobra.Command {
 					return err
 				}
 			}
-			texts, err := spec.LoadPrompts(ds, datasets, n+warmup)
+			texts, err := spec.LoadPrompts(ds, datasets, skip, n+warmup)
 			if err != nil {
 				return err
 			}
@@ -174,6 +174,7 @@ func benchCommand() *cobra.Command {
 	f.StringVar(&ds, "dataset", "mtbench", "mtbench, gsm8k, humaneval, math500, specbench, or a file (.txt paragraphs, or JSONL/JSON/parquet rows)")
 	f.StringVar(&datasets, "datasets-dir", sharedDatasets(), "folder of the named benchmarks")
 	f.IntVar(&n, "num-prompts", 20, "prompts to decode")
+	f.IntVar(&skip, "skip", 0, "skip the dataset's first prompts (held out: training saw them)")
 	f.IntVar(&warmup, "warmup", 1, "untimed prompts run first")
 	f.IntVar(&maxNew, "max-new-tokens", 128, "tokens to generate per prompt")
 	f.IntVar(&promptTokens, "prompt-tokens", 0, "truncate each encoded prompt to this many tokens (0: keep all)")

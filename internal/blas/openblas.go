@@ -30,6 +30,10 @@ const minParallelFlops = 1 << 21
 const gemvRows = 8
 
 func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if useSmall(transA, m, n, k) {
+		smallGemm(transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	if m <= gemvRows {
 		for i := 0; i < m; i++ {
 			x, incX := a[i*lda:], 1

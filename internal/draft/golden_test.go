@@ -12,7 +12,7 @@ import (
 )
 
 // loadGoldenDraft builds the draft of a TTT case from its manifest and draft_init.safetensors.
-func loadGoldenDraft(t *testing.T, c *golden.Case) *Draft {
+func loadGoldenDraft(t testing.TB, c *golden.Case) *Draft {
 	var cfg Config
 	c.Hyper(t, "draft_config", &cfg)
 	cfg.AuxLayers = []int{1, 1, 1}

@@ -77,17 +77,22 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 		s.K = append(s.K[:s.Len*kvDim], make([]float32, grow-s.Len*kvDim)...)
 		s.V = append(s.V[:s.Len*kvDim], make([]float32, grow-s.Len*kvDim)...)
 	}
-	e := s.buf("e", n*H)
+	// x = [norm(embed) | norm(h)], one [n, 2H] operand for each projection.
+	e, hn := s.buf("e", n*H), s.buf("hn", n*H)
 	kernels.Embedding(e, d.Embed, ids, H)
 	kernels.RMSNorm(e, e, w.InputNorm, n, H, eps)
-	hn := s.buf("hn", n*H)
 	kernels.RMSNorm(hn, h, w.HiddenNorm, n, H, eps)
+	x := s.buf("x", n*2*H)
+	for r := 0; r < n; r++ {
+		copy(x[r*2*H:], e[r*H:(r+1)*H])
+		copy(x[r*2*H+H:], hn[r*H:(r+1)*H])
+	}
 	q := s.buf("q", n*qDim)
-	halves(q, e, hn, w.Wq, n, qDim, H)
 	k := s.K[s.Len*kvDim : (s.Len+n)*kvDim]
 	v := s.V[s.Len*kvDim : (s.Len+n)*kvDim]
-	halves(k, e, hn, w.Wk, n, kvDim, H)
-	halves(v, e, hn, w.Wv, n, kvDim, H)
+	blas.MatMulT(q, x, w.Wq, n, qDim, 2*H)
+	blas.MatMulT(k, x, w.Wk, n, kvDim, 2*H)
+	blas.MatMulT(v, x, w.Wv, n, kvDim, 2*H)
 	inv, scale := s.invFreq, s.ropeScale
 	if inv == nil {
 		maxPos := int32(0)
@@ -115,12 +120,13 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 	return out
 }
 
-// Logits maps pre-norm outputs h [n, H] to draft-vocabulary logits [n, Vd].
+// Logits maps pre-norm outputs h [n, H] to draft-vocabulary logits [n, Vd], in a buffer of the session
+// that the next call overwrites.
 func (s *Session) Logits(h []float32, n int) []float32 {
 	c := &s.d.Config
 	hn := s.buf("logits_hn", n*c.HiddenSize)
 	kernels.RMSNorm(hn, h, s.d.W.Norm, n, c.HiddenSize, float32(c.RMSNormEps))
-	logits := make([]float32, n*c.DraftVocabSize)
+	logits := s.buf("logits", n*c.DraftVocabSize)
 	blas.MatMulT(logits, hn, s.d.W.LMHead, n, c.DraftVocabSize, c.HiddenSize)
 	return logits
 }

@@ -41,3 +41,28 @@ func TestSessionFollowsTTT(t *testing.T) {
 		last = s.Forward(next, last, []int32{int32(row + 1 + k)}, nil, 0)
 	}
 }
+
+// BenchmarkDraftStep measures one drafting step (a row through the layer, then its logits) after 100 rows,
+// on the stories260K-shaped draft of golden case e: the cost a chain pays per drafted token.
+func BenchmarkDraftStep(b *testing.B) {
+	c := golden.Open(b, "e_ttt_basic")
+	d := loadGoldenDraft(b, c)
+	H := d.Config.HiddenSize
+	s, err := d.NewSession()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const ctx = 100
+	ids, pos := make([]int32, ctx), make([]int32, ctx)
+	for i := range ids {
+		ids[i], pos[i] = int32(i%d.Config.VocabSize), int32(i)
+	}
+	h := s.Forward(ids, make([]float32, ctx*H), pos, nil, 0)[(ctx-1)*H:]
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.Truncate(ctx)
+		s.Logits(h, 1)
+		s.Forward(ids[:1], h, pos[:1], nil, 0)
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/step")
+}

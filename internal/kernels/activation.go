@@ -14,12 +14,17 @@ func SoftmaxRows(x []float32, rows, n int) {
 
 // Embedding copies rows ids[i] of table [V, dim] into out [len(ids), dim].
 func Embedding(out, table []float32, ids []int32, dim int) {
-	parallel.For(len(ids), max(1, 8192/dim), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			id := int(ids[i])
-			copy(out[i*dim:(i+1)*dim], table[id*dim:(id+1)*dim])
-		}
-	})
+	if grain := max(1, 8192/dim); len(ids) > grain {
+		parallel.For(len(ids), grain, func(lo, hi int) { embedRows(out[lo*dim:hi*dim], table, ids[lo:hi], dim) })
+		return
+	}
+	embedRows(out, table, ids, dim)
+}
+
+func embedRows(out, table []float32, ids []int32, dim int) {
+	for i, id := range ids {
+		copy(out[i*dim:(i+1)*dim], table[int(id)*dim:(int(id)+1)*dim])
+	}
 }
 
 // Add computes dst += src elementwise.

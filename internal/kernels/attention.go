@@ -52,6 +52,14 @@ const queryBlockRows = 512
 // Forward computes out [T, Heads*HeadDim] from q [T, Heads*HeadDim] and the keys and values k, v
 // [Past+T, KVHeads*HeadDim] of one sequence.
 func (a Attention) Forward(out, q, k, v []float32, T int, m Mask) {
+	if !a.forwardFew(out, q, k, v, T, m) {
+		a.forwardBlocked(out, q, k, v, T, m)
+	}
+}
+
+// forwardBlocked computes Forward for one KV head and block of queries at a time: a score block by one
+// product, row softmaxes, and the values by another product.
+func (a Attention) forwardBlocked(out, q, k, v []float32, T int, m Mask) {
 	group := a.Heads / a.KVHeads
 	d := a.HeadDim
 	qStride, kvStride := a.Heads*d, a.KVHeads*d

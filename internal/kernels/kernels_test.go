@@ -175,6 +175,15 @@ func TestAttention(t *testing.T) {
 		{"tree", 4, 1, 8, 10, 6, false, true, 0},
 		{"tree and padding", 4, 2, 8, 10, 6, true, true, 0},
 		{"sliding window", 4, 2, 8, 40, 10, false, false, 7},
+		// Few queries: the lane kernel (every head size it specialises, and a generic one).
+		{"verify chain", 8, 4, 8, 6, 100, false, false, 0},
+		{"sixteen lanes", 8, 2, 64, 4, 30, false, false, 0},
+		{"head 128", 4, 4, 128, 3, 9, false, false, 0},
+		{"head 16", 4, 2, 16, 2, 40, false, false, 0},
+		{"head 32", 2, 1, 32, 5, 3, false, false, 0},
+		{"odd head", 4, 2, 24, 5, 7, false, false, 0},
+		{"small tree", 4, 2, 8, 8, 13, false, true, 0},
+		{"tree over cached rows", 4, 2, 8, 6, 13, false, true, -3}, // window -3: TreeFrom 3 rows before Past
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -183,16 +192,34 @@ func TestAttention(t *testing.T) {
 			q := randn(r, c.T*c.heads*c.d, 1)
 			k := randn(r, S*c.kv*c.d, 1)
 			v := randn(r, S*c.kv*c.d, 1)
-			m := Mask{Past: c.past, Window: c.window}
+			m := Mask{Past: c.past, Window: max(c.window, 0)}
 			if c.keyValid {
 				m.KeyValid = valid(S)
 			}
 			if c.useTree {
 				m.Tree, m.TreeFrom = tree(c.T), c.past
 			}
+			if c.window < 0 { // the tree also covers the last -window cached rows, each seen at random
+				from, cols := c.past+c.window, c.T-c.window
+				m.Tree, m.TreeFrom = make([]bool, c.T*cols), from
+				sub := tree(c.T)
+				for i := 0; i < c.T; i++ {
+					for j := 0; j < -c.window; j++ {
+						m.Tree[i*cols+j] = r.IntN(2) == 0
+					}
+					copy(m.Tree[i*cols-c.window:(i+1)*cols], sub[i*c.T:(i+1)*c.T])
+				}
+			}
+			want := naiveAttention(a, q, k, v, c.T, m)
 			out := make([]float32, c.T*c.heads*c.d)
 			a.Forward(out, q, k, v, c.T, m)
-			close64(t, "attention", out, naiveAttention(a, q, k, v, c.T, m), 2e-6, 2e-5)
+			close64(t, "attention", out, want, 2e-6, 2e-5)
+			// Both implementations, whichever Forward chose.
+			a.forwardBlocked(out, q, k, v, c.T, m)
+			close64(t, "blocked attention", out, want, 2e-6, 2e-5)
+			if a.forwardFew(out, q, k, v, c.T, m) {
+				close64(t, "few-query attention", out, want, 2e-6, 2e-5)
+			}
 		})
 	}
 }

@@ -228,35 +228,48 @@ type RopeTable struct {
 func NewRopeTable(invFreq []float64, scale float64, positions []int32) *RopeTable {
 	half := len(invFreq)
 	t := &RopeTable{Half: half, Cos: make([]float32, len(positions)*half), Sin: make([]float32, len(positions)*half)}
-	parallel.For(len(positions), max(1, 2048/half), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			for i, f := range invFreq {
-				s, c := math.Sincos(float64(positions[r]) * f)
-				t.Cos[r*half+i] = float32(c * scale)
-				t.Sin[r*half+i] = float32(s * scale)
-			}
-		}
-	})
+	if grain := max(1, 2048/half); len(positions) > grain {
+		parallel.For(len(positions), grain, func(lo, hi int) { t.fill(invFreq, scale, positions, lo, hi) })
+	} else {
+		t.fill(invFreq, scale, positions, 0, len(positions))
+	}
 	return t
+}
+
+func (t *RopeTable) fill(invFreq []float64, scale float64, positions []int32, lo, hi int) {
+	half := t.Half
+	for r := lo; r < hi; r++ {
+		for i, f := range invFreq {
+			s, c := math.Sincos(float64(positions[r]) * f)
+			t.Cos[r*half+i] = float32(c * scale)
+			t.Sin[r*half+i] = float32(s * scale)
+		}
+	}
 }
 
 // Apply rotates x [rows, heads*2*Half] in place, row r by the angles of table row r: for each head,
 // x1' = x1 cos - x2 sin and x2' = x2 cos + x1 sin, where x1 and x2 are the two halves (rotate_half).
 func (t *RopeTable) Apply(x []float32, rows, heads int) {
+	if grain := max(1, 4096/(heads*2*t.Half)); rows > grain {
+		parallel.For(rows, grain, func(lo, hi int) { t.apply(x, heads, lo, hi) })
+		return
+	}
+	t.apply(x, heads, 0, rows)
+}
+
+func (t *RopeTable) apply(x []float32, heads, lo, hi int) {
 	half := t.Half
 	d := 2 * half
-	parallel.For(rows, max(1, 4096/(heads*d)), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			cos, sin := t.Cos[r*half:(r+1)*half], t.Sin[r*half:(r+1)*half]
-			for h := 0; h < heads; h++ {
-				v := x[(r*heads+h)*d : (r*heads+h+1)*d]
-				x1, x2 := v[:half], v[half:]
-				for i := range x1 {
-					a, b := x1[i], x2[i]
-					x1[i] = a*cos[i] - b*sin[i]
-					x2[i] = b*cos[i] + a*sin[i]
-				}
+	for r := lo; r < hi; r++ {
+		cos, sin := t.Cos[r*half:(r+1)*half], t.Sin[r*half:(r+1)*half]
+		for h := 0; h < heads; h++ {
+			v := x[(r*heads+h)*d : (r*heads+h+1)*d]
+			x1, x2 := v[:half], v[half:]
+			for i := range x1 {
+				a, b := x1[i], x2[i]
+				x1[i] = a*cos[i] - b*sin[i]
+				x2[i] = b*cos[i] + a*sin[i]
 			}
 		}
-	})
+	}
 }

@@ -95,7 +95,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	}
 	positions := b.Positions
 	if positions == nil {
-		positions = make([]int32, N)
+		positions = ws.pos
 		for i := range positions {
 			positions[i] = int32(past + i%b.T)
 		}
@@ -200,6 +200,7 @@ type scratch struct {
 	kvDim                      int
 	x, q, k, v, attn, gate, up []float32
 	valid                      []bool
+	pos                        []int32
 }
 
 // workspace returns the model's scratch, grown to hold n rows, with every buffer cut to exactly n rows (the
@@ -213,14 +214,14 @@ func (m *Model) workspace(n int) *scratch {
 			x: make([]float32, n*cfg.HiddenSize), q: make([]float32, n*qDim), k: make([]float32, n*kvDim),
 			v: make([]float32, n*kvDim), attn: make([]float32, n*qDim),
 			gate: make([]float32, n*cfg.IntermediateSize), up: make([]float32, n*cfg.IntermediateSize),
-			valid: make([]bool, n),
+			valid: make([]bool, n), pos: make([]int32, n),
 		}
 	}
 	w := m.ws
 	return &scratch{
 		rows: n, kvDim: kvDim,
 		x: w.x[:n*cfg.HiddenSize], q: w.q[:n*qDim], k: w.k[:n*kvDim], v: w.v[:n*kvDim], attn: w.attn[:n*qDim],
-		gate: w.gate[:n*cfg.IntermediateSize], up: w.up[:n*cfg.IntermediateSize], valid: w.valid[:n],
+		gate: w.gate[:n*cfg.IntermediateSize], up: w.up[:n*cfg.IntermediateSize], valid: w.valid[:n], pos: w.pos[:n],
 	}
 }
 

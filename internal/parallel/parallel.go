@@ -15,10 +15,12 @@ func For(n, grain int, fn func(lo, hi int)) {
 	if grain < 1 {
 		grain = 1
 	}
-	workers := runtime.GOMAXPROCS(0)
-	if most := (n + grain - 1) / grain; most < workers {
-		workers = most
+	most := (n + grain - 1) / grain
+	if most <= 1 { // GOMAXPROCS takes a lock: not worth it for a loop that stays on the caller
+		fn(0, n)
+		return
 	}
+	workers := min(runtime.GOMAXPROCS(0), most)
 	if workers <= 1 {
 		fn(0, n)
 		return

@@ -19,10 +19,11 @@ var Benchmarks = map[string]struct{ File, Field string }{
 	"math500":   {"math500/test.jsonl", "problem"},
 }
 
-// LoadPrompts reads up to n prompts (0: all) of a named benchmark (looked up in datasetsDir) or of a file:
-// a .txt file holds one prompt per paragraph; JSONL, JSON and parquet rows give theirs in a prompt, text,
-// question, problem or turns field.
-func LoadPrompts(nameOrFile, datasetsDir string, n int) ([]string, error) {
+// LoadPrompts reads up to n prompts (0: all) of a named benchmark (looked up in datasetsDir) or of a file,
+// after skipping the first skip (held out, for instance, because training saw them): a .txt file holds one
+// prompt per paragraph; JSONL, JSON and parquet rows give theirs in a prompt, text, question, problem or
+// turns field.
+func LoadPrompts(nameOrFile, datasetsDir string, skip, n int) ([]string, error) {
 	path, field := nameOrFile, ""
 	if b, ok := Benchmarks[nameOrFile]; ok {
 		path, field = filepath.Join(datasetsDir, b.File), b.Field
@@ -33,16 +34,24 @@ func LoadPrompts(nameOrFile, datasetsDir string, n int) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read prompts: %w", err)
 		}
+		seen := 0
 		for _, p := range strings.Split(string(raw), "\n\n") {
-			if p = strings.TrimSpace(p); p != "" {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			if seen++; seen > skip {
 				out = append(out, p)
 			}
 			if n > 0 && len(out) == n {
 				break
 			}
 		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("%s: no prompts after skipping %d (it has %d paragraphs)", path, skip, seen)
+		}
 		return out, nil
 	}
+	seen := 0
 	stop := fmt.Errorf("enough")
 	err := dataset.ReadRows(path, func(r dataset.Row) error {
 		fields := []string{field}
@@ -50,17 +59,20 @@ func LoadPrompts(nameOrFile, datasetsDir string, n int) ([]string, error) {
 			fields = []string{"prompt", "text", "question", "problem", "turns"}
 		}
 		for _, f := range fields {
+			text := ""
 			switch v := r.Fields[f].(type) {
 			case string:
-				out = append(out, v)
+				text = v
 			case []any:
 				if len(v) > 0 {
-					if s, ok := v[0].(string); ok {
-						out = append(out, s)
-					}
+					text, _ = v[0].(string)
 				}
-			default:
+			}
+			if text == "" {
 				continue
+			}
+			if seen++; seen > skip {
+				out = append(out, text)
 			}
 			break
 		}
@@ -73,7 +85,7 @@ func LoadPrompts(nameOrFile, datasetsDir string, n int) ([]string, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no prompts found", path)
+		return nil, fmt.Errorf("%s: no prompts found after skipping %d (it has %d)", path, skip, seen)
 	}
 	return out, nil
 }

@@ -105,6 +105,7 @@ type state struct {
 	hLast   []float32 // the draft's pre-norm output for the newest token's row
 	out     []int32
 	stats   *Stats
+	verify  model.Output // reused by every verification
 }
 
 // Generate continues prompt speculatively.
@@ -224,7 +225,7 @@ func (st *state) chainRound() error {
 	}
 	verify := append([]int32{st.next}, drafts...)
 	res, err := d.Target.Forward(model.Batch{B: 1, T: len(verify), IDs: verify}, st.cache,
-		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.AllLogits})
+		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.AllLogits, Reuse: &st.verify})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"sort"
 
+	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
 )
 
@@ -16,28 +17,34 @@ type node struct {
 	hidden []float32
 }
 
-// topK returns the k draft tokens of a logits row with the highest log-probabilities.
+// topK returns the k draft tokens of a logits row with the highest log-probabilities, ties broken by the
+// lower index. One pass keeps the best k in order: a tree drafts from every row, so no full sort.
 func (st *state) topK(logits []float32, k int) ([]int, []float64) {
-	m := math.Inf(-1)
-	for _, x := range logits {
-		m = math.Max(m, float64(x))
+	k = min(k, len(logits))
+	idx := make([]int, 0, k+1)
+	for i, x := range logits {
+		if len(idx) == k && x <= logits[idx[k-1]] {
+			continue
+		}
+		j := len(idx)
+		idx = append(idx, i)
+		for ; j > 0 && logits[idx[j-1]] < x; j-- {
+			idx[j] = idx[j-1]
+		}
+		idx[j] = i
+		idx = idx[:min(len(idx), k)]
 	}
+	m := logits[idx[0]]
 	var z float64
 	for _, x := range logits {
-		z += math.Exp(float64(x) - m)
+		z += float64(kernels.Exp(x - m))
 	}
-	lse := m + math.Log(z)
-	idx := make([]int, len(logits))
-	for i := range idx {
-		idx[i] = i
-	}
-	k = min(k, len(idx))
-	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+	lse := float64(m) + math.Log(z)
 	scores := make([]float64, k)
-	for i := 0; i < k; i++ {
-		scores[i] = float64(logits[idx[i]]) - lse
+	for i, j := range idx {
+		scores[i] = float64(logits[j]) - lse
 	}
-	return idx[:k], scores
+	return idx, scores
 }
 
 // treeRound drafts an EAGLE-2 dynamic tree (Depth expansions of the TopK best candidates), verifies the
@@ -155,7 +162,7 @@ func (st *state) treeRound() error {
 		}
 	}
 	res, err := d.Target.Forward(model.Batch{B: 1, T: T, IDs: verify, Positions: positions, Tree: tree}, st.cache,
-		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.AllLogits})
+		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.AllLogits, Reuse: &st.verify})
 	if err != nil {
 		return err
 	}

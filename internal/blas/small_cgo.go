@@ -1,0 +1,225 @@
+//go:build cgo
+
+package blas
+
+/*
+#pragma GCC optimize("O3")
+#include <immintrin.h>
+#include <stddef.h>
+
+// Products with a handful of rows (decoding, draft verification, attention of a few queries) are too
+// small for OpenBLAS's sgemm, which packs its operands on every call, and run one matrix-vector product
+// per row through sgemv, which reads the matrix once per row. These kernels keep a block of rows in
+// registers so the matrix is read once per block, and have no per-call set-up.
+
+static int sf_small_avx512 = -1; // -1: not yet probed; set to 0 by tests to exercise the generic path
+
+static void sf_small_probe(void) {
+	if (sf_small_avx512 < 0) {
+		__builtin_cpu_init();
+		sf_small_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+	}
+}
+
+static inline void sf_store(float *dst, float v, float alpha, float beta) {
+	*dst = beta == 0 ? alpha * v : alpha * v + beta * *dst;
+}
+
+// sf_hsum16 returns the vector whose lane i is the sum of the lanes of v[i].
+__attribute__((target("avx512f"), always_inline)) static inline __m512 sf_hsum16(const __m512 *v) {
+	__m512 t[8], u[4];
+	for (int i = 0; i < 8; i++)
+		t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+	for (int i = 0; i < 4; i++) {
+		__m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
+		u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+	}
+	__m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+	__m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+	return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+}
+
+// sf_nt_block computes the RM x RN dot products of rows ar[r] and br[c] (k long) into out[r*RN+c];
+// RM*RN == 16.
+__attribute__((target("avx512f"), always_inline)) static inline void
+sf_nt_block(const int RM, const int RN, int k, const float *const *ar, const float *const *br, float *out) {
+	__m512 acc[16], av[4], bv[16];
+	for (int x = 0; x < 16; x++) acc[x] = _mm512_setzero_ps();
+	for (int p = 0; p < k; p += 16) {
+		__mmask16 mk = k - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - p)) - 1);
+		for (int r = 0; r < RM; r++) av[r] = _mm512_maskz_loadu_ps(mk, ar[r] + p);
+		for (int c = 0; c < RN; c++) bv[c] = _mm512_maskz_loadu_ps(mk, br[c] + p);
+		for (int r = 0; r < RM; r++)
+			for (int c = 0; c < RN; c++) acc[r * RN + c] = _mm512_fmadd_ps(av[r], bv[c], acc[r * RN + c]);
+	}
+	_mm512_storeu_ps(out, sf_hsum16(acc));
+}
+
+// C = alpha A B^T + beta C for A [m, k], B [n, k].
+__attribute__((target("avx512f"))) static void
+sf_nt_avx512(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+	float out[16];
+	const float *ar[4], *br[16];
+	for (int i = 0; i < m;) {
+		int RM = m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1, RN = 16 / RM;
+		for (int r = 0; r < RM; r++) ar[r] = a + (size_t)(i + r) * lda;
+		for (int j = 0; j < n; j += RN) {
+			for (int q = 0; q < RN; q++) br[q] = b + (size_t)(j + q < n ? j + q : n - 1) * ldb;
+			if (RM == 4) sf_nt_block(4, 4, k, ar, br, out);
+			else if (RM == 2) sf_nt_block(2, 8, k, ar, br, out);
+			else sf_nt_block(1, 16, k, ar, br, out);
+			for (int r = 0; r < RM; r++)
+				for (int q = 0; q < RN && j + q < n; q++) sf_store(c + (size_t)(i + r) * ldc + j + q, out[r * RN + q], alpha, beta);
+		}
+		i += RM;
+	}
+}
+
+// sf_nn_block computes rows ar[0..RM) times B [k, 16*NV columns from b] into C rows cr[r], columns
+// masked by cm[v] per vector.
+__attribute__((target("avx512f"), always_inline)) static inline void
+sf_nn_block(const int RM, const int NV, int k, const float *const *ar, const float *b, int ldb, const __mmask16 *cm,
+	    float alpha, float beta, float *const *cr) {
+	__m512 acc[16], bv[8];
+	for (int x = 0; x < RM * NV; x++) acc[x] = _mm512_setzero_ps();
+	for (int p = 0; p < k; p++) {
+		const float *bp = b + (size_t)p * ldb;
+		for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(cm[v], bp + 16 * v);
+		for (int r = 0; r < RM; r++) {
+			__m512 x = _mm512_set1_ps(ar[r][p]);
+			for (int v = 0; v < NV; v++) acc[r * NV + v] = _mm512_fmadd_ps(x, bv[v], acc[r * NV + v]);
+		}
+	}
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+	for (int r = 0; r < RM; r++)
+		for (int v = 0; v < NV; v++) {
+			__m512 y = _mm512_mul_ps(va, acc[r * NV + v]);
+			if (beta != 0) y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(cm[v], cr[r] + 16 * v), y);
+			_mm512_mask_storeu_ps(cr[r] + 16 * v, cm[v], y);
+		}
+}
+
+// C = alpha A B + beta C for A [m, k], B [k, n].
+__attribute__((target("avx512f"))) static void
+sf_nn_avx512(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+	const float *ar[4];
+	float *cr[4];
+	__mmask16 cm[8];
+	for (int i = 0; i < m;) {
+		int RM = m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1, NV = RM == 4 ? 4 : 8;
+		for (int r = 0; r < RM; r++) ar[r] = a + (size_t)(i + r) * lda;
+		for (int j = 0; j < n; j += 16 * NV) {
+			for (int v = 0; v < NV; v++) {
+				int left = n - j - 16 * v;
+				cm[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+			}
+			for (int r = 0; r < RM; r++) cr[r] = c + (size_t)(i + r) * ldc + j;
+			if (RM == 4) sf_nn_block(4, 4, k, ar, b + j, ldb, cm, alpha, beta, cr);
+			else if (RM == 2) sf_nn_block(2, 8, k, ar, b + j, ldb, cm, alpha, beta, cr);
+			else sf_nn_block(1, 8, k, ar, b + j, ldb, cm, alpha, beta, cr);
+		}
+		i += RM;
+	}
+}
+
+__attribute__((target_clones("avx2", "default"))) static void
+sf_nt_generic(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++) {
+			const float *x = a + (size_t)i * lda, *y = b + (size_t)j * ldb;
+			float s = 0;
+			for (int p = 0; p < k; p++) s += x[p] * y[p];
+			sf_store(c + (size_t)i * ldc + j, s, alpha, beta);
+		}
+}
+
+__attribute__((target_clones("avx2", "default"))) static void
+sf_nn_generic(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+	for (int i = 0; i < m; i++) {
+		float *y = c + (size_t)i * ldc;
+		for (int j = 0; j < n; j++) y[j] = beta == 0 ? 0 : beta * y[j];
+		for (int p = 0; p < k; p++) {
+			float x = alpha * a[(size_t)i * lda + p];
+			const float *row = b + (size_t)p * ldb;
+			for (int j = 0; j < n; j++) y[j] += x * row[j];
+		}
+	}
+}
+
+static void sf_small_gemm(int transB, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+			  float beta, float *c, int ldc) {
+	sf_small_probe();
+	if (transB) {
+		if (sf_small_avx512) sf_nt_avx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+		else sf_nt_generic(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+	} else {
+		if (sf_small_avx512) sf_nn_avx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+		else sf_nn_generic(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+	}
+}
+
+static void sf_small_set_avx512(int on) { sf_small_probe(); if (!on) sf_small_avx512 = 0; else sf_small_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0; }
+*/
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// smallRows is the row count up to which products run on the register-blocked kernels; up to
+// smallShared rows, products whose matrix is small (attention of a few queries) do too.
+const (
+	smallRows   = 8
+	smallShared = 32
+)
+
+// useSmall says whether op(A) [m, k] times op(B) [k, n] runs on the small kernels.
+func useSmall(transA bool, m, n, k int) bool {
+	return !transA && (m <= smallRows || m <= smallShared && n*k <= 1<<16)
+}
+
+// smallGemm computes C = alpha A op(B) + beta C with the small kernels, splitting the columns across
+// goroutines when the product is large (a decoding step through a large lm_head).
+func smallGemm(transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if 2*m*n*k < minParallelFlops {
+		callSmall(transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	workers := runtime.GOMAXPROCS(0)
+	chunk := max(16, (n/workers+15)&^15)
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += chunk {
+		cols := min(chunk, n-lo)
+		bOff := lo
+		if transB {
+			bOff = lo * ldb
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			callSmall(transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+		}()
+	}
+	wg.Wait()
+}
+
+func callSmall(transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	tb := C.int(0)
+	if transB {
+		tb = 1
+	}
+	C.sf_small_gemm(tb, C.int(m), C.int(n), C.int(k), C.float(alpha), (*C.float)(unsafe.Pointer(&a[0])), C.int(lda),
+		(*C.float)(unsafe.Pointer(&b[0])), C.int(ldb), C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.int(ldc))
+}
+
+// setSmallAVX512 switches the AVX-512 kernels off (tests of the portable ones) or back on where the CPU
+// has them.
+func setSmallAVX512(on bool) {
+	v := C.int(0)
+	if on {
+		v = 1
+	}
+	C.sf_small_set_avx512(v)
+}

@@ -1,0 +1,176 @@
+//go:build cgo
+
+package kernels
+
+/*
+#cgo CFLAGS: -Wno-psabi
+#pragma GCC optimize("O3")
+#include <float.h>
+
+// GCC vector types: one 16-lane vector per register on AVX-512, two or four on narrower targets.
+typedef float v16 __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+
+static inline v16 v16_select(v16i m, v16 a, v16 b) { return (v16)((m & (v16i)a) | (~m & (v16i)b)); }
+
+// v16_exp is fastexp.h's sf_exp on 16 lanes (rounding by the 1.5*2^23 trick).
+static inline v16 v16_exp(v16 x) {
+	v16 zero = {0};
+	v16 c = v16_select(x < -87.3f, zero - 87.3f, x);
+	c = v16_select(c > 88.7f, zero + 88.7f, c);
+	v16 n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+	v16 r = c - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
+	v16 p = zero + 1.0f / 5040;
+	p = p * r + 1.0f / 720;
+	p = p * r + 1.0f / 120;
+	p = p * r + 1.0f / 24;
+	p = p * r + 1.0f / 6;
+	p = p * r + 0.5f;
+	p = p * r + 1.0f;
+	p = p * r + 1.0f;
+	v16i bits = (__builtin_convertvector(n, v16i) + 127) << 23;
+	return v16_select(x < -87.3f, zero, p * (v16)bits);
+}
+
+// sf_attn_head is one KV head of sf_attn_few (below): scores four keys at a time (independent chains),
+// then the softmax weights and their values. With D known at compile time, qt and ot stay in registers.
+__attribute__((always_inline)) static inline void sf_attn_head(const int D, int nk, const v16 *qt, v16 *ot,
+		const float *k, const float *v, int kvs, const unsigned short *mask, float *s, v16 *sumOut) {
+	v16 zero = {0}, mx = zero - FLT_MAX, sum = zero, ninf = zero - __builtin_inff();
+	v16i lanebit, izero = {0};
+	for (int l = 0; l < 16; l++) lanebit[l] = 1 << l;
+	int j = 0;
+	for (; j + 4 <= nk; j += 4) {
+		const float *k0 = k + (long)j * kvs, *k1 = k0 + kvs, *k2 = k1 + kvs, *k3 = k2 + kvs;
+		v16 s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+		for (int dd = 0; dd < D; dd++) {
+			s0 += qt[dd] * k0[dd];
+			s1 += qt[dd] * k1[dd];
+			s2 += qt[dd] * k2[dd];
+			s3 += qt[dd] * k3[dd];
+		}
+		s0 = v16_select(((izero + mask[j]) & lanebit) != 0, s0, ninf);
+		s1 = v16_select(((izero + mask[j + 1]) & lanebit) != 0, s1, ninf);
+		s2 = v16_select(((izero + mask[j + 2]) & lanebit) != 0, s2, ninf);
+		s3 = v16_select(((izero + mask[j + 3]) & lanebit) != 0, s3, ninf);
+		*(v16u *)(s + 16 * j) = s0;
+		*(v16u *)(s + 16 * j + 16) = s1;
+		*(v16u *)(s + 16 * j + 32) = s2;
+		*(v16u *)(s + 16 * j + 48) = s3;
+		v16 m01 = v16_select(s0 > s1, s0, s1), m23 = v16_select(s2 > s3, s2, s3);
+		m01 = v16_select(m01 > m23, m01, m23);
+		mx = v16_select(m01 > mx, m01, mx);
+	}
+	for (; j < nk; j++) {
+		const float *kj = k + (long)j * kvs;
+		v16 sc = zero;
+		for (int dd = 0; dd < D; dd++) sc += qt[dd] * kj[dd];
+		sc = v16_select(((izero + mask[j]) & lanebit) != 0, sc, ninf);
+		*(v16u *)(s + 16 * j) = sc;
+		mx = v16_select(sc > mx, sc, mx);
+	}
+	for (int dd = 0; dd < D; dd++) ot[dd] = zero;
+	for (j = 0; j < nk; j++) {
+		const float *vj = v + (long)j * kvs;
+		v16 p = v16_exp(*(v16u *)(s + 16 * j) - mx);
+		sum += p;
+		for (int dd = 0; dd < D; dd++) ot[dd] += p * vj[dd];
+	}
+	*sumOut = sum;
+}
+
+// sf_attn_few is attention for a few queries (decoding, draft verification): per KV head, the G*T query
+// rows of its group are the 16 lanes of every vector, so each key costs d multiply-adds for its scores and
+// d for its values, whatever the head size, and the scores stay in a [nk][16] scratch s. mask[j] has bit
+// hh*T+i set when query i sees key j. q and out are [T, heads*d]; k and v [nk, kvheads*d].
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void sf_attn_few(int T, int heads, int kvheads, int d, int nk, float scale, const float *q, const float *k,
+		 const float *v, const unsigned short *mask, float *s, float *out) {
+	int G = heads / kvheads, qs = heads * d, kvs = kvheads * d;
+	v16 qt[d], ot[d], zero = {0}, sum;
+	for (int kh = 0; kh < kvheads; kh++) {
+		for (int dd = 0; dd < d; dd++) qt[dd] = zero;
+		for (int hh = 0; hh < G; hh++)
+			for (int i = 0; i < T; i++)
+				for (int dd = 0; dd < d; dd++) qt[dd][hh * T + i] = q[i * qs + (kh * G + hh) * d + dd] * scale;
+		const float *kh0 = k + kh * d, *vh0 = v + kh * d;
+		switch (d) {
+		case 8: sf_attn_head(8, nk, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
+		case 16: sf_attn_head(16, nk, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
+		case 32: sf_attn_head(32, nk, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
+		case 64: sf_attn_head(64, nk, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
+		case 128: sf_attn_head(128, nk, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
+		default: sf_attn_head(d, nk, qt, ot, kh0, vh0, kvs, mask, s, &sum);
+		}
+		for (int hh = 0; hh < G; hh++)
+			for (int i = 0; i < T; i++) {
+				float inv = 1.0f / sum[hh * T + i];
+				for (int dd = 0; dd < d; dd++) out[i * qs + (kh * G + hh) * d + dd] = ot[dd][hh * T + i] * inv;
+			}
+	}
+}
+*/
+import "C"
+
+import (
+	"sync"
+	"unsafe"
+)
+
+var (
+	fewScratch = sync.Pool{New: func() any { return new([]float32) }}
+	fewMasks   = sync.Pool{New: func() any { return new([]uint16) }}
+)
+
+// forwardFew runs Forward on the few-query kernel when the queries of a group fit its 16 lanes and every
+// query sees a prefix of the cache plus part of the new block (no padding, no window); it reports whether
+// it did.
+func (a Attention) forwardFew(out, q, k, v []float32, T int, m Mask) bool {
+	G, d := a.Heads/a.KVHeads, a.HeadDim
+	if G*T > 16 || m.KeyValid != nil || m.Window > 0 || d > 256 {
+		return false
+	}
+	nk := m.Past + T
+	kvStride := a.KVHeads * d
+	if len(k) < nk*kvStride || len(v) < nk*kvStride || len(q) < T*a.Heads*d || len(out) < T*a.Heads*d {
+		panic("attention: q, k, v or out too short")
+	}
+	bp := fewScratch.Get().(*[]float32)
+	defer fewScratch.Put(bp)
+	need := nk * 16
+	if cap(*bp) < need {
+		*bp = make([]float32, need)
+	}
+	buf := (*bp)[:need]
+	// Keys before the first new or tree-masked one are seen by every query.
+	from := m.Past
+	if m.Tree != nil {
+		from = min(from, m.TreeFrom)
+	}
+	mp := fewMasks.Get().(*[]uint16)
+	defer fewMasks.Put(mp)
+	if cap(*mp) < nk {
+		*mp = make([]uint16, nk)
+	}
+	masks := (*mp)[:nk]
+	all := uint16(1<<(G*T) - 1)
+	for j := 0; j < from; j++ {
+		masks[j] = all
+	}
+	for j := from; j < nk; j++ {
+		var bits uint16
+		for i := 0; i < T; i++ {
+			if m.visible(T, i, j) {
+				for hh := 0; hh < G; hh++ {
+					bits |= 1 << (hh*T + i)
+				}
+			}
+		}
+		masks[j] = bits
+	}
+	C.sf_attn_few(C.int(T), C.int(a.Heads), C.int(a.KVHeads), C.int(d), C.int(nk), C.float(a.Scale),
+		(*C.float)(unsafe.Pointer(&q[0])), (*C.float)(unsafe.Pointer(&k[0])), (*C.float)(unsafe.Pointer(&v[0])),
+		(*C.ushort)(unsafe.Pointer(&masks[0])), (*C.float)(unsafe.Pointer(&buf[0])), (*C.float)(unsafe.Pointer(&out[0])))
+	return true
+}
