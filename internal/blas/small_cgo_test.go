@@ -16,8 +16,8 @@ func TestSmallKernels(t *testing.T) {
 	defer setSmallAVX512(true)
 	for _, avx := range []bool{true, false} {
 		setSmallAVX512(avx)
-		for m := 1; m <= 9; m++ {
-			for _, nk := range [][2]int{{1, 1}, {5, 8}, {16, 16}, {17, 31}, {40, 64}, {130, 33}, {7, 172}} {
+		for m := 1; m <= 17; m++ {
+			for _, nk := range [][2]int{{1, 1}, {5, 8}, {16, 16}, {17, 31}, {40, 64}, {130, 33}, {7, 172}, {37, 300}, {5, 513}} {
 				for _, tb := range []bool{false, true} {
 					for _, beta := range []float32{0, -0.5} {
 						n, k := nk[0], nk[1]
@@ -58,7 +58,7 @@ func TestSmallKernels(t *testing.T) {
 // stories260K decoding step (m = 1) and of a 5-token verification (m = 6).
 func BenchmarkSmall(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, sz := range [][3]int{{1, 172, 64}, {6, 172, 64}, {1, 512, 64}, {6, 512, 64}, {6, 4096, 4096}} {
+	for _, sz := range [][3]int{{1, 172, 64}, {6, 172, 64}, {1, 512, 64}, {6, 512, 64}, {1, 4096, 4096}, {6, 4096, 4096}} {
 		m, n, k := sz[0], sz[1], sz[2]
 		x, w, y := randSlice(r, m*k), randSlice(r, n*k), make([]float32, m*n)
 		for _, impl := range []struct {

@@ -81,7 +81,7 @@ func readCheckpoint(dir string) (*Imported, error) {
 	if st.Draft == nil {
 		return nil, fmt.Errorf("%s: no draft_config: not a specforge checkpoint", path)
 	}
-	im := &Imported{Dir: dir, Format: Checkpoint, Config: *st.Draft, AuxSource: "state.json draft_config.aux_layers (" + draft.OutputOfLayer + ")"}
+	im := &Imported{Dir: dir, Format: Checkpoint, Config: *st.Draft, AuxSource: "state.json draft_config.aux_layers"}
 	if im.Config.AuxConvention == "" {
 		im.Config.AuxConvention = draft.OutputOfLayer
 	}
@@ -258,7 +258,7 @@ func (im *Imported) readAuxLayers(path string, j *draftConfig) error {
 		if j.SpecForge.AuxConvention != draft.OutputOfLayer {
 			return fmt.Errorf("%s: specforge.aux_layer_convention %q is not %q", path, j.SpecForge.AuxConvention, draft.OutputOfLayer)
 		}
-		sources = append(sources, source{"specforge.aux_layers (" + draft.OutputOfLayer + ")", j.SpecForge.AuxLayers})
+		sources = append(sources, source{"specforge.aux_layers", j.SpecForge.AuxLayers})
 	}
 	if j.Eagle.Aux != nil {
 		sources = append(sources, source{"eagle_config.eagle_aux_hidden_state_layer_ids (sglang: output of layer i)", j.Eagle.Aux})
