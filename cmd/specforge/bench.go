@@ -23,10 +23,12 @@ import (
 // decodingFlags are the speculative-decoding settings shared by bench and generate.
 type decodingFlags struct {
 	steps, depth, topK, draftTokens int
+	minProb                         float64
 }
 
 func (f *decodingFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.steps, "steps", 5, "chain drafting: draft tokens per target verification")
+	cmd.Flags().Float64Var(&f.minProb, "min-draft-prob", 0, "chain drafting: stop the chain after a token the draft gives less than this probability (0: always draft --steps)")
 	cmd.Flags().IntVar(&f.depth, "depth", 0, "tree drafting: drafting steps (0: use a chain)")
 	cmd.Flags().IntVar(&f.topK, "topk", 8, "tree drafting: candidates kept per step")
 	cmd.Flags().IntVar(&f.draftTokens, "draft-tokens", 32, "tree drafting: tokens verified per round, the newest included")
@@ -37,7 +39,7 @@ func (f *decodingFlags) options(maxNew int, s generate.SamplingParams, stop []in
 	if f.depth > 0 {
 		o.Depth, o.TopK, o.DraftTokens = f.depth, f.topK, f.draftTokens
 	} else {
-		o.Steps = f.steps
+		o.Steps, o.MinDraftProb = f.steps, f.minProb
 	}
 	return o
 }
@@ -45,6 +47,9 @@ func (f *decodingFlags) options(maxNew int, s generate.SamplingParams, stop []in
 func (f *decodingFlags) describe() string {
 	if f.depth > 0 {
 		return fmt.Sprintf("tree of depth %d, top-%d, %d draft tokens", f.depth, f.topK, f.draftTokens)
+	}
+	if f.minProb > 0 {
+		return fmt.Sprintf("chain of up to %d steps (while the draft's probability is at least %g)", f.steps, f.minProb)
 	}
 	return fmt.Sprintf("chain of %d steps", f.steps)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -199,6 +200,34 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 			t.Errorf("generate with the %s export: %v\n%s", to, err, stdout)
 		}
 	}
+	// The benchmark, on a paragraph file with held-out prompts and on a named benchmark.
+	result := filepath.Join(out, "bench.json")
+	for _, args := range [][]string{
+		{"--dataset", golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "4200", "--min-draft-prob", "0.3"},
+		{"--dataset", "mtbench", "--datasets-dir", golden.Shared(t, "assets", "datasets"), "--depth", "3", "--topk", "2", "--draft-tokens", "6"},
+	} {
+		stdout, err := run(append([]string{"bench", "--target", stories, "--draft", filepath.Join(out, "export", "vllm_run"),
+			"--num-prompts", "3", "--max-new-tokens", "16", "--prompt-tokens", "12", "--out", result}, args...)...)
+		if err != nil || !strings.Contains(stdout, "greedy outputs equal   3 of 3") || !strings.Contains(stdout, "speed-up") {
+			t.Errorf("bench %v: %v\n%s", args, err, stdout)
+		}
+		var res struct {
+			Result struct {
+				Prompts          int     `json:"prompts"`
+				AcceptanceLength float64 `json:"acceptance_length"`
+				Mismatches       int     `json:"greedy_mismatches"`
+			} `json:"result"`
+		}
+		raw, _ := os.ReadFile(result)
+		if err := json.Unmarshal(raw, &res); err != nil || res.Result.Prompts != 3 || res.Result.AcceptanceLength < 1 || res.Result.Mismatches != 0 {
+			t.Errorf("bench %v result: %v %+v", args, err, res.Result)
+		}
+	}
+	if _, err := run("bench", "--target", stories, "--draft", filepath.Join(out, "export", "vllm_run"), "--dataset",
+		golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "100000", "--out", result); err == nil || !strings.Contains(err.Error(), "no prompts after skipping") {
+		t.Errorf("bench past the end of the file: %v", err)
+	}
+
 	raw, _ := os.ReadFile(filepath.Join(out, "export", "speculators_run", "config.json"))
 	if abs, _ := filepath.Abs(stories); !strings.Contains(string(raw), abs) {
 		t.Errorf("the speculators export does not name the verifier %s:\n%s", abs, raw)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
 )
 
@@ -21,9 +22,12 @@ type Options struct {
 	// Depth, TopK and DraftTokens shape an EAGLE-2 dynamic tree: Depth drafting steps keeping the TopK best
 	// candidates each, and the DraftTokens best nodes verified.
 	Depth, TopK, DraftTokens int
-	MaxNewTokens             int
-	Sampling                 generate.SamplingParams
-	StopIDs                  []int
+	// MinDraftProb > 0 ends a chain early after a draft token the draft gives less than this probability
+	// (the token is still verified): the chain's length adapts to how sure the draft is.
+	MinDraftProb float64
+	MaxNewTokens int
+	Sampling     generate.SamplingParams
+	StopIDs      []int
 }
 
 // Validate rejects settings without meaning.
@@ -40,6 +44,9 @@ func (o *Options) Validate() error {
 		}
 	} else if o.Steps <= 0 {
 		return fmt.Errorf("give a chain length (steps >= 1) or a tree depth")
+	}
+	if o.MinDraftProb < 0 || o.MinDraftProb >= 1 || o.MinDraftProb > 0 && o.Depth > 0 {
+		return fmt.Errorf("min draft prob %g: want a probability in [0, 1), for chains", o.MinDraftProb)
 	}
 	return o.Sampling.Validate()
 }
@@ -215,14 +222,22 @@ func (st *state) chainRound() error {
 	for i := 0; i < k; i++ {
 		logits := st.sess.Logits(h, 1)
 		tok := st.pick(logits)
+		prob := 1.0
 		if !st.sampler.Greedy() {
-			qs = append(qs, st.draftProbs(logits))
+			q := st.draftProbs(logits)
+			qs = append(qs, q)
+			prob = q[tok]
+		} else if st.o.MinDraftProb > 0 {
+			prob = topProb(logits)
 		}
 		drafts = append(drafts, tok)
-		if i < k-1 {
-			h = st.sess.Forward([]int32{tok}, h, []int32{int32(base + i)}, nil, 0)
+		// An unlikely draft token is verified but not drafted beyond: what would follow it is likely wasted.
+		if i == k-1 || prob < st.o.MinDraftProb {
+			break
 		}
+		h = st.sess.Forward([]int32{tok}, h, []int32{int32(base + i)}, nil, 0)
 	}
+	k = len(drafts)
 	verify := append([]int32{st.next}, drafts...)
 	res, err := d.Target.Forward(model.Batch{B: 1, T: len(verify), IDs: verify}, st.cache,
 		model.Request{AuxLayers: d.Draft.Config.AuxLayers, Logits: model.AllLogits, Reuse: &st.verify})
@@ -262,6 +277,19 @@ func (st *state) chainRound() error {
 	}
 	st.accept(drafts[:j], bonus, res.Aux, nil)
 	return nil
+}
+
+// topProb is the softmax probability of the largest of logits.
+func topProb(logits []float32) float64 {
+	m := logits[0]
+	for _, x := range logits[1:] {
+		m = max(m, x)
+	}
+	var z float64
+	for _, x := range logits {
+		z += float64(kernels.Exp(x - m))
+	}
+	return 1 / z
 }
 
 // residual is max(0, p - q), renormalised: what the target samples from after rejecting a draft.

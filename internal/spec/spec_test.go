@@ -107,9 +107,11 @@ func TestGreedyEqualsTarget(t *testing.T) {
 	setup(t)
 	dec := &Decoder{Target: target, Draft: trained}
 	configs := []Options{
-		{Steps: 1}, {Steps: 3}, {Steps: 5},
+		{Steps: 1}, {Steps: 3}, {Steps: 5}, {Steps: 5, MinDraftProb: 0.5},
 		{Depth: 3, TopK: 2, DraftTokens: 6}, {Depth: 5, TopK: 4, DraftTokens: 12}, {Depth: 6, TopK: 1, DraftTokens: 7},
 	}
+	// reachedFifth is the share of rounds that verified a fifth drafted token, per chain setting.
+	reachedFifth := map[float64]float64{}
 	var wants [][]int
 	for _, p := range prompts {
 		want, err := generate.Generate(target, ints(p), generate.Options{MaxNewTokens: 40, StopIDs: target.Config.EOSTokenIDs})
@@ -139,11 +141,17 @@ func TestGreedyEqualsTarget(t *testing.T) {
 			total.Add(st)
 		}
 		t.Logf("%+v: acceptance length %.2f over %d rounds", o, total.AcceptanceLength(), total.Rounds)
+		if o.Steps == 5 && len(total.Tried) == 5 {
+			reachedFifth[o.MinDraftProb] = float64(total.Tried[4]) / float64(total.Rounds)
+		}
 		if o.Steps >= 3 || o.Depth >= 3 {
 			if total.AcceptanceLength() < 1.6 {
 				t.Errorf("%+v: acceptance length %.2f: the drafted tokens are hardly ever accepted", o, total.AcceptanceLength())
 			}
 		}
+	}
+	if !(reachedFifth[0.5] < reachedFifth[0]) {
+		t.Errorf("rounds reaching a fifth draft: %.3f with MinDraftProb 0.5, %.3f without: unsure chains were not cut", reachedFifth[0.5], reachedFifth[0])
 	}
 }
 
@@ -175,25 +183,51 @@ func TestSamplingPreservesTarget(t *testing.T) {
 	}
 	dec := &Decoder{Target: target, Draft: trained}
 	const n = 1500
-	counts := make([]int, V)
-	accepted := 0
-	for i := 0; i < n; i++ {
-		sp.Seed = uint64(i + 1)
-		out, st, err := dec.Generate(prompt, Options{Steps: 3, MaxNewTokens: 2, Sampling: sp})
-		if err != nil {
-			t.Fatal(err)
+	// A chain of 3, and one cut after unsure drafts: the cut depends on the draft alone, so it must not bias
+	// the output either.
+	for _, minProb := range []float64{0, 0.3} {
+		counts := make([]int, V)
+		accepted := 0
+		for i := 0; i < n; i++ {
+			sp.Seed = uint64(i + 1)
+			out, st, err := dec.Generate(prompt, Options{Steps: 3, MinDraftProb: minProb, MaxNewTokens: 2, Sampling: sp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts[out[1]]++
+			accepted += st.Accepted[0]
 		}
-		counts[out[1]]++
-		accepted += st.Accepted[0]
-	}
-	for x, c := range counts {
-		mean := n * marginal[x]
-		sd := math.Sqrt(n * marginal[x] * (1 - marginal[x]))
-		if math.Abs(float64(c)-mean) > 5*sd+1 {
-			t.Errorf("token %d: %d draws, the target's marginal expects %.1f ± %.1f", x, c, mean, sd)
+		for x, c := range counts {
+			mean := n * marginal[x]
+			sd := math.Sqrt(n * marginal[x] * (1 - marginal[x]))
+			if math.Abs(float64(c)-mean) > 5*sd+1 {
+				t.Errorf("min draft prob %g, token %d: %d draws, the target's marginal expects %.1f ± %.1f", minProb, x, c, mean, sd)
+			}
+		}
+		if accepted < n/20 {
+			t.Errorf("min draft prob %g: only %d of %d first drafts accepted: the test does not exercise acceptance", minProb, accepted, n)
 		}
 	}
-	if accepted < n/20 {
-		t.Errorf("only %d of %d first drafts accepted: the test does not exercise acceptance", accepted, n)
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		o  Options
+		ok bool
+	}{
+		{Options{Steps: 5, MaxNewTokens: 8}, true},
+		{Options{Steps: 5, MinDraftProb: 0.5, MaxNewTokens: 8}, true},
+		{Options{Depth: 3, TopK: 2, DraftTokens: 6, MaxNewTokens: 8}, true},
+		{Options{MaxNewTokens: 8}, false},
+		{Options{Steps: 5}, false},
+		{Options{Steps: 5, MinDraftProb: 1, MaxNewTokens: 8}, false},
+		{Options{Steps: 5, MinDraftProb: -0.1, MaxNewTokens: 8}, false},
+		{Options{Depth: 3, TopK: 2, DraftTokens: 6, MinDraftProb: 0.5, MaxNewTokens: 8}, false},
+		{Options{Depth: 3, TopK: 0, DraftTokens: 6, MaxNewTokens: 8}, false},
+		{Options{Depth: 3, TopK: 2, DraftTokens: 6, MaxNewTokens: 8, Sampling: generate.SamplingParams{Temperature: 1}}, false},
+	} {
+		if err := tc.o.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v: error %v", tc.o, err)
+		}
 	}
 }
