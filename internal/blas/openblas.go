@@ -70,19 +70,27 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 			}()
 		}
 	} else {
-		chunk := (n + workers - 1) / workers
-		for lo := 0; lo < n; lo += chunk {
-			cols := min(chunk, n-lo)
-			bOff := lo
-			if transB {
-				bOff = lo * ldb
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cblasSgemm(transA, transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
-			}()
+		eachColumnBlock(n, (n+workers-1)/workers, transB, ldb, func(bOff, lo, cols int) {
+			cblasSgemm(transA, transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+		})
+	}
+	wg.Wait()
+}
+
+// eachColumnBlock calls fn concurrently on blocks of chunk columns of C, with the offset of the block in B
+// (whose rows are C's columns when transB) and its first column.
+func eachColumnBlock(n, chunk int, transB bool, ldb int, fn func(bOff, lo, cols int)) {
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += chunk {
+		bOff := lo
+		if transB {
+			bOff = lo * ldb
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(bOff, lo, min(chunk, n-lo))
+		}()
 	}
 	wg.Wait()
 }

@@ -164,7 +164,6 @@ import "C"
 
 import (
 	"runtime"
-	"sync"
 	"unsafe"
 )
 
@@ -187,22 +186,10 @@ func smallGemm(transB bool, m, n, k int, alpha float32, a []float32, lda int, b 
 		callSmall(transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	workers := runtime.GOMAXPROCS(0)
-	chunk := max(16, (n/workers+15)&^15)
-	var wg sync.WaitGroup
-	for lo := 0; lo < n; lo += chunk {
-		cols := min(chunk, n-lo)
-		bOff := lo
-		if transB {
-			bOff = lo * ldb
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			callSmall(transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
-		}()
-	}
-	wg.Wait()
+	chunk := max(16, (n/runtime.GOMAXPROCS(0)+15)&^15)
+	eachColumnBlock(n, chunk, transB, ldb, func(bOff, lo, cols int) {
+		callSmall(transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+	})
 }
 
 func callSmall(transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
