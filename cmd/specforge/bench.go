@@ -159,7 +159,7 @@ func benchCommand() *cobra.Command {
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			res, err := spec.Bench(&spec.Decoder{Target: target, Draft: d}, prompts[min(warmup, len(prompts)):], o, min(warmup, len(prompts)))
+			res, err := spec.Bench(&spec.Decoder{Target: target, Draft: d}, prompts, o, warmup)
 			if err != nil {
 				return err
 			}

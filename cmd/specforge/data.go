@@ -12,6 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/chat"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
 	"github.com/specforge/specforge/internal/tokenizer"
 	"github.com/specforge/specforge/internal/vocab"
@@ -182,7 +183,7 @@ func prepareDataCommand() *cobra.Command {
 			}
 			targetVocab := p.Tokenizer.VocabSize()
 			if cfg.Target.Path != "" {
-				if mc, err := loadModelConfig(cfg.Target.Path); err == nil {
+				if mc, err := model.LoadConfig(cfg.Target.Path); err == nil {
 					targetVocab = mc.VocabSize
 				}
 			}

@@ -50,18 +50,14 @@ func generateCommand() *cobra.Command {
 			if prompt != "" && promptIDs != "" {
 				return fmt.Errorf("give --prompt or --prompt-ids, not both")
 			}
-			var ids []int
+			var ids []int32
 			switch {
 			case prompt != "":
 				if tok == nil {
 					return fmt.Errorf("%s has no tokenizer.json: give the prompt as --prompt-ids", modelDir)
 				}
-				enc, err := tok.Encode(prompt, true)
-				if err != nil {
+				if ids, err = tok.Encode(prompt, true); err != nil {
 					return fmt.Errorf("--prompt: %w", err)
-				}
-				for _, id := range enc {
-					ids = append(ids, int(id))
 				}
 			default:
 				if ids, err = parseIDs(promptIDs, m.Config.VocabSize); err != nil {
@@ -69,9 +65,9 @@ func generateCommand() *cobra.Command {
 				}
 			}
 			if len(ids) == 0 {
-				ids = []int{m.Config.BOSTokenID}
+				ids = []int32{int32(m.Config.BOSTokenID)}
 			}
-			var tokens []int
+			var tokens []int32
 			var report string
 			if draftDir != "" {
 				d, err := loadDraft(draftDir, m, cmd.ErrOrStderr())
@@ -82,13 +78,11 @@ func generateCommand() *cobra.Command {
 				if err := o.Validate(); err != nil {
 					return err
 				}
-				out, st, err := (&spec.Decoder{Target: m, Draft: d}).Generate(toInt32(ids), o)
+				out, st, err := (&spec.Decoder{Target: m, Draft: d}).Generate(ids, o)
 				if err != nil {
 					return err
 				}
-				for _, t := range out {
-					tokens = append(tokens, int(t))
-				}
+				tokens = out
 				report = fmt.Sprintf("speculative (%s): %d tokens in %.1f ms, %.1f tokens/s, acceptance length %.2f over %d verifications",
 					df.describe(), len(out), st.Elapsed.Seconds()*1000, float64(len(out))/st.Elapsed.Seconds(), st.AcceptanceLength(), st.Rounds)
 			} else {
@@ -107,7 +101,7 @@ func generateCommand() *cobra.Command {
 				fmt.Fprintln(out, joinIDs(tokens))
 			} else {
 				// Decoding the whole sequence keeps the space between prompt and continuation.
-				text, err := tok.Decode(toInt32(append(ids, tokens...)), true)
+				text, err := tok.Decode(append(ids, tokens...), true)
 				if err != nil {
 					return err
 				}
@@ -141,9 +135,9 @@ func warnUnused(cmd *cobra.Command, m *model.Model) {
 }
 
 // parseIDs reads token ids separated by spaces or commas and checks them against the vocabulary.
-func parseIDs(s string, vocab int) ([]int, error) {
+func parseIDs(s string, vocab int) ([]int32, error) {
 	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
-	ids := make([]int, 0, len(fields))
+	ids := make([]int32, 0, len(fields))
 	for _, f := range fields {
 		id, err := strconv.Atoi(f)
 		if err != nil {
@@ -152,7 +146,7 @@ func parseIDs(s string, vocab int) ([]int, error) {
 		if id < 0 || id >= vocab {
 			return nil, fmt.Errorf("token id %d is outside the vocabulary [0, %d)", id, vocab)
 		}
-		ids = append(ids, id)
+		ids = append(ids, int32(id))
 	}
 	return ids, nil
 }
@@ -167,20 +161,11 @@ func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
 	return nil, nil
 }
 
-func toInt32(ids []int) []int32 {
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
-}
-
-func joinIDs(ids []int) string {
+func joinIDs(ids []int32) string {
 	parts := make([]string, len(ids))
 	for i, id := range ids {
-		parts[i] = strconv.Itoa(id)
+		parts[i] = strconv.Itoa(int(id))
 	}
 	return strings.Join(parts, " ")
 }
 
-func loadModelConfig(dir string) (*model.Config, error) { return model.LoadConfig(dir) }

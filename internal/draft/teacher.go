@@ -3,6 +3,7 @@ package draft
 import (
 	"math"
 
+	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/parallel"
 )
 
@@ -28,14 +29,8 @@ func (tc *Teacher) SetRows(from int, logits []float32, n, v int, used []int64) {
 	parallel.For(n, max(1, 16384/v), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			z := logits[i*v : (i+1)*v]
-			best := 0
-			for j, x := range z {
-				if x > z[best] {
-					best = j
-				}
-			}
 			r := from + i
-			tc.TargetID[r] = int32(best)
+			tc.TargetID[r] = int32(kernels.Argmax(z))
 			p := tc.P[r*vd : (r+1)*vd]
 			m := float32(math.Inf(-1))
 			for j, id := range used {

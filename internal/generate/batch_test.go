@@ -20,16 +20,15 @@ func TestGenerateBatchMatchesSingle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, p := range prompts {
-		ids := make([]int, len(p))
-		for k, v := range p {
-			ids[k] = int(v)
-		}
-		single, err := Generate(m, ids, Options{MaxNewTokens: 20})
+		single, err := Generate(m, p, Options{MaxNewTokens: 20})
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(single.Tokens) != len(batch[i]) {
+			t.Fatalf("prompt %d: batch gives %d tokens, single %d", i, len(batch[i]), len(single.Tokens))
+		}
 		for k := range single.Tokens {
-			if int32(single.Tokens[k]) != batch[i][k] {
+			if single.Tokens[k] != batch[i][k] {
 				t.Fatalf("prompt %d: batch %v, single %v", i, batch[i], single.Tokens)
 			}
 		}

@@ -14,13 +14,11 @@ type Options struct {
 	Sampling     SamplingParams
 	// StopIDs end generation when produced (the token is kept in the output).
 	StopIDs []int
-	// OnToken, if set, is called with every new token as it is produced.
-	OnToken func(id int)
 }
 
 // Result of a generation with timings.
 type Result struct {
-	Tokens      []int
+	Tokens      []int32
 	PrefillTime time.Duration
 	DecodeTime  time.Duration
 }
@@ -34,7 +32,7 @@ func (r *Result) DecodeTokensPerSecond() float64 {
 }
 
 // Generate continues prompt with the target model alone, one token per forward after the prefill.
-func Generate(m *model.Model, prompt []int, opt Options) (*Result, error) {
+func Generate(m *model.Model, prompt []int32, opt Options) (*Result, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
 	}
@@ -43,30 +41,25 @@ func Generate(m *model.Model, prompt []int, opt Options) (*Result, error) {
 	}
 	sampler := NewSampler(opt.Sampling)
 	cache := m.NewCache(1, len(prompt)+opt.MaxNewTokens)
-	ids := make([]int32, len(prompt))
-	for i, p := range prompt {
-		ids[i] = int32(p)
-	}
+	ids := prompt
+	var out *model.Output
 	res := &Result{}
 	start := time.Now()
 	for len(res.Tokens) < opt.MaxNewTokens {
-		out, err := m.Forward(model.Batch{B: 1, T: len(ids), IDs: ids}, cache, model.Request{Logits: model.LastLogits})
-		if err != nil {
+		var err error
+		if out, err = m.Forward(model.Batch{B: 1, T: len(ids), IDs: ids}, cache, model.Request{Logits: model.LastLogits, Reuse: out}); err != nil {
 			return nil, err
 		}
-		next := sampler.Next(out.Logits)
+		next := int32(sampler.Next(out.Logits))
 		if len(res.Tokens) == 0 {
 			res.PrefillTime = time.Since(start)
 			start = time.Now()
 		}
 		res.Tokens = append(res.Tokens, next)
-		if opt.OnToken != nil {
-			opt.OnToken(next)
-		}
-		if slices.Contains(opt.StopIDs, next) {
+		if slices.Contains(opt.StopIDs, int(next)) {
 			break
 		}
-		ids = []int32{int32(next)}
+		ids = res.Tokens[len(res.Tokens)-1:]
 	}
 	res.DecodeTime = time.Since(start)
 	return res, nil

@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+
+	"github.com/specforge/specforge/internal/kernels"
 )
 
 // SamplingParams are the decoding settings. Temperature 0 means greedy.
@@ -48,7 +50,7 @@ func (s *Sampler) Greedy() bool { return s.p.Temperature == 0 }
 // Next picks a token from one row of logits.
 func (s *Sampler) Next(logits []float32) int {
 	if s.Greedy() {
-		return Argmax(logits)
+		return kernels.Argmax(logits)
 	}
 	probs := s.Distribution(logits)
 	return s.Draw(probs)
@@ -81,7 +83,7 @@ func (s *Sampler) Uniform() float64 { return s.rng.Float64() }
 func (s *Sampler) Distribution(logits []float32) []float64 {
 	probs := make([]float64, len(logits))
 	if s.Greedy() {
-		probs[Argmax(logits)] = 1
+		probs[kernels.Argmax(logits)] = 1
 		return probs
 	}
 	m := math.Inf(-1)
@@ -136,15 +138,4 @@ func (s *Sampler) Distribution(logits []float32) []float64 {
 		out[i] = probs[i] / kept
 	}
 	return out
-}
-
-// Argmax returns the index of the largest value (the first one on ties).
-func Argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }

@@ -12,6 +12,17 @@ func SoftmaxRows(x []float32, rows, n int) {
 	})
 }
 
+// Argmax returns the index of the largest value (the first one on ties).
+func Argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
 // Embedding copies rows ids[i] of table [V, dim] into out [len(ids), dim].
 func Embedding(out, table []float32, ids []int32, dim int) {
 	if grain := max(1, 8192/dim); len(ids) > grain {

@@ -6,32 +6,9 @@ package kernels
 #cgo CFLAGS: -Wno-psabi
 #pragma GCC optimize("O3")
 #include <float.h>
+#include "fastexp.h"
 
-// GCC vector types: one 16-lane vector per register on AVX-512, two or four on narrower targets.
-typedef float v16 __attribute__((vector_size(64)));
-typedef int v16i __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
-
-static inline v16 v16_select(v16i m, v16 a, v16 b) { return (v16)((m & (v16i)a) | (~m & (v16i)b)); }
-
-// v16_exp is fastexp.h's sf_exp on 16 lanes (rounding by the 1.5*2^23 trick).
-static inline v16 v16_exp(v16 x) {
-	v16 zero = {0};
-	v16 c = v16_select(x < -87.3f, zero - 87.3f, x);
-	c = v16_select(c > 88.7f, zero + 88.7f, c);
-	v16 n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-	v16 r = c - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
-	v16 p = zero + 1.0f / 5040;
-	p = p * r + 1.0f / 720;
-	p = p * r + 1.0f / 120;
-	p = p * r + 1.0f / 24;
-	p = p * r + 1.0f / 6;
-	p = p * r + 0.5f;
-	p = p * r + 1.0f;
-	p = p * r + 1.0f;
-	v16i bits = (__builtin_convertvector(n, v16i) + 127) << 23;
-	return v16_select(x < -87.3f, zero, p * (v16)bits);
-}
 
 // sf_attn_head is one KV head of sf_attn_few (below): scores four keys at a time (independent chains),
 // then the softmax weights and their values. With D known at compile time, qt and ot stay in registers.
@@ -73,7 +50,7 @@ __attribute__((always_inline)) static inline void sf_attn_head(const int D, int 
 	for (int dd = 0; dd < D; dd++) ot[dd] = zero;
 	for (j = 0; j < nk; j++) {
 		const float *vj = v + (long)j * kvs;
-		v16 p = v16_exp(*(v16u *)(s + 16 * j) - mx);
+		v16 p = sf_exp16(*(v16u *)(s + 16 * j) - mx);
 		sum += p;
 		for (int dd = 0; dd < D; dd++) ot[dd] += p * vj[dd];
 	}

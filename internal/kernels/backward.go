@@ -104,27 +104,6 @@ func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
 	})
 }
 
-// ApplyInverse rotates x back by the table's angles: the RoPE backward (the rotation is orthogonal, so its
-// gradient is the inverse rotation of the output gradient).
-func (t *RopeTable) ApplyInverse(x []float32, rows, heads int) {
-	half := t.Half
-	d := 2 * half
-	parallel.For(rows, max(1, 4096/(heads*d)), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			cos, sin := t.Cos[r*half:(r+1)*half], t.Sin[r*half:(r+1)*half]
-			for h := 0; h < heads; h++ {
-				v := x[(r*heads+h)*d : (r*heads+h+1)*d]
-				x1, x2 := v[:half], v[half:]
-				for i := range x1 {
-					a, b := x1[i], x2[i]
-					x1[i] = a*cos[i] + b*sin[i]
-					x2[i] = b*cos[i] - a*sin[i]
-				}
-			}
-		}
-	})
-}
-
 // SoftCrossEntropy computes, for each row r with weight coef[r] != 0, the cross-entropy of logits row r
 // against the target distribution targets row r: loss_r = logsumexp(z) - sum_v p_v z_v (p sums to 1), and
 // replaces the logits row by the gradient coef[r]*(softmax(z) - p). Rows with coef 0 are zeroed and carry no
@@ -134,12 +113,7 @@ func SoftCrossEntropy(logits, targets []float32, coef []float32, pred []int32, r
 	parts := parallelRows(rows, max(1, 8192/v), 1, true, func(lo, hi int, acc []float64) {
 		for r := lo; r < hi; r++ {
 			z := logits[r*v : (r+1)*v]
-			best := 0
-			for j, x := range z {
-				if x > z[best] {
-					best = j
-				}
-			}
+			best := Argmax(z)
 			pred[r] = int32(best)
 			c := coef[r]
 			if c == 0 {

@@ -249,15 +249,22 @@ func (t *RopeTable) fill(invFreq []float64, scale float64, positions []int32, lo
 
 // Apply rotates x [rows, heads*2*Half] in place, row r by the angles of table row r: for each head,
 // x1' = x1 cos - x2 sin and x2' = x2 cos + x1 sin, where x1 and x2 are the two halves (rotate_half).
-func (t *RopeTable) Apply(x []float32, rows, heads int) {
+func (t *RopeTable) Apply(x []float32, rows, heads int) { t.rotate(x, rows, heads, 1) }
+
+// ApplyInverse rotates x back by the table's angles: the RoPE backward (the rotation is orthogonal, so its
+// gradient is the inverse rotation of the output gradient).
+func (t *RopeTable) ApplyInverse(x []float32, rows, heads int) { t.rotate(x, rows, heads, -1) }
+
+// rotate turns x by the table's angles times sign (+1 or -1).
+func (t *RopeTable) rotate(x []float32, rows, heads int, sign float32) {
 	if grain := max(1, 4096/(heads*2*t.Half)); rows > grain {
-		parallel.For(rows, grain, func(lo, hi int) { t.apply(x, heads, lo, hi) })
+		parallel.For(rows, grain, func(lo, hi int) { t.rotateRows(x, heads, lo, hi, sign) })
 		return
 	}
-	t.apply(x, heads, 0, rows)
+	t.rotateRows(x, heads, 0, rows, sign)
 }
 
-func (t *RopeTable) apply(x []float32, heads, lo, hi int) {
+func (t *RopeTable) rotateRows(x []float32, heads, lo, hi int, sign float32) {
 	half := t.Half
 	d := 2 * half
 	for r := lo; r < hi; r++ {
@@ -266,9 +273,9 @@ func (t *RopeTable) apply(x []float32, heads, lo, hi int) {
 			v := x[(r*heads+h)*d : (r*heads+h+1)*d]
 			x1, x2 := v[:half], v[half:]
 			for i := range x1 {
-				a, b := x1[i], x2[i]
-				x1[i] = a*cos[i] - b*sin[i]
-				x2[i] = b*cos[i] + a*sin[i]
+				a, b, s := x1[i], x2[i], sign*sin[i]
+				x1[i] = a*cos[i] - b*s
+				x2[i] = b*cos[i] + a*s
 			}
 		}
 	}

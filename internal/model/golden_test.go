@@ -168,21 +168,11 @@ func greedy(t *testing.T, m *Model, prompt []int32, n int) []int32 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		next := int32(argmax(o.Logits))
+		next := int32(kernels.Argmax(o.Logits))
 		out = append(out, next)
 		ids = []int32{next}
 	}
 	return out
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 // TestCacheMatchesPrefill checks that decoding token by token through the KV cache (with padding in the

@@ -52,15 +52,11 @@ func TestRegenerate(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
 			t.Fatal(err)
 		}
-		ids := make([]int, len(prompts[i]))
-		for k, v := range prompts[i] {
-			ids[k] = int(v)
-		}
-		res, err := generate.Generate(m, ids, generate.Options{MaxNewTokens: 12, StopIDs: m.Config.EOSTokenIDs})
+		res, err := generate.Generate(m, prompts[i], generate.Options{MaxNewTokens: 12, StopIDs: m.Config.EOSTokenIDs})
 		if err != nil {
 			t.Fatal(err)
 		}
-		all := append(append([]int32(nil), prompts[i]...), toInt32(res.Tokens)...)
+		all := append(append([]int32(nil), prompts[i]...), res.Tokens...)
 		text, _ := tok.Decode(all, true)
 		if row.Prompt+row.Completion != text || !strings.HasPrefix(text, row.Prompt) {
 			t.Errorf("row %d: %q + %q, want %q", i, row.Prompt, row.Completion, text)
@@ -76,12 +72,4 @@ func TestRegenerate(t *testing.T) {
 	if key1 == key2 {
 		t.Error("the cache key ignores max_new_tokens")
 	}
-}
-
-func toInt32(x []int) []int32 {
-	out := make([]int32, len(x))
-	for i, v := range x {
-		out[i] = int32(v)
-	}
-	return out
 }

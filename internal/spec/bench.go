@@ -1,6 +1,8 @@
 package spec
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/specforge/specforge/internal/generate"
@@ -23,15 +25,12 @@ type BenchResult struct {
 }
 
 // Bench decodes every prompt with the target alone and speculatively, alternating per prompt so that both
-// see the same machine state, and compares speed and outputs. warmup prompts run first, untimed.
+// see the same machine state, and compares speed and outputs. The first warmup prompts run untimed.
 func Bench(dec *Decoder, prompts [][]int32, o Options, warmup int) (*BenchResult, error) {
-	run := func(p []int32) ([]int, time.Duration, []int32, *Stats, time.Duration, error) {
-		ids := make([]int, len(p))
-		for i, v := range p {
-			ids[i] = int(v)
-		}
+	warmup = min(warmup, len(prompts))
+	run := func(p []int32) ([]int32, time.Duration, []int32, *Stats, time.Duration, error) {
 		t0 := time.Now()
-		base, err := generate.Generate(dec.Target, ids, generate.Options{MaxNewTokens: o.MaxNewTokens, Sampling: o.Sampling, StopIDs: o.StopIDs})
+		base, err := generate.Generate(dec.Target, p, generate.Options{MaxNewTokens: o.MaxNewTokens, Sampling: o.Sampling, StopIDs: o.StopIDs})
 		if err != nil {
 			return nil, 0, nil, nil, 0, err
 		}
@@ -40,10 +39,14 @@ func Bench(dec *Decoder, prompts [][]int32, o Options, warmup int) (*BenchResult
 		out, st, err := dec.Generate(p, o)
 		return base.Tokens, tBase, out, st, time.Since(t0), err
 	}
-	for i := 0; i < warmup && i < len(prompts); i++ {
-		if _, _, _, _, _, err := run(prompts[i]); err != nil {
+	for _, p := range prompts[:warmup] {
+		if _, _, _, _, _, err := run(p); err != nil {
 			return nil, err
 		}
+	}
+	prompts = prompts[warmup:]
+	if len(prompts) == 0 {
+		return nil, fmt.Errorf("bench: no prompts left after the %d warm-up prompts", warmup)
 	}
 	res := &BenchResult{Prompts: len(prompts)}
 	total := &Stats{}
@@ -58,14 +61,8 @@ func Bench(dec *Decoder, prompts [][]int32, o Options, warmup int) (*BenchResult
 		specTime += tSpec
 		baseTokens += len(base)
 		total.Add(st)
-		if o.Sampling.Temperature == 0 {
-			same := len(base) == len(out)
-			for i := 0; same && i < len(out); i++ {
-				same = base[i] == int(out[i])
-			}
-			if !same {
-				res.Mismatches++
-			}
+		if o.Sampling.Temperature == 0 && !slices.Equal(base, out) {
+			res.Mismatches++
 		}
 	}
 	res.Tokens, res.Rounds = total.Tokens, total.Rounds

@@ -6,6 +6,7 @@ package spec
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -113,6 +114,7 @@ type state struct {
 	out     []int32
 	stats   *Stats
 	verify  model.Output // reused by every verification
+	stopped bool         // a stop token has been produced
 }
 
 // Generate continues prompt speculatively.
@@ -138,7 +140,7 @@ func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
 	}
 	st.n = len(prompt)
 	st.next = int32(st.sampler.Next(res.Logits))
-	st.out = append(st.out, st.next)
+	st.emit(st.next)
 	ids := append(slices.Clone(prompt[1:]), st.next)
 	st.extend(ids, res.Aux)
 	for !st.done() {
@@ -170,12 +172,16 @@ func (st *state) extend(ids []int32, aux []float32) {
 	st.hLast = out[(len(ids)-1)*H:]
 }
 
-func (st *state) done() bool {
-	if len(st.out) >= st.o.MaxNewTokens {
-		return true
+// emit appends produced tokens to the output, noting a stop token anywhere among them: a stop token
+// accepted in the middle of a round ends the generation as much as a last one does.
+func (st *state) emit(tokens ...int32) {
+	for _, t := range tokens {
+		st.stopped = st.stopped || slices.Contains(st.o.StopIDs, int(t))
 	}
-	return slices.Contains(st.o.StopIDs, int(st.out[len(st.out)-1]))
+	st.out = append(st.out, tokens...)
 }
+
+func (st *state) done() bool { return st.stopped || len(st.out) >= st.o.MaxNewTokens }
 
 // finish cuts the output at the token budget and after the first stop token.
 func (st *state) finish() {
@@ -203,12 +209,20 @@ func (st *state) draftProbs(logits []float32) []float64 {
 	return full
 }
 
-// pick chooses the draft token of a row of draft logits: the most likely one, or a sample.
-func (st *state) pick(logits []float32) int32 {
-	if st.sampler.Greedy() {
-		return st.d.Draft.TargetID(generate.Argmax(logits))
+// pick chooses the draft token of a row of draft logits, the most likely one or a sample, and says how
+// likely the draft finds it (when MinDraftProb asks, or when sampling) and, when sampling, the draft's
+// distribution over the target vocabulary.
+func (st *state) pick(logits []float32) (tok int32, prob float64, q []float64) {
+	if !st.sampler.Greedy() {
+		q = st.draftProbs(logits)
+		tok = int32(st.sampler.Draw(q))
+		return tok, q[tok], q
 	}
-	return int32(st.sampler.Draw(st.draftProbs(logits)))
+	if st.o.MinDraftProb == 0 {
+		return st.d.Draft.TargetID(kernels.Argmax(logits)), 1, nil
+	}
+	ids, logProbs := topK(logits, 1)
+	return st.d.Draft.TargetID(ids[0]), math.Exp(logProbs[0]), nil
 }
 
 // chainRound drafts Steps tokens, verifies them in one target forward and keeps the accepted prefix.
@@ -221,15 +235,8 @@ func (st *state) chainRound() error {
 	base := st.sess.Len
 	for i := 0; i < k; i++ {
 		logits := st.sess.Logits(h, 1)
-		tok := st.pick(logits)
-		prob := 1.0
-		if !st.sampler.Greedy() {
-			q := st.draftProbs(logits)
-			qs = append(qs, q)
-			prob = q[tok]
-		} else if st.o.MinDraftProb > 0 {
-			prob = topProb(logits)
-		}
+		tok, prob, q := st.pick(logits)
+		qs = append(qs, q)
 		drafts = append(drafts, tok)
 		// An unlikely draft token is verified but not drafted beyond: what would follow it is likely wasted.
 		if i == k-1 || prob < st.o.MinDraftProb {
@@ -250,7 +257,7 @@ func (st *state) chainRound() error {
 	for ; j <= k; j++ {
 		logits := res.Logits[j*V : (j+1)*V]
 		if st.sampler.Greedy() {
-			best := int32(generate.Argmax(logits))
+			best := int32(kernels.Argmax(logits))
 			if j < k && best == drafts[j] {
 				st.stats.count(j+1, true)
 				continue
@@ -277,19 +284,6 @@ func (st *state) chainRound() error {
 	}
 	st.accept(drafts[:j], bonus, res.Aux, nil)
 	return nil
-}
-
-// topProb is the softmax probability of the largest of logits.
-func topProb(logits []float32) float64 {
-	m := logits[0]
-	for _, x := range logits[1:] {
-		m = max(m, x)
-	}
-	var z float64
-	for _, x := range logits {
-		z += float64(kernels.Exp(x - m))
-	}
-	return 1 / z
 }
 
 // residual is max(0, p - q), renormalised: what the target samples from after rejecting a draft.
@@ -332,8 +326,8 @@ func (st *state) accept(accepted []int32, bonus int32, verifyAux []float32, keep
 	st.n += m + 1
 	st.sess.Truncate(st.n - m - 1)
 	st.extend(append(slices.Clone(accepted), bonus), aux)
-	st.out = append(st.out, accepted...)
-	st.out = append(st.out, bonus)
+	st.emit(accepted...)
+	st.emit(bonus)
 	st.next = bonus
 	st.stats.Rounds++
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -93,14 +94,6 @@ func doSetup(modelDir, text string) error {
 	return tr.Run()
 }
 
-func ints(p []int32) []int {
-	out := make([]int, len(p))
-	for i, v := range p {
-		out[i] = int(v)
-	}
-	return out
-}
-
 // TestGreedyEqualsTarget decodes held-out prompts with chains and trees: the output equals the target's own
 // greedy decoding token for token, and the draft is accepted often.
 func TestGreedyEqualsTarget(t *testing.T) {
@@ -112,9 +105,9 @@ func TestGreedyEqualsTarget(t *testing.T) {
 	}
 	// reachedFifth is the share of rounds that verified a fifth drafted token, per chain setting.
 	reachedFifth := map[float64]float64{}
-	var wants [][]int
+	var wants [][]int32
 	for _, p := range prompts {
-		want, err := generate.Generate(target, ints(p), generate.Options{MaxNewTokens: 40, StopIDs: target.Config.EOSTokenIDs})
+		want, err := generate.Generate(target, p, generate.Options{MaxNewTokens: 40, StopIDs: target.Config.EOSTokenIDs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +127,7 @@ func TestGreedyEqualsTarget(t *testing.T) {
 				t.Fatalf("%+v: %d tokens, target alone %d", o, len(got), len(want))
 			}
 			for i := range got {
-				if int(got[i]) != want[i] {
+				if got[i] != want[i] {
 					t.Fatalf("%+v prompt %v: token %d is %d, the target alone gives %d", o, p, i, got[i], want[i])
 				}
 			}
@@ -228,6 +221,34 @@ func TestOptionsValidate(t *testing.T) {
 	} {
 		if err := tc.o.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%+v: error %v", tc.o, err)
+		}
+	}
+}
+
+// TestStopTokenEndsTheRound stops at a frequent token (261), which is often accepted in the middle of a
+// drafted chain or tree path: the output ends there like the target's own, and no round is spent after it
+// (every round yields at least one kept token).
+func TestStopTokenEndsTheRound(t *testing.T) {
+	setup(t)
+	dec := &Decoder{Target: target, Draft: trained}
+	stops := []int{261}
+	for _, o := range []Options{{Steps: 5}, {Depth: 4, TopK: 2, DraftTokens: 8}} {
+		o.MaxNewTokens, o.StopIDs = 100, stops
+		for _, p := range prompts {
+			want, err := generate.Generate(target, p, generate.Options{MaxNewTokens: 100, StopIDs: stops})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, st, err := dec.Generate(p, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want.Tokens) {
+				t.Fatalf("%+v: %v, the target alone gives %v", o, got, want.Tokens)
+			}
+			if st.Rounds > len(got) {
+				t.Errorf("%+v: %d rounds for %d tokens: rounds ran after the stop token", o, st.Rounds, len(got))
+			}
 		}
 	}
 }

@@ -19,7 +19,7 @@ type node struct {
 
 // topK returns the k draft tokens of a logits row with the highest log-probabilities, ties broken by the
 // lower index. One pass keeps the best k in order: a tree drafts from every row, so no full sort.
-func (st *state) topK(logits []float32, k int) ([]int, []float64) {
+func topK(logits []float32, k int) ([]int, []float64) {
 	k = min(k, len(logits))
 	idx := make([]int, 0, k+1)
 	for i, x := range logits {
@@ -56,7 +56,7 @@ func (st *state) treeRound() error {
 	base := st.sess.Len
 	var nodes []node
 	// Depth 1: the best TopK tokens after the newest token.
-	ids, scores := st.topK(st.sess.Logits(st.hLast, 1), o.TopK)
+	ids, scores := topK(st.sess.Logits(st.hLast, 1), o.TopK)
 	for i, id := range ids {
 		nodes = append(nodes, node{token: d.Draft.TargetID(id), parent: -1, depth: 1, score: scores[i]})
 	}
@@ -99,7 +99,7 @@ func (st *state) treeRound() error {
 		var cands []cand
 		for i, f := range frontier {
 			nodes[f].hidden = out[i*H : (i+1)*H]
-			ids, scores := st.topK(logits[i*Vd:(i+1)*Vd], o.TopK)
+			ids, scores := topK(logits[i*Vd:(i+1)*Vd], o.TopK)
 			for k, id := range ids {
 				cands = append(cands, cand{f, id, nodes[f].score + scores[k]})
 			}
@@ -174,7 +174,7 @@ func (st *state) treeRound() error {
 	row := 0
 	var bonus int32
 	for depth := 1; ; depth++ {
-		best := int32(argmax(res.Logits[row*V : (row+1)*V]))
+		best := int32(kernels.Argmax(res.Logits[row*V : (row+1)*V]))
 		next := -1
 		for _, i := range sel {
 			if nodes[i].parent == cur && nodes[i].token == best {
@@ -202,14 +202,4 @@ func (st *state) treeRound() error {
 	}
 	st.accept(accepted, bonus, res.Aux, keep)
 	return nil
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
