@@ -168,4 +168,3 @@ func joinIDs(ids []int32) string {
 	}
 	return strings.Join(parts, " ")
 }
-
