@@ -46,7 +46,9 @@ func randSlice(r *rand.Rand, n int) []float32 {
 
 func TestSgemm(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, sz := range [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 9, 33}, {64, 48, 130}, {5, 0, 3}, {4, 6, 0}} {
+	// The last three are above the size at which products split across goroutines: by rows, by columns,
+	// and a few-row product split by columns.
+	for _, sz := range [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 9, 33}, {64, 48, 130}, {5, 0, 3}, {4, 6, 0}, {300, 200, 100}, {40, 700, 80}, {4, 4096, 256}} {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
 				m, n, k := sz[0], sz[1], sz[2]

@@ -9,9 +9,9 @@ package blas
 import "C"
 
 import (
-	"runtime"
-	"sync"
 	"unsafe"
+
+	"github.com/specforge/specforge/internal/parallel"
 )
 
 // OpenBLAS runs single-threaded; products are split across goroutines here instead. OpenBLAS's own worker
@@ -24,9 +24,9 @@ func Name() string { return "OpenBLAS " + C.GoString(C.openblas_get_config()) }
 // minParallelFlops is the size below which a product runs on one goroutine.
 const minParallelFlops = 1 << 21
 
-// gemvRows is the row count up to which a product runs as one matrix-vector product per row: OpenBLAS's
-// sgemm packs its operands on every call, which for a handful of rows (decoding, draft verification) costs
-// several times the arithmetic.
+// gemvRows is the row count up to which a product with a transposed A (which the small kernels do not take)
+// runs as one matrix-vector product per row: OpenBLAS's sgemm packs its operands on every call, which for a
+// handful of rows costs several times the arithmetic.
 const gemvRows = 8
 
 func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
@@ -48,51 +48,32 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		}
 		return
 	}
-	workers := runtime.GOMAXPROCS(0)
-	if workers == 1 || 2*m*n*k < minParallelFlops {
+	if 2*m*n*k < minParallelFlops {
 		cblasSgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
 	// Split the larger of the output's dimensions into one block per worker.
-	var wg sync.WaitGroup
 	if m >= n {
-		chunk := (m + workers - 1) / workers
-		for lo := 0; lo < m; lo += chunk {
-			rows := min(chunk, m-lo)
+		parallel.For(m, 1, func(lo, hi int) {
 			aOff := lo * lda
 			if transA {
 				aOff = lo
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cblasSgemm(transA, transB, rows, n, k, alpha, a[aOff:], lda, b, ldb, beta, c[lo*ldc:], ldc)
-			}()
-		}
-	} else {
-		eachColumnBlock(n, (n+workers-1)/workers, transB, ldb, func(bOff, lo, cols int) {
-			cblasSgemm(transA, transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+			cblasSgemm(transA, transB, hi-lo, n, k, alpha, a[aOff:], lda, b, ldb, beta, c[lo*ldc:], ldc)
 		})
+		return
 	}
-	wg.Wait()
+	parallel.For(n, 1, func(lo, hi int) {
+		cblasSgemm(transA, transB, m, hi-lo, k, alpha, a, lda, b[columnOffset(lo, transB, ldb):], ldb, beta, c[lo:], ldc)
+	})
 }
 
-// eachColumnBlock calls fn concurrently on blocks of chunk columns of C, with the offset of the block in B
-// (whose rows are C's columns when transB) and its first column.
-func eachColumnBlock(n, chunk int, transB bool, ldb int, fn func(bOff, lo, cols int)) {
-	var wg sync.WaitGroup
-	for lo := 0; lo < n; lo += chunk {
-		bOff := lo
-		if transB {
-			bOff = lo * ldb
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(bOff, lo, min(chunk, n-lo))
-		}()
+// columnOffset is where column j of op(B) starts in B: row j of B when op(B) = B^T.
+func columnOffset(j int, transB bool, ldb int) int {
+	if transB {
+		return j * ldb
 	}
-	wg.Wait()
+	return j
 }
 
 func cblasSgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {

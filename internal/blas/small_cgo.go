@@ -163,8 +163,9 @@ static void sf_small_set_avx512(int on) { sf_small_probe(); if (!on) sf_small_av
 import "C"
 
 import (
-	"runtime"
 	"unsafe"
+
+	"github.com/specforge/specforge/internal/parallel"
 )
 
 // smallRows is the row count up to which products run on the register-blocked kernels; up to
@@ -186,9 +187,8 @@ func smallGemm(transB bool, m, n, k int, alpha float32, a []float32, lda int, b 
 		callSmall(transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	chunk := max(16, (n/runtime.GOMAXPROCS(0)+15)&^15)
-	eachColumnBlock(n, chunk, transB, ldb, func(bOff, lo, cols int) {
-		callSmall(transB, m, cols, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+	parallel.For(n, 16, func(lo, hi int) {
+		callSmall(transB, m, hi-lo, k, alpha, a, lda, b[columnOffset(lo, transB, ldb):], ldb, beta, c[lo:], ldc)
 	})
 }
 

@@ -95,6 +95,9 @@ import (
 	"unsafe"
 )
 
+// haveFewKernel says whether Forward has the few-query kernel (tests check that it serves its cases).
+const haveFewKernel = true
+
 var (
 	fewScratch = sync.Pool{New: func() any { return new([]float32) }}
 	fewMasks   = sync.Pool{New: func() any { return new([]uint16) }}

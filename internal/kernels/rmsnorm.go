@@ -14,7 +14,7 @@ func RMSNorm(out, x, w []float32, rows, dim int, eps float32) {
 		parallel.For(rows, grain, func(lo, hi int) { rmsNormRows(out[lo*dim:hi*dim], x[lo*dim:hi*dim], w, dim, eps) })
 		return
 	}
-	rmsNormRows(out, x, w, dim, eps)
+	rmsNormRows(out[:rows*dim], x[:rows*dim], w, dim, eps)
 }
 
 func rmsNormRows(out, x, w []float32, dim int, eps float32) {
