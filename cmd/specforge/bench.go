@@ -54,14 +54,20 @@ func (f *decodingFlags) describe() string {
 	return fmt.Sprintf("chain of %d steps", f.steps)
 }
 
-// loadDraft reads a draft folder in any layout export.Read knows and checks that it fits the target.
-func loadDraft(dir string, target *model.Model, logw io.Writer) (*draft.Draft, error) {
+// readDraft reads a draft folder in any layout export.Read knows, warning about tensors it leaves out.
+func readDraft(dir string, logw io.Writer) (*export.Imported, error) {
 	im, err := export.Read(dir)
+	if err == nil && len(im.Ignored) > 0 {
+		fmt.Fprintf(logw, "warning: %s: tensors a draft does not read are left out: %s\n", dir, strings.Join(im.Ignored, ", "))
+	}
+	return im, err
+}
+
+// loadDraft reads a draft folder and checks that it fits the target.
+func loadDraft(dir string, target *model.Model, logw io.Writer) (*draft.Draft, error) {
+	im, err := readDraft(dir, logw)
 	if err != nil {
 		return nil, err
-	}
-	if len(im.Ignored) > 0 {
-		fmt.Fprintf(logw, "warning: %s: tensors a draft does not read were ignored: %s\n", dir, strings.Join(im.Ignored, ", "))
 	}
 	return im.ForTarget(&target.Head)
 }

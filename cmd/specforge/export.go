@@ -48,12 +48,9 @@ file leaves to the target (default aux layers, the verifier).`,
 			if err != nil {
 				return err
 			}
-			im, err := export.Read(src)
+			im, err := readDraft(src, cmd.ErrOrStderr())
 			if err != nil {
 				return err
-			}
-			if len(im.Ignored) > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: tensors a draft does not read are left out: %s\n", src, strings.Join(im.Ignored, ", "))
 			}
 			d, err := exportDraft(im, targetDir)
 			if err != nil {
@@ -111,14 +108,11 @@ func exportSource(dir string) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "draft", "config.json")); err == nil {
 		return filepath.Join(dir, "draft"), nil
 	}
-	all, err := train.Checkpoints(filepath.Join(dir, "checkpoints"))
-	if err != nil {
-		return "", err
+	latest, err := train.LatestCheckpoint(dir)
+	if err == nil && latest == "" {
+		err = fmt.Errorf("--checkpoint %s: not a checkpoint (state.json), a draft folder (config.json) or a run folder (draft/ or checkpoints/)", dir)
 	}
-	if len(all) == 0 {
-		return "", fmt.Errorf("--checkpoint %s: not a checkpoint (state.json), a draft folder (config.json) or a run folder (draft/ or checkpoints/)", dir)
-	}
-	return all[len(all)-1], nil
+	return latest, err
 }
 
 // exportDraft assembles the imported head, fitted to the target when one is given.
@@ -142,12 +136,13 @@ func exportDraft(im *export.Imported, targetDir string) (*draft.Draft, error) {
 
 func printExport(w io.Writer, src string, im *export.Imported, out string, f export.Format, d *draft.Draft, o export.Options) {
 	c := &d.Config
-	fmt.Fprintf(w, "exported %s (%s) to %s as %s: hidden %d, draft vocabulary %d of %d, %d tensors in %s\n",
-		src, im.Format, out, f, c.HiddenSize, c.DraftVocabSize, c.VocabSize, len(export.Tensors(d, f, o.DType)), o.DType)
-	ids := make([]int, len(c.AuxLayers))
-	for i, l := range c.AuxLayers {
-		ids[i] = l + 1
+	size := int64(0)
+	if st, err := os.Stat(filepath.Join(out, "model.safetensors")); err == nil {
+		size = st.Size()
 	}
+	fmt.Fprintf(w, "exported %s (%s) to %s as %s: hidden %d, draft vocabulary %d of %d, weights in %s (%.1f MB)\n",
+		src, im.Format, out, f, c.HiddenSize, c.DraftVocabSize, c.VocabSize, o.DType, float64(size)/1e6)
+	ids := draft.VLLMAuxIDs(c.AuxLayers)
 	fmt.Fprintf(w, "aux layers: outputs of 0-based layers %v (read from %s)", c.AuxLayers, im.AuxSource)
 	switch f {
 	case export.SGLang:

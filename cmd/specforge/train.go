@@ -58,7 +58,6 @@ type trainResult struct {
 	DraftDir         string
 	SimAccLen        float64
 	AcceptanceLength float64
-	Trainer          *train.Trainer
 }
 
 // runTraining checks the configuration, loads the target (or, offline, its embedding and lm_head), prepares
@@ -109,7 +108,7 @@ func runTraining(cfg *config.Run, out, logw io.Writer) (*trainResult, error) {
 	if err := export.Write(dir, d, export.SGLang, export.Options{}); err != nil {
 		return nil, err
 	}
-	res := &trainResult{DraftDir: dir, SimAccLen: tr.LastSimAccLen(), Trainer: tr}
+	res := &trainResult{DraftDir: dir, SimAccLen: tr.LastSimAccLen()}
 	for i := len(tr.History) - 1; i >= 0; i-- {
 		if tr.History[i].Split == "eval" {
 			res.AcceptanceLength = tr.History[i].AcceptanceLength
@@ -356,14 +355,11 @@ func resume(tr *train.Trainer, tc config.TrainConfig) error {
 	case "never", "":
 		return nil
 	case "auto":
-		all, err := train.Checkpoints(filepath.Join(tc.OutputDir, "checkpoints"))
-		if err != nil {
+		latest, err := train.LatestCheckpoint(tc.OutputDir)
+		if err != nil || latest == "" {
 			return err
 		}
-		if len(all) == 0 {
-			return nil
-		}
-		return tr.Resume(all[len(all)-1])
+		return tr.Resume(latest)
 	default:
 		return tr.Resume(tc.Resume)
 	}

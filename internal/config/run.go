@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/specforge/specforge/internal/draft"
 )
 
 // Run is the configuration of a specforge run: the target, the data and (for training) the draft and the
@@ -82,12 +84,9 @@ func (d *DraftConfig) OutputAuxLayers() ([]int, error) {
 	case "", "sglang":
 		return d.AuxLayers, nil
 	case "vllm":
-		out := make([]int, len(d.AuxLayers))
-		for i, k := range d.AuxLayers {
-			if k < 1 {
-				return nil, fmt.Errorf("draft.aux_layers %v: in the vllm convention (input of layer k) each id must be at least 1", d.AuxLayers)
-			}
-			out[i] = k - 1
+		out, err := draft.FromVLLMAuxIDs(d.AuxLayers)
+		if err != nil {
+			return nil, fmt.Errorf("draft.aux_layers: %w", err)
 		}
 		return out, nil
 	}

@@ -96,9 +96,6 @@ func (d *File) Sample(i int) ([]int32, []uint8) {
 	return ids, mask
 }
 
-// Metadata returns the metadata stored with the file.
-func (d *File) Metadata() map[string]string { return d.f.Metadata }
-
 // Close unmaps the file.
 func (d *File) Close() error { return d.f.Close() }
 

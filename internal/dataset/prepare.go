@@ -64,7 +64,9 @@ type Prepared struct {
 func (p *Prepared) TrainPath() string { return filepath.Join(p.Dir, "train.safetensors") }
 func (p *Prepared) EvalPath() string  { return filepath.Join(p.Dir, "eval.safetensors") }
 
-const formatVersion = "specforge-dataset-v1"
+// formatVersion changes whenever the same inputs would tokenize differently (v2: completion samples get the
+// tokenizer's special tokens), so that no stale cache is reused.
+const formatVersion = "specforge-dataset-v2"
 
 // CacheKey hashes everything that determines the prepared tokens: the data files' contents, the options
 // and the key parts (tokenizer and template).

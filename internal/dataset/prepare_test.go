@@ -3,6 +3,7 @@ package dataset
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/specforge/specforge/internal/chat"
@@ -118,17 +119,18 @@ func TestPreparePlainText(t *testing.T) {
 			break
 		}
 	}
+	// A completion sample starts with BOS, like plain text and like prompts at inference; the loss starts
+	// after the prompt's tokens.
 	ids, mask = f.Sample(1)
-	promptLen, _ := tok.Encode("Tom said ", false)
-	n := 0
-	for i, m := range mask {
-		if m == 1 {
-			n++
-		} else if i >= len(promptLen) {
-			t.Errorf("completion token %d unmasked: %v", i, mask)
-		}
+	whole, _ := tok.Encode("Tom said hi.", true)
+	prompt, _ := tok.Encode("Tom said ", true)
+	if !slices.Equal(ids, whole) {
+		t.Errorf("completion sample %v, want %v", ids, whole)
 	}
-	if n == 0 || n >= len(ids) {
-		t.Errorf("completion mask %v", mask)
+	for i, m := range mask {
+		if (m == 1) != (i >= len(prompt)) {
+			t.Errorf("completion mask %v: the loss must cover tokens %d.. (after BOS and the prompt)", mask, len(prompt))
+			break
+		}
 	}
 }

@@ -43,7 +43,8 @@ func (tz *Tokenizing) Tokenize(s *Sample) (*Tokenized, error) {
 				return nil, fmt.Errorf("%s: render chat template: %w", s.Where, err)
 			}
 		}
-		return tz.maskSpans(text, tz.spans(text), tz.Template.IgnoredSpans(text))
+		// The template writes the special tokens itself.
+		return tz.maskSpans(text, false, tz.spans(text), tz.Template.IgnoredSpans(text))
 	case PlainText:
 		ids, err := tz.Tokenizer.Encode(s.Text, true)
 		if err != nil {
@@ -56,8 +57,9 @@ func (tz *Tokenizing) Tokenize(s *Sample) (*Tokenized, error) {
 		out.truncate(tz.MaxLength)
 		return out, nil
 	case Completion:
+		// Like plain text, with the tokenizer's special tokens (BOS), as prompts are encoded at inference.
 		text := s.Prompt + s.Completion
-		return tz.maskSpans(text, [][2]int{{len(s.Prompt), len(text)}}, nil)
+		return tz.maskSpans(text, true, [][2]int{{len(s.Prompt), len(text)}}, nil)
 	}
 	return nil, fmt.Errorf("%s: unknown sample kind %d", s.Where, s.Kind)
 }
@@ -73,8 +75,8 @@ func (tz *Tokenizing) spans(text string) [][2]int {
 // maskSpans tokenizes text and sets the loss on the tokens of the spans, then clears it on the ignored
 // spans. Span boundaries become token positions by counting the tokens of the text before them, as
 // SpecForge does, so masks agree with it token for token.
-func (tz *Tokenizing) maskSpans(text string, spans, ignored [][2]int) (*Tokenized, error) {
-	e, err := tz.Tokenizer.EncodeOffsets(text, false)
+func (tz *Tokenizing) maskSpans(text string, addSpecial bool, spans, ignored [][2]int) (*Tokenized, error) {
+	e, err := tz.Tokenizer.EncodeOffsets(text, addSpecial)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,29 @@ type Config struct {
 // decoder layer i (SGLang's eagle_config ids; vLLM's ids are these plus one).
 const OutputOfLayer = "output of 0-based decoder layer i (sglang eagle_config convention; vllm = i+1)"
 
+// VLLMAuxIDs converts ids from OutputOfLayer to vLLM's convention: output of layer i is the input of layer
+// i+1.
+func VLLMAuxIDs(ids []int) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = id + 1
+	}
+	return out
+}
+
+// FromVLLMAuxIDs converts ids in vLLM's "input of layer k" convention to OutputOfLayer; k = 0 (the
+// embeddings) has no counterpart.
+func FromVLLMAuxIDs(ids []int) ([]int, error) {
+	out := make([]int, len(ids))
+	for i, k := range ids {
+		if k < 1 {
+			return nil, fmt.Errorf("aux layer ids %v in vLLM's convention (input of layer k) must each be at least 1", ids)
+		}
+		out[i] = k - 1
+	}
+	return out, nil
+}
+
 // FromTarget derives a draft configuration from the target's, as SpecForge does: one layer of the target's
 // width, heads and RoPE, a draft vocabulary of draftVocab tokens (capped at the target's vocabulary).
 func FromTarget(t *model.Config, rawRopeScaling json.RawMessage, draftVocab int) Config {

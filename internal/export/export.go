@@ -65,15 +65,6 @@ func weightName(f Format, name string) string {
 	return name
 }
 
-// vllmIDs converts aux layer ids from "output of layer i" to vLLM's "input of layer i+1".
-func vllmIDs(ids []int) []int {
-	out := make([]int, len(ids))
-	for i, id := range ids {
-		out[i] = id + 1
-	}
-	return out
-}
-
 // Config returns the config.json of a layout.
 func Config(d *draft.Draft, f Format, o Options) map[string]any {
 	c := &d.Config
@@ -112,7 +103,7 @@ func Config(d *draft.Draft, f Format, o Options) map[string]any {
 			// opposite when the key is absent.
 			"norm_before_residual": false,
 			// vLLM reads these ids as "input of layer k".
-			"eagle_aux_hidden_state_layer_ids": vllmIDs(c.AuxLayers),
+			"eagle_aux_hidden_state_layer_ids": draft.VLLMAuxIDs(c.AuxLayers),
 			"torch_dtype":                      dtype,
 			"specforge":                        specforgeInfo(c),
 		}
@@ -137,7 +128,7 @@ func Config(d *draft.Draft, f Format, o Options) map[string]any {
 	if f == VLLM {
 		// vLLM reads only the top-level ids, as "input of layer k"; written even for the default layers, so
 		// that readers falling back to eagle_config never apply the wrong convention.
-		cfg["eagle_aux_hidden_state_layer_ids"] = vllmIDs(c.AuxLayers)
+		cfg["eagle_aux_hidden_state_layer_ids"] = draft.VLLMAuxIDs(c.AuxLayers)
 	}
 	cfg["specforge"] = specforgeInfo(c)
 	return cfg

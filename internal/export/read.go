@@ -264,12 +264,9 @@ func (im *Imported) readAuxLayers(path string, j *draftConfig) error {
 		sources = append(sources, source{"eagle_config.eagle_aux_hidden_state_layer_ids (sglang: output of layer i)", j.Eagle.Aux})
 	}
 	if j.TopLevelAux != nil {
-		ids := make([]int, len(j.TopLevelAux))
-		for i, k := range j.TopLevelAux {
-			if k < 1 {
-				return fmt.Errorf("%s: eagle_aux_hidden_state_layer_ids %v: vLLM reads them as \"input of layer k\", so each must be at least 1", path, j.TopLevelAux)
-			}
-			ids[i] = k - 1
+		ids, err := draft.FromVLLMAuxIDs(j.TopLevelAux)
+		if err != nil {
+			return fmt.Errorf("%s: eagle_aux_hidden_state_layer_ids: %w", path, err)
 		}
 		sources = append(sources, source{"eagle_aux_hidden_state_layer_ids (vllm: input of layer k = output of layer k-1)", ids})
 	}
@@ -388,12 +385,9 @@ func (im *Imported) loadVocab(f tensorSource, t2d []bool) error {
 	} else {
 		return fmt.Errorf("%s: no d2t, and the draft vocabulary (%d) is not the target's (%d)", im.Dir, c.DraftVocabSize, c.VocabSize)
 	}
-	m, err := vocab.FromD2T(d2t, c.VocabSize)
+	m, err := vocab.FromTensors(d2t, t2d, c.VocabSize)
 	if err != nil {
 		return fmt.Errorf("%s: %w", im.Dir, err)
-	}
-	if t2d != nil && !slices.Equal(t2d, m.T2D) {
-		return fmt.Errorf("%s: t2d does not mark the target ids d2t maps to", im.Dir)
 	}
 	im.Vocab = m
 	return nil

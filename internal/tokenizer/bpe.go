@@ -54,27 +54,27 @@ func (q *mergeQueue) Pop() any {
 // tokenize encodes one pre-token and appends its ids to dst and, for each id, the number of input bytes it
 // covers to sizes. A byte-mapped word (byte-level models) stands for one input byte per rune.
 func (m *bpe) tokenize(dst, sizes []int32, word string, byteMapped bool) ([]int32, []int32, error) {
-	runeSize := func(r rune) int32 {
+	// Characters are taken as the bytes they span, so that a byte that is not valid UTF-8 stays one byte
+	// (for the byte fallback and the offsets) instead of becoming a 3-byte U+FFFD.
+	inputBytes := func(s string) int32 {
 		if byteMapped {
-			return 1
+			return int32(utf8.RuneCountInString(s))
 		}
-		return int32(utf8.RuneLen(r))
+		return int32(len(s))
 	}
 	if m.ignoreMerges {
 		if id, ok := m.vocab[word]; ok {
-			n := int32(0)
-			for _, r := range word {
-				n += runeSize(r)
-			}
-			return append(dst, id), append(sizes, n), nil
+			return append(dst, id), append(sizes, inputBytes(word)), nil
 		}
 	}
 	syms := make([]symbol, 0, len(word))
 	pendingUnk := false
-	for _, r := range word {
-		s := string(r)
+	for i := 0; i < len(word); {
+		r, w := utf8.DecodeRuneInString(word[i:])
+		s := word[i : i+w]
+		i += w
 		if id, ok := m.vocab[s]; ok {
-			syms = append(syms, symbol{id: id, size: runeSize(r)})
+			syms = append(syms, symbol{id: id, size: inputBytes(s)})
 			pendingUnk = false
 			continue
 		}
@@ -95,10 +95,10 @@ func (m *bpe) tokenize(dst, sizes []int32, word string, byteMapped bool) ([]int3
 			return dst, sizes, fmt.Errorf("character %q is not in the vocabulary and the model has no unk token", r)
 		}
 		if m.fuseUnk && pendingUnk {
-			syms[len(syms)-1].size += runeSize(r) // consecutive unknown characters become one unk
+			syms[len(syms)-1].size += inputBytes(s) // consecutive unknown characters become one unk
 			continue
 		}
-		syms = append(syms, symbol{id: m.unk, size: runeSize(r)})
+		syms = append(syms, symbol{id: m.unk, size: inputBytes(s)})
 		pendingUnk = true
 	}
 	for i := range syms {

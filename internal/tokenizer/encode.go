@@ -110,6 +110,8 @@ type Encoding struct {
 	Offsets [][2]int
 	// segments are the stretches between added tokens, which the tokenizer encodes independently.
 	segments []encodedSegment
+	// prefix and suffix count the post-processor's tokens around the text's own.
+	prefix, suffix int
 }
 
 type encodedSegment struct {
@@ -122,6 +124,7 @@ type encodedSegment struct {
 func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) (*Encoding, error) {
 	e := &Encoding{}
 	if addSpecial {
+		e.prefix, e.suffix = len(t.prefix), len(t.suffix)
 		for _, id := range t.prefix {
 			e.IDs, e.Offsets = append(e.IDs, id), append(e.Offsets, [2]int{0, 0})
 		}
@@ -168,25 +171,33 @@ func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) (*Encoding, erro
 	return e, nil
 }
 
-// PrefixTokenCount returns len(Encode(text[:c], false)) given e = EncodeOffsets(text, false): the tokens of
-// the segments before the one holding c are reused and only that segment's part before c is encoded again.
-// SpecForge finds loss-mask boundaries this way (encoding prefixes), so masks match it token for token.
+// PrefixTokenCount returns the position in e = EncodeOffsets(text, addSpecial) where the tokens of
+// text[:c] end: the post-processor's leading tokens (when e has them) plus len(Encode(text[:c], false)). The
+// tokens of the segments before the one holding c are reused and only that segment's part before c is
+// encoded again. SpecForge finds loss-mask boundaries this way (encoding prefixes), so masks match it token
+// for token.
 func (t *Tokenizer) PrefixTokenCount(text string, e *Encoding, c int) (int, error) {
-	for _, seg := range e.segments {
+	for i, seg := range e.segments {
 		if c > seg.end {
 			continue
 		}
 		if c == seg.start {
 			return seg.firstToken, nil
 		}
+		if c == seg.end { // segments are encoded independently: the prefix holds this one whole
+			if i+1 < len(e.segments) {
+				return e.segments[i+1].firstToken, nil
+			}
+			return len(e.IDs) - e.suffix, nil
+		}
 		if seg.added { // c cuts an added token: the prefix tokenizes differently
 			ids, err := t.Encode(text[:c], false)
-			return len(ids), err
+			return e.prefix + len(ids), err
 		}
 		ids, err := t.Encode(text[seg.start:c], false)
 		return seg.firstToken + len(ids), err
 	}
-	return len(e.IDs), nil
+	return len(e.IDs) - e.suffix, nil
 }
 
 // composeAlign chains alignments: outer maps the input of the second normaliser to the original text.

@@ -463,16 +463,15 @@ func equalFold(a, b rune) bool {
 // split cuts s into the pieces of the Split pre-tokenizer with behaviour "Isolated": every match is a
 // piece, and so is every stretch of text between matches.
 func (p *pattern) split(s string) []string {
-	rs := []rune(s)
+	// byteAt[i] is where rune i starts in s; an invalid byte is a rune (U+FFFD) of one byte.
+	rs := make([]rune, 0, len(s))
+	byteAt := make([]int, 0, len(s)+1)
+	for b, r := range s {
+		rs, byteAt = append(rs, r), append(byteAt, b)
+	}
+	byteAt = append(byteAt, len(s))
 	var out []string
 	gap := 0
-	byteAt := make([]int, len(rs)+1)
-	b := 0
-	for i, r := range rs {
-		byteAt[i] = b
-		b += len(string(r))
-	}
-	byteAt[len(rs)] = b
 	for pos := 0; pos < len(rs); {
 		end := p.match(rs, pos)
 		if end <= pos {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/specforge/specforge/internal/golden"
 )
@@ -94,7 +95,8 @@ func equalIDs(a, b []int32) bool {
 func TestOffsets(t *testing.T) {
 	for _, name := range []string{"llama3", "qwen3"} {
 		tok := loadShared(t, name)
-		texts := []string{"Hello world, it's 2024!\n\n  indented\tcode()", "<|im_start|>user\nHi 🤗 café<|im_end|>\n", "e\u0301 combining"}
+		// The last text is not valid UTF-8 (a Latin-1 é, stray bytes): each byte is kept as one byte.
+		texts := []string{"Hello world, it's 2024!\n\n  indented\tcode()", "<|im_start|>user\nHi 🤗 café<|im_end|>\n", "e\u0301 combining", "caf\xe9 ok \xff\xfe!"}
 		for _, text := range texts {
 			e, err := tok.EncodeOffsets(text, false)
 			if err != nil {
@@ -117,7 +119,7 @@ func TestOffsets(t *testing.T) {
 					continue // NFC composed the text: offsets name the original characters
 				}
 				b := decodeByteLevel([]string{tok.Token(id)})[0]
-				if b != text[off[0]:off[1]] && !strings.Contains(b, "\uFFFD") {
+				if b != text[off[0]:off[1]] && !strings.Contains(b, "\uFFFD") && utf8.ValidString(text) {
 					t.Errorf("%s: token %q decodes to %q but covers %q", name, tok.Token(id), b, text[off[0]:off[1]])
 				}
 			}
@@ -125,6 +127,29 @@ func TestOffsets(t *testing.T) {
 				t.Errorf("%s %q: offsets end at %d of %d", name, text, at, len(text))
 			}
 		}
+	}
+}
+
+// TestInvalidUTF8ByteFallback encodes bytes that are not UTF-8 with a SentencePiece-style model: each
+// becomes its <0xNN> byte token, covering one byte.
+func TestInvalidUTF8ByteFallback(t *testing.T) {
+	tok, err := Load(golden.Shared(t, "assets", "models", "stories260K"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "caf\xe9 ok"
+	e, err := tok.EncodeOffsets(text, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i, id := range e.IDs {
+		if tok.Token(id) == "<0xE9>" {
+			found = e.Offsets[i] == [2]int{3, 4}
+		}
+	}
+	if !found || e.Offsets[len(e.Offsets)-1][1] != len(text) {
+		t.Errorf("tokens %v offsets %v: want <0xE9> covering byte 3", e.IDs, e.Offsets)
 	}
 }
 
@@ -163,6 +188,22 @@ func TestPrefixTokenCount(t *testing.T) {
 		}
 		if got != len(want) {
 			t.Fatalf("prefix %q: %d tokens, want %d", text[:c], got, len(want))
+		}
+	}
+	// With the post-processor's tokens (stories260K adds BOS), positions count the leading ones too.
+	stories, err := Load(golden.Shared(t, "assets", "models", "stories260K"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = "Once upon a time, there was a cat."
+	e, err = stories.EncodeOffsets(text, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := 0; c <= len(text); c++ {
+		want, _ := stories.Encode(text[:c], false)
+		if got, err := stories.PrefixTokenCount(text, e, c); err != nil || got != 1+len(want) {
+			t.Fatalf("stories prefix %q: %d tokens (%v), want BOS + %d", text[:c], got, err, len(want))
 		}
 	}
 }

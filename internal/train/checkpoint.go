@@ -35,7 +35,19 @@ type checkpointState struct {
 	Draft         draft.Config `json:"draft_config"`
 }
 
-func (t *Trainer) checkpointRoot() string { return filepath.Join(t.Cfg.OutputDir, "checkpoints") }
+func (t *Trainer) checkpointRoot() string { return checkpointRoot(t.Cfg.OutputDir) }
+
+func checkpointRoot(runDir string) string { return filepath.Join(runDir, "checkpoints") }
+
+// LatestCheckpoint is the newest complete checkpoint of a run folder (train.output_dir), "" when it has
+// none.
+func LatestCheckpoint(runDir string) (string, error) {
+	all, err := Checkpoints(checkpointRoot(runDir))
+	if err != nil || len(all) == 0 {
+		return "", err
+	}
+	return all[len(all)-1], nil
+}
 
 func checkpointName(step int) string { return fmt.Sprintf("step_%08d", step) }
 
@@ -46,8 +58,10 @@ func (t *Trainer) Save() error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("create checkpoint folder: %w", err)
 	}
-	if m := t.LastSimAccLen(); m > t.Best || t.BestStep == 0 {
-		t.Best, t.BestStep = m, t.Step
+	// Only a metric measured at this very step ranks the checkpoint: one from an earlier evaluation belongs
+	// to other weights.
+	if r := t.lastMetric(); r != nil && r.Step == t.Step && (r.SimAccLen > t.Best || t.BestStep == 0) {
+		t.Best, t.BestStep = r.SimAccLen, t.Step
 	}
 	final := filepath.Join(root, checkpointName(t.Step))
 	tmp, err := os.MkdirTemp(root, "."+checkpointName(t.Step)+".tmp-")

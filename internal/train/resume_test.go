@@ -128,13 +128,45 @@ func TestResumeIsExact(t *testing.T) {
 			if math.Float32bits(a[i][j]) != math.Float32bits(b[i][j]) {
 				t.Fatalf("tensor %d element %d: resumed %g, uninterrupted %g", i, j, b[i][j], a[i][j])
 			}
-			if math.Float32bits(whole.Opt.V[i][j]) != math.Float32bits(resumed.Opt.V[i][j]) {
+			if math.Float32bits(whole.Opt.M[i][j]) != math.Float32bits(resumed.Opt.M[i][j]) ||
+				math.Float32bits(whole.Opt.V[i][j]) != math.Float32bits(resumed.Opt.V[i][j]) {
 				t.Fatalf("optimiser moment %d/%d differs", i, j)
 			}
 		}
 	}
-	if len(resumed.History) != len(whole.History) {
-		t.Errorf("metrics: %d records resumed, %d uninterrupted", len(resumed.History), len(whole.History))
+	if len(resumed.History) != len(whole.History) || resumed.Opt.Step != whole.Opt.Step {
+		t.Errorf("metrics: %d records resumed, %d uninterrupted; optimiser step %d, %d", len(resumed.History), len(whole.History), resumed.Opt.Step, whole.Opt.Step)
+	}
+}
+
+// TestBestCheckpointWasEvaluated saves at steps 3 and 5 and evaluates at 2, 4 and 5, with a learning rate
+// too small to change any metric: the checkpoint kept as the best must be one whose weights were evaluated
+// (step 5), not step 3 credited with step 2's evaluation.
+func TestBestCheckpointWasEvaluated(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	cfg := config.Defaults().Train
+	cfg.MaxSteps, cfg.BatchSize, cfg.LR, cfg.Seed = 5, 3, 1e-30, 5
+	cfg.SaveInterval, cfg.EvalInterval, cfg.EvalBatches, cfg.KeepCheckpoints = 3, 2, 1, 1
+	cfg.OutputDir = t.TempDir()
+	d := newDraft()
+	src := func() BatchSource {
+		return &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}
+	}
+	tr := NewTrainer(cfg, d, src(), src(), nil)
+	if err := tr.Run(); err != nil {
+		t.Fatal(err)
+	}
+	evaluated := map[int]bool{}
+	for _, r := range tr.History {
+		if r.Split == "eval" {
+			evaluated[r.Step] = true
+		}
+	}
+	if !evaluated[tr.BestStep] {
+		t.Fatalf("best checkpoint step %d, evaluated steps %v", tr.BestStep, evaluated)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.OutputDir, "checkpoints", checkpointName(tr.BestStep), "state.json")); err != nil {
+		t.Errorf("the best checkpoint was removed: %v", err)
 	}
 }
 

@@ -97,8 +97,18 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 	}
 }
 
-// NewTrainer prepares a run: a new optimiser, or the state of the latest checkpoint in Cfg.OutputDir when
-// resume is true.
+// realTokens counts a batch's tokens, padding left out.
+func realTokens(b *draft.Batch) int {
+	n := 0
+	for _, m := range b.AttentionMask {
+		if m {
+			n++
+		}
+	}
+	return n
+}
+
+// NewTrainer prepares a run with a new optimiser (Resume continues from a checkpoint).
 func NewTrainer(cfg config.TrainConfig, d *draft.Draft, trainSrc, evalSrc BatchSource, log io.Writer) *Trainer {
 	t := &Trainer{Cfg: cfg, Draft: d, Train: trainSrc, Eval: evalSrc, Log: log}
 	var sizes []int
@@ -148,11 +158,7 @@ func (t *Trainer) TrainStep() (*Record, error) {
 			denom[k] += met.Denom[k]
 		}
 		rec.Loss += met.Total / float64(t.Cfg.GradAccum)
-		for _, m := range b.AttentionMask {
-			if m {
-				rec.Tokens++
-			}
-		}
+		rec.Tokens += realTokens(b)
 	}
 	fillAcc(rec, correct, denom)
 	grads := t.grad.Slices(c)
@@ -203,7 +209,7 @@ func (t *Trainer) Evaluate() (*Record, error) {
 			denom[k] += met.Denom[k]
 		}
 		rec.Loss += met.Total
-		rec.Tokens += len(b.InputIDs)
+		rec.Tokens += realTokens(b)
 		batches++
 	}
 	for k := range rec.PLoss {
@@ -332,10 +338,19 @@ func fmtAcc(acc []float64) string {
 // LastSimAccLen is the simulated acceptance length of the latest evaluation (or, without eval data, of the
 // latest training step).
 func (t *Trainer) LastSimAccLen() float64 {
-	for i := len(t.History) - 1; i >= 0; i-- {
-		if t.Eval == nil || t.History[i].Split == "eval" {
-			return t.History[i].SimAccLen
-		}
+	if r := t.lastMetric(); r != nil {
+		return r.SimAccLen
 	}
 	return 0
+}
+
+// lastMetric is the latest record that ranks checkpoints: the latest evaluation, or without eval data the
+// latest training record.
+func (t *Trainer) lastMetric() *Record {
+	for i := len(t.History) - 1; i >= 0; i-- {
+		if t.Eval == nil || t.History[i].Split == "eval" {
+			return &t.History[i]
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ package vocab
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/specforge/specforge/internal/safetensors"
@@ -29,13 +30,6 @@ func (c *Counter) Add(ids []int32, mask []bool) error {
 		c.Counts[id]++
 	}
 	return nil
-}
-
-// Merge adds the counts of another counter over the same vocabulary.
-func (c *Counter) Merge(o *Counter) {
-	for i, n := range o.Counts {
-		c.Counts[i] += n
-	}
 }
 
 // Mapping is a draft vocabulary: Used[i] is the target id of draft token i (ascending), D2T[i] = Used[i] - i,
@@ -129,37 +123,15 @@ func (m *Mapping) Write(path string) error {
 	}, map[string]string{"format": "pt"})
 }
 
-// Read loads a mapping written by Write (or any file with d2t and t2d), checking that they agree.
-func Read(path string) (*Mapping, error) {
-	f, err := safetensors.Open(path)
+// FromTensors rebuilds a mapping from the d2t and t2d tensors engines load (t2d may be nil), over a target
+// vocabulary of size v, checking that t2d marks exactly the ids d2t maps to.
+func FromTensors(d2t []int64, t2d []bool, v int) (*Mapping, error) {
+	m, err := FromD2T(d2t, v)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	dt, err := f.Tensor("d2t")
-	if err != nil {
-		return nil, err
-	}
-	d2t, err := dt.Int64()
-	if err != nil {
-		return nil, err
-	}
-	tt, err := f.Tensor("t2d")
-	if err != nil {
-		return nil, err
-	}
-	t2d, err := tt.Bool()
-	if err != nil {
-		return nil, err
-	}
-	m, err := FromD2T(d2t, len(t2d))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	for j, in := range t2d {
-		if in != m.T2D[j] {
-			return nil, fmt.Errorf("%s: t2d[%d] = %v disagrees with d2t", path, j, in)
-		}
+	if t2d != nil && !slices.Equal(t2d, m.T2D) {
+		return nil, fmt.Errorf("t2d does not mark exactly the target ids d2t maps to")
 	}
 	return m, nil
 }

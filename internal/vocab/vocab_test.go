@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/safetensors"
 )
 
 func TestGoldenVocab(t *testing.T) {
@@ -91,10 +92,23 @@ func TestWriteRead(t *testing.T) {
 	if err := m.Write(path); err != nil {
 		t.Fatal(err)
 	}
-	back, err := Read(path)
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dt, _ := f.Tensor("d2t")
+	tt, _ := f.Tensor("t2d")
+	d2t, _ := dt.Int64()
+	t2d, _ := tt.Bool()
+	back, err := FromTensors(d2t, t2d, len(t2d))
 	if err != nil {
 		t.Fatal(err)
 	}
 	equal(t, "d2t", back.D2T, m.D2T)
 	equal(t, "used", back.Used, []int64{0, 2, 5})
+	t2d[1] = !t2d[1]
+	if _, err := FromTensors(d2t, t2d, len(t2d)); err == nil {
+		t.Error("a t2d that disagrees with d2t was accepted")
+	}
 }
