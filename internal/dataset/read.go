@@ -139,3 +139,19 @@ func describeJSONError(err error, raw []byte) string {
 	}
 	return "invalid JSON: " + strings.TrimPrefix(err.Error(), "json: ")
 }
+
+// ReadParagraphs returns the blank-line separated paragraphs of a text file, trimmed, empty ones left out
+// (TinyStories-style text: openings for regeneration, prompts for benchmarks).
+func ReadParagraphs(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read paragraphs: %w", err)
+	}
+	var out []string
+	for _, p := range strings.Split(string(raw), "\n\n") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

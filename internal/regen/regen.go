@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/tokenizer"
@@ -33,21 +34,18 @@ type Options struct {
 // Openings splits a text file into paragraphs (blank-line separated) and returns, for each paragraph with
 // enough tokens, its first OpeningTokens tokens preceded by BOS when the tokenizer adds one.
 func Openings(path string, tok *tokenizer.Tokenizer, o Options) ([][]int32, error) {
-	raw, err := os.ReadFile(path)
+	paras, err := dataset.ReadParagraphs(path)
 	if err != nil {
-		return nil, fmt.Errorf("read openings: %w", err)
+		return nil, err
 	}
 	var out [][]int32
-	for _, para := range strings.Split(string(raw), "\n\n") {
-		para = strings.TrimSpace(para)
-		if para == "" {
-			continue
-		}
-		ids, err := tok.Encode(para, true)
+	for _, para := range paras {
+		e, err := tok.EncodeOffsets(para, true)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		prefix := len(ids) - len(mustEncode(tok, para))
+		ids := e.IDs
+		prefix := e.Special()
 		if len(ids) < prefix+o.OpeningTokens+1 {
 			continue
 		}
@@ -60,11 +58,6 @@ func Openings(path string, tok *tokenizer.Tokenizer, o Options) ([][]int32, erro
 		return nil, fmt.Errorf("%s: no paragraph has more than %d tokens", path, o.OpeningTokens)
 	}
 	return out, nil
-}
-
-func mustEncode(tok *tokenizer.Tokenizer, s string) []int32 {
-	ids, _ := tok.Encode(s, false)
-	return ids
 }
 
 // Key identifies a regeneration by its inputs, for caching its output.

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -30,24 +29,16 @@ func LoadPrompts(nameOrFile, datasetsDir string, skip, n int) ([]string, error) 
 	}
 	var out []string
 	if strings.HasSuffix(path, ".txt") {
-		raw, err := os.ReadFile(path)
+		paras, err := dataset.ReadParagraphs(path)
 		if err != nil {
-			return nil, fmt.Errorf("read prompts: %w", err)
+			return nil, err
 		}
-		seen := 0
-		for _, p := range strings.Split(string(raw), "\n\n") {
-			if p = strings.TrimSpace(p); p == "" {
-				continue
-			}
-			if seen++; seen > skip {
-				out = append(out, p)
-			}
-			if n > 0 && len(out) == n {
-				break
-			}
+		if skip >= len(paras) {
+			return nil, fmt.Errorf("%s: no prompts after skipping %d (it has %d paragraphs)", path, skip, len(paras))
 		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("%s: no prompts after skipping %d (it has %d paragraphs)", path, skip, seen)
+		out = paras[skip:]
+		if n > 0 && len(out) > n {
+			out = out[:n]
 		}
 		return out, nil
 	}

@@ -120,6 +120,9 @@ type encodedSegment struct {
 	added      bool
 }
 
+// Special is the number of tokens the post-processor put before the text's own (BOS).
+func (e *Encoding) Special() int { return e.prefix }
+
 // EncodeOffsets tokenizes text and records where each token came from in it.
 func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) (*Encoding, error) {
 	e := &Encoding{}
