@@ -515,16 +515,12 @@ func Strftime(t time.Time, f string) string {
 			b.WriteString(t.Format("-0700"))
 		case 'F':
 			b.WriteString(t.Format("2006-01-02"))
-		case 'T':
+		case 'T', 'X':
 			b.WriteString(t.Format("15:04:05"))
-		case 'D':
+		case 'D', 'x':
 			b.WriteString(t.Format("01/02/06"))
 		case 'c':
 			b.WriteString(t.Format("Mon Jan _2 15:04:05 2006"))
-		case 'x':
-			b.WriteString(t.Format("01/02/06"))
-		case 'X':
-			b.WriteString(t.Format("15:04:05"))
 		case 'n':
 			b.WriteByte('\n')
 		case 't':

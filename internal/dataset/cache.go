@@ -96,6 +96,37 @@ func (d *File) Sample(i int) ([]int32, []uint8) {
 	return ids, mask
 }
 
+// Padded is a batch of samples right-padded with token 0 to the longest one.
+type Padded struct {
+	B, T          int
+	IDs           []int32
+	LossMask      []bool
+	AttentionMask []bool // the real tokens
+	Lens          []int  // tokens of each sample
+}
+
+// Pad reads samples idx and pads them to a common length.
+func (d *File) Pad(idx []int) *Padded {
+	ids := make([][]int32, len(idx))
+	masks := make([][]uint8, len(idx))
+	p := &Padded{B: len(idx), Lens: make([]int, len(idx))}
+	for i, k := range idx {
+		ids[i], masks[i] = d.Sample(k)
+		p.Lens[i] = len(ids[i])
+		p.T = max(p.T, len(ids[i]))
+	}
+	T := p.T
+	p.IDs, p.LossMask, p.AttentionMask = make([]int32, len(idx)*T), make([]bool, len(idx)*T), make([]bool, len(idx)*T)
+	for i := range ids {
+		for t, id := range ids[i] {
+			p.IDs[i*T+t] = id
+			p.LossMask[i*T+t] = masks[i][t] == 1
+			p.AttentionMask[i*T+t] = true
+		}
+	}
+	return p
+}
+
 // Close unmaps the file.
 func (d *File) Close() error { return d.f.Close() }
 

@@ -45,18 +45,15 @@ func loadGoldenDraft(t testing.TB, c *golden.Case) *Draft {
 
 // goldenBatch turns a case's raw inputs (ids, masks, aux, unshifted target logits) into a batch.
 func goldenBatch(t *testing.T, c *golden.Case, d *Draft, file string, logits []float64, aux []float64) *Batch {
-	ids := c.Ints(t, "inputs.safetensors", "input_ids")
-	lm := c.Ints(t, "inputs.safetensors", "loss_mask")
-	am := c.Ints(t, "inputs.safetensors", "attention_mask")
-	shape := c.Tensor(t, "inputs.safetensors", "input_ids").Shape
+	ids := c.Ints(t, file, "input_ids")
+	lm := c.Ints(t, file, "loss_mask")
+	am := c.Ints(t, file, "attention_mask")
+	shape := c.Tensor(t, file, "input_ids").Shape
 	B, T := shape[0], shape[1]
 	b := &Batch{B: B, T: T, InputIDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T),
-		Aux: make([]float32, len(aux)), Teacher: NewTeacher(B*T, d.Config.DraftVocabSize)}
+		Aux: f32(aux), Teacher: NewTeacher(B*T, d.Config.DraftVocabSize)}
 	for i := range ids {
 		b.InputIDs[i], b.LossMask[i], b.AttentionMask[i] = int32(ids[i]), lm[i] == 1, am[i] == 1
-	}
-	for i, v := range aux {
-		b.Aux[i] = float32(v)
 	}
 	V := d.Config.VocabSize
 	shifted := make([]float32, B*T*V) // row t: logits at t+1; the last row stays zero
@@ -72,14 +69,6 @@ func goldenBatch(t *testing.T, c *golden.Case, d *Draft, file string, logits []f
 		b.Teacher.SetRows(lo, shifted[lo*V:(lo+n)*V], n, V, d.Vocab.Used)
 	}
 	return b
-}
-
-func ints(x []int) []float32 {
-	out := make([]float32, len(x))
-	for i, v := range x {
-		out[i] = float32(v)
-	}
-	return out
 }
 
 func f32(x []float64) []float32 {

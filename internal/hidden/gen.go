@@ -2,10 +2,12 @@ package hidden
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
+	"slices"
 
 	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/dataset"
@@ -119,7 +121,7 @@ func Generate(o GenOptions) (*Manifest, error) {
 			return nil, fmt.Errorf("%s holds shards made differently (%v): use another folder", o.Out, err)
 		}
 		m.Shards = prev.Shards
-	} else if !os.IsNotExist(unwrapPathError(err)) {
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	nShards := (o.Data.Len() + o.SamplesPerShard - 1) / o.SamplesPerShard
@@ -151,16 +153,6 @@ func Generate(o GenOptions) (*Manifest, error) {
 	return m, m.write(o.Out)
 }
 
-func unwrapPathError(err error) error {
-	for {
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return err
-		}
-		err = u.Unwrap()
-	}
-}
-
 func (m *Manifest) compatible(want *Manifest) error {
 	switch {
 	case m.DatasetKey != want.DatasetKey:
@@ -169,7 +161,7 @@ func (m *Manifest) compatible(want *Manifest) error {
 		return fmt.Errorf("dtype %s, not %s", m.DType, want.DType)
 	case m.SamplesPerShard != want.SamplesPerShard:
 		return fmt.Errorf("%d samples per shard, not %d", m.SamplesPerShard, want.SamplesPerShard)
-	case !reflect.DeepEqual(m.AuxLayers, want.AuxLayers):
+	case !slices.Equal(m.AuxLayers, want.AuxLayers):
 		return fmt.Errorf("aux layers %v, not %v", m.AuxLayers, want.AuxLayers)
 	case m.Target.HiddenSize != want.Target.HiddenSize || m.Target.VocabSize != want.Target.VocabSize || m.Target.Architecture != want.Target.Architecture:
 		return fmt.Errorf("another target (%s)", m.Target.Path)
@@ -183,35 +175,21 @@ func (o *GenOptions) run(first, last int) ([]Sample, error) {
 	var out []Sample
 	var reuse *model.Output
 	for lo := first; lo < last; lo += o.Batch {
-		hi := min(lo+o.Batch, last)
-		ids := make([][]int32, hi-lo)
-		masks := make([][]uint8, hi-lo)
-		T := 0
-		for i := range ids {
-			ids[i], masks[i] = o.Data.Sample(lo + i)
-			T = max(T, len(ids[i]))
+		idx := make([]int, min(lo+o.Batch, last)-lo)
+		for i := range idx {
+			idx[i] = lo + i
 		}
-		B := hi - lo
-		b := model.Batch{B: B, T: T, IDs: make([]int32, B*T), AttentionMask: make([]bool, B*T)}
-		for i := range ids {
-			copy(b.IDs[i*T:], ids[i])
-			for t := range ids[i] {
-				b.AttentionMask[i*T+t] = true
-			}
-		}
-		res, err := o.Target.Forward(b, nil, model.Request{AuxLayers: o.AuxLayers, Reuse: reuse})
+		p := o.Data.Pad(idx)
+		res, err := o.Target.Forward(model.Batch{B: p.B, T: p.T, IDs: p.IDs, AttentionMask: p.AttentionMask}, nil,
+			model.Request{AuxLayers: o.AuxLayers, Reuse: reuse})
 		if err != nil {
 			return nil, err
 		}
 		reuse = res
-		for i := range ids {
-			n := len(ids[i])
-			s := Sample{IDs: ids[i], LossMask: make([]bool, n),
-				Aux: append([]float32(nil), res.Aux[i*T*3*H:(i*T+n)*3*H]...), Hidden: append([]float32(nil), res.Hidden[i*T*H:(i*T+n)*H]...)}
-			for t, v := range masks[i] {
-				s.LossMask[t] = v == 1
-			}
-			out = append(out, s)
+		A, T := len(o.AuxLayers)*H, p.T
+		for i, n := range p.Lens {
+			out = append(out, Sample{IDs: p.IDs[i*T : i*T+n], LossMask: p.LossMask[i*T : i*T+n],
+				Aux: append([]float32(nil), res.Aux[i*T*A:(i*T+n)*A]...), Hidden: append([]float32(nil), res.Hidden[i*T*H:(i*T+n)*H]...)})
 		}
 	}
 	return out, nil

@@ -7,20 +7,6 @@ import (
 	"github.com/specforge/specforge/internal/parallel"
 )
 
-// RMSNormForward is RMSNorm that also stores each row's 1/rms in rstd, for the backward pass.
-func RMSNormForward(out, rstd, x, w []float32, rows, dim int, eps float32) {
-	parallel.For(rows, max(1, 4096/dim), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			xr, or := x[r*dim:(r+1)*dim], out[r*dim:(r+1)*dim]
-			inv := float32(1 / math.Sqrt(meanSquare(xr)+float64(eps)))
-			rstd[r] = inv
-			for i, v := range xr {
-				or[i] = w[i] * (v * inv)
-			}
-		}
-	})
-}
-
 // RMSNormBackward adds to dx the gradient through y = w*x*rstd and adds to dw the weight gradient
 // (dw may be nil for a frozen weight, dx nil for a frozen input). With n = dim:
 // dx = rstd*(w*dy) - rstd^3/n * x * sum_j(w_j dy_j x_j).

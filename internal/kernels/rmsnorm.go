@@ -9,18 +9,26 @@ import (
 // RMSNorm computes out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps) for rows of length dim. out may alias x.
 // The statistic accumulates in float64.
 func RMSNorm(out, x, w []float32, rows, dim int, eps float32) {
-	// Small calls (decoding) run here: a closure for parallel.For would be one more allocation per call.
-	if grain := max(1, 4096/dim); rows > grain {
-		parallel.For(rows, grain, func(lo, hi int) { rmsNormRows(out[lo*dim:hi*dim], x[lo*dim:hi*dim], w, dim, eps) })
-		return
-	}
-	rmsNormRows(out[:rows*dim], x[:rows*dim], w, dim, eps)
+	RMSNormForward(out, nil, x, w, rows, dim, eps)
 }
 
-func rmsNormRows(out, x, w []float32, dim int, eps float32) {
-	for r := 0; r < len(x)/dim; r++ {
+// RMSNormForward is RMSNorm that also stores each row's 1/rms in rstd (unless nil), for the backward pass.
+func RMSNormForward(out, rstd, x, w []float32, rows, dim int, eps float32) {
+	// Small calls (decoding) run here: a closure for parallel.For would be one more allocation per call.
+	if grain := max(1, 4096/dim); rows > grain {
+		parallel.For(rows, grain, func(lo, hi int) { rmsNormRows(out, rstd, x, w, lo, hi, dim, eps) })
+		return
+	}
+	rmsNormRows(out, rstd, x, w, 0, rows, dim, eps)
+}
+
+func rmsNormRows(out, rstd, x, w []float32, lo, hi, dim int, eps float32) {
+	for r := lo; r < hi; r++ {
 		xr, or := x[r*dim:(r+1)*dim], out[r*dim:(r+1)*dim]
 		inv := float32(1 / math.Sqrt(meanSquare(xr)+float64(eps)))
+		if rstd != nil {
+			rstd[r] = inv
+		}
 		for i, v := range xr {
 			or[i] = w[i] * (v * inv)
 		}

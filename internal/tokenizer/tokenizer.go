@@ -260,22 +260,20 @@ func (t *Tokenizer) applyConfig(path string, raw []byte) error {
 	if cfg.CleanUp != nil {
 		t.CleanUpSpaces = *cfg.CleanUp
 	}
-	if cfg.AddBOS != nil {
-		t.prefix = nil
-		if *cfg.AddBOS {
-			if t.BOS < 0 {
-				return fmt.Errorf("%s: add_bos_token is true but there is no bos_token", path)
-			}
-			t.prefix = []int32{t.BOS}
-		}
-	}
-	if cfg.AddEOS != nil {
-		t.suffix = nil
-		if *cfg.AddEOS {
-			if t.EOS < 0 {
-				return fmt.Errorf("%s: add_eos_token is true but there is no eos_token", path)
-			}
-			t.suffix = []int32{t.EOS}
+	for _, a := range []struct {
+		name string
+		add  *bool
+		id   int32
+		dst  *[]int32
+	}{{"bos", cfg.AddBOS, t.BOS, &t.prefix}, {"eos", cfg.AddEOS, t.EOS, &t.suffix}} {
+		switch {
+		case a.add == nil: // the post-processor of tokenizer.json decides
+		case !*a.add:
+			*a.dst = nil
+		case a.id < 0:
+			return fmt.Errorf("%s: add_%s_token is true but there is no %s_token", path, a.name, a.name)
+		default:
+			*a.dst = []int32{a.id}
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/golden"
 	"github.com/specforge/specforge/internal/model"
@@ -26,7 +27,7 @@ func TestGoldenOnlineEndToEnd(t *testing.T) {
 	lm := c.Ints(t, "inputs.safetensors", "loss_mask")
 	am := c.Ints(t, "inputs.safetensors", "attention_mask")
 	B, T := 2, 32
-	p := &Padded{B: B, T: T, IDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T)}
+	p := &dataset.Padded{B: B, T: T, IDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T)}
 	for i := range ids {
 		p.IDs[i], p.LossMask[i], p.AttentionMask[i] = int32(ids[i]), lm[i] == 1, am[i] == 1
 	}

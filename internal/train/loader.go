@@ -5,8 +5,6 @@ package train
 
 import (
 	"math/rand/v2"
-
-	"github.com/specforge/specforge/internal/dataset"
 )
 
 // Loader walks a dataset in batches, in an order shuffled per epoch from a seed, so that its whole state is
@@ -49,32 +47,4 @@ func (l *Loader) Next() []int {
 func (l *Loader) Peek() []int {
 	c := *l
 	return c.Next()
-}
-
-// Padded is a batch of samples right-padded to the longest one.
-type Padded struct {
-	B, T          int
-	IDs           []int32
-	LossMask      []bool
-	AttentionMask []bool
-}
-
-// Pad reads samples idx of f and pads them with token 0 to a common length.
-func Pad(f *dataset.File, idx []int) *Padded {
-	ids := make([][]int32, len(idx))
-	masks := make([][]uint8, len(idx))
-	T := 0
-	for i, k := range idx {
-		ids[i], masks[i] = f.Sample(k)
-		T = max(T, len(ids[i]))
-	}
-	p := &Padded{B: len(idx), T: T, IDs: make([]int32, len(idx)*T), LossMask: make([]bool, len(idx)*T), AttentionMask: make([]bool, len(idx)*T)}
-	for i := range ids {
-		for t, id := range ids[i] {
-			p.IDs[i*T+t] = id
-			p.LossMask[i*T+t] = masks[i][t] == 1
-			p.AttentionMask[i*T+t] = true
-		}
-	}
-	return p
 }

@@ -32,9 +32,9 @@ func (o *Online) Len() int { return o.Data.Len() }
 const teacherChunkValues = 1 << 24
 
 // Batch implements BatchSource.
-func (o *Online) Batch(idx []int) (*draft.Batch, error) { return o.batchOf(Pad(o.Data, idx)) }
+func (o *Online) Batch(idx []int) (*draft.Batch, error) { return o.batchOf(o.Data.Pad(idx)) }
 
-func (o *Online) batchOf(p *Padded) (*draft.Batch, error) {
+func (o *Online) batchOf(p *dataset.Padded) (*draft.Batch, error) {
 	out, err := o.Target.Forward(model.Batch{B: p.B, T: p.T, IDs: p.IDs, AttentionMask: p.AttentionMask}, nil,
 		model.Request{AuxLayers: o.AuxLayers, Logits: model.NoLogits, Reuse: o.out})
 	if err != nil {
