@@ -39,10 +39,10 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 sf_hsum16
 	return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
 }
 
-// sf_nt_block computes the RM x RN dot products of rows ar[r] and br[c] (k long) into out[r*RN+c];
+// sf_nt_block returns the RM x RN dot products of rows ar[r] and br[c] (k long) in lane r*RN+c;
 // RM*RN == 16.
-__attribute__((target("avx512f"), always_inline)) static inline void
-sf_nt_block(const int RM, const int RN, int k, const float *const *ar, const float *const *br, float *out) {
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+sf_nt_block(const int RM, const int RN, int k, const float *const *ar, const float *const *br) {
 	__m512 acc[16], av[4], bv[16];
 	for (int x = 0; x < 16; x++) acc[x] = _mm512_setzero_ps();
 	for (int p = 0; p < k; p += 16) {
@@ -52,24 +52,33 @@ sf_nt_block(const int RM, const int RN, int k, const float *const *ar, const flo
 		for (int r = 0; r < RM; r++)
 			for (int c = 0; c < RN; c++) acc[r * RN + c] = _mm512_fmadd_ps(av[r], bv[c], acc[r * RN + c]);
 	}
-	_mm512_storeu_ps(out, sf_hsum16(acc));
+	return sf_hsum16(acc);
 }
 
 // C = alpha A B^T + beta C for A [m, k], B [n, k].
 __attribute__((target("avx512f"))) static void
 sf_nt_avx512(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-	float out[16];
 	const float *ar[4], *br[16];
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 	for (int i = 0; i < m;) {
 		int RM = m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1, RN = 16 / RM;
 		for (int r = 0; r < RM; r++) ar[r] = a + (size_t)(i + r) * lda;
 		for (int j = 0; j < n; j += RN) {
 			for (int q = 0; q < RN; q++) br[q] = b + (size_t)(j + q < n ? j + q : n - 1) * ldb;
-			if (RM == 4) sf_nt_block(4, 4, k, ar, br, out);
-			else if (RM == 2) sf_nt_block(2, 8, k, ar, br, out);
-			else sf_nt_block(1, 16, k, ar, br, out);
-			for (int r = 0; r < RM; r++)
-				for (int q = 0; q < RN && j + q < n; q++) sf_store(c + (size_t)(i + r) * ldc + j + q, out[r * RN + q], alpha, beta);
+			__m512 y;
+			if (RM == 4) y = sf_nt_block(4, 4, k, ar, br);
+			else if (RM == 2) y = sf_nt_block(2, 8, k, ar, br);
+			else y = sf_nt_block(1, 16, k, ar, br);
+			y = _mm512_mul_ps(va, y);
+			// Row r's results are lanes r*RN.. of y: a masked store from RN*r floats before the row's
+			// first column puts them in place (masked lanes are neither read nor written).
+			unsigned cols = (1u << (n - j < RN ? n - j : RN)) - 1;
+			for (int r = 0; r < RM; r++) {
+				float *dst = c + (size_t)(i + r) * ldc + j - r * RN;
+				__mmask16 mk = (__mmask16)(cols << (r * RN));
+				__m512 z = beta == 0 ? y : _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, dst), y);
+				_mm512_mask_storeu_ps(dst, mk, z);
+			}
 		}
 		i += RM;
 	}

@@ -266,16 +266,18 @@ func (t *RopeTable) rotate(x []float32, rows, heads int, sign float32) {
 
 func (t *RopeTable) rotateRows(x []float32, heads, lo, hi int, sign float32) {
 	half := t.Half
-	d := 2 * half
+	width := heads * 2 * half
 	for r := lo; r < hi; r++ {
 		cos, sin := t.Cos[r*half:(r+1)*half], t.Sin[r*half:(r+1)*half]
-		for h := 0; h < heads; h++ {
-			v := x[(r*heads+h)*d : (r*heads+h+1)*d]
-			x1, x2 := v[:half], v[half:]
-			for i := range x1 {
-				a, b, s := x1[i], x2[i], sign*sin[i]
-				x1[i] = a*cos[i] - b*s
-				x2[i] = b*cos[i] + a*s
+		row := x[r*width : (r+1)*width]
+		// Frequency i turns element i of every head's first half with element i of its second half; going
+		// frequency by frequency keeps one angle in registers across the heads.
+		for i, c := range cos {
+			s := sign * sin[i]
+			for j := i; j+half < len(row); j += 2 * half {
+				a, b := row[j], row[j+half]
+				row[j] = a*c - b*s
+				row[j+half] = b*c + a*s
 			}
 		}
 	}
