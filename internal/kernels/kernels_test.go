@@ -88,6 +88,30 @@ func TestSwiGLUAndSoftmax(t *testing.T) {
 	}
 }
 
+func TestLogSumExp(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	inf := float32(math.Inf(-1))
+	for _, x := range [][]float32{randn(r, 512, 8), randn(r, 37, 30), {3}, {inf, 2, inf}, {80, 90, 100}} {
+		m := math.Inf(-1)
+		for _, v := range x {
+			m = math.Max(m, float64(v))
+		}
+		var s float64
+		for _, v := range x {
+			s += math.Exp(float64(v) - m)
+		}
+		want := m + math.Log(s)
+		if got := LogSumExp(x); math.Abs(got-want) > 1e-6*(1+math.Abs(want)) {
+			t.Errorf("LogSumExp of %d values = %g, want %g", len(x), got, want)
+		}
+	}
+	for _, x := range [][]float32{nil, {inf, inf}} {
+		if got := LogSumExp(x); !math.IsInf(got, -1) {
+			t.Errorf("LogSumExp(%v) = %g, want -Inf", x, got)
+		}
+	}
+}
+
 func TestEmbedding(t *testing.T) {
 	table := []float32{0, 1, 10, 11, 20, 21}
 	out := make([]float32, 6)

@@ -22,8 +22,9 @@ type node struct {
 func topK(logits []float32, k int) ([]int, []float64) {
 	k = min(k, len(logits))
 	idx := make([]int, 0, k+1)
+	floor := float32(math.Inf(-1)) // the k-th best value once k are kept: most entries stop at it
 	for i, x := range logits {
-		if len(idx) == k && x <= logits[idx[k-1]] {
+		if len(idx) == k && x <= floor {
 			continue
 		}
 		j := len(idx)
@@ -33,13 +34,11 @@ func topK(logits []float32, k int) ([]int, []float64) {
 		}
 		idx[j] = i
 		idx = idx[:min(len(idx), k)]
+		if len(idx) == k {
+			floor = logits[idx[k-1]]
+		}
 	}
-	m := logits[idx[0]]
-	var z float64
-	for _, x := range logits {
-		z += float64(kernels.Exp(x - m))
-	}
-	lse := float64(m) + math.Log(z)
+	lse := kernels.LogSumExp(logits)
 	scores := make([]float64, k)
 	for i, j := range idx {
 		scores[i] = float64(logits[j]) - lse
