@@ -18,7 +18,8 @@ type Session struct {
 	attn      kernels.Attention
 	invFreq   []float64
 	ropeScale float64
-	scratch   map[string][]float32
+	// Workspace reused by every call.
+	fc, e, hn, x, q, a, y, g, u, logitsIn, logits []float32
 }
 
 // NewSession starts an empty draft cache.
@@ -31,7 +32,7 @@ func (d *Draft) NewSession() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{d: d, rope: rope, scratch: map[string][]float32{},
+	s := &Session{d: d, rope: rope,
 		attn: kernels.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}
 	if rope.Type != "dynamic" {
 		s.invFreq, s.ropeScale = rope.Frequencies(0)
@@ -39,21 +40,13 @@ func (d *Draft) NewSession() (*Session, error) {
 	return s, nil
 }
 
-func (s *Session) buf(name string, n int) []float32 {
-	b := s.scratch[name]
-	if cap(b) < n {
-		b = make([]float32, n)
-		s.scratch[name] = b
-	}
-	return b[:n]
-}
-
-// FC projects target aux states [n, 3*Ht] to draft hidden inputs [n, H].
+// FC projects target aux states [n, 3*Ht] to draft hidden inputs [n, H], in a buffer of the session that
+// the next call overwrites.
 func (s *Session) FC(aux []float32, n int) []float32 {
 	c := &s.d.Config
-	h := make([]float32, n*c.HiddenSize)
-	blas.MatMulT(h, aux, s.d.W.FC, n, c.HiddenSize, 3*c.TargetHiddenSize)
-	return h
+	s.fc = kernels.Resize(s.fc, n*c.HiddenSize)
+	blas.MatMulT(s.fc, aux, s.d.W.FC, n, c.HiddenSize, 3*c.TargetHiddenSize)
+	return s.fc
 }
 
 // Truncate forgets rows from n on.
@@ -78,16 +71,17 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 		s.V = append(s.V[:s.Len*kvDim], make([]float32, grow-s.Len*kvDim)...)
 	}
 	// x = [norm(embed) | norm(h)], one [n, 2H] operand for each projection.
-	e, hn := s.buf("e", n*H), s.buf("hn", n*H)
+	s.e, s.hn, s.x = kernels.Resize(s.e, n*H), kernels.Resize(s.hn, n*H), kernels.Resize(s.x, n*2*H)
+	e, hn, x := s.e, s.hn, s.x
 	kernels.Embedding(e, d.Embed, ids, H)
 	kernels.RMSNorm(e, e, w.InputNorm, n, H, eps)
 	kernels.RMSNorm(hn, h, w.HiddenNorm, n, H, eps)
-	x := s.buf("x", n*2*H)
 	for r := 0; r < n; r++ {
 		copy(x[r*2*H:], e[r*H:(r+1)*H])
 		copy(x[r*2*H+H:], hn[r*H:(r+1)*H])
 	}
-	q := s.buf("q", n*qDim)
+	s.q, s.a = kernels.Resize(s.q, n*qDim), kernels.Resize(s.a, n*qDim)
+	q, a := s.q, s.a
 	k := s.K[s.Len*kvDim : (s.Len+n)*kvDim]
 	v := s.V[s.Len*kvDim : (s.Len+n)*kvDim]
 	blas.MatMulT(q, x, w.Wq, n, qDim, 2*H)
@@ -104,15 +98,14 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 	rope := kernels.NewRopeTable(inv, scale, positions)
 	rope.Apply(q, n, c.NumHeads)
 	rope.Apply(k, n, c.NumKVHeads)
-	a := s.buf("a", n*qDim)
 	s.attn.Forward(a, q, s.K[:(s.Len+n)*kvDim], s.V[:(s.Len+n)*kvDim], n, kernels.Mask{Past: s.Len, Tree: tree, TreeFrom: treeFrom})
 	s.Len += n
 	out := make([]float32, n*H)
 	copy(out, h)
 	blas.MatMulTAcc(out, a, w.Wo, n, H, qDim)
-	y := s.buf("y", n*H)
+	s.y, s.g, s.u = kernels.Resize(s.y, n*H), kernels.Resize(s.g, n*I), kernels.Resize(s.u, n*I)
+	y, g, u := s.y, s.g, s.u
 	kernels.RMSNorm(y, out, w.PostNorm, n, H, eps)
-	g, u := s.buf("g", n*I), s.buf("u", n*I)
 	blas.MatMulT(g, y, w.Wgate, n, I, H)
 	blas.MatMulT(u, y, w.Wup, n, I, H)
 	kernels.SwiGLU(g, g, u)
@@ -124,11 +117,11 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 // that the next call overwrites.
 func (s *Session) Logits(h []float32, n int) []float32 {
 	c := &s.d.Config
-	hn := s.buf("logits_hn", n*c.HiddenSize)
-	kernels.RMSNorm(hn, h, s.d.W.Norm, n, c.HiddenSize, float32(c.RMSNormEps))
-	logits := s.buf("logits", n*c.DraftVocabSize)
-	blas.MatMulT(logits, hn, s.d.W.LMHead, n, c.DraftVocabSize, c.HiddenSize)
-	return logits
+	s.logitsIn = kernels.Resize(s.logitsIn, n*c.HiddenSize)
+	kernels.RMSNorm(s.logitsIn, h, s.d.W.Norm, n, c.HiddenSize, float32(c.RMSNormEps))
+	s.logits = kernels.Resize(s.logits, n*c.DraftVocabSize)
+	blas.MatMulT(s.logits, s.logitsIn, s.d.W.LMHead, n, c.DraftVocabSize, c.HiddenSize)
+	return s.logits
 }
 
 // TargetID maps a draft-vocabulary index to the target's token id.

@@ -65,11 +65,9 @@ func (ws *Workspace) get(name string, n int) []float32 {
 	return b
 }
 
+// resize is kernels.Resize with the buffer cleared: the backward accumulates into some of them.
 func resize(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	b = b[:n]
+	b = kernels.Resize(b, n)
 	clear(b)
 	return b
 }

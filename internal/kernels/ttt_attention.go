@@ -108,9 +108,9 @@ func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, v
 	var s, diag, qg, og []float32
 	for _, blk := range a.blocks(B, T) {
 		rows := group * blk.nq
-		s = resize(s, rows*blk.keyEnd)
-		diag = resize(diag, rows*k)
-		qg, og = resize(qg, rows*d), resize(og, rows*d)
+		s = Resize(s, rows*blk.keyEnd)
+		diag = Resize(diag, rows*k)
+		qg, og = Resize(qg, rows*d), Resize(og, rows*d)
 		a.gather(qg, q, blk, T)
 		a.scores(s, diag, qg, keys, valid, blk, T)
 		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
@@ -177,10 +177,10 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 	var s, dp, diag, dsDiag, qg, og, dog, dqg, dsum []float32
 	for _, blk := range a.blocks(B, T) {
 		rows := group * blk.nq
-		s, dp = resize(s, rows*blk.keyEnd), resize(dp, rows*blk.keyEnd)
-		diag, dsDiag = resize(diag, rows*k), resize(dsDiag, rows*k)
-		qg, og, dog, dqg = resize(qg, rows*d), resize(og, rows*d), resize(dog, rows*d), resize(dqg, rows*d)
-		dsum = resize(dsum, rows)
+		s, dp = Resize(s, rows*blk.keyEnd), Resize(dp, rows*blk.keyEnd)
+		diag, dsDiag = Resize(diag, rows*k), Resize(dsDiag, rows*k)
+		qg, og, dog, dqg = Resize(qg, rows*d), Resize(og, rows*d), Resize(dog, rows*d), Resize(dqg, rows*d)
+		dsum = Resize(dsum, rows)
 		a.gather(qg, q, blk, T)
 		a.gather(og, out, blk, T)
 		a.gather(dog, dout, blk, T)
@@ -245,7 +245,9 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 	}
 }
 
-func resize(buf []float32, n int) []float32 {
+// Resize returns buf with length n, reallocated only when its capacity is short (the contents are not
+// cleared): workspaces reused across calls of different sizes.
+func Resize(buf []float32, n int) []float32 {
 	if cap(buf) < n {
 		return make([]float32, n)
 	}

@@ -116,8 +116,8 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	if out == nil {
 		out = &Output{}
 	}
-	out.Aux = resize(out.Aux, N*len(req.AuxLayers)*H)
-	out.Hidden = resize(out.Hidden, N*H)
+	out.Aux = kernels.Resize(out.Aux, N*len(req.AuxLayers)*H)
+	out.Hidden = kernels.Resize(out.Hidden, N*H)
 	h := out.Hidden
 	kernels.Embedding(h, m.Embed, b.IDs, H)
 	for li := range m.Layers {
@@ -159,7 +159,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 // large enough) and returns the [len(rows), V] logits.
 func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
-	logits := resize(dst, len(rows)*V)
+	logits := kernels.Resize(dst, len(rows)*V)
 	if len(rows) == 0 {
 		return logits
 	}
@@ -172,14 +172,6 @@ func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	}
 	blas.MatMulT(logits, x, m.LMHead, len(rows), V, H)
 	return logits
-}
-
-// resize returns buf with length n, reallocated only when its capacity is short.
-func resize(buf []float32, n int) []float32 {
-	if cap(buf) < n {
-		return make([]float32, n)
-	}
-	return buf[:n]
 }
 
 func isIdentity(rows []int, n int) bool {

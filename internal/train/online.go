@@ -5,6 +5,7 @@ import (
 
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
 )
 
@@ -64,7 +65,7 @@ func TeacherFromHidden(tc *draft.Teacher, hidden []float32, B, T int, lm LMHead,
 	chunk := max(1, teacherChunkValues/vocab)
 	for lo := 0; lo < rows; lo += chunk {
 		n := min(chunk, rows-lo)
-		scratch = grow(scratch, n*H)
+		scratch = kernels.Resize(scratch, n*H)
 		clear(scratch)
 		for i := 0; i < n; i++ {
 			r := lo + i
@@ -80,11 +81,4 @@ func TeacherFromHidden(tc *draft.Teacher, hidden []float32, B, T int, lm LMHead,
 		tc.SetRows(lo, logits, n, vocab, used)
 	}
 	return scratch, logits
-}
-
-func grow(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	return b[:n]
 }
