@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -114,6 +115,7 @@ func sharedDatasets() string {
 func benchCommand() *cobra.Command {
 	var (
 		targetDir, draftDir, ds, out, datasets string
+		cpuProfile                             string
 		n, skip, maxNew, promptTokens, warmup  int
 		noTemplate                             bool
 		sampling                               generate.SamplingParams
@@ -165,6 +167,13 @@ func benchCommand() *cobra.Command {
 			if err := o.Validate(); err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			res, err := spec.Bench(&spec.Decoder{Target: target, Draft: d}, prompts, o, warmup)
 			if err != nil {
 				return err
@@ -193,6 +202,7 @@ func benchCommand() *cobra.Command {
 	f.Float64Var(&sampling.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	f.Uint64Var(&sampling.Seed, "seed", 0, "sampling seed")
 	f.StringVar(&out, "out", "bench_result.json", "JSON result file")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark to this file (go tool pprof)")
 	df.register(cmd)
 	cmd.MarkFlagRequired("target")
 	cmd.MarkFlagRequired("draft")
@@ -218,4 +228,17 @@ func printBench(w io.Writer, ds, decoding string, temperature float64, maxNew in
 	for _, row := range rows {
 		fmt.Fprintf(w, "  %-22s %s\n", row[0], row[1])
 	}
+}
+
+// startCPUProfile profiles the process into path until the returned function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
