@@ -7,6 +7,11 @@ import (
 	"gonum.org/v1/gonum/blas/gonum"
 )
 
+// smallKernels says that this build has no small kernels: Weight keeps no transposes.
+const smallKernels = false
+
+func useSmall(transA bool, m, n, k int) bool { return false }
+
 // Name says which implementation multiplies matrices.
 func Name() string { return "gonum (pure Go)" }
 

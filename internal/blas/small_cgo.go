@@ -84,48 +84,70 @@ sf_nt_avx512(int m, int n, int k, float alpha, const float *a, int lda, const fl
 	}
 }
 
-// sf_nn_block computes rows ar[0..RM) times B [k, 16*NV columns from b] into C rows cr[r], columns
-// masked by cm[v] per vector.
-__attribute__((target("avx512f"), always_inline)) static inline void
-sf_nn_block(const int RM, const int NV, int k, const float *const *ar, const float *b, int ldb, const __mmask16 *cm,
-	    float alpha, float beta, float *const *cr) {
-	__m512 acc[16], bv[8];
-	for (int x = 0; x < RM * NV; x++) acc[x] = _mm512_setzero_ps();
-	for (int p = 0; p < k; p++) {
-		const float *bp = b + (size_t)p * ldb;
-		for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(cm[v], bp + 16 * v);
-		for (int r = 0; r < RM; r++) {
-			__m512 x = _mm512_set1_ps(ar[r][p]);
-			for (int v = 0; v < NV; v++) acc[r * NV + v] = _mm512_fmadd_ps(x, bv[v], acc[r * NV + v]);
-		}
+// SF_NN_ROWS(RM, NV) defines sf_nn_RMxNV: C = alpha A B + beta C for RM rows of A [RM, k] and all n columns
+// of B [k, n], 16*NV columns at a time in RM*NV accumulators. Each is its own function with literal sizes:
+// so GCC keeps the accumulators in registers (inlined into one dispatcher, they spill on every step).
+#define SF_NN_ROWS(RM, NV)                                                                                        \
+	__attribute__((target("avx512f"), noinline)) static void sf_nn_##RM##x##NV(                                 \
+		int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) { \
+		__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                                      \
+		for (int j = 0; j < n; j += 16 * NV) {                                                              \
+			__mmask16 cm[NV];                                                                           \
+			for (int v = 0; v < NV; v++) {                                                              \
+				int left = n - j - 16 * v;                                                          \
+				cm[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1); \
+			}                                                                                           \
+			__m512 acc[RM][NV];                                                                         \
+			for (int r = 0; r < RM; r++)                                                                \
+				for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                        \
+			for (int p = 0; p < k; p++) {                                                               \
+				const float *bp = b + (size_t)p * ldb + j;                                          \
+				__m512 bv[NV];                                                                      \
+				for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(cm[v], bp + 16 * v);      \
+				for (int r = 0; r < RM; r++) {                                                      \
+					__m512 x = _mm512_set1_ps(a[(size_t)r * lda + p]);                          \
+					for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]); \
+				}                                                                                   \
+			}                                                                                           \
+			for (int r = 0; r < RM; r++)                                                                \
+				for (int v = 0; v < NV; v++) {                                                      \
+					float *dst = c + (size_t)r * ldc + j + 16 * v;                              \
+					__m512 y = _mm512_mul_ps(va, acc[r][v]);                                    \
+					if (beta != 0) y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(cm[v], dst), y); \
+					_mm512_mask_storeu_ps(dst, cm[v], y);                                       \
+				}                                                                                   \
+		}                                                                                                   \
 	}
-	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-	for (int r = 0; r < RM; r++)
-		for (int v = 0; v < NV; v++) {
-			__m512 y = _mm512_mul_ps(va, acc[r * NV + v]);
-			if (beta != 0) y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(cm[v], cr[r] + 16 * v), y);
-			_mm512_mask_storeu_ps(cr[r] + 16 * v, cm[v], y);
-		}
-}
+SF_NN_ROWS(6, 4)
+SF_NN_ROWS(5, 4)
+SF_NN_ROWS(4, 4)
+SF_NN_ROWS(3, 4)
+SF_NN_ROWS(2, 8)
+SF_NN_ROWS(2, 4)
+SF_NN_ROWS(1, 8)
+SF_NN_ROWS(1, 4)
 
-// C = alpha A B + beta C for A [m, k], B [k, n].
+// C = alpha A B + beta C for A [m, k], B [k, n]: six rows at a time, then the rest together. One or two
+// rows take 128 columns at a time, and the last fewer than 128 columns 64 at a time.
 __attribute__((target("avx512f"))) static void
 sf_nn_avx512(int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-	const float *ar[4];
-	float *cr[4];
-	__mmask16 cm[8];
+	int wide = n / 128 * 128;
 	for (int i = 0; i < m;) {
-		int RM = m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1, NV = RM == 4 ? 4 : 8;
-		for (int r = 0; r < RM; r++) ar[r] = a + (size_t)(i + r) * lda;
-		for (int j = 0; j < n; j += 16 * NV) {
-			for (int v = 0; v < NV; v++) {
-				int left = n - j - 16 * v;
-				cm[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-			}
-			for (int r = 0; r < RM; r++) cr[r] = c + (size_t)(i + r) * ldc + j;
-			if (RM == 4) sf_nn_block(4, 4, k, ar, b + j, ldb, cm, alpha, beta, cr);
-			else if (RM == 2) sf_nn_block(2, 8, k, ar, b + j, ldb, cm, alpha, beta, cr);
-			else sf_nn_block(1, 8, k, ar, b + j, ldb, cm, alpha, beta, cr);
+		int RM = m - i >= 6 ? 6 : m - i;
+		const float *ai = a + (size_t)i * lda;
+		float *ci = c + (size_t)i * ldc;
+		switch (RM) {
+		case 6: sf_nn_6x4(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+		case 5: sf_nn_5x4(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+		case 4: sf_nn_4x4(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+		case 3: sf_nn_3x4(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+		case 2:
+			if (wide > 0) sf_nn_2x8(wide, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+			if (n > wide) sf_nn_2x4(n - wide, k, alpha, ai, lda, b + wide, ldb, beta, ci + wide, ldc);
+			break;
+		default:
+			if (wide > 0) sf_nn_1x8(wide, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+			if (n > wide) sf_nn_1x4(n - wide, k, alpha, ai, lda, b + wide, ldb, beta, ci + wide, ldc);
 		}
 		i += RM;
 	}
@@ -176,6 +198,9 @@ import (
 
 	"github.com/specforge/specforge/internal/parallel"
 )
+
+// smallKernels says that this build has the small kernels (Weight keeps transposes for them).
+const smallKernels = true
 
 // smallRows is the row count up to which products run on the register-blocked kernels; up to
 // smallShared rows, products whose matrix is small (attention of a few queries) do too.

@@ -54,18 +54,26 @@ func TestSmallKernels(t *testing.T) {
 	}
 }
 
-// BenchmarkSmall compares the small kernels with OpenBLAS (sgemv per row, and sgemm) on the products of a
-// stories260K decoding step (m = 1) and of a 5-token verification (m = 6).
+// BenchmarkSmall compares the small kernels (on w, and on its transpose as Weight keeps it) with OpenBLAS
+// (sgemv per row, and sgemm) on the products of a stories260K decoding step (m = 1) and of a 5-token
+// verification (m = 6).
 func BenchmarkSmall(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, sz := range [][3]int{{1, 172, 64}, {6, 172, 64}, {1, 512, 64}, {6, 512, 64}, {1, 4096, 4096}, {6, 4096, 4096}} {
 		m, n, k := sz[0], sz[1], sz[2]
 		x, w, y := randSlice(r, m*k), randSlice(r, n*k), make([]float32, m*n)
+		wt := make([]float32, k*n)
+		for i := 0; i < n; i++ {
+			for j := 0; j < k; j++ {
+				wt[j*n+i] = w[i*k+j]
+			}
+		}
 		for _, impl := range []struct {
 			name string
 			run  func()
 		}{
 			{"small", func() { callSmall(true, m, n, k, 1, x, k, w, k, 0, y, n) }},
+			{"small-transposed", func() { callSmall(false, m, n, k, 1, x, k, wt, n, 0, y, n) }},
 			{"sgemv", func() {
 				for i := 0; i < m; i++ {
 					sgemv(false, n, k, 1, w, k, x[i*k:], 1, 0, y[i*n:])

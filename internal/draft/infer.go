@@ -18,12 +18,40 @@ type Session struct {
 	attn      kernels.Attention
 	invFreq   []float64
 	ropeScale float64
+	ropeTable kernels.RopeTable
+	w         *Prepared
 	// Workspace reused by every call.
 	fc, e, hn, x, q, a, y, g, u, logitsIn, logits []float32
 }
 
+// Prepared is a draft's matrices ready for decoding: blas.Weight keeps transposes of the small ones, which
+// products of a few rows (a drafting step, a verified span) use. Sessions started from it share them; it
+// holds copies, so prepare again after the draft's weights change.
+type Prepared struct {
+	d                                      *Draft
+	fc, q, k, v, o, gate, up, down, lmHead blas.Weight
+}
+
+// Prepare readies the draft's matrices for decoding.
+func (d *Draft) Prepare() *Prepared {
+	c, w := &d.Config, &d.W
+	H, I, qDim, kvDim := c.HiddenSize, c.IntermediateSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
+	return &Prepared{d: d,
+		fc: blas.NewWeight(w.FC, H, 3*c.TargetHiddenSize),
+		q:  blas.NewWeight(w.Wq, qDim, 2*H), k: blas.NewWeight(w.Wk, kvDim, 2*H), v: blas.NewWeight(w.Wv, kvDim, 2*H),
+		o:    blas.NewWeight(w.Wo, H, qDim),
+		gate: blas.NewWeight(w.Wgate, I, H), up: blas.NewWeight(w.Wup, I, H), down: blas.NewWeight(w.Wdown, H, I),
+		lmHead: blas.NewWeight(w.LMHead, c.DraftVocabSize, H),
+	}
+}
+
+// NewSession starts an empty draft cache on freshly prepared weights (Prepare once and start sessions from
+// it to decode many sequences).
+func (d *Draft) NewSession() (*Session, error) { return d.Prepare().NewSession() }
+
 // NewSession starts an empty draft cache.
-func (d *Draft) NewSession() (*Session, error) {
+func (p *Prepared) NewSession() (*Session, error) {
+	d := p.d
 	c := &d.Config
 	if d.Embed == nil {
 		return nil, errNoEmbedding
@@ -32,7 +60,7 @@ func (d *Draft) NewSession() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{d: d, rope: rope,
+	s := &Session{d: d, w: p, rope: rope,
 		attn: kernels.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}
 	if rope.Type != "dynamic" {
 		s.invFreq, s.ropeScale = rope.Frequencies(0)
@@ -45,7 +73,7 @@ func (d *Draft) NewSession() (*Session, error) {
 func (s *Session) FC(aux []float32, n int) []float32 {
 	c := &s.d.Config
 	s.fc = kernels.Resize(s.fc, n*c.HiddenSize)
-	blas.MatMulT(s.fc, aux, s.d.W.FC, n, c.HiddenSize, 3*c.TargetHiddenSize)
+	s.w.fc.Apply(s.fc, aux, n, false)
 	return s.fc
 }
 
@@ -84,9 +112,9 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 	q, a := s.q, s.a
 	k := s.K[s.Len*kvDim : (s.Len+n)*kvDim]
 	v := s.V[s.Len*kvDim : (s.Len+n)*kvDim]
-	blas.MatMulT(q, x, w.Wq, n, qDim, 2*H)
-	blas.MatMulT(k, x, w.Wk, n, kvDim, 2*H)
-	blas.MatMulT(v, x, w.Wv, n, kvDim, 2*H)
+	s.w.q.Apply(q, x, n, false)
+	s.w.k.Apply(k, x, n, false)
+	s.w.v.Apply(v, x, n, false)
 	inv, scale := s.invFreq, s.ropeScale
 	if inv == nil {
 		maxPos := int32(0)
@@ -95,21 +123,21 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 		}
 		inv, scale = s.rope.Frequencies(int(maxPos) + 1)
 	}
-	rope := kernels.NewRopeTable(inv, scale, positions)
-	rope.Apply(q, n, c.NumHeads)
-	rope.Apply(k, n, c.NumKVHeads)
+	s.ropeTable.Fill(inv, scale, positions)
+	s.ropeTable.Apply(q, n, c.NumHeads)
+	s.ropeTable.Apply(k, n, c.NumKVHeads)
 	s.attn.Forward(a, q, s.K[:(s.Len+n)*kvDim], s.V[:(s.Len+n)*kvDim], n, kernels.Mask{Past: s.Len, Tree: tree, TreeFrom: treeFrom})
 	s.Len += n
 	out := make([]float32, n*H)
 	copy(out, h)
-	blas.MatMulTAcc(out, a, w.Wo, n, H, qDim)
+	s.w.o.Apply(out, a, n, true)
 	s.y, s.g, s.u = kernels.Resize(s.y, n*H), kernels.Resize(s.g, n*I), kernels.Resize(s.u, n*I)
 	y, g, u := s.y, s.g, s.u
 	kernels.RMSNorm(y, out, w.PostNorm, n, H, eps)
-	blas.MatMulT(g, y, w.Wgate, n, I, H)
-	blas.MatMulT(u, y, w.Wup, n, I, H)
+	s.w.gate.Apply(g, y, n, false)
+	s.w.up.Apply(u, y, n, false)
 	kernels.SwiGLU(g, g, u)
-	blas.MatMulTAcc(out, g, w.Wdown, n, H, I)
+	s.w.down.Apply(out, g, n, true)
 	return out
 }
 
@@ -120,7 +148,7 @@ func (s *Session) Logits(h []float32, n int) []float32 {
 	s.logitsIn = kernels.Resize(s.logitsIn, n*c.HiddenSize)
 	kernels.RMSNorm(s.logitsIn, h, s.d.W.Norm, n, c.HiddenSize, float32(c.RMSNormEps))
 	s.logits = kernels.Resize(s.logits, n*c.DraftVocabSize)
-	blas.MatMulT(s.logits, s.logitsIn, s.d.W.LMHead, n, c.DraftVocabSize, c.HiddenSize)
+	s.w.lmHead.Apply(s.logits, s.logitsIn, n, false)
 	return s.logits
 }
 

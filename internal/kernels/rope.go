@@ -226,14 +226,20 @@ type RopeTable struct {
 
 // NewRopeTable evaluates the rotation of every position (angles in float64).
 func NewRopeTable(invFreq []float64, scale float64, positions []int32) *RopeTable {
+	t := &RopeTable{}
+	t.Fill(invFreq, scale, positions)
+	return t
+}
+
+// Fill makes t the table of positions, reusing its buffers (decoding builds one per step).
+func (t *RopeTable) Fill(invFreq []float64, scale float64, positions []int32) {
 	half := len(invFreq)
-	t := &RopeTable{Half: half, Cos: make([]float32, len(positions)*half), Sin: make([]float32, len(positions)*half)}
+	t.Half, t.Cos, t.Sin = half, Resize(t.Cos, len(positions)*half), Resize(t.Sin, len(positions)*half)
 	if grain := max(1, 2048/half); len(positions) > grain {
 		parallel.For(len(positions), grain, func(lo, hi int) { t.fill(invFreq, scale, positions, lo, hi) })
 	} else {
 		t.fill(invFreq, scale, positions, 0, len(positions))
 	}
-	return t
 }
 
 func (t *RopeTable) fill(invFreq []float64, scale float64, positions []int32, lo, hi int) {

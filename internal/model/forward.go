@@ -79,7 +79,8 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 			return nil, fmt.Errorf("forward: aux layer %d out of range [0, %d)", l, cfg.NumLayers)
 		}
 	}
-	ws := m.workspace(N)
+	wsv := m.workspace(N)
+	ws := &wsv
 	past := 0
 	if cache == nil {
 		// A prefill without a cache keeps one layer's keys and values at a time.
@@ -104,8 +105,11 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	for _, p := range positions {
 		maxPos = max(maxPos, p)
 	}
-	invFreq, ropeScale := cfg.Rope.Frequencies(int(maxPos) + 1)
-	rope := kernels.NewRopeTable(invFreq, ropeScale, positions)
+	if m.invFreq == nil || cfg.Rope.Type == "dynamic" { // only dynamic NTK scaling depends on the length
+		m.invFreq, m.ropeScale = cfg.Rope.Frequencies(int(maxPos) + 1)
+	}
+	rope := &m.rope
+	rope.Fill(m.invFreq, m.ropeScale, positions)
 	for r := 0; r < b.B; r++ {
 		for t := 0; t < b.T; t++ {
 			cache.Valid[r*cache.Cap+past+t] = b.AttentionMask == nil || b.AttentionMask[r*b.T+t]
@@ -170,7 +174,7 @@ func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 			copy(x[i*H:(i+1)*H], hidden[r*H:(r+1)*H])
 		}
 	}
-	blas.MatMulT(logits, x, m.LMHead, len(rows), V, H)
+	m.lmHeadWeight().Apply(logits, x, len(rows), false)
 	return logits
 }
 
@@ -197,7 +201,7 @@ type scratch struct {
 
 // workspace returns the model's scratch, grown to hold n rows, with every buffer cut to exactly n rows (the
 // elementwise kernels work on whole buffers).
-func (m *Model) workspace(n int) *scratch {
+func (m *Model) workspace(n int) scratch {
 	cfg := m.Config
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
 	if m.ws == nil || m.ws.rows < n {
@@ -210,7 +214,7 @@ func (m *Model) workspace(n int) *scratch {
 		}
 	}
 	w := m.ws
-	return &scratch{
+	return scratch{
 		rows: n, kvDim: kvDim,
 		x: w.x[:n*cfg.HiddenSize], q: w.q[:n*qDim], k: w.k[:n*kvDim], v: w.v[:n*kvDim], attn: w.attn[:n*qDim],
 		gate: w.gate[:n*cfg.IntermediateSize], up: w.up[:n*cfg.IntermediateSize], valid: w.valid[:n], pos: w.pos[:n],
@@ -220,16 +224,16 @@ func (m *Model) workspace(n int) *scratch {
 // layer updates the residual stream h [N, H] in place by decoder layer li.
 func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, past int, rope *kernels.RopeTable) {
 	cfg := m.Config
-	l := &m.Layers[li]
-	N, H, I := b.B*b.T, cfg.HiddenSize, cfg.IntermediateSize
+	l, p := &m.Layers[li], &m.projections()[li]
+	N, H := b.B*b.T, cfg.HiddenSize
 	d := cfg.HeadDim
 	qDim, kvDim := cfg.NumHeads*d, cfg.NumKVHeads*d
 	eps := float32(cfg.RMSNormEps)
 
 	kernels.RMSNorm(s.x, h, l.InputNorm, N, H, eps)
-	linear(s.q, s.x, l.Wq, l.Bq, N, qDim, H)
-	linear(s.k, s.x, l.Wk, l.Bk, N, kvDim, H)
-	linear(s.v, s.x, l.Wv, l.Bv, N, kvDim, H)
+	linear(s.q, s.x, &p.q, l.Bq, N)
+	linear(s.k, s.x, &p.k, l.Bk, N)
+	linear(s.v, s.x, &p.v, l.Bv, N)
 	if l.QNorm != nil {
 		kernels.RMSNorm(s.q, s.q, l.QNorm, N*cfg.NumHeads, d, eps)
 		kernels.RMSNorm(s.k, s.k, l.KNorm, N*cfg.NumKVHeads, d, eps)
@@ -255,21 +259,21 @@ func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, 
 			kc[row*kvDim:(row+past+b.T)*kvDim], vc[row*kvDim:(row+past+b.T)*kvDim], b.T, mask)
 	}
 	// The output projection and the MLP add straight into the residual stream.
-	blas.MatMulTAcc(h, s.attn, l.Wo, N, H, qDim)
+	p.o.Apply(h, s.attn, N, true)
 	addBias(h, l.Bo, N, H)
 
 	kernels.RMSNorm(s.x, h, l.PostNorm, N, H, eps)
-	linear(s.gate, s.x, l.Wgate, l.Bgate, N, I, H)
-	linear(s.up, s.x, l.Wup, l.Bup, N, I, H)
+	linear(s.gate, s.x, &p.gate, l.Bgate, N)
+	linear(s.up, s.x, &p.up, l.Bup, N)
 	kernels.SwiGLU(s.gate, s.gate, s.up)
-	blas.MatMulTAcc(h, s.gate, l.Wdown, N, H, I)
+	p.down.Apply(h, s.gate, N, true)
 	addBias(h, l.Bdown, N, H)
 }
 
-// linear computes y = x w^T + bias for x [n, in] and w [out, in].
-func linear(y, x, w, bias []float32, n, out, in int) {
-	blas.MatMulT(y, x, w, n, out, in)
-	addBias(y, bias, n, out)
+// linear computes y = x w^T + bias for x [n, In].
+func linear(y, x []float32, w *blas.Weight, bias []float32, n int) {
+	w.Apply(y, x, n, false)
+	addBias(y, bias, n, w.Out)
 }
 
 func addBias(y, bias []float32, n, width int) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
@@ -24,6 +26,9 @@ type Head struct {
 	Config *Config
 	Embed  []float32 // [V, H]
 	LMHead []float32 // [V, H]; the same slice as Embed when the embeddings are tied
+
+	lmHeadOnce sync.Once
+	lmHead     blas.Weight // LMHead for products (with its transpose when small)
 }
 
 // Model is a loaded target model. Float32 weights are memory-mapped from the checkpoint; bf16/f16 weights are
@@ -36,8 +41,42 @@ type Model struct {
 	// Unused names checkpoint tensors the architecture does not read (worth a warning, not an error).
 	Unused []string
 	ckpt   *safetensors.Checkpoint
-	mu     sync.Mutex // serialises forwards, which share ws
+	mu     sync.Mutex // serialises forwards, which share ws and build proj
 	ws     *scratch
+	proj   []projections
+	// RoPE frequencies (kept unless the scaling is dynamic) and the table of a forward's positions.
+	invFreq   []float64
+	ropeScale float64
+	rope      kernels.RopeTable
+}
+
+// projections are a layer's weight matrices prepared for products (blas.Weight keeps the transposes of
+// small ones), built at the first forward.
+type projections struct{ q, k, v, o, gate, up, down blas.Weight }
+
+// projections returns every layer's projections, building them on the first call; the caller holds m.mu.
+func (m *Model) projections() []projections {
+	if m.proj == nil {
+		cfg := m.Config
+		H, I := cfg.HiddenSize, cfg.IntermediateSize
+		qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
+		m.proj = make([]projections, len(m.Layers))
+		for i := range m.Layers {
+			l := &m.Layers[i]
+			m.proj[i] = projections{
+				q: blas.NewWeight(l.Wq, qDim, H), k: blas.NewWeight(l.Wk, kvDim, H), v: blas.NewWeight(l.Wv, kvDim, H),
+				o: blas.NewWeight(l.Wo, H, qDim), gate: blas.NewWeight(l.Wgate, I, H), up: blas.NewWeight(l.Wup, I, H),
+				down: blas.NewWeight(l.Wdown, H, I),
+			}
+		}
+	}
+	return m.proj
+}
+
+// lmHeadWeight is LMHead prepared for products, built on the first call.
+func (m *Head) lmHeadWeight() *blas.Weight {
+	m.lmHeadOnce.Do(func() { m.lmHead = blas.NewWeight(m.LMHead, m.Config.VocabSize, m.Config.HiddenSize) })
+	return &m.lmHead
 }
 
 // LoadHead reads only the embedding and lm_head of a model folder (memory-mapped when stored as float32);
@@ -191,7 +230,7 @@ func New(cfg *Config, src WeightSource) (*Model, error) {
 		if err != nil {
 			errs = append(errs, err.Error())
 		} else {
-			m.Head = *head
+			m.Config, m.Embed, m.LMHead = head.Config, head.Embed, head.LMHead
 		}
 	}
 	if len(errs) > 0 {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/specforge/specforge/internal/draft"
@@ -95,10 +96,14 @@ func (s *Stats) count(depth int, accepted bool) {
 	}
 }
 
-// Decoder pairs a target with its draft.
+// Decoder pairs a target with its draft. It prepares the draft's matrices for decoding at its first
+// generation: make a new Decoder after the draft's weights change.
 type Decoder struct {
 	Target *model.Model
 	Draft  *draft.Draft
+
+	prepareOnce sync.Once
+	prepared    *draft.Prepared
 }
 
 // state is one sequence being decoded.
@@ -129,7 +134,8 @@ func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
 	st := &state{d: d, o: &o, sampler: generate.NewSampler(o.Sampling), stats: &Stats{}}
 	st.cache = d.Target.NewCache(1, len(prompt)+o.MaxNewTokens+max(o.Steps, o.DraftTokens)+2)
 	var err error
-	if st.sess, err = d.Draft.NewSession(); err != nil {
+	d.prepareOnce.Do(func() { d.prepared = d.Draft.Prepare() })
+	if st.sess, err = d.prepared.NewSession(); err != nil {
 		return nil, nil, err
 	}
 	// Prefill the target, take its first token, and feed the draft the prompt's rows.
