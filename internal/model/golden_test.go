@@ -159,6 +159,57 @@ func TestGreedyStories260K(t *testing.T) {
 	}
 }
 
+// TestVerifyMatchesSteps: the logits and aux states a cached forward of T tokens gives each row are bit for
+// bit those of decoding the tokens one at a time. Speculative decoding verifies drafted tokens in one forward,
+// and its greedy output equals target-only decoding exactly because of this, not only up to ties.
+func TestVerifyMatchesSteps(t *testing.T) {
+	c := golden.Open(t, "a_stories260k_forward")
+	m, err := Load(goldenModelDirs(t, c)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	V, aux := m.Config.VocabSize, []int{1, 2, 1}
+	ctx := make([]int32, 37)
+	for i := range ctx {
+		ctx[i] = int32(1 + i*13%500)
+	}
+	for _, T := range []int{2, 3, 6, 8} {
+		span := ctx[len(ctx)-T:]
+		prefill := Batch{B: 1, T: len(ctx) - T, IDs: ctx[:len(ctx)-T]}
+		together, steps := m.NewCache(1, 64), m.NewCache(1, 64)
+		for _, cache := range []*KVCache{together, steps} {
+			if _, err := m.Forward(prefill, cache, Request{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, err := m.Forward(Batch{B: 1, T: T, IDs: span}, together, Request{AuxLayers: aux, Logits: AllLogits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		width := len(aux) * m.Config.HiddenSize
+		for i, id := range span {
+			one, err := m.Forward(Batch{B: 1, T: 1, IDs: []int32{id}}, steps, Request{AuxLayers: aux, Logits: AllLogits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, cmp := range []struct {
+				name      string
+				got, want []float32
+			}{
+				{"logit", one.Logits, all.Logits[i*V : (i+1)*V]},
+				{"aux", one.Aux, all.Aux[i*width : (i+1)*width]},
+			} {
+				for j := range cmp.got {
+					if cmp.got[j] != cmp.want[j] {
+						t.Fatalf("T=%d row %d %s %d: %g in one step, %g in the forward of %d", T, i, cmp.name, j, cmp.got[j], cmp.want[j], T)
+					}
+				}
+			}
+		}
+	}
+}
+
 func greedy(t *testing.T, m *Model, prompt []int32, n int) []int32 {
 	cache := m.NewCache(1, 8)
 	ids := prompt
