@@ -201,9 +201,9 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 		}
 	}
 	// The benchmark, on a paragraph file with held-out prompts and on a named benchmark.
-	result := filepath.Join(out, "bench.json")
+	result, prof := filepath.Join(out, "bench.json"), filepath.Join(out, "bench.pprof")
 	for _, args := range [][]string{
-		{"--dataset", golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "4200", "--min-draft-prob", "0.3"},
+		{"--dataset", golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "4200", "--min-draft-prob", "0.3", "--cpuprofile", prof},
 		{"--dataset", "mtbench", "--datasets-dir", golden.Shared(t, "assets", "datasets"), "--depth", "3", "--topk", "2", "--draft-tokens", "6"},
 	} {
 		stdout, err := run(append([]string{"bench", "--target", stories, "--draft", filepath.Join(out, "export", "vllm_run"),
@@ -222,6 +222,9 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 		if err := json.Unmarshal(raw, &res); err != nil || res.Result.Prompts != 3 || res.Result.AcceptanceLength < 1 || res.Result.Mismatches != 0 {
 			t.Errorf("bench %v result: %v %+v", args, err, res.Result)
 		}
+	}
+	if raw, err := os.ReadFile(prof); err != nil || len(raw) < 2 || raw[0] != 0x1f || raw[1] != 0x8b { // pprof files are gzipped
+		t.Errorf("bench --cpuprofile wrote no profile: %v (%d bytes)", err, len(raw))
 	}
 	if _, err := run("bench", "--target", stories, "--draft", filepath.Join(out, "export", "vllm_run"), "--dataset",
 		golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "100000", "--out", result); err == nil || !strings.Contains(err.Error(), "no prompts after skipping") {
