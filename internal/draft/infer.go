@@ -11,15 +11,11 @@ import (
 // fed so far. A row pairs the embedding of a token with a hidden state (fc of the target's aux states for
 // verified positions, or the draft's own previous output while drafting), as in training.
 type Session struct {
-	d         *Draft
-	rope      kernels.RopeConfig
+	w         *Prepared
 	K, V      []float32 // [Cap, kvDim]
 	Len       int
 	attn      kernels.Attention
-	invFreq   []float64
-	ropeScale float64
-	ropeTable kernels.RopeTable
-	w         *Prepared
+	rotations kernels.Rotations
 	// Workspace reused by every call.
 	fc, e, hn, x, q, a, y, g, u, logitsIn, logits []float32
 }
@@ -60,18 +56,14 @@ func (p *Prepared) NewSession() (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{d: d, w: p, rope: rope,
-		attn: kernels.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}
-	if rope.Type != "dynamic" {
-		s.invFreq, s.ropeScale = rope.Frequencies(0)
-	}
-	return s, nil
+	return &Session{w: p, rotations: kernels.Rotations{Config: rope},
+		attn: kernels.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}, nil
 }
 
 // FC projects target aux states [n, 3*Ht] to draft hidden inputs [n, H], in a buffer of the session that
 // the next call overwrites.
 func (s *Session) FC(aux []float32, n int) []float32 {
-	c := &s.d.Config
+	c := &s.w.d.Config
 	s.fc = kernels.Resize(s.fc, n*c.HiddenSize)
 	s.w.fc.Apply(s.fc, aux, n, false)
 	return s.fc
@@ -88,7 +80,8 @@ func (s *Session) Truncate(n int) {
 // outputs [n, H]. With tree nil each new row sees every cached row and the earlier new rows; otherwise it
 // sees the cached rows before treeFrom and, from treeFrom on, the rows tree allows (a kernels.Mask tree).
 func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bool, treeFrom int) []float32 {
-	d, c := s.d, &s.d.Config
+	d := s.w.d
+	c := &d.Config
 	n, H, I := len(ids), c.HiddenSize, c.IntermediateSize
 	qDim, kvDim := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
 	eps := float32(c.RMSNormEps)
@@ -115,17 +108,9 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 	s.w.q.Apply(q, x, n, false)
 	s.w.k.Apply(k, x, n, false)
 	s.w.v.Apply(v, x, n, false)
-	inv, scale := s.invFreq, s.ropeScale
-	if inv == nil {
-		maxPos := int32(0)
-		for _, p := range positions {
-			maxPos = max(maxPos, p)
-		}
-		inv, scale = s.rope.Frequencies(int(maxPos) + 1)
-	}
-	s.ropeTable.Fill(inv, scale, positions)
-	s.ropeTable.Apply(q, n, c.NumHeads)
-	s.ropeTable.Apply(k, n, c.NumKVHeads)
+	rope := s.rotations.Table(positions)
+	rope.Apply(q, n, c.NumHeads)
+	rope.Apply(k, n, c.NumKVHeads)
 	s.attn.Forward(a, q, s.K[:(s.Len+n)*kvDim], s.V[:(s.Len+n)*kvDim], n, kernels.Mask{Past: s.Len, Tree: tree, TreeFrom: treeFrom})
 	s.Len += n
 	out := make([]float32, n*H)
@@ -144,9 +129,9 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 // Logits maps pre-norm outputs h [n, H] to draft-vocabulary logits [n, Vd], in a buffer of the session
 // that the next call overwrites.
 func (s *Session) Logits(h []float32, n int) []float32 {
-	c := &s.d.Config
+	c := &s.w.d.Config
 	s.logitsIn = kernels.Resize(s.logitsIn, n*c.HiddenSize)
-	kernels.RMSNorm(s.logitsIn, h, s.d.W.Norm, n, c.HiddenSize, float32(c.RMSNormEps))
+	kernels.RMSNorm(s.logitsIn, h, s.w.d.W.Norm, n, c.HiddenSize, float32(c.RMSNormEps))
 	s.logits = kernels.Resize(s.logits, n*c.DraftVocabSize)
 	s.w.lmHead.Apply(s.logits, s.logitsIn, n, false)
 	return s.logits

@@ -253,6 +253,28 @@ func (t *RopeTable) fill(invFreq []float64, scale float64, positions []int32, lo
 	}
 }
 
+// Rotations evaluates RopeTables for successive batches of positions (decoding steps), reusing its table
+// and, unless the scaling depends on the sequence length (dynamic NTK), its frequencies.
+type Rotations struct {
+	Config  RopeConfig
+	invFreq []float64
+	scale   float64
+	table   RopeTable
+}
+
+// Table returns the rotations of positions, valid until the next call.
+func (r *Rotations) Table(positions []int32) *RopeTable {
+	if r.invFreq == nil || r.Config.Type == "dynamic" {
+		maxPos := int32(0)
+		for _, p := range positions {
+			maxPos = max(maxPos, p)
+		}
+		r.invFreq, r.scale = r.Config.Frequencies(int(maxPos) + 1)
+	}
+	r.table.Fill(r.invFreq, r.scale, positions)
+	return &r.table
+}
+
 // Apply rotates x [rows, heads*2*Half] in place, row r by the angles of table row r: for each head,
 // x1' = x1 cos - x2 sin and x2' = x2 cos + x1 sin, where x1 and x2 are the two halves (rotate_half).
 func (t *RopeTable) Apply(x []float32, rows, heads int) { t.rotate(x, rows, heads, 1) }

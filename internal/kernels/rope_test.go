@@ -99,3 +99,24 @@ func TestRopeApply(t *testing.T) {
 	NewRopeTable(inv, 0.5, pos).Apply(x, rows, heads)
 	close64(t, "rope", x, want, 1e-6, 1e-6)
 }
+
+// TestRotationsFollowLength: reused tables equal fresh ones, and dynamic NTK scaling, whose frequencies
+// depend on the longest position, is re-evaluated when a later batch reaches further.
+func TestRotationsFollowLength(t *testing.T) {
+	for _, raw := range []string{`null`, `{"type": "dynamic", "factor": 2.0}`} {
+		cfg, err := ParseRopeScaling([]byte(raw), 10000, 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := Rotations{Config: cfg}
+		for _, positions := range [][]int32{{0, 1, 2}, {150, 151}, {3}} {
+			inv, scale := cfg.Frequencies(int(positions[len(positions)-1]) + 1)
+			want, got := NewRopeTable(inv, scale, positions), r.Table(positions)
+			for i := range want.Cos {
+				if got.Cos[i] != want.Cos[i] || got.Sin[i] != want.Sin[i] {
+					t.Fatalf("%s, positions %v: entry %d is (%g, %g), want (%g, %g)", raw, positions, i, got.Cos[i], got.Sin[i], want.Cos[i], want.Sin[i])
+				}
+			}
+		}
+	}
+}

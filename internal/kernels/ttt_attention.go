@@ -244,12 +244,3 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 		}
 	}
 }
-
-// Resize returns buf with length n, reallocated only when its capacity is short (the contents are not
-// cleared): workspaces reused across calls of different sizes.
-func Resize(buf []float32, n int) []float32 {
-	if cap(buf) < n {
-		return make([]float32, n)
-	}
-	return buf[:n]
-}

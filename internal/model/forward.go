@@ -79,8 +79,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 			return nil, fmt.Errorf("forward: aux layer %d out of range [0, %d)", l, cfg.NumLayers)
 		}
 	}
-	wsv := m.workspace(N)
-	ws := &wsv
+	ws := m.workspace(N)
 	past := 0
 	if cache == nil {
 		// A prefill without a cache keeps one layer's keys and values at a time.
@@ -101,15 +100,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 			positions[i] = int32(past + i%b.T)
 		}
 	}
-	maxPos := int32(0)
-	for _, p := range positions {
-		maxPos = max(maxPos, p)
-	}
-	if m.invFreq == nil || cfg.Rope.Type == "dynamic" { // only dynamic NTK scaling depends on the length
-		m.invFreq, m.ropeScale = cfg.Rope.Frequencies(int(maxPos) + 1)
-	}
-	rope := &m.rope
-	rope.Fill(m.invFreq, m.ropeScale, positions)
+	rope := m.rotations.Table(positions)
 	for r := 0; r < b.B; r++ {
 		for t := 0; t < b.T; t++ {
 			cache.Valid[r*cache.Cap+past+t] = b.AttentionMask == nil || b.AttentionMask[r*b.T+t]
@@ -125,7 +116,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	h := out.Hidden
 	kernels.Embedding(h, m.Embed, b.IDs, H)
 	for li := range m.Layers {
-		m.layer(li, h, ws, b, cache, past, rope)
+		m.layer(li, h, &ws, b, cache, past, rope)
 		for slot, al := range req.AuxLayers {
 			if al == li {
 				width := len(req.AuxLayers) * H
@@ -224,7 +215,7 @@ func (m *Model) workspace(n int) scratch {
 // layer updates the residual stream h [N, H] in place by decoder layer li.
 func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, past int, rope *kernels.RopeTable) {
 	cfg := m.Config
-	l, p := &m.Layers[li], &m.projections()[li]
+	l, p := &m.Layers[li], &m.proj[li]
 	N, H := b.B*b.T, cfg.HiddenSize
 	d := cfg.HeadDim
 	qDim, kvDim := cfg.NumHeads*d, cfg.NumKVHeads*d

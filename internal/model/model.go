@@ -39,39 +39,17 @@ type Model struct {
 	Layers []Layer
 	Norm   []float32 // [H]
 	// Unused names checkpoint tensors the architecture does not read (worth a warning, not an error).
-	Unused []string
-	ckpt   *safetensors.Checkpoint
-	mu     sync.Mutex // serialises forwards, which share ws and build proj
-	ws     *scratch
-	proj   []projections
-	// RoPE frequencies (kept unless the scaling is dynamic) and the table of a forward's positions.
-	invFreq   []float64
-	ropeScale float64
-	rope      kernels.RopeTable
+	Unused    []string
+	ckpt      *safetensors.Checkpoint
+	mu        sync.Mutex // serialises forwards, which share ws and rotations
+	ws        *scratch
+	rotations kernels.Rotations
+	proj      []projections
 }
 
 // projections are a layer's weight matrices prepared for products (blas.Weight keeps the transposes of
-// small ones), built at the first forward.
+// small ones).
 type projections struct{ q, k, v, o, gate, up, down blas.Weight }
-
-// projections returns every layer's projections, building them on the first call; the caller holds m.mu.
-func (m *Model) projections() []projections {
-	if m.proj == nil {
-		cfg := m.Config
-		H, I := cfg.HiddenSize, cfg.IntermediateSize
-		qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-		m.proj = make([]projections, len(m.Layers))
-		for i := range m.Layers {
-			l := &m.Layers[i]
-			m.proj[i] = projections{
-				q: blas.NewWeight(l.Wq, qDim, H), k: blas.NewWeight(l.Wk, kvDim, H), v: blas.NewWeight(l.Wv, kvDim, H),
-				o: blas.NewWeight(l.Wo, H, qDim), gate: blas.NewWeight(l.Wgate, I, H), up: blas.NewWeight(l.Wup, I, H),
-				down: blas.NewWeight(l.Wdown, H, I),
-			}
-		}
-	}
-	return m.proj
-}
 
 // lmHeadWeight is LMHead prepared for products, built on the first call.
 func (m *Head) lmHeadWeight() *blas.Weight {
@@ -91,31 +69,32 @@ func LoadHead(dir string) (*Head, func() error, error) {
 		return nil, nil, err
 	}
 	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}
-	h, err := newHead(cfg, src)
-	if err != nil {
+	h := &Head{}
+	if err := h.read(cfg, src); err != nil {
 		ckpt.Close()
 		return nil, nil, err
 	}
 	return h, ckpt.Close, nil
 }
 
-func newHead(cfg *Config, src WeightSource) (*Head, error) {
-	h := &Head{Config: cfg}
+// read fills the head's configuration and weights from src.
+func (h *Head) read(cfg *Config, src WeightSource) error {
+	h.Config = cfg
 	var err error
 	if h.Embed, err = src.Get("model.embed_tokens.weight", false, cfg.VocabSize, cfg.HiddenSize); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.TieWordEmbeddings {
 		h.LMHead = h.Embed
-		return h, nil
+		return nil
 	}
 	if h.LMHead, err = src.Get("lm_head.weight", true, cfg.VocabSize, cfg.HiddenSize); err != nil {
-		return nil, err
+		return err
 	}
 	if h.LMHead == nil {
-		return nil, fmt.Errorf("lm_head.weight is missing and tie_word_embeddings is false")
+		return fmt.Errorf("lm_head.weight is missing and tie_word_embeddings is false")
 	}
-	return h, nil
+	return nil
 }
 
 // WeightSource yields a tensor by its Hugging Face name as float32, checked against the expected shape.
@@ -183,7 +162,7 @@ func (s *checkpointSource) Get(name string, optional bool, shape ...int) ([]floa
 func New(cfg *Config, src WeightSource) (*Model, error) {
 	H, I := cfg.HiddenSize, cfg.IntermediateSize
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	m := &Model{Head: Head{Config: cfg}, Layers: make([]Layer, cfg.NumLayers)}
+	m := &Model{Head: Head{Config: cfg}, Layers: make([]Layer, cfg.NumLayers), rotations: kernels.Rotations{Config: cfg.Rope}}
 	var errs []string
 	get := func(name string, optional bool, shape ...int) []float32 {
 		w, err := src.Get(name, optional, shape...)
@@ -226,15 +205,21 @@ func New(cfg *Config, src WeightSource) (*Model, error) {
 	}
 	m.Norm = get("model.norm.weight", false, H)
 	if len(errs) == 0 {
-		head, err := newHead(cfg, src)
-		if err != nil {
+		if err := m.Head.read(cfg, src); err != nil {
 			errs = append(errs, err.Error())
-		} else {
-			m.Config, m.Embed, m.LMHead = head.Config, head.Embed, head.LMHead
 		}
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("load %s weights: %s", cfg.Architecture, strings.Join(errs, "; "))
+	}
+	m.proj = make([]projections, len(m.Layers))
+	for i := range m.Layers {
+		l := &m.Layers[i]
+		m.proj[i] = projections{
+			q: blas.NewWeight(l.Wq, qDim, H), k: blas.NewWeight(l.Wk, kvDim, H), v: blas.NewWeight(l.Wv, kvDim, H),
+			o: blas.NewWeight(l.Wo, H, qDim), gate: blas.NewWeight(l.Wgate, I, H), up: blas.NewWeight(l.Wup, I, H),
+			down: blas.NewWeight(l.Wdown, H, I),
+		}
 	}
 	return m, nil
 }
