@@ -1,7 +1,6 @@
 package hidden
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -9,11 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/dataset"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/fixture"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/tokenizer"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -119,46 +116,10 @@ func TestCorruptShards(t *testing.T) {
 	}
 }
 
-// storiesData prepares a few TinyStories paragraphs for the stories260K target.
-func storiesData(t *testing.T) (*model.Model, *dataset.File, string) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
-	m, err := model.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_sample_5stories.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		if len(line) > 30 {
-			rows = append(rows, fmt.Sprintf(`{"text": %q}`, line))
-		}
-	}
-	data := filepath.Join(t.TempDir(), "d.jsonl")
-	os.WriteFile(data, []byte(strings.Join(rows, "\n")), 0o644)
-	p, err := dataset.Prepare(dataset.PrepareOptions{Train: []string{data}, CacheDir: t.TempDir(), Tokenizing: dataset.Tokenizing{Tokenizer: tok, MaxLength: 40}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := dataset.OpenTokenized(p.TrainPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return m, f, p.Key
-}
-
 // TestGenerateResumes stops a generation after two shards, resumes it, and compares every shard with an
 // uninterrupted run; complete shards are not rewritten, and the stored states equal a direct forward.
 func TestGenerateResumes(t *testing.T) {
-	m, data, key := storiesData(t)
+	m, data, key := fixture.Stories(t, 30, 40)
 	opts := func(out string) GenOptions {
 		return GenOptions{Target: m, TargetPath: "stories260K", AuxLayers: []int{0, 2, 4}, Data: data, DataKey: key,
 			Out: out, DType: BF16, SamplesPerShard: 3, Batch: 2}

@@ -2,7 +2,6 @@ package train
 
 import (
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,46 +11,14 @@ import (
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/fixture"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/tokenizer"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
 // storiesSetup prepares a small dataset of TinyStories paragraphs and a fresh draft for stories260K.
 func storiesSetup(t *testing.T) (*model.Model, *dataset.File, func() *draft.Draft) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
-	target, err := model.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Close() })
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_sample_5stories.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(t.TempDir(), "stories.jsonl")
-	var lines []string
-	for _, para := range strings.Split(string(raw), "\n") {
-		if len(para) > 40 {
-			lines = append(lines, fmt.Sprintf(`{"text": %q}`, para))
-		}
-	}
-	os.WriteFile(data, []byte(strings.Join(lines, "\n")), 0o644)
-	p, err := dataset.Prepare(dataset.PrepareOptions{Train: []string{data}, CacheDir: t.TempDir(),
-		Tokenizing: dataset.Tokenizing{Tokenizer: tok, MaxLength: 48}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := dataset.OpenTokenized(p.TrainPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
+	target, f, _ := fixture.Stories(t, 40, 48)
 	counts, err := f.CountLossTokens(512)
 	if err != nil {
 		t.Fatal(err)
