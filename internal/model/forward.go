@@ -150,7 +150,8 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	return out, nil
 }
 
-// LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head into dst (reused when
+// LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head (of a head read by Load
+// or LoadHead) into dst (reused when
 // large enough) and returns the [len(rows), V] logits.
 func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
@@ -165,7 +166,7 @@ func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 			copy(x[i*H:(i+1)*H], hidden[r*H:(r+1)*H])
 		}
 	}
-	m.lmHeadWeight().Apply(logits, x, len(rows), false)
+	m.lmHead.Apply(logits, x, len(rows), false)
 	return logits
 }
 

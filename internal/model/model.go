@@ -24,11 +24,9 @@ type Layer struct {
 // Head is the part of a target that offline training needs: the token embedding and lm_head.
 type Head struct {
 	Config *Config
-	Embed  []float32 // [V, H]
-	LMHead []float32 // [V, H]; the same slice as Embed when the embeddings are tied
-
-	lmHeadOnce sync.Once
-	lmHead     blas.Weight // LMHead for products (with its transpose when small)
+	Embed  []float32   // [V, H]
+	LMHead []float32   // [V, H]; the same slice as Embed when the embeddings are tied
+	lmHead blas.Weight // LMHead for products (with its transpose when small); set by the loaders
 }
 
 // Model is a loaded target model. Float32 weights are memory-mapped from the checkpoint; bf16/f16 weights are
@@ -50,12 +48,6 @@ type Model struct {
 // projections are a layer's weight matrices prepared for products (blas.Weight keeps the transposes of
 // small ones).
 type projections struct{ q, k, v, o, gate, up, down blas.Weight }
-
-// lmHeadWeight is LMHead prepared for products, built on the first call.
-func (m *Head) lmHeadWeight() *blas.Weight {
-	m.lmHeadOnce.Do(func() { m.lmHead = blas.NewWeight(m.LMHead, m.Config.VocabSize, m.Config.HiddenSize) })
-	return &m.lmHead
-}
 
 // LoadHead reads only the embedding and lm_head of a model folder (memory-mapped when stored as float32);
 // the returned close function releases the checkpoint.
@@ -86,14 +78,12 @@ func (h *Head) read(cfg *Config, src WeightSource) error {
 	}
 	if cfg.TieWordEmbeddings {
 		h.LMHead = h.Embed
-		return nil
-	}
-	if h.LMHead, err = src.Get("lm_head.weight", true, cfg.VocabSize, cfg.HiddenSize); err != nil {
+	} else if h.LMHead, err = src.Get("lm_head.weight", true, cfg.VocabSize, cfg.HiddenSize); err != nil {
 		return err
-	}
-	if h.LMHead == nil {
+	} else if h.LMHead == nil {
 		return fmt.Errorf("lm_head.weight is missing and tie_word_embeddings is false")
 	}
+	h.lmHead = blas.NewWeight(h.LMHead, cfg.VocabSize, cfg.HiddenSize)
 	return nil
 }
 
