@@ -151,8 +151,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 }
 
 // LogitsOf multiplies the listed rows of final hidden states hidden [*, H] by lm_head (of a head read by Load
-// or LoadHead) into dst (reused when
-// large enough) and returns the [len(rows), V] logits.
+// or LoadHead) into dst (reused when large enough) and returns the [len(rows), V] logits.
 func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
 	logits := kernels.Resize(dst, len(rows)*V)
