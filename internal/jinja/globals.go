@@ -29,5 +29,5 @@ func strftimeNow(args *exec.VarArgs) (string, error) {
 	if len(args.Args) != 1 || !args.Args[0].IsString() {
 		return "", fmt.Errorf("strftime_now(format) takes one string argument")
 	}
-	return Strftime(Now(), args.Args[0].String()), nil
+	return strftime(Now(), args.Args[0].String()), nil
 }

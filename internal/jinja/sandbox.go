@@ -35,8 +35,8 @@ func (s sourceLoader) Inherit(from string) (loaders.Loader, error) { return s, n
 
 var _ loaders.Loader = sourceLoader("")
 
-// MaxRange mirrors jinja2.sandbox.MAX_RANGE.
-const MaxRange = 100000
+// maxRange mirrors jinja2.sandbox.MAX_RANGE.
+const maxRange = 100000
 
 // sandboxRange replaces gonja's range, which is unbounded (and goroutine/channel based).
 func sandboxRange(args *exec.VarArgs) (PyList, error) {
@@ -67,8 +67,8 @@ func sandboxRange(args *exec.VarArgs) (PyList, error) {
 	} else if step < 0 && stop < start {
 		n = (start - stop - step - 1) / -step
 	}
-	if n > MaxRange {
-		return nil, fmt.Errorf("Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", MaxRange)
+	if n > maxRange {
+		return nil, fmt.Errorf("Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", maxRange)
 	}
 	out := make(PyList, n)
 	for i := range out {

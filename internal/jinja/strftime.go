@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// Strftime implements the C/Python strftime directives used by chat templates (glibc flavour,
+// strftime implements the C/Python strftime directives used by chat templates (glibc flavour,
 // including the '-' no-padding flag, e.g. "%-d").
-func Strftime(t time.Time, f string) string {
+func strftime(t time.Time, f string) string {
 	var b strings.Builder
 	for i := 0; i < len(f); i++ {
 		c := f[i]

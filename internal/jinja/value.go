@@ -29,12 +29,12 @@ func (l PyList) GetItem(key any) (*exec.Value, bool) {
 	return exec.ToValue(l[i]), true
 }
 
-// PyTuple is what items()/dictsort yield: indexable like PyList, printed like a Python tuple.
-type PyTuple []any
+// pyTuple is what items()/dictsort yield: indexable like PyList, printed like a Python tuple.
+type pyTuple []any
 
-func (t PyTuple) GetItem(key any) (*exec.Value, bool) { return PyList(t).GetItem(key) }
+func (t pyTuple) GetItem(key any) (*exec.Value, bool) { return PyList(t).GetItem(key) }
 
-func (t PyTuple) String() string {
+func (t pyTuple) String() string {
 	parts := make([]string, len(t))
 	for i, x := range t {
 		v := exec.ToValue(x)
@@ -156,7 +156,7 @@ func orderedPairs(v *exec.Value) ([]*exec.Pair, bool) {
 func pairsToList(pairs []*exec.Pair) PyList {
 	out := make(PyList, 0, len(pairs))
 	for _, p := range pairs {
-		out = append(out, PyTuple{p.Key.Interface(), p.Value.Interface()})
+		out = append(out, pyTuple{p.Key.Interface(), p.Value.Interface()})
 	}
 	return out
 }
