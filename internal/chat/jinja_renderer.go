@@ -1,106 +1,51 @@
 package chat
 
 import (
-	"encoding/json"
 	"fmt"
-	"math"
-	"os"
-	"path/filepath"
 	"sort"
 
-	"github.com/nikolalohinski/gonja/v2/exec"
+	"github.com/specforge/specforge/internal/jinja"
 )
 
 // JinjaRenderer renders with a tokenizer's Jinja chat_template, as transformers' apply_chat_template does.
 type JinjaRenderer struct {
-	pool *TemplatePool
+	template *jinja.Template
 	// Special-token strings the template may print.
 	BOS, EOS string
 }
 
 // NewJinjaRenderer compiles a chat template.
 func NewJinjaRenderer(source, bos, eos string) (*JinjaRenderer, error) {
-	pool, err := NewTemplatePool(source)
+	t, err := jinja.Compile(source)
 	if err != nil {
 		return nil, fmt.Errorf("compile chat template: %w", err)
 	}
-	return &JinjaRenderer{pool: pool, BOS: bos, EOS: eos}, nil
-}
-
-// TokenizerTemplate reads chat_template, bos_token and eos_token from dir/tokenizer_config.json; ok is false
-// when the file or the template is absent. A list of named templates uses the "default" one.
-func TokenizerTemplate(dir string) (source, bos, eos string, ok bool, err error) {
-	path := filepath.Join(dir, "tokenizer_config.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return "", "", "", false, nil
-		}
-		return "", "", "", false, fmt.Errorf("read tokenizer config: %w", err)
-	}
-	var cfg struct {
-		ChatTemplate json.RawMessage `json:"chat_template"`
-		BOS          json.RawMessage `json:"bos_token"`
-		EOS          json.RawMessage `json:"eos_token"`
-	}
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return "", "", "", false, fmt.Errorf("%s: invalid JSON: %v", path, err)
-	}
-	bos, eos = tokenString(cfg.BOS), tokenString(cfg.EOS)
-	if len(cfg.ChatTemplate) == 0 || string(cfg.ChatTemplate) == "null" {
-		return "", bos, eos, false, nil
-	}
-	if err := json.Unmarshal(cfg.ChatTemplate, &source); err == nil {
-		return source, bos, eos, true, nil
-	}
-	var named []struct{ Name, Template string }
-	if err := json.Unmarshal(cfg.ChatTemplate, &named); err != nil {
-		return "", "", "", false, fmt.Errorf("%s: chat_template: want a string or a list of {name, template}", path)
-	}
-	for _, t := range named {
-		if t.Name == "default" {
-			return t.Template, bos, eos, true, nil
-		}
-	}
-	return "", "", "", false, fmt.Errorf("%s: chat_template lists no \"default\" template", path)
-}
-
-// tokenString reads a special token given as a string or as {"content": ...}.
-func tokenString(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var obj struct{ Content string }
-	if json.Unmarshal(raw, &obj) == nil {
-		return obj.Content
-	}
-	return ""
+	return &JinjaRenderer{template: t, BOS: bos, EOS: eos}, nil
 }
 
 // Render implements Renderer.
 func (r *JinjaRenderer) Render(c Conversation) (string, error) {
 	vars := map[string]any{}
 	for k, v := range c.Vars {
-		vars[k] = templateValue(v)
+		vars[k] = jinja.ValueOf(v)
 	}
-	msgs := make(PyList, len(c.Messages))
+	msgs := make(jinja.PyList, len(c.Messages))
 	for i, m := range c.Messages {
 		msgs[i] = messageValue(m)
 	}
 	vars["messages"] = msgs
-	vars["tools"] = None
+	vars["tools"] = jinja.None
 	if c.Tools != nil { // an empty list is not None: Llama templates then still announce tool use
-		vars["tools"] = templateValue(c.Tools)
+		vars["tools"] = jinja.ValueOf(c.Tools)
 	}
-	vars["documents"] = None
+	vars["documents"] = jinja.None
 	vars["add_generation_prompt"] = c.AddGenerationPrompt
 	vars["bos_token"] = r.BOS
 	vars["eos_token"] = r.EOS
 	if c.EnableThinking {
 		vars["enable_thinking"] = true
 	}
-	return r.pool.Render(vars)
+	return r.template.Render(vars)
 }
 
 // messageKeyOrder is the key order of a normalised message (SpecForge builds role, content first).
@@ -122,55 +67,5 @@ func messageValue(m map[string]any) any {
 		}
 		return keys[i] < keys[j]
 	})
-	return orderedDict(keys, m)
+	return jinja.OrderedDict(keys, m)
 }
-
-func orderedDict(keys []string, m map[string]any) any {
-	if len(keys) == 0 {
-		return map[string]any{} // an empty dict must be falsy, which *exec.Dict never is
-	}
-	d := exec.NewDict()
-	for _, k := range keys {
-		d.Pairs = append(d.Pairs, &exec.Pair{Key: exec.AsValue(k), Value: exec.AsValue(templateValue(m[k]))})
-	}
-	return d
-}
-
-// templateValue converts decoded data to the template data model: maps become ordered dicts (sorted keys
-// when the source order is unknown), lists PyList, nil None, integral numbers int. Values already in the
-// model (from ParseJSON) pass through.
-func templateValue(v any) any {
-	switch x := v.(type) {
-	case nil:
-		return None
-	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		return orderedDict(keys, x)
-	case []any:
-		out := make(PyList, len(x))
-		for i, e := range x {
-			out[i] = templateValue(e)
-		}
-		return out
-	case float64:
-		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
-			return int(x)
-		}
-		return x
-	case float32:
-		return templateValue(float64(x))
-	case int32:
-		return int(x)
-	case int64:
-		return int(x)
-	}
-	return v
-}
-
-// ParseJSON decodes JSON text keeping object key order, for values a template prints with tojson (tool
-// definitions, tool-call arguments given as JSON strings).
-func ParseJSON(s string) (any, error) { return DecodeJSON([]byte(s)) }

@@ -1,6 +1,7 @@
-// Package chat renders conversations with a model's chat template and finds the assistant spans that
-// carry the training loss. Named templates describe, as SpecForge's registry does, the assistant header and
-// end-of-turn marker that delimit those spans in the rendered text.
+// Package chat renders conversations with a model's chat template (a tokenizer's Jinja template through
+// internal/jinja, or a named template's headers) and finds the assistant spans that carry the training loss.
+// Named templates describe, as SpecForge's registry does, the assistant header and end-of-turn marker that
+// delimit those spans in the rendered text.
 package chat
 
 import (

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/specforge/specforge/internal/chat"
+	"github.com/specforge/specforge/internal/jinja"
 )
 
 // Kind says how a sample is tokenized and where its loss is.
@@ -306,7 +306,7 @@ func sanitizeToolCalls(v any) ([]any, error) {
 				args = map[string]any{}
 			}
 			if as, ok := args.(string); ok {
-				parsed, err := chat.ParseJSON(as)
+				parsed, err := jinja.DecodeJSON([]byte(as))
 				if err != nil {
 					return nil, fmt.Errorf("tool_calls: arguments of %q: invalid JSON: %v", name, err)
 				}
@@ -325,11 +325,11 @@ func parseTools(v any) ([]any, error) {
 		if strings.TrimSpace(s) == "" {
 			return nil, nil
 		}
-		parsed, err := chat.ParseJSON(s)
+		parsed, err := jinja.DecodeJSON([]byte(s))
 		if err != nil {
 			return nil, fmt.Errorf("invalid JSON string: %v", err)
 		}
-		list, ok := parsed.(chat.PyList)
+		list, ok := parsed.(jinja.PyList)
 		if !ok {
 			return nil, fmt.Errorf("want a list of tools, got %T", parsed)
 		}

@@ -1,0 +1,37 @@
+package chat
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestTokenizerTemplate(t *testing.T) {
+	for _, c := range []struct {
+		name, config     string // config "" writes no file
+		source, bos, eos string
+		ok, wantErr      bool
+	}{
+		{name: "no file"},
+		{name: "no template", config: `{"bos_token": "<s>", "eos_token": {"content": "</s>"}}`, bos: "<s>", eos: "</s>"},
+		{name: "string", config: `{"chat_template": "{{ x }}", "eos_token": "</s>"}`, source: "{{ x }}", eos: "</s>", ok: true},
+		{name: "named", config: `{"chat_template": [{"name": "tool_use", "template": "t"}, {"name": "default", "template": "d"}]}`, source: "d", ok: true},
+		{name: "no default", config: `{"chat_template": [{"name": "tool_use", "template": "t"}]}`, wantErr: true},
+		{name: "bad JSON", config: `{`, wantErr: true},
+	} {
+		dir := t.TempDir()
+		if c.config != "" {
+			if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(c.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		source, bos, eos, ok, err := TokenizerTemplate(dir)
+		if (err != nil) != c.wantErr {
+			t.Errorf("%s: error %v, want error %v", c.name, err, c.wantErr)
+			continue
+		}
+		if source != c.source || bos != c.bos || eos != c.eos || ok != c.ok {
+			t.Errorf("%s: got %q %q %q %v, want %q %q %q %v", c.name, source, bos, eos, ok, c.source, c.bos, c.eos, c.ok)
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package jinja
+
+import (
+	"github.com/nikolalohinski/gonja/v2/builtins"
+	"github.com/nikolalohinski/gonja/v2/config"
+	"github.com/nikolalohinski/gonja/v2/exec"
+	"github.com/nikolalohinski/gonja/v2/parser"
+)
+
+// hfConfig is the jinja2 configuration transformers compiles chat templates with.
+func hfConfig() *config.Config {
+	c := config.New()
+	c.TrimBlocks = true           // jinja2 trim_blocks=True
+	c.LeftStripBlocks = true      // jinja2 lstrip_blocks=True
+	c.KeepTrailingNewline = false // jinja2 default
+	c.AutoEscape = false
+	c.StrictUndefined = false // jinja2 default Undefined (lenient)
+	return c
+}
+
+// buildEnv is a fresh Environment with the filters, tests, methods, globals and extensions of
+// transformers' environment, each in Python's behaviour.
+func buildEnv() *exec.Environment {
+	// Copy filter/test sets: builtins.* are package-level singletons shared by every gonja user.
+	filters := exec.NewFilterSet(map[string]exec.FilterFunction{}).Update(builtins.Filters)
+	for name, fn := range map[string]exec.FilterFunction{
+		"tojson":   filterToJSON,
+		"items":    filterItems,
+		"dictsort": filterDictSort,
+		"reverse":  filterReverse,
+		"trim":     filterTrim,
+		"round":    filterRound,
+	} {
+		if err := filters.Replace(name, fn); err != nil {
+			panic(err)
+		}
+	}
+	tests := exec.NewTestSet(map[string]exec.TestFunction{}).Update(builtins.Tests)
+	for name, fn := range map[string]exec.TestFunction{
+		"sequence": testSequence,
+		"iterable": testIterable,
+		"none":     testNone,
+	} {
+		if err := tests.Replace(name, fn); err != nil {
+			panic(err)
+		}
+	}
+	controls := exec.NewControlStructureSet(map[string]parser.ControlStructureParser{}).Update(builtins.ControlStructures)
+	if err := controls.Register("generation", generationParser); err != nil { // transformers' AssistantTracker
+		panic(err)
+	}
+
+	ctx := exec.EmptyContext().Update(builtins.GlobalFunctions).Update(builtins.GlobalVariables)
+	ctx.Set("none", None) // `None` (capitalised) stays gonja's nil literal
+	ctx.Set("range", sandboxRange)
+	ctx.Set("strftime_now", strftimeNow)
+
+	return &exec.Environment{
+		Context:           ctx,
+		Filters:           filters,
+		Tests:             tests,
+		ControlStructures: controls, // builtins include break/continue (loopcontrols)
+		Methods: exec.Methods{
+			Bool:  builtins.Methods.Bool,
+			Int:   builtins.Methods.Int,
+			Float: builtins.Methods.Float,
+			Str:   strMethods(),
+			Dict:  dictMethods(),
+			List:  listMethods(),
+		},
+	}
+}
