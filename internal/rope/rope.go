@@ -1,4 +1,7 @@
-package kernels
+// Package rope holds rotary position embeddings: the rope_scaling configuration as Hugging Face's
+// modeling_rope_utils reads it (default, linear, dynamic NTK, llama3, yarn), the inverse frequencies it
+// gives, and the cos/sin tables of a batch of positions with the rotation (rotate-half layout) they apply.
+package rope
 
 import (
 	"encoding/json"
@@ -6,11 +9,12 @@ import (
 	"math"
 
 	"github.com/specforge/specforge/internal/parallel"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
-// RopeConfig describes rotary position embeddings as Hugging Face's modeling_rope_utils computes them:
+// Config describes rotary position embeddings as Hugging Face's modeling_rope_utils computes them:
 // rope types default, linear, dynamic (NTK), llama3 and yarn, rotate-half layout.
-type RopeConfig struct {
+type Config struct {
 	Type  string // "default", "linear", "dynamic", "llama3" or "yarn"
 	Theta float64
 	Dim   int // rotary dimension: the head dimension
@@ -28,13 +32,13 @@ type RopeConfig struct {
 	Truncate           bool
 }
 
-// RopeTypes lists the supported rope_scaling types.
-var RopeTypes = []string{"default", "linear", "dynamic", "llama3", "yarn"}
+// Types lists the supported rope_scaling types.
+var Types = []string{"default", "linear", "dynamic", "llama3", "yarn"}
 
-// ParseRopeScaling decodes a config.json rope_scaling object (nil or JSON null for none); theta is
+// ParseScaling decodes a config.json rope_scaling object (nil or JSON null for none); theta is
 // rope_theta, dim the head dimension and maxPositions max_position_embeddings.
-func ParseRopeScaling(raw []byte, theta float64, dim, maxPositions int) (RopeConfig, error) {
-	r := RopeConfig{Type: "default", Theta: theta, Dim: dim, MaxPositions: maxPositions, Factor: 1}
+func ParseScaling(raw []byte, theta float64, dim, maxPositions int) (Config, error) {
+	r := Config{Type: "default", Theta: theta, Dim: dim, MaxPositions: maxPositions, Factor: 1}
 	if len(raw) == 0 || string(raw) == "null" {
 		return r, nil
 	}
@@ -117,13 +121,13 @@ func ParseRopeScaling(raw []byte, theta float64, dim, maxPositions int) (RopeCon
 			r.AttentionFactor = *s.AttentionFactor
 		}
 	default:
-		return r, fmt.Errorf("rope type %q is not supported (supported: %v)", r.Type, RopeTypes)
+		return r, fmt.Errorf("rope type %q is not supported (supported: %v)", r.Type, Types)
 	}
 	return r, nil
 }
 
 // Validate checks the parameters for values that would give meaningless frequencies.
-func (r RopeConfig) Validate() error {
+func (r Config) Validate() error {
 	if r.Theta <= 0 {
 		return fmt.Errorf("rope_theta must be positive, got %g", r.Theta)
 	}
@@ -144,7 +148,7 @@ func (r RopeConfig) Validate() error {
 
 // Frequencies returns the inverse frequencies [Dim/2] and the factor that scales cos and sin, for a forward
 // whose largest position is seqLen-1 (only the dynamic type depends on it). Computed in float64.
-func (r RopeConfig) Frequencies(seqLen int) ([]float64, float64) {
+func (r Config) Frequencies(seqLen int) ([]float64, float64) {
 	half := r.Dim / 2
 	base := r.Theta
 	if r.Type == "dynamic" && seqLen > r.MaxPositions {
@@ -182,7 +186,7 @@ func (r RopeConfig) Frequencies(seqLen int) ([]float64, float64) {
 	return inv, scale
 }
 
-func (r RopeConfig) yarn(extrapolation []float64) ([]float64, float64) {
+func (r Config) yarn(extrapolation []float64) ([]float64, float64) {
 	mscale := func(scale, m float64) float64 {
 		if scale <= 1 {
 			return 1
@@ -218,23 +222,23 @@ func (r RopeConfig) yarn(extrapolation []float64) ([]float64, float64) {
 	return out, attn
 }
 
-// RopeTable holds cos and sin [n, Dim/2] for the positions of a batch of rows.
-type RopeTable struct {
+// Table holds cos and sin [n, Dim/2] for the positions of a batch of rows.
+type Table struct {
 	Half     int
 	Cos, Sin []float32
 }
 
-// NewRopeTable evaluates the rotation of every position (angles in float64).
-func NewRopeTable(invFreq []float64, scale float64, positions []int32) *RopeTable {
-	t := &RopeTable{}
+// NewTable evaluates the rotation of every position (angles in float64).
+func NewTable(invFreq []float64, scale float64, positions []int32) *Table {
+	t := &Table{}
 	t.Fill(invFreq, scale, positions)
 	return t
 }
 
 // Fill makes t the table of positions, reusing its buffers (decoding builds one per step).
-func (t *RopeTable) Fill(invFreq []float64, scale float64, positions []int32) {
+func (t *Table) Fill(invFreq []float64, scale float64, positions []int32) {
 	half := len(invFreq)
-	t.Half, t.Cos, t.Sin = half, Resize(t.Cos, len(positions)*half), Resize(t.Sin, len(positions)*half)
+	t.Half, t.Cos, t.Sin = half, tensor.Resize(t.Cos, len(positions)*half), tensor.Resize(t.Sin, len(positions)*half)
 	if grain := max(1, 2048/half); len(positions) > grain {
 		parallel.For(len(positions), grain, func(lo, hi int) { t.fill(invFreq, scale, positions, lo, hi) })
 	} else {
@@ -242,7 +246,7 @@ func (t *RopeTable) Fill(invFreq []float64, scale float64, positions []int32) {
 	}
 }
 
-func (t *RopeTable) fill(invFreq []float64, scale float64, positions []int32, lo, hi int) {
+func (t *Table) fill(invFreq []float64, scale float64, positions []int32, lo, hi int) {
 	half := t.Half
 	for r := lo; r < hi; r++ {
 		for i, f := range invFreq {
@@ -256,14 +260,14 @@ func (t *RopeTable) fill(invFreq []float64, scale float64, positions []int32, lo
 // Rotations evaluates RopeTables for successive batches of positions (decoding steps), reusing its table
 // and, unless the scaling depends on the sequence length (dynamic NTK), its frequencies.
 type Rotations struct {
-	Config  RopeConfig
+	Config  Config
 	invFreq []float64
 	scale   float64
-	table   RopeTable
+	table   Table
 }
 
 // Table returns the rotations of positions, valid until the next call.
-func (r *Rotations) Table(positions []int32) *RopeTable {
+func (r *Rotations) Table(positions []int32) *Table {
 	if r.invFreq == nil || r.Config.Type == "dynamic" {
 		maxPos := int32(0)
 		for _, p := range positions {
@@ -277,14 +281,14 @@ func (r *Rotations) Table(positions []int32) *RopeTable {
 
 // Apply rotates x [rows, heads*2*Half] in place, row r by the angles of table row r: for each head,
 // x1' = x1 cos - x2 sin and x2' = x2 cos + x1 sin, where x1 and x2 are the two halves (rotate_half).
-func (t *RopeTable) Apply(x []float32, rows, heads int) { t.rotate(x, rows, heads, 1) }
+func (t *Table) Apply(x []float32, rows, heads int) { t.rotate(x, rows, heads, 1) }
 
 // ApplyInverse rotates x back by the table's angles: the RoPE backward (the rotation is orthogonal, so its
 // gradient is the inverse rotation of the output gradient).
-func (t *RopeTable) ApplyInverse(x []float32, rows, heads int) { t.rotate(x, rows, heads, -1) }
+func (t *Table) ApplyInverse(x []float32, rows, heads int) { t.rotate(x, rows, heads, -1) }
 
 // rotate turns x by the table's angles times sign (+1 or -1).
-func (t *RopeTable) rotate(x []float32, rows, heads int, sign float32) {
+func (t *Table) rotate(x []float32, rows, heads int, sign float32) {
 	if grain := max(1, 4096/(heads*2*t.Half)); rows > grain {
 		parallel.For(rows, grain, func(lo, hi int) { t.rotateRows(x, heads, lo, hi, sign) })
 		return
@@ -292,7 +296,7 @@ func (t *RopeTable) rotate(x []float32, rows, heads int, sign float32) {
 	t.rotateRows(x, heads, 0, rows, sign)
 }
 
-func (t *RopeTable) rotateRows(x []float32, heads, lo, hi int, sign float32) {
+func (t *Table) rotateRows(x []float32, heads, lo, hi int, sign float32) {
 	half := t.Half
 	width := heads * 2 * half
 	for r := lo; r < hi; r++ {
