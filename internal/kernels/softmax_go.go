@@ -1,12 +1,11 @@
-//go:build !cgo
-
 package kernels
 
 import "math"
 
-// Softmax replaces x by softmax(x) in place, computed in float32 after subtracting the row maximum; a row
+// SoftmaxGo is Softmax in pure Go, compiled in every build (the pure-Go backend's, and the reference of the C
+// kernel): it replaces x by softmax(x) in place, computed in float32 after subtracting the row maximum; a row
 // whose entries are all -Inf becomes uniform (as PyTorch does with a finite minimum mask).
-func Softmax(x []float32) {
+func SoftmaxGo(x []float32) {
 	m := x[0]
 	for _, v := range x[1:] {
 		m = max(m, v)
@@ -30,9 +29,9 @@ func Softmax(x []float32) {
 	}
 }
 
-// LogSumExp returns log(sum(exp(x))) (-Inf for an empty x or one of only -Inf): the normaliser of
+// LogSumExpGo is LogSumExp in pure Go, compiled in every build: it returns log(sum(exp(x))) (-Inf for an empty x or one of only -Inf): the normaliser of
 // log-probabilities from a row of logits.
-func LogSumExp(x []float32) float64 {
+func LogSumExpGo(x []float32) float64 {
 	if len(x) == 0 {
 		return math.Inf(-1)
 	}
