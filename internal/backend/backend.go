@@ -77,6 +77,8 @@ type Backend interface {
 	Embedding(out, table tensor.Tensor, ids []int32, dim int)
 	// Add computes dst += src elementwise.
 	Add(dst, src tensor.Tensor)
+	// AddBias adds bias [dim] to every row of y [rows, dim].
+	AddBias(y, bias tensor.Tensor, rows, dim int)
 	// Argmax returns the index of the largest element of x (the first on ties).
 	Argmax(x tensor.Tensor) int
 }

@@ -51,3 +51,13 @@ func Add(dst, src []float32) {
 		}
 	})
 }
+
+// AddBias adds bias [dim] to every row of y [rows, dim] (a linear layer's bias).
+func AddBias(y, bias []float32, rows, dim int) {
+	for r := 0; r < rows; r++ {
+		row := y[r*dim : (r+1)*dim]
+		for j, v := range bias {
+			row[j] += v
+		}
+	}
+}

@@ -134,5 +134,10 @@ func (Backend) Embedding(out, table tensor.Tensor, ids []int32, dim int) {
 // Add implements backend.Backend.
 func (Backend) Add(dst, src tensor.Tensor) { kernels.Add(dst.F32(), src.F32()) }
 
+// AddBias implements backend.Backend.
+func (Backend) AddBias(y, bias tensor.Tensor, rows, dim int) {
+	kernels.AddBias(y.F32(), bias.F32(), rows, dim)
+}
+
 // Argmax implements backend.Backend.
 func (Backend) Argmax(x tensor.Tensor) int { return kernels.Argmax(x.F32()) }
