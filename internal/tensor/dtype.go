@@ -30,6 +30,19 @@ var dtypes = [...]struct {
 	size int
 }{{F32, 4}, {BF16, 2}, {F16, 2}, {F64, 8}, {I64, 8}, {I32, 4}, {I16, 2}, {I8, 1}, {U8, 1}, {Bool, 1}}
 
+// codeF32 is F32's code in a Tensor (its index in dtypes plus one).
+const codeF32 = 1
+
+// codeOf is d's code in a Tensor (0 for an unknown type).
+func codeOf(d DType) uint8 {
+	for i, t := range dtypes {
+		if t.d == d {
+			return uint8(i + 1)
+		}
+	}
+	return 0
+}
+
 // Size is the number of bytes of one element, or 0 for an unknown type.
 func (d DType) Size() int {
 	switch d { // the common types first, without a table walk

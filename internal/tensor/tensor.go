@@ -39,7 +39,7 @@ type Tensor struct {
 	n       int            // elements
 	shape   [MaxRank]int
 	rank    uint8
-	dtype   DType
+	code    uint8 // the dtype as 1 + its index in dtypes (0: nil tensor): a byte compare on the hot path
 	storage Storage
 }
 
@@ -65,16 +65,23 @@ func shapeOf(dims []int) ([MaxRank]int, uint8, int) {
 func format(s [MaxRank]int, rank int) string { return fmt.Sprint(s[:rank]) }
 
 // FromF32 wraps x as an F32 host tensor of the given shape (x itself when no shape is given), without
-// copying. It panics when the shape does not hold len(x) elements.
+// copying. It panics when the shape does not hold len(x) elements. The shapeless form inlines: the forward
+// wraps its buffers on every call.
 func FromF32(x []float32, dims ...int) Tensor {
-	if len(dims) == 0 {
-		return Tensor{ptr: ptrOf(x), n: len(x), shape: [MaxRank]int{len(x)}, rank: 1, dtype: F32}
+	if len(dims) != 0 {
+		return fromF32Shaped(x, dims)
 	}
+	t := Tensor{ptr: unsafe.Pointer(unsafe.SliceData(x)), n: len(x), rank: 1, code: codeF32}
+	t.shape[0] = len(x)
+	return t
+}
+
+func fromF32Shaped(x []float32, dims []int) Tensor {
 	s, r, n := shapeOf(dims)
 	if n != len(x) {
 		panic(fmt.Sprintf("tensor: shape %s holds %d elements, the slice has %d", format(s, int(r)), n, len(x)))
 	}
-	return Tensor{ptr: ptrOf(x), n: n, shape: s, rank: r, dtype: F32}
+	return Tensor{ptr: ptrOf(x), n: n, shape: s, rank: r, code: codeF32}
 }
 
 // FromBytes wraps raw little-endian bytes of dtype d as a tensor of the given shape, without copying. F32
@@ -94,7 +101,7 @@ func FromBytes(d DType, storage Storage, data []byte, dims ...int) (Tensor, erro
 			return Tensor{}, fmt.Errorf("tensor from bytes: %s data at %p is not %d-byte aligned", d, p, d.Size())
 		}
 	}
-	return Tensor{ptr: p, n: n, shape: s, rank: r, dtype: d, storage: storage}, nil
+	return Tensor{ptr: p, n: n, shape: s, rank: r, code: codeOf(d), storage: storage}, nil
 }
 
 func ptrOf[T any](x []T) unsafe.Pointer {
@@ -105,10 +112,15 @@ func ptrOf[T any](x []T) unsafe.Pointer {
 }
 
 // IsNil reports whether t is the zero Tensor (an absent operand).
-func (t Tensor) IsNil() bool { return t.dtype == "" }
+func (t Tensor) IsNil() bool { return t.code == 0 }
 
 // DType is the element type.
-func (t Tensor) DType() DType { return t.dtype }
+func (t Tensor) DType() DType {
+	if t.code == 0 {
+		return ""
+	}
+	return dtypes[t.code-1].d
+}
 
 // Storage says where the bytes live.
 func (t Tensor) Storage() Storage { return t.storage }
@@ -131,23 +143,27 @@ func (t Tensor) Shape() []int { return append([]int(nil), t.shape[:t.rank]...) }
 func (t Tensor) Len() int { return t.n }
 
 // Bytes is the size of the data in bytes.
-func (t Tensor) Bytes() int { return t.n * t.dtype.Size() }
+func (t Tensor) Bytes() int { return t.n * t.DType().Size() }
 
 // F32 returns the data of an F32 tensor without copying (nil for the nil tensor). It panics for any other
 // dtype: an op that reads floats from a BF16 tensor must convert on purpose.
 func (t Tensor) F32() []float32 {
-	if t.dtype != F32 {
-		if t.dtype == "" {
-			return nil
-		}
-		panic(fmt.Sprintf("tensor: F32 data of a %s tensor", t.dtype))
+	if t.code != codeF32 {
+		return t.notF32() // kept out of line so that F32 inlines
 	}
 	return unsafe.Slice((*float32)(t.ptr), t.n)
 }
 
+func (t Tensor) notF32() []float32 {
+	if t.code == 0 {
+		return nil
+	}
+	panic(fmt.Sprintf("tensor: F32 data of a %s tensor", t.DType()))
+}
+
 // Raw returns the data as bytes without copying.
 func (t Tensor) Raw() []byte {
-	return unsafe.Slice((*byte)(t.ptr), t.n*t.dtype.Size())
+	return unsafe.Slice((*byte)(t.ptr), t.n*t.DType().Size())
 }
 
 // rowLen is the number of elements of one index along the first dimension.
@@ -171,7 +187,7 @@ func (t Tensor) Rows(lo, hi int) Tensor {
 	if v.n == 0 {
 		v.ptr = nil
 	} else {
-		v.ptr = unsafe.Add(t.ptr, lo*w*t.dtype.Size())
+		v.ptr = unsafe.Add(t.ptr, lo*w*t.DType().Size())
 	}
 	return v
 }
@@ -188,7 +204,7 @@ func (t Tensor) Reshape(dims ...int) Tensor {
 }
 
 func (t Tensor) String() string {
-	return fmt.Sprintf("%s%v (%s)", t.dtype, t.Shape(), t.storage)
+	return fmt.Sprintf("%s%v (%s)", t.DType(), t.Shape(), t.storage)
 }
 
 // Resize returns buf with length n, reallocated only when its capacity is short (the contents are not
