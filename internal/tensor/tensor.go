@@ -68,11 +68,10 @@ func format(s [MaxRank]int, rank int) string { return fmt.Sprint(s[:rank]) }
 // It panics when the shape does not hold len(x) elements. It does not inline: hot paths wrap their buffers
 // with Vec.
 func FromF32(x []float32, dims ...int) Tensor {
-	if len(dims) == 0 {
-		return Vec(x)
-	}
 	t := Vec(x)
-	t.shapeTo(dims)
+	if len(dims) > 0 {
+		t.shapeTo(dims)
+	}
 	return t
 }
 
@@ -91,6 +90,14 @@ func FromBytes(d DType, storage Storage, data []byte, dims ...int) (Tensor, erro
 	if !d.Valid() {
 		return Tensor{}, fmt.Errorf("tensor from bytes: invalid dtype %q", d)
 	}
+	if len(dims) > MaxRank {
+		return Tensor{}, fmt.Errorf("tensor from bytes: rank %d > %d", len(dims), MaxRank)
+	}
+	for _, d := range dims {
+		if d < 0 {
+			return Tensor{}, fmt.Errorf("tensor from bytes: negative dimension in shape %v", dims)
+		}
+	}
 	s, r, n := shapeOf(dims)
 	if n*d.Size() != len(data) {
 		return Tensor{}, fmt.Errorf("tensor from bytes: shape %s of %s needs %d bytes, have %d", format(s, int(r)), d, n*d.Size(), len(data))
@@ -103,13 +110,6 @@ func FromBytes(d DType, storage Storage, data []byte, dims ...int) (Tensor, erro
 		}
 	}
 	return Tensor{ptr: p, n: n, shape: s, rank: r, code: codeOf(d), storage: storage}, nil
-}
-
-func ptrOf[T any](x []T) unsafe.Pointer {
-	if len(x) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(&x[0])
 }
 
 // IsNil reports whether t is the zero Tensor (an absent operand).
