@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/specforge/specforge/internal/half"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // maxHeaderBytes bounds the JSON header, as the reference implementation does (100 MB).
@@ -68,11 +69,25 @@ func (t *Tensor) CheckShape(want ...int) error {
 // slice then aliases the file mapping and must not be written); other float types are converted into a new
 // slice.
 func (t *Tensor) Float32View() ([]float32, error) {
-	n := t.NumElements()
-	if t.DType == F32 && n > 0 && uintptr(unsafe.Pointer(&t.Data[0]))%4 == 0 && littleEndian {
-		return unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), n), nil
+	if v, err := t.View(); err == nil && t.DType == F32 && t.NumElements() > 0 && littleEndian {
+		return v.F32(), nil
 	}
 	return t.Float32()
+}
+
+// View is t's data as a tensor.Tensor of its dtype and shape, without copying: Mapped storage for a tensor
+// read from a File (valid until the File is closed, not to be written), Host for one built in memory. It
+// fails for data the Tensor cannot alias (misaligned for its dtype, or of rank above tensor.MaxRank).
+func (t *Tensor) View() (tensor.Tensor, error) {
+	storage := tensor.Host
+	if t.Source != "" {
+		storage = tensor.Mapped
+	}
+	v, err := tensor.FromBytes(t.DType, storage, t.Data, t.Shape...)
+	if err != nil {
+		return tensor.Tensor{}, fmt.Errorf("%s: %w", t.where(), err)
+	}
+	return v, nil
 }
 
 // Float32 returns a new slice with the values converted to float32. Integer and bool tensors are refused:
@@ -190,8 +205,10 @@ type File struct {
 	unmap    func() error
 }
 
+// headerEntry is one tensor's header entry as written. Its dtype is decoded as a string and parsed after, so
+// that an unknown dtype is reported with the tensor's name.
 type headerEntry struct {
-	DType       DType    `json:"dtype"`
+	DType       string   `json:"dtype"`
 	Shape       []int    `json:"shape"`
 	DataOffsets [2]int64 `json:"data_offsets"`
 }
@@ -253,8 +270,9 @@ func parse(path string, data []byte) (*File, error) {
 		if err := json.Unmarshal(msg, &e); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: bad header entry: %v", path, name, err)
 		}
-		if e.DType.Size() == 0 {
-			return nil, fmt.Errorf("%s: tensor %q: unknown dtype %q (supported: %s)", path, name, e.DType, supportedDTypes())
+		dtype, err := tensor.ParseDType(e.DType)
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
 		n := int64(1)
 		for _, d := range e.Shape {
@@ -267,14 +285,14 @@ func parse(path string, data []byte) (*File, error) {
 		if from < 0 || to < from || to > int64(len(body)) {
 			return nil, fmt.Errorf("%s: tensor %q: data offsets [%d, %d] out of range (data section has %d bytes; file truncated?)", path, name, from, to, len(body))
 		}
-		if want := n * int64(e.DType.Size()); to-from != want {
-			return nil, fmt.Errorf("%s: tensor %q: %d bytes for shape %v of %s, want %d", path, name, to-from, e.Shape, e.DType, want)
+		if want := n * int64(dtype.Size()); to-from != want {
+			return nil, fmt.Errorf("%s: tensor %q: %d bytes for shape %v of %s, want %d", path, name, to-from, e.Shape, dtype, want)
 		}
 		shape := e.Shape
 		if shape == nil {
 			shape = []int{}
 		}
-		file.tensors[name] = &Tensor{Name: name, DType: e.DType, Shape: shape, Data: body[from:to:to], Source: path}
+		file.tensors[name] = &Tensor{Name: name, DType: dtype, Shape: shape, Data: body[from:to:to], Source: path}
 		spans = append(spans, span{name, from, to})
 	}
 	sort.Slice(spans, func(i, j int) bool {
