@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
@@ -78,7 +78,7 @@ func pinClock(t *testing.T) {
 }
 
 func renderer(t *testing.T, name string) *JinjaRenderer {
-	src, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", name+".jinja"))
+	src, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", name+".jinja"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func renderer(t *testing.T, name string) *JinjaRenderer {
 // byte and tokenizes them to the golden ids.
 func TestGoldenRenders(t *testing.T) {
 	pinClock(t)
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", "golden_renders.json"))
+	raw, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", "golden_renders.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestGoldenRenders(t *testing.T) {
 		}
 		name := strings.TrimSuffix(c.Tokenizer, "_tokenizer/tokenizer.json")
 		if toks[name] == nil {
-			if toks[name], err = tokenizer.Load(golden.Shared(t, "assets", "tokenizers", name)); err != nil {
+			if toks[name], err = tokenizer.Load(goldentest.Shared(t, "assets", "tokenizers", name)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -5,14 +5,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
 // loadGoldenDraft builds the draft of a TTT case from its manifest and draft_init.safetensors.
-func loadGoldenDraft(t testing.TB, c *golden.Case) *Draft {
+func loadGoldenDraft(t testing.TB, c *goldentest.Case) *Draft {
 	var cfg Config
 	c.Hyper(t, "draft_config", &cfg)
 	cfg.AuxLayers = []int{1, 1, 1}
@@ -44,7 +44,7 @@ func loadGoldenDraft(t testing.TB, c *golden.Case) *Draft {
 }
 
 // goldenBatch turns a case's raw inputs (ids, masks, aux, unshifted target logits) into a batch.
-func goldenBatch(t *testing.T, c *golden.Case, d *Draft, file string, logits []float64, aux []float64) *Batch {
+func goldenBatch(t *testing.T, c *goldentest.Case, d *Draft, file string, logits []float64, aux []float64) *Batch {
 	ids := c.Ints(t, file, "input_ids")
 	lm := c.Ints(t, file, "loss_mask")
 	am := c.Ints(t, file, "attention_mask")
@@ -93,7 +93,7 @@ func exactInts(t *testing.T, name string, got []int, want []int64) {
 
 // checkStep compares one TTT step (metrics, gradients, clip, AdamW) with a case's expected tensors, whose
 // names carry prefix ("" or "step0.").
-func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, lr float64) *optim.AdamW {
+func checkStep(t *testing.T, c *goldentest.Case, d *Draft, b *Batch, prefix string, lr float64) *optim.AdamW {
 	exp := "expected_f64.safetensors"
 	pm := b.PositionMask(d.Vocab.T2D)
 	pmInt := make([]int, len(pm))
@@ -144,7 +144,7 @@ func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, 
 func TestGoldenTTT(t *testing.T) {
 	for _, name := range []string{"e_ttt_basic", "f_ttt_target_hidden_96"} {
 		t.Run(name, func(t *testing.T) {
-			c := golden.Open(t, name)
+			c := goldentest.Open(t, name)
 			d := loadGoldenDraft(t, c)
 			b := goldenBatch(t, c, d, "inputs.safetensors",
 				c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
@@ -158,7 +158,7 @@ func TestGoldenTTT(t *testing.T) {
 // TestOptimizerIsolation applies clip + AdamW to the golden gradients and compares with the golden update
 // at the manifest's tight optimiser tolerance.
 func TestOptimizerIsolation(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
+	c := goldentest.Open(t, "e_ttt_basic")
 	d := loadGoldenDraft(t, c)
 	var grads [][]float32
 	var sizes []int
@@ -183,7 +183,7 @@ func TestOptimizerIsolation(t *testing.T) {
 
 // TestEvaluateOnly checks that the forward-only pass gives the training pass's metrics.
 func TestEvaluateOnly(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
+	c := goldentest.Open(t, "e_ttt_basic")
 	d := loadGoldenDraft(t, c)
 	b := goldenBatch(t, c, d, "inputs.safetensors", c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
 	eval, err := d.TTT(b, 7, nil, &Workspace{}, 1)

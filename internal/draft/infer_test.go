@@ -3,14 +3,14 @@ package draft
 import (
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // TestSessionFollowsTTT decodes one row of golden case e with the inference session, step by step, and
 // compares the hidden states with the TTT unroll's (hidden_steps): drafting at inference time is the TTT
 // computation for the last row.
 func TestSessionFollowsTTT(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
+	c := goldentest.Open(t, "e_ttt_basic")
 	d := loadGoldenDraft(t, c)
 	ids := c.Ints(t, "inputs.safetensors", "input_ids")
 	aux := f32(c.Floats(t, "inputs.safetensors", "aux_hidden"))
@@ -45,7 +45,7 @@ func TestSessionFollowsTTT(t *testing.T) {
 // BenchmarkDraftStep measures one drafting step (a row through the layer, then its logits) after 100 rows,
 // on the stories260K-shaped draft of golden case e: the cost a chain pays per drafted token.
 func BenchmarkDraftStep(b *testing.B) {
-	c := golden.Open(b, "e_ttt_basic")
+	c := goldentest.Open(b, "e_ttt_basic")
 	d := loadGoldenDraft(b, c)
 	H := d.Config.HiddenSize
 	s, err := d.NewSession()

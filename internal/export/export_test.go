@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
@@ -20,7 +20,7 @@ import (
 
 // goldenDraft is case h's draft (stories260K shape, V_d = 64) with its initial weights.
 func goldenDraft(t *testing.T) *draft.Draft {
-	c := golden.Open(t, "h_e2e_stories260k_online")
+	c := goldentest.Open(t, "h_e2e_stories260k_online")
 	var cfg draft.Config
 	c.Hyper(t, "draft_config", &cfg)
 	cfg.AuxLayers = []int{1, 1, 1}
@@ -52,7 +52,7 @@ func TestSGLangLayoutMatchesReference(t *testing.T) {
 	if err := Write(dir, d, SGLang, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	ref := filepath.Join(golden.Shared(t, "goldens", "h_e2e_stories260k_online", "draft_export_bf16"))
+	ref := filepath.Join(goldentest.Shared(t, "goldens", "h_e2e_stories260k_online", "draft_export_bf16"))
 	layout := func(path string) map[string]string {
 		f, err := safetensors.Open(path)
 		if err != nil {

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
 // goldenModelDirs lists the model folders of a forward case.
-func goldenModelDirs(t *testing.T, c *golden.Case) []string {
+func goldenModelDirs(t *testing.T, c *goldentest.Case) []string {
 	if _, ok := c.Manifest.Hyperparams["model_folders"]; ok {
 		var folders []string
 		c.Hyper(t, "model_folders", &folders)
@@ -30,7 +30,7 @@ func goldenModelDirs(t *testing.T, c *golden.Case) []string {
 
 func TestGoldenForward(t *testing.T) {
 	for _, name := range []string{"a_stories260k_forward", "b_qwen3_forward", "c_qwen2_bias_tied_forward", "d1_llama3_rope_forward", "d2_linear_rope_forward"} {
-		c := golden.Open(t, name)
+		c := goldentest.Open(t, name)
 		for _, dir := range goldenModelDirs(t, c) {
 			t.Run(name+"/"+filepath.Base(dir), func(t *testing.T) {
 				m, err := Load(dir)
@@ -97,7 +97,7 @@ func TestGoldenForward(t *testing.T) {
 	}
 }
 
-func checkRopeTables(t *testing.T, c *golden.Case, cfg *Config, T int) {
+func checkRopeTables(t *testing.T, c *goldentest.Case, cfg *Config, T int) {
 	inv, scale := cfg.Rope.Frequencies(T)
 	inv32 := make([]float32, len(inv))
 	for i, f := range inv {
@@ -137,7 +137,7 @@ func equalInts(a, b []int) bool {
 // TestGreedyStories260K decodes greedily from BOS with the KV cache and compares with the reference's
 // full-recompute greedy ids.
 func TestGreedyStories260K(t *testing.T) {
-	c := golden.Open(t, "a_stories260k_forward")
+	c := goldentest.Open(t, "a_stories260k_forward")
 	want := c.Ints(t, "expected_f64.safetensors", "greedy_ids")
 	prompt := c.Ints(t, "inputs.safetensors", "greedy_prompt")
 	m, err := Load(goldenModelDirs(t, c)[0])
@@ -163,7 +163,7 @@ func TestGreedyStories260K(t *testing.T) {
 // bit those of decoding the tokens one at a time. Speculative decoding verifies drafted tokens in one forward,
 // and its greedy output equals target-only decoding exactly because of this, not only up to ties.
 func TestVerifyMatchesSteps(t *testing.T) {
-	c := golden.Open(t, "a_stories260k_forward")
+	c := goldentest.Open(t, "a_stories260k_forward")
 	m, err := Load(goldenModelDirs(t, c)[0])
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +229,7 @@ func greedy(t *testing.T, m *Model, prompt []int32, n int) []int32 {
 // TestCacheMatchesPrefill checks that decoding token by token through the KV cache (with padding in the
 // batch) gives the logits of one full prefill.
 func TestCacheMatchesPrefill(t *testing.T) {
-	c := golden.Open(t, "b_qwen3_forward")
+	c := goldentest.Open(t, "b_qwen3_forward")
 	m, err := Load(filepath.Join(c.Dir, "model_f32"))
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func TestCacheMatchesPrefill(t *testing.T) {
 // TestF16Checkpoint re-saves a golden model in float16 (every weight there is bf16-representable and within
 // f16's normal range, so exact in f16 too) and checks the forward against the same goldens.
 func TestF16Checkpoint(t *testing.T) {
-	c := golden.Open(t, "b_qwen3_forward")
+	c := goldentest.Open(t, "b_qwen3_forward")
 	src, err := safetensors.OpenCheckpoint(filepath.Join(c.Dir, "model_f32"))
 	if err != nil {
 		t.Fatal(err)

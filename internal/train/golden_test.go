@@ -6,7 +6,7 @@ import (
 
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/safetensors"
@@ -17,7 +17,7 @@ import (
 // teacher for a batch, the draft vocabulary comes from the batch's loss tokens, and three optimiser steps run
 // with the warmup-cosine schedule.
 func TestGoldenOnlineEndToEnd(t *testing.T) {
-	c := golden.Open(t, "h_e2e_stories260k_online")
+	c := goldentest.Open(t, "h_e2e_stories260k_online")
 	target, err := model.Load(filepath.Join(c.Dir, "..", "models", "stories260K_hf"))
 	if err != nil {
 		t.Fatal(err)

@@ -4,14 +4,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
 func TestGoldenVocab(t *testing.T) {
 	for _, name := range []string{"g1_vocab_ties", "g2_vocab_few_distinct", "g3_vocab_zipf"} {
 		t.Run(name, func(t *testing.T) {
-			c := golden.Open(t, name)
+			c := goldentest.Open(t, name)
 			var v, vd int
 			c.Hyper(t, "vocab_size", &v)
 			c.Hyper(t, "draft_vocab_size", &vd)

@@ -1,7 +1,7 @@
-// Package golden reads the golden test cases in ../shared/goldens (tensors from an independent PyTorch
-// reference, with a manifest giving each tensor's meaning and tolerance) and compares results against them.
-// Tests use it; nothing else should.
-package golden
+// Package goldentest is a test helper, imported only by _test.go files: it finds the shared test assets
+// (../shared) and reads the golden test cases (tensors from an independent PyTorch reference, with a manifest
+// giving each tensor's meaning and tolerance) and compares results against them.
+package goldentest
 
 import (
 	"encoding/json"
