@@ -57,9 +57,9 @@ func TestSessionFollowsTTT(t *testing.T) {
 }
 
 // BenchmarkDraftStep measures one drafting step (a row through the layer, then its logits) after 100 rows,
-// on the stories260K-shaped draft of golden case e: the cost a chain pays per drafted token.
+// on the draft of the first TTT case (case e in the public suite): the cost a chain pays per drafted token.
 func BenchmarkDraftStep(b *testing.B) {
-	c := goldentest.Open(b, "e_ttt_basic")
+	c := goldentest.First(b, goldentest.TTT)
 	d := loadGoldenDraft(b, c)
 	H := d.Config.HiddenSize
 	s, err := d.NewSession()

@@ -140,3 +140,21 @@ func ForEach(t *testing.T, kind Kind, f func(t *testing.T, c *Case)) {
 		t.Skipf("SKIPPED, the golden suite %s has no %s case", Dir(t), kind)
 	}
 }
+
+// First opens the first case of kind (in name order) that needs no pending feature, for tests that need one
+// case's data as a fixture rather than testing every case; it skips the test, saying so, when there is none.
+func First(t testing.TB, kind Kind) *Case {
+	t.Helper()
+	for _, name := range Names(t) {
+		c := Open(t, name)
+		k, feature, err := c.KindOf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == kind && feature == "" {
+			return c
+		}
+	}
+	t.Skipf("SKIPPED, the golden suite %s has no %s case", Dir(t), kind)
+	return nil
+}
