@@ -25,7 +25,7 @@ func TestSessionFollowsTTT(t *testing.T) {
 		for real < T && mask[real] == 1 {
 			real++
 		}
-		row := real - 1 - K // ids[row+1+K] is the last token it reads
+		row := real - 1 - K // step k reads ids[row+1+k]: the last, ids[row+K], is real
 		if row < 0 {
 			t.Fatalf("the first sequence has %d real tokens, too few for K=%d", real, K)
 		}
@@ -50,8 +50,10 @@ func TestSessionFollowsTTT(t *testing.T) {
 					t.Fatalf("step %d: h[%d] = %g, want %g", k, i, last[i], want[i])
 				}
 			}
-			next := []int32{int32(ids[row+2+k])}
-			last = s.Forward(next, last, []int32{int32(row + 1 + k)}, nil, 0)
+			if k+1 < K {
+				next := []int32{int32(ids[row+2+k])}
+				last = s.Forward(next, last, []int32{int32(row + 1 + k)}, nil, 0)
+			}
 		}
 	})
 }
