@@ -51,7 +51,8 @@ func Shared(t testing.TB, rel ...string) string {
 }
 
 // Dir is the golden suite under test: $SPECFORGE_GOLDENS, or goldens in the shared folder. Any folder of
-// cases in the same format can be tested this way, with other shapes and hyper-parameters.
+// cases in the same format can be tested this way, with other shapes and hyper-parameters (run with
+// -count=1 after regenerating a suite in place: the test cache does not see new case folders).
 func Dir(t testing.TB) string {
 	t.Helper()
 	if d := os.Getenv("SPECFORGE_GOLDENS"); d != "" {
