@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/export"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // run executes the CLI in-process and returns its output and error.
@@ -25,7 +25,7 @@ func run(args ...string) (string, error) {
 }
 
 func TestGenerateStories260K(t *testing.T) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
+	dir := goldentest.Shared(t, "assets", "models", "stories260K")
 	out, err := run("generate", "--model", dir, "--max-new-tokens", "15", "--ids")
 	if err != nil {
 		t.Fatal(err)
@@ -53,9 +53,9 @@ func TestGenerateStories260K(t *testing.T) {
 }
 
 func TestConvertThenGenerate(t *testing.T) {
-	bin := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
+	bin := goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
 	dir := filepath.Join(t.TempDir(), "hf")
-	tok := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin")
+	tok := goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin")
 	if _, err := run("convert", "llama2c", "--checkpoint", bin, "--tokenizer", tok, "--out", dir); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestConvertThenGenerate(t *testing.T) {
 }
 
 func TestErrorsAreOneLine(t *testing.T) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
+	dir := goldentest.Shared(t, "assets", "models", "stories260K")
 	bad := filepath.Join(t.TempDir(), "bad.bin")
 	os.WriteFile(bad, []byte("not a model"), 0o644)
 	cases := [][]string{
@@ -91,8 +91,8 @@ func TestErrorsAreOneLine(t *testing.T) {
 }
 
 func TestPrepareData(t *testing.T) {
-	tok := golden.Shared(t, "assets", "tokenizers", "qwen3")
-	data := golden.Shared(t, "assets", "datasets", "fastchat_dummy_conversation", "dummy_conversation.json")
+	tok := goldentest.Shared(t, "assets", "tokenizers", "qwen3")
+	data := goldentest.Shared(t, "assets", "datasets", "fastchat_dummy_conversation", "dummy_conversation.json")
 	cache := t.TempDir()
 	args := []string{"prepare-data", "--target", tok, "--data", data, "--chat-template", "qwen3-instruct", "--cache-dir", cache, "--draft-vocab-size", "1000"}
 	out, err := run(args...)
@@ -123,15 +123,15 @@ func TestPrepareData(t *testing.T) {
 // tinyTrainArgs trains a stories260K draft for a few steps on 16 regenerated continuations.
 func tinyTrainArgs(t *testing.T, out string) []string {
 	return []string{"train", "--config", "../../configs/stories260k.yaml",
-		"--set", "target.path=" + golden.Shared(t, "assets", "models", "stories260K"),
-		"--set", "data.regenerate.from=" + golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"),
+		"--set", "target.path=" + goldentest.Shared(t, "assets", "models", "stories260K"),
+		"--set", "data.regenerate.from=" + goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"),
 		"--set", "data.cache_dir=" + filepath.Join(out, "cache"), "--set", "train.output_dir=" + filepath.Join(out, "run"),
 		"--set", "data.regenerate.limit=24", "--set", "data.regenerate.max_new_tokens=24", "--set", "data.eval_fraction=0.25",
 		"--set", "train.max_steps=4", "--set", "train.batch_size=4", "--set", "train.eval_interval=2"}
 }
 
 func TestTrainCommand(t *testing.T) {
-	golden.Shared(t) // needs ../shared
+	goldentest.Shared(t) // needs ../shared
 	out := t.TempDir()
 	stdout, err := run(tinyTrainArgs(t, out)...)
 	if err != nil {
@@ -173,7 +173,7 @@ func maxDiff(a, b *export.Imported) float64 {
 // testExport exports the run of TestTrainCommand in every layout, from the run folder and from its last
 // checkpoint, decodes with each export, and warm-starts training from one.
 func testExport(t *testing.T, out string, final *export.Imported) {
-	stories := golden.Shared(t, "assets", "models", "stories260K")
+	stories := goldentest.Shared(t, "assets", "models", "stories260K")
 	ckpt := filepath.Join(out, "run", "checkpoints", "step_00000004")
 	for _, to := range []string{"sglang", "vllm", "speculators"} {
 		for _, from := range []string{filepath.Join(out, "run"), ckpt} {
@@ -203,8 +203,8 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 	// The benchmark, on a paragraph file with held-out prompts and on a named benchmark.
 	result, prof := filepath.Join(out, "bench.json"), filepath.Join(out, "bench.pprof")
 	for _, args := range [][]string{
-		{"--dataset", golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "4200", "--min-draft-prob", "0.3", "--cpuprofile", prof},
-		{"--dataset", "mtbench", "--datasets-dir", golden.Shared(t, "assets", "datasets"), "--depth", "3", "--topk", "2", "--draft-tokens", "6"},
+		{"--dataset", goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "4200", "--min-draft-prob", "0.3", "--cpuprofile", prof},
+		{"--dataset", "mtbench", "--datasets-dir", goldentest.Shared(t, "assets", "datasets"), "--depth", "3", "--topk", "2", "--draft-tokens", "6"},
 	} {
 		stdout, err := run(append([]string{"bench", "--target", stories, "--draft", filepath.Join(out, "export", "vllm_run"),
 			"--num-prompts", "3", "--max-new-tokens", "16", "--prompt-tokens", "12", "--out", result}, args...)...)
@@ -227,7 +227,7 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 		t.Errorf("bench --cpuprofile wrote no profile: %v (%d bytes)", err, len(raw))
 	}
 	if _, err := run("bench", "--target", stories, "--draft", filepath.Join(out, "export", "vllm_run"), "--dataset",
-		golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "100000", "--out", result); err == nil || !strings.Contains(err.Error(), "no prompts after skipping") {
+		goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), "--skip", "100000", "--out", result); err == nil || !strings.Contains(err.Error(), "no prompts after skipping") {
 		t.Errorf("bench past the end of the file: %v", err)
 	}
 
@@ -265,7 +265,7 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 }
 
 func TestTrainRefusesBadInputFirst(t *testing.T) {
-	golden.Shared(t)
+	goldentest.Shared(t)
 	out := t.TempDir()
 	empty := filepath.Join(out, "empty.jsonl")
 	os.WriteFile(empty, nil, 0o644)
@@ -291,7 +291,7 @@ func TestTrainRefusesBadInputFirst(t *testing.T) {
 
 // TestOfflineTraining generates hidden states for the tiny stories run, inspects them and trains from them.
 func TestOfflineTraining(t *testing.T) {
-	golden.Shared(t)
+	goldentest.Shared(t)
 	out := t.TempDir()
 	args := tinyTrainArgs(t, out)
 	gen := append([]string{"gen-hidden"}, args[1:]...)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/jinja"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
@@ -45,7 +45,7 @@ func (c *goldenRender) conversation(t *testing.T) Conversation {
 }
 
 func sharedRenderer(t *testing.T, name string) *JinjaRenderer {
-	src, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", name+".jinja"))
+	src, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", name+".jinja"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestGoldenRenders(t *testing.T) {
 	saved := jinja.Now
 	jinja.Now = func() time.Time { return time.Date(2024, 7, 26, 0, 0, 0, 0, time.UTC) }
 	t.Cleanup(func() { jinja.Now = saved })
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", "golden_renders.json"))
+	raw, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", "golden_renders.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestGoldenRenders(t *testing.T) {
 		}
 		name := strings.TrimSuffix(c.Tokenizer, "_tokenizer/tokenizer.json")
 		if toks[name] == nil {
-			if toks[name], err = tokenizer.Load(golden.Shared(t, "assets", "tokenizers", name)); err != nil {
+			if toks[name], err = tokenizer.Load(goldentest.Shared(t, "assets", "tokenizers", name)); err != nil {
 				t.Fatal(err)
 			}
 		}

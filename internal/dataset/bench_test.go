@@ -10,12 +10,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // writeConversations generates n ShareGPT conversations of 2 to 6 turns with TinyStories sentences.
 func writeConversations(b *testing.B, path string, n int) int64 {
-	raw, err := os.ReadFile(golden.Shared(b, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
+	raw, err := os.ReadFile(goldentest.Shared(b, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
 	if err != nil {
 		b.Fatal(err)
 	}

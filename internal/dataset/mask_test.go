@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/chat"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
@@ -16,7 +16,7 @@ type maskRef struct {
 }
 
 func readMaskRef(t testing.TB, name string) maskRef {
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "specforge_qwen_loss_mask_refs", name+"_standard_ref.json"))
+	raw, err := os.ReadFile(goldentest.Shared(t, "assets", "datasets", "specforge_qwen_loss_mask_refs", name+"_standard_ref.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func readMaskRef(t testing.TB, name string) maskRef {
 }
 
 func qwenTokenizer(t testing.TB) *tokenizer.Tokenizer {
-	tok, err := tokenizer.Load(golden.Shared(t, "assets", "tokenizers", "qwen3"))
+	tok, err := tokenizer.Load(goldentest.Shared(t, "assets", "tokenizers", "qwen3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestMaskPreformatted(t *testing.T) {
 // TestMaskFromMessages renders SpecForge's reference conversation with the Qwen chat templates and checks
 // ids and loss mask against SpecForge's own output, token for token.
 func TestMaskFromMessages(t *testing.T) {
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "specforge_qwen_loss_mask_refs", "messages.json"))
+	raw, err := os.ReadFile(goldentest.Shared(t, "assets", "datasets", "specforge_qwen_loss_mask_refs", "messages.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestMaskFromMessages(t *testing.T) {
 		{"qwen3-thinking", "qwen3-thinking", "Qwen-Qwen3-0.6B"},
 	}
 	for _, c := range cases {
-		src, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", c.jinja+".jinja"))
+		src, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", c.jinja+".jinja"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/chat"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
 func qwenPrepare(t testing.TB, files []string, cache string) PrepareOptions {
-	src, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", "Qwen-Qwen2.5-7B-Instruct.jinja"))
+	src, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", "Qwen-Qwen2.5-7B-Instruct.jinja"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func qwenPrepare(t testing.TB, files []string, cache string) PrepareOptions {
 }
 
 func TestPrepareCachesAndInvalidates(t *testing.T) {
-	data := golden.Shared(t, "assets", "datasets", "fastchat_dummy_conversation", "dummy_conversation.json")
+	data := goldentest.Shared(t, "assets", "datasets", "fastchat_dummy_conversation", "dummy_conversation.json")
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.jsonl")
 	os.WriteFile(bad, []byte(`{"conversations": []}`+"\n"+`{"foo": 1}`+"\n"+
@@ -92,7 +92,7 @@ func TestPrepareCachesAndInvalidates(t *testing.T) {
 }
 
 func TestPreparePlainText(t *testing.T) {
-	tok, err := tokenizer.Load(golden.Shared(t, "assets", "models", "stories260K"))
+	tok, err := tokenizer.Load(goldentest.Shared(t, "assets", "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)
 	}

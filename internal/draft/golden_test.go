@@ -5,26 +5,16 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
 // loadGoldenDraft builds the draft of a TTT case from its manifest and draft_init.safetensors.
-func loadGoldenDraft(t testing.TB, c *golden.Case) *Draft {
-	var cfg Config
-	c.Hyper(t, "draft_config", &cfg)
-	cfg.AuxLayers = []int{1, 1, 1}
-	f, err := safetensors.Open(filepath.Join(c.Dir, "draft_init.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
+func loadGoldenDraft(t testing.TB, c *goldentest.Case) *Draft {
+	cfg, w, f := loadGoldenWeights(t, c)
 	defer f.Close()
-	w, err := LoadWeights(&cfg, f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	et, _ := f.Tensor("embed_tokens.weight")
 	embed, err := et.Float32()
 	if err != nil {
@@ -43,8 +33,29 @@ func loadGoldenDraft(t testing.TB, c *golden.Case) *Draft {
 	return d
 }
 
+// loadGoldenWeights reads a case's draft configuration and the trainable weights of draft_init.safetensors,
+// which it returns open.
+func loadGoldenWeights(t testing.TB, c *goldentest.Case) (Config, Weights, *safetensors.File) {
+	var cfg Config
+	c.Hyper(t, "draft_config", &cfg)
+	// The case gives the aux states, not the layers they come from: only their number (fc's input width over
+	// the target's hidden size) matters.
+	fc := c.Shape(t, "draft_init.safetensors", "fc.weight")
+	cfg.AuxLayers = make([]int, fc[1]/cfg.TargetHiddenSize)
+	f, err := safetensors.Open(filepath.Join(c.Dir, "draft_init.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := LoadWeights(&cfg, f)
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return cfg, w, f
+}
+
 // goldenBatch turns a case's raw inputs (ids, masks, aux, unshifted target logits) into a batch.
-func goldenBatch(t *testing.T, c *golden.Case, d *Draft, file string, logits []float64, aux []float64) *Batch {
+func goldenBatch(t *testing.T, c *goldentest.Case, d *Draft, file string, logits []float64, aux []float64) *Batch {
 	ids := c.Ints(t, file, "input_ids")
 	lm := c.Ints(t, file, "loss_mask")
 	am := c.Ints(t, file, "attention_mask")
@@ -91,9 +102,32 @@ func exactInts(t *testing.T, name string, got []int, want []int64) {
 	}
 }
 
+// stepHyper holds the hyper-parameters of a case's training step.
+type stepHyper struct {
+	K           int
+	MaxGradNorm float64
+	Betas       [2]float64
+	Eps, WD     float64
+}
+
+func readStepHyper(t testing.TB, c *goldentest.Case) stepHyper {
+	var h stepHyper
+	c.Hyper(t, "K", &h.K)
+	c.Hyper(t, "max_grad_norm", &h.MaxGradNorm)
+	c.Hyper(t, "adam_betas", &h.Betas)
+	c.Hyper(t, "adam_eps", &h.Eps)
+	c.Hyper(t, "weight_decay", &h.WD)
+	return h
+}
+
+func (h stepHyper) adamW(sizes []int) *optim.AdamW {
+	return optim.NewAdamW(sizes, h.Betas[0], h.Betas[1], h.Eps, h.WD)
+}
+
 // checkStep compares one TTT step (metrics, gradients, clip, AdamW) with a case's expected tensors, whose
 // names carry prefix ("" or "step0.").
-func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, lr float64) *optim.AdamW {
+func checkStep(t *testing.T, c *goldentest.Case, d *Draft, b *Batch, prefix string, lr float64) *optim.AdamW {
+	hp := readStepHyper(t, c)
 	exp := "expected_f64.safetensors"
 	pm := b.PositionMask(d.Vocab.T2D)
 	pmInt := make([]int, len(pm))
@@ -110,7 +144,7 @@ func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, 
 
 	grad := NewWeights(&d.Config)
 	ws := &Workspace{}
-	met, err := d.TTT(b, 7, &grad, ws, 1)
+	met, err := d.TTT(b, hp.K, &grad, ws, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,14 +158,14 @@ func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, 
 		c.Compare(t, exp, prefix+"grad."+p.Name, *p.Data, nil)
 	}
 	gs := grad.Slices(&d.Config)
-	norm, coef := optim.ClipGradNorm(gs, 0.5)
+	norm, coef := optim.ClipGradNorm(gs, hp.MaxGradNorm)
 	c.Compare(t, exp, prefix+"grad_norm", []float32{float32(norm)}, nil)
 	c.Compare(t, exp, prefix+"clip_coef", []float32{float32(coef)}, nil)
 	var sizes []int
 	for _, s := range gs {
 		sizes = append(sizes, len(s))
 	}
-	opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
+	opt := hp.adamW(sizes)
 	opt.Update(d.W.Slices(&d.Config), gs, lr)
 	for i, p := range d.W.Params(&d.Config) {
 		c.Compare(t, exp, prefix+"updated."+p.Name, *p.Data, nil)
@@ -141,61 +175,84 @@ func checkStep(t *testing.T, c *golden.Case, d *Draft, b *Batch, prefix string, 
 	return opt
 }
 
-func TestGoldenTTT(t *testing.T) {
-	for _, name := range []string{"e_ttt_basic", "f_ttt_target_hidden_96"} {
-		t.Run(name, func(t *testing.T) {
-			c := golden.Open(t, name)
-			d := loadGoldenDraft(t, c)
-			b := goldenBatch(t, c, d, "inputs.safetensors",
-				c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
-			var lr float64
-			c.Hyper(t, "lr", &lr)
-			checkStep(t, c, d, b, "", lr)
-		})
-	}
+// tttBatch is the batch of a TTT case's inputs.
+func tttBatch(t *testing.T, c *goldentest.Case, d *Draft) *Batch {
+	return goldenBatch(t, c, d, "inputs.safetensors",
+		c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
 }
 
-// TestOptimizerIsolation applies clip + AdamW to the golden gradients and compares with the golden update
-// at the manifest's tight optimiser tolerance.
+func TestGoldenTTT(t *testing.T) {
+	goldentest.ForEach(t, goldentest.TTT, func(t *testing.T, c *goldentest.Case) {
+		d := loadGoldenDraft(t, c)
+		var lr float64
+		c.Hyper(t, "lr", &lr)
+		checkStep(t, c, d, tttBatch(t, c, d), "", lr)
+	})
+}
+
+// TestOptimizerIsolation applies clip + AdamW to the golden gradients of every case that gives an
+// optimiser-only test (the first step's, "step0.", in a multi-step case) and compares with the golden
+// update at the manifest's tight optimiser tolerance.
 func TestOptimizerIsolation(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
-	d := loadGoldenDraft(t, c)
-	var grads [][]float32
-	var sizes []int
-	for _, p := range d.W.Params(&d.Config) {
-		g := f32(c.Floats(t, "expected_f64.safetensors", "grad."+p.Name))
-		grads = append(grads, g)
-		sizes = append(sizes, len(g))
-	}
-	optim.ClipGradNorm(grads, 0.5)
-	opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
-	opt.Update(d.W.Slices(&d.Config), grads, 0.001)
-	const atol = 6e-7 // optimizer_isolation.f32_impl of the manifest
-	for _, p := range d.W.Params(&d.Config) {
-		want := c.Floats(t, "expected_f64.safetensors", "updated."+p.Name)
-		for i, v := range *p.Data {
-			if math.Abs(float64(v)-want[i]) > atol {
-				t.Fatalf("%s[%d] = %g, want %g", p.Name, i, v, want[i])
+	for _, kind := range []goldentest.Kind{goldentest.TTT, goldentest.OnlineE2E} {
+		goldentest.ForEach(t, kind, func(t *testing.T, c *goldentest.Case) {
+			tol := c.OptimizerTolerance(t)
+			hp := readStepHyper(t, c)
+			prefix := ""
+			var lr float64
+			if c.HasHyper("lr") {
+				c.Hyper(t, "lr", &lr)
+			} else {
+				var lrs []float64
+				c.Hyper(t, "lrs", &lrs)
+				prefix, lr = "step0.", lrs[0]
 			}
-		}
+			cfg, w, f := loadGoldenWeights(t, c)
+			f.Close()
+			var grads [][]float32
+			var sizes []int
+			for _, p := range w.Params(&cfg) {
+				g := f32(c.Floats(t, "expected_f64.safetensors", prefix+"grad."+p.Name))
+				grads = append(grads, g)
+				sizes = append(sizes, len(g))
+			}
+			optim.ClipGradNorm(grads, hp.MaxGradNorm)
+			opt := hp.adamW(sizes)
+			opt.Update(w.Slices(&cfg), grads, lr)
+			for _, p := range w.Params(&cfg) {
+				want := c.Floats(t, "expected_f64.safetensors", prefix+"updated."+p.Name)
+				for i, v := range *p.Data {
+					if math.Abs(float64(v)-want[i]) > tol.Atol+tol.Rtol*math.Abs(want[i]) {
+						t.Fatalf("%s[%d] = %g, want %g", p.Name, i, v, want[i])
+					}
+				}
+			}
+		})
 	}
 }
 
 // TestEvaluateOnly checks that the forward-only pass gives the training pass's metrics.
 func TestEvaluateOnly(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
-	d := loadGoldenDraft(t, c)
-	b := goldenBatch(t, c, d, "inputs.safetensors", c.Floats(t, "inputs.safetensors", "target_logits"), c.Floats(t, "inputs.safetensors", "aux_hidden"))
-	eval, err := d.TTT(b, 7, nil, &Workspace{}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	grad := NewWeights(&d.Config)
-	train, err := d.TTT(b, 7, &grad, &Workspace{}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if eval.Total != train.Total || eval.Correct[3] != train.Correct[3] {
-		t.Errorf("eval %+v, train %+v", eval, train)
-	}
+	goldentest.ForEach(t, goldentest.TTT, func(t *testing.T, c *goldentest.Case) {
+		d := loadGoldenDraft(t, c)
+		b := tttBatch(t, c, d)
+		K := readStepHyper(t, c).K
+		eval, err := d.TTT(b, K, nil, &Workspace{}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grad := NewWeights(&d.Config)
+		train, err := d.TTT(b, K, &grad, &Workspace{}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if eval.Total != train.Total {
+			t.Errorf("eval total %g, train %g", eval.Total, train.Total)
+		}
+		for k := range K {
+			if eval.Loss[k] != train.Loss[k] || eval.Correct[k] != train.Correct[k] || eval.Denom[k] != train.Denom[k] {
+				t.Errorf("step %d: eval %+v, train %+v", k, eval, train)
+			}
+		}
+	})
 }

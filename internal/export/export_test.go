@@ -11,19 +11,24 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
-// goldenDraft is case h's draft (stories260K shape, V_d = 64) with its initial weights.
+// goldenDraft is the draft of the first online end-to-end case (in the public suite case h: stories260K
+// shape, V_d = 64) with its initial weights.
 func goldenDraft(t *testing.T) *draft.Draft {
-	c := golden.Open(t, "h_e2e_stories260k_online")
+	return caseDraft(t, goldentest.First(t, goldentest.OnlineE2E))
+}
+
+// caseDraft is the draft of an online end-to-end case with its initial weights and golden vocabulary.
+func caseDraft(t *testing.T, c *goldentest.Case) *draft.Draft {
 	var cfg draft.Config
 	c.Hyper(t, "draft_config", &cfg)
-	cfg.AuxLayers = []int{1, 1, 1}
+	c.Hyper(t, "aux_layer_ids", &cfg.AuxLayers)
 	f, err := safetensors.Open(filepath.Join(c.Dir, "draft_init.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -44,15 +49,22 @@ func goldenDraft(t *testing.T) *draft.Draft {
 	return d
 }
 
-// TestSGLangLayoutMatchesReference writes a draft and compares the tensor names, dtypes and shapes and the
-// config fields with the reference export of golden case h.
+// TestSGLangLayoutMatchesReference writes the draft of each online end-to-end case and compares the tensor
+// names, dtypes and shapes and the config fields with the case's reference export (draft_export_bf16).
 func TestSGLangLayoutMatchesReference(t *testing.T) {
-	d := goldenDraft(t)
+	goldentest.ForEach(t, goldentest.OnlineE2E, sglangLayoutMatchesReference)
+}
+
+func sglangLayoutMatchesReference(t *testing.T, c *goldentest.Case) {
+	ref := filepath.Join(c.Dir, "draft_export_bf16")
+	if _, err := os.Stat(ref); err != nil {
+		t.Skipf("no reference export in this case: %v", err)
+	}
+	d := caseDraft(t, c)
 	dir := t.TempDir()
 	if err := Write(dir, d, SGLang, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	ref := filepath.Join(golden.Shared(t, "goldens", "h_e2e_stories260k_online", "draft_export_bf16"))
 	layout := func(path string) map[string]string {
 		f, err := safetensors.Open(path)
 		if err != nil {

@@ -3,13 +3,13 @@ package generate
 import (
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/model"
 )
 
 // TestGenerateBatchMatchesSingle decodes three prompts together and one by one: greedy outputs agree.
 func TestGenerateBatchMatchesSingle(t *testing.T) {
-	m, err := model.Load(golden.Shared(t, "assets", "models", "stories260K"))
+	m, err := model.Load(goldentest.Shared(t, "assets", "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/fixture"
+	"github.com/specforge/specforge/internal/fixturetest"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/vocab"
@@ -119,7 +119,7 @@ func TestCorruptShards(t *testing.T) {
 // TestGenerateResumes stops a generation after two shards, resumes it, and compares every shard with an
 // uninterrupted run; complete shards are not rewritten, and the stored states equal a direct forward.
 func TestGenerateResumes(t *testing.T) {
-	m, data, key := fixture.Stories(t, 30, 40)
+	m, data, key := fixturetest.Stories(t, 30, 40)
 	opts := func(out string) GenOptions {
 		return GenOptions{Target: m, TargetPath: "stories260K", AuxLayers: []int{0, 2, 4}, Data: data, DataKey: key,
 			Out: out, DType: BF16, SamplesPerShard: 3, Batch: 2}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // referenceCase is one render by testdata/jinja_reference.py: a template and the variables it was given.
@@ -74,7 +74,7 @@ func TestReferenceRenders(t *testing.T) {
 	passed := 0
 	for _, c := range cases {
 		if templates[c.Template] == nil {
-			src, err := os.ReadFile(golden.Shared(t, "assets", "chat_templates", c.Template+".jinja"))
+			src, err := os.ReadFile(goldentest.Shared(t, "assets", "chat_templates", c.Template+".jinja"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
 )
@@ -17,8 +17,8 @@ import (
 // TestConvertStories260K converts the llama2.c checkpoint and checks every tensor against the independently
 // converted Hugging Face folder, bit for bit, then greedy-decodes through the import.
 func TestConvertStories260K(t *testing.T) {
-	bin := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
-	refDir := golden.Shared(t, "assets", "models", "stories260K")
+	bin := goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
+	refDir := goldentest.Shared(t, "assets", "models", "stories260K")
 	ck, err := Read(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestConvertStories260K(t *testing.T) {
 }
 
 func TestReadErrors(t *testing.T) {
-	bin := golden.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
+	bin := goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "stories260K.bin")
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestReadErrors(t *testing.T) {
 // TestTokenizerMatchesReference converts tok512.bin and compares vocabulary, merges and pipeline with the
 // independently converted tokenizer.json of the shared stories260K folder.
 func TestTokenizerMatchesReference(t *testing.T) {
-	v, err := ReadVocab(golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"), 512)
+	v, err := ReadVocab(goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"), 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestTokenizerMatchesReference(t *testing.T) {
 		return m
 	}
 	got := read(filepath.Join(dir, "tokenizer.json"))
-	want := read(golden.Shared(t, "assets", "models", "stories260K", "tokenizer.json"))
+	want := read(goldentest.Shared(t, "assets", "models", "stories260K", "tokenizer.json"))
 	for _, key := range []string{"added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"} {
 		if !reflect.DeepEqual(got[key], want[key]) {
 			g, _ := json.Marshal(got[key])
@@ -125,7 +125,7 @@ func TestTokenizerMatchesReference(t *testing.T) {
 			t.Errorf("%s differs:\n got %.300s\nwant %.300s", key, g, w)
 		}
 	}
-	if _, err := ReadVocab(golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"), 500); err == nil {
+	if _, err := ReadVocab(goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"), 500); err == nil {
 		t.Error("a vocabulary size mismatch was accepted")
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/memstat"
 	"github.com/specforge/specforge/internal/rope"
 )
@@ -96,7 +96,7 @@ func BenchmarkPrefill(b *testing.B) {
 }
 
 func loadStories(b *testing.B) *Model {
-	m, err := Load(golden.Shared(b, "assets", "models", "stories260K"))
+	m, err := Load(goldentest.Shared(b, "assets", "models", "stories260K"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func BenchmarkDecodeStep(b *testing.B) {
 				m = llama1BSlice(b)
 			} else {
 				var err error
-				if m, err = Load(golden.Shared(b, "assets", "models", "stories260K")); err != nil {
+				if m, err = Load(goldentest.Shared(b, "assets", "models", "stories260K")); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/generate"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
@@ -17,7 +17,7 @@ import (
 // TestRegenerate writes continuations of TinyStories openings and checks them against greedy decoding of
 // the same prompts, one by one.
 func TestRegenerate(t *testing.T) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
+	dir := goldentest.Shared(t, "assets", "models", "stories260K")
 	m, err := model.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +28,7 @@ func TestRegenerate(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Options{OpeningTokens: 6, MaxNewTokens: 12, Batch: 3, Limit: 5}
-	src := golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")
+	src := goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")
 	prompts, err := Openings(src, tok, o)
 	if err != nil {
 		t.Fatal(err)

@@ -4,12 +4,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // TestLoadPrompts reads each named benchmark and a paragraph file, with and without skipping.
 func TestLoadPrompts(t *testing.T) {
-	dir := golden.Shared(t, "assets", "datasets")
+	dir := goldentest.Shared(t, "assets", "datasets")
 	for name := range Benchmarks {
 		all, err := LoadPrompts(name, dir, 0, 5)
 		if err != nil {
@@ -23,7 +23,7 @@ func TestLoadPrompts(t *testing.T) {
 			t.Errorf("%s: %d prompts, after skipping 2: %d, %q vs %q", name, len(all), len(rest), rest[0], all[2])
 		}
 	}
-	txt := golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")
+	txt := goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")
 	all, err := LoadPrompts(txt, "", 0, 0)
 	if err != nil {
 		t.Fatal(err)

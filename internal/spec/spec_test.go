@@ -12,7 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/generate"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/regen"
 	"github.com/specforge/specforge/internal/tokenizer"
@@ -31,9 +31,9 @@ var (
 // setup trains a small stories260K draft once for the package's tests (a few hundred steps on text the
 // target wrote), so acceptance paths are exercised, and keeps held-out openings as prompts.
 func setup(t *testing.T) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
+	dir := goldentest.Shared(t, "assets", "models", "stories260K")
 	setupOnce.Do(func() {
-		setupErr = doSetup(dir, golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
+		setupErr = doSetup(dir, goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
 	})
 	if setupErr != nil {
 		t.Fatal(setupErr)

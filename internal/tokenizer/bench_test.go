@@ -5,13 +5,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // BenchmarkEncode reports encode throughput (MB/s) on TinyStories text, one call per paragraph, as a
 // dataset is tokenized.
 func BenchmarkEncode(b *testing.B) {
-	raw, err := os.ReadFile(golden.Shared(b, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
+	raw, err := os.ReadFile(goldentest.Shared(b, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func BenchmarkEncode(b *testing.B) {
 			var tok *Tokenizer
 			if name == "stories260K" {
 				var err error
-				if tok, err = Load(golden.Shared(b, "assets", "models", "stories260K")); err != nil {
+				if tok, err = Load(goldentest.Shared(b, "assets", "models", "stories260K")); err != nil {
 					b.Fatal(err)
 				}
 			} else {

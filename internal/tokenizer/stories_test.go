@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // llama2cTokenizer is llama2.c's own encoder (run.c encode()), an independent reference for the
@@ -74,13 +74,13 @@ func (tk *llama2cTokenizer) encode(text string) []int32 {
 // TestStories260KMatchesLlama2c encodes TinyStories paragraphs and edge cases with tokenizer.json and with
 // llama2.c's encoder over tok512.bin, which must agree (llama2.c's pieces use spaces where HF has ▁).
 func TestStories260KMatchesLlama2c(t *testing.T) {
-	dir := golden.Shared(t, "assets", "models", "stories260K")
+	dir := goldentest.Shared(t, "assets", "models", "stories260K")
 	tok, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := readLlama2cTokenizer(t, golden.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"))
-	raw, err := os.ReadFile(golden.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
+	ref := readLlama2cTokenizer(t, goldentest.Shared(t, "assets", "models", "stories260K", "llama2c", "tok512.bin"))
+	raw, err := os.ReadFile(goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 func loadShared(t testing.TB, name string) *Tokenizer {
 	t.Helper()
-	dir := golden.Shared(t, "assets", "tokenizers", name)
+	dir := goldentest.Shared(t, "assets", "tokenizers", name)
 	var tok *Tokenizer
 	var err error
 	if name == "gpt2" {
@@ -37,7 +37,7 @@ func TestVectors(t *testing.T) {
 	} {
 		t.Run(c.tokenizer, func(t *testing.T) {
 			tok := loadShared(t, c.tokenizer)
-			base := golden.Shared(t, "assets", "tokenizers", "test_vectors", c.vectors)
+			base := goldentest.Shared(t, "assets", "tokenizers", "test_vectors", c.vectors)
 			inp, err := os.ReadFile(base + ".inp")
 			if err != nil {
 				t.Fatal(err)
@@ -133,7 +133,7 @@ func TestOffsets(t *testing.T) {
 // TestInvalidUTF8ByteFallback encodes bytes that are not UTF-8 with a SentencePiece-style model: each
 // becomes its <0xNN> byte token, covering one byte.
 func TestInvalidUTF8ByteFallback(t *testing.T) {
-	tok, err := Load(golden.Shared(t, "assets", "models", "stories260K"))
+	tok, err := Load(goldentest.Shared(t, "assets", "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestPrefixTokenCount(t *testing.T) {
 		}
 	}
 	// With the post-processor's tokens (stories260K adds BOS), positions count the leading ones too.
-	stories, err := Load(golden.Shared(t, "assets", "models", "stories260K"))
+	stories, err := Load(goldentest.Shared(t, "assets", "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,14 +11,14 @@ import (
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/fixture"
+	"github.com/specforge/specforge/internal/fixturetest"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
 // storiesSetup prepares a small dataset of TinyStories paragraphs and a fresh draft for stories260K.
 func storiesSetup(t *testing.T) (*model.Model, *dataset.File, func() *draft.Draft) {
-	target, f, _ := fixture.Stories(t, 40, 48)
+	target, f, _ := fixturetest.Stories(t, 40, 48)
 	counts, err := f.CountLossTokens(512)
 	if err != nil {
 		t.Fatal(err)

@@ -4,53 +4,50 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
 func TestGoldenVocab(t *testing.T) {
-	for _, name := range []string{"g1_vocab_ties", "g2_vocab_few_distinct", "g3_vocab_zipf"} {
-		t.Run(name, func(t *testing.T) {
-			c := golden.Open(t, name)
-			var v, vd int
-			c.Hyper(t, "vocab_size", &v)
-			c.Hyper(t, "draft_vocab_size", &vd)
-			ids := c.Ints(t, "inputs.safetensors", "input_ids")
-			mask := c.Ints(t, "inputs.safetensors", "loss_mask")
-			counter := NewCounter(v)
-			ids32, m := make([]int32, len(ids)), make([]bool, len(ids))
-			for i := range ids {
-				ids32[i], m[i] = int32(ids[i]), mask[i] == 1
+	goldentest.ForEach(t, goldentest.Vocab, func(t *testing.T, c *goldentest.Case) {
+		var v, vd int
+		c.Hyper(t, "vocab_size", &v)
+		c.Hyper(t, "draft_vocab_size", &vd)
+		ids := c.Ints(t, "inputs.safetensors", "input_ids")
+		mask := c.Ints(t, "inputs.safetensors", "loss_mask")
+		counter := NewCounter(v)
+		ids32, m := make([]int32, len(ids)), make([]bool, len(ids))
+		for i := range ids {
+			ids32[i], m[i] = int32(ids[i]), mask[i] == 1
+		}
+		if err := counter.Add(ids32, m); err != nil {
+			t.Fatal(err)
+		}
+		countIDs := c.Ints(t, "expected.safetensors", "count_ids")
+		countValues := c.Ints(t, "expected.safetensors", "count_values")
+		for i, id := range countIDs {
+			if counter.Counts[id] != countValues[i] {
+				t.Errorf("count of %d = %d, want %d", id, counter.Counts[id], countValues[i])
 			}
-			if err := counter.Add(ids32, m); err != nil {
-				t.Fatal(err)
+		}
+		mp, err := Build(counter.Counts, vd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		equal(t, "used", mp.Used, c.Ints(t, "expected.safetensors", "used"))
+		equal(t, "d2t", mp.D2T, c.Ints(t, "expected.safetensors", "d2t"))
+		t2d := c.Ints(t, "expected.safetensors", "t2d")
+		for j, want := range t2d {
+			if mp.T2D[j] != (want == 1) {
+				t.Fatalf("t2d[%d] = %v, want %v", j, mp.T2D[j], want == 1)
 			}
-			countIDs := c.Ints(t, "expected.safetensors", "count_ids")
-			countValues := c.Ints(t, "expected.safetensors", "count_values")
-			for i, id := range countIDs {
-				if counter.Counts[id] != countValues[i] {
-					t.Errorf("count of %d = %d, want %d", id, counter.Counts[id], countValues[i])
-				}
-			}
-			mp, err := Build(counter.Counts, vd, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			equal(t, "used", mp.Used, c.Ints(t, "expected.safetensors", "used"))
-			equal(t, "d2t", mp.D2T, c.Ints(t, "expected.safetensors", "d2t"))
-			t2d := c.Ints(t, "expected.safetensors", "t2d")
-			for j, want := range t2d {
-				if mp.T2D[j] != (want == 1) {
-					t.Fatalf("t2d[%d] = %v, want %v", j, mp.T2D[j], want == 1)
-				}
-			}
-			back, err := FromD2T(mp.D2T, v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			equal(t, "used from d2t", back.Used, mp.Used)
-		})
-	}
+		}
+		back, err := FromD2T(mp.D2T, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		equal(t, "used from d2t", back.Used, mp.Used)
+	})
 }
 
 func equal(t *testing.T, name string, got, want []int64) {

@@ -1,7 +1,7 @@
-// Package golden reads the golden test cases in ../shared/goldens (tensors from an independent PyTorch
-// reference, with a manifest giving each tensor's meaning and tolerance) and compares results against them.
-// Tests use it; nothing else should.
-package golden
+// Package goldentest is a test helper, imported only by _test.go files: it finds the shared test assets
+// (../shared) and reads the golden test cases (tensors from an independent PyTorch reference, with a manifest
+// giving each tensor's meaning and tolerance) and compares results against them.
+package goldentest
 
 import (
 	"encoding/json"
@@ -50,6 +50,17 @@ func Shared(t testing.TB, rel ...string) string {
 	return filepath.Join(append([]string{dir}, rel...)...)
 }
 
+// Dir is the golden suite under test: $SPECFORGE_GOLDENS, or goldens in the shared folder. Any folder of
+// cases in the same format can be tested this way, with other shapes and hyper-parameters (run with
+// -count=1 after regenerating a suite in place: the test cache does not see new case folders).
+func Dir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("SPECFORGE_GOLDENS"); d != "" {
+		return d
+	}
+	return Shared(t, "goldens")
+}
+
 // Tolerance is the allowed elementwise deviation: |got - want| <= Atol + Rtol*|want|.
 type Tolerance struct {
 	Atol float64 `json:"atol"`
@@ -62,7 +73,11 @@ type Case struct {
 	Manifest struct {
 		Case        string                     `json:"case"`
 		Hyperparams map[string]json.RawMessage `json:"hyperparams"`
-		Files       map[string]struct {
+		// OptimizerIsolation is the tolerance of clip + AdamW applied to the golden gradients alone.
+		OptimizerIsolation *struct {
+			F32 *Tolerance `json:"f32_impl"`
+		} `json:"optimizer_isolation"`
+		Files map[string]struct {
 			Tensors map[string]struct {
 				DType     string          `json:"dtype"`
 				Shape     []int           `json:"shape"`
@@ -73,10 +88,10 @@ type Case struct {
 	files map[string]*safetensors.File
 }
 
-// Open loads the manifest of goldens/name.
+// Open loads the manifest of case name of the suite (see Dir).
 func Open(t testing.TB, name string) *Case {
 	t.Helper()
-	c := &Case{Dir: Shared(t, "goldens", name), files: map[string]*safetensors.File{}}
+	c := &Case{Dir: filepath.Join(Dir(t), name), files: map[string]*safetensors.File{}}
 	raw, err := os.ReadFile(filepath.Join(c.Dir, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +145,28 @@ func (c *Case) Ints(t testing.TB, file, name string) []int64 {
 	return v
 }
 
+// Has reports whether file of the case holds tensor name.
+func (c *Case) Has(file, name string) bool {
+	_, ok := c.Manifest.Files[file].Tensors[name]
+	return ok
+}
+
+// Shape is the shape of tensor name of file as the manifest gives it.
+func (c *Case) Shape(t testing.TB, file, name string) []int {
+	t.Helper()
+	entry, ok := c.Manifest.Files[file].Tensors[name]
+	if !ok {
+		t.Fatalf("%s: manifest has no %s in %s", c.Manifest.Case, name, file)
+	}
+	return entry.Shape
+}
+
+// HasHyper reports whether the manifest has hyperparameter key.
+func (c *Case) HasHyper(key string) bool {
+	_, ok := c.Manifest.Hyperparams[key]
+	return ok
+}
+
 // Hyper decodes one hyperparameter of the manifest into v.
 func (c *Case) Hyper(t testing.TB, key string, v any) {
 	t.Helper()
@@ -156,6 +193,15 @@ func (c *Case) F32Tolerance(t testing.TB, file, name string) Tolerance {
 		t.Fatalf("%s: %s has no f32_impl tolerance", c.Manifest.Case, name)
 	}
 	return *tol.F32
+}
+
+// OptimizerTolerance is the manifest's float32 tolerance of the optimiser-only test (optimizer_isolation).
+func (c *Case) OptimizerTolerance(t testing.TB) Tolerance {
+	t.Helper()
+	if c.Manifest.OptimizerIsolation == nil || c.Manifest.OptimizerIsolation.F32 == nil {
+		t.Fatalf("%s: manifest has no optimizer_isolation.f32_impl tolerance", c.Manifest.Case)
+	}
+	return *c.Manifest.OptimizerIsolation.F32
 }
 
 // Compare checks got against the float64 expected tensor name of file (e.g. "expected_f64.safetensors") with

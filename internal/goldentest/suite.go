@@ -1,0 +1,160 @@
+package goldentest
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// Kind is what a case tests, which decides the test that replays it.
+type Kind string
+
+// The kinds of case, told apart by the manifest's hyper-parameters (see KindOf).
+const (
+	Forward   Kind = "forward"    // target forward: aux, final hidden and logits (aux_layer_ids_default)
+	TTT       Kind = "ttt"        // one training-time-test step of a draft from given inputs (draft_config, K, lr)
+	Vocab     Kind = "vocab"      // draft vocabulary mapping from token counts (vocab_size, draft_vocab_size)
+	OnlineE2E Kind = "online_e2e" // target forward, vocabulary and several optimiser steps (target, steps)
+)
+
+// pending names the features some cases need that specforge does not implement yet, with the issue that
+// brings them; a case needing one is skipped with that reason, and only such a case. Remove the entry with
+// the feature.
+var pending = map[string]string{
+	"moe": "MoE targets: issue 13",
+	"lk":  "LK losses: issue 15",
+}
+
+// KindOf tells the kind of the case from its hyper-parameters, and the pending feature it needs ("" if none).
+func (c *Case) KindOf() (Kind, string, error) {
+	hp := c.Manifest.Hyperparams
+	has := func(k string) bool { _, ok := hp[k]; return ok }
+	switch {
+	case has("aux_layer_ids_default"):
+		moe, err := c.moeTarget()
+		if err != nil {
+			return "", "", err
+		}
+		if moe {
+			return Forward, "moe", nil
+		}
+		return Forward, "", nil
+	case has("draft_config") && has("target") && has("steps"):
+		return OnlineE2E, "", nil
+	case has("draft_config") && has("K"):
+		if has("variants") {
+			var vs []struct {
+				Loss string `json:"loss"`
+			}
+			if err := json.Unmarshal(hp["variants"], &vs); err != nil {
+				return "", "", fmt.Errorf("%s: variants: %w", c.Manifest.Case, err)
+			}
+			for _, v := range vs {
+				if strings.HasPrefix(v.Loss, "lk_") {
+					return TTT, "lk", nil
+				}
+			}
+		}
+		return TTT, "", nil
+	case has("vocab_size") && has("draft_vocab_size"):
+		return Vocab, "", nil
+	}
+	return "", "", fmt.Errorf("%s: no known kind of case has these hyper-parameters", c.Manifest.Case)
+}
+
+// moeTarget reports whether the case's target routes tokens to experts, from the manifest's config or the
+// model folder's config.json.
+func (c *Case) moeTarget() (bool, error) {
+	raw, ok := c.Manifest.Hyperparams["config"]
+	if !ok {
+		var rel string
+		if err := json.Unmarshal(c.Manifest.Hyperparams["model"], &rel); err != nil {
+			return false, fmt.Errorf("%s: neither a config nor a model folder: %w", c.Manifest.Case, err)
+		}
+		rel, _, _ = strings.Cut(rel, " ") // "../models/x (relative to this case folder)"
+		var err error
+		if raw, err = os.ReadFile(filepath.Join(c.Dir, rel, "config.json")); err != nil {
+			return false, fmt.Errorf("%s: %w", c.Manifest.Case, err)
+		}
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return false, fmt.Errorf("%s: target config: %w", c.Manifest.Case, err)
+	}
+	for _, k := range []string{"num_experts", "num_local_experts", "n_routed_experts"} {
+		if n, ok := cfg[k].(float64); ok && n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Names lists the cases of the suite: every folder of Dir with a manifest.json, sorted.
+func Names(t testing.TB) []string {
+	t.Helper()
+	dir := Dir(t)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("golden suite: %v", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "manifest.json")); e.IsDir() && err == nil {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		t.Fatalf("golden suite %s has no cases", dir)
+	}
+	return names
+}
+
+// ForEach runs f in a subtest for every case of kind in the suite. A case that needs a pending feature is
+// skipped with the issue that brings it; a suite without a case of kind skips the test, saying so.
+func ForEach(t *testing.T, kind Kind, f func(t *testing.T, c *Case)) {
+	t.Helper()
+	ran := 0
+	for _, name := range Names(t) {
+		c := Open(t, name)
+		k, feature, err := c.KindOf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k != kind {
+			continue
+		}
+		ran++
+		t.Run(name, func(t *testing.T) {
+			if feature != "" {
+				t.Skipf("SKIPPED, %s", pending[feature])
+			}
+			f(t, c)
+		})
+	}
+	if ran == 0 {
+		t.Skipf("SKIPPED, the golden suite %s has no %s case", Dir(t), kind)
+	}
+}
+
+// First opens the first case of kind (in name order) that needs no pending feature, for tests that need one
+// case's data as a fixture rather than testing every case; it skips the test, saying so, when there is none.
+func First(t testing.TB, kind Kind) *Case {
+	t.Helper()
+	for _, name := range Names(t) {
+		c := Open(t, name)
+		k, feature, err := c.KindOf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == kind && feature == "" {
+			return c
+		}
+	}
+	t.Skipf("SKIPPED, the golden suite %s has no %s case", Dir(t), kind)
+	return nil
+}
