@@ -1,7 +1,9 @@
 // Package draft is the EAGLE-3 draft model: one Llama decoder layer that reads the target's token
 // embedding and three of its hidden states, trained with the training-time test (TTT) unroll of
-// ../shared/docs/EAGLE3.md. It holds the configuration, the parameters, the teacher distribution over the
-// draft vocabulary, and the fused TTT forward and backward pass.
+// ../shared/docs/EAGLE3.md. It holds the configuration and the parameters (config.go, draft.go), the
+// teacher distribution over the draft vocabulary (teacher.go), the decoder layer's forward and backward
+// (layer.go), the TTT unroll that trains it (ttt.go) with its loss (loss.go), and decoding with the same
+// layer (session.go).
 package draft
 
 import (

@@ -69,8 +69,11 @@ type Batch struct {
 
 // PositionMask is pm_0 of EAGLE3.md §2: a row trains when it carries loss, the target's choice is in the
 // draft vocabulary, and the next token is real.
-func (b *Batch) PositionMask(t2d []bool) []bool {
-	pm := make([]bool, b.B*b.T)
+func (b *Batch) PositionMask(t2d []bool) []bool { return b.positionMask(nil, t2d) }
+
+// positionMask is PositionMask in pm, reallocated only when its capacity is short.
+func (b *Batch) positionMask(pm []bool, t2d []bool) []bool {
+	pm = resizeZero(pm, b.B*b.T)
 	for r := 0; r < b.B; r++ {
 		for t := 0; t+1 < b.T; t++ {
 			i := r*b.T + t
