@@ -2,11 +2,6 @@
 
 package blas
 
-import (
-	gblas "gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/gonum"
-)
-
 // smallKernels says that this build has no small kernels: Weight keeps no transposes.
 const smallKernels = false
 
@@ -16,12 +11,5 @@ func useSmall(transA bool, m, n, k int) bool { return false }
 func Name() string { return "gonum (pure Go)" }
 
 func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	ta, tb := gblas.NoTrans, gblas.NoTrans
-	if transA {
-		ta = gblas.Trans
-	}
-	if transB {
-		tb = gblas.Trans
-	}
-	gonum.Implementation{}.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	sgemmGonum(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }

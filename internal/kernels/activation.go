@@ -4,10 +4,15 @@ import "github.com/specforge/specforge/internal/parallel"
 
 // SoftmaxRows replaces each row of length n by its softmax, computed in float32 after subtracting the row
 // maximum; a row whose entries are all -Inf becomes uniform (as PyTorch does with a finite minimum mask).
-func SoftmaxRows(x []float32, rows, n int) {
+func SoftmaxRows(x []float32, rows, n int) { softmaxRows(Softmax, x, rows, n) }
+
+// SoftmaxRowsGo is SoftmaxRows on SoftmaxGo.
+func SoftmaxRowsGo(x []float32, rows, n int) { softmaxRows(SoftmaxGo, x, rows, n) }
+
+func softmaxRows(softmax func([]float32), x []float32, rows, n int) {
 	parallel.For(rows, max(1, 8192/max(n, 1)), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			Softmax(x[r*n : (r+1)*n])
+			softmax(x[r*n : (r+1)*n])
 		}
 	})
 }
@@ -45,4 +50,14 @@ func Add(dst, src []float32) {
 			dst[i] += src[i]
 		}
 	})
+}
+
+// AddBias adds bias [dim] to every row of y [rows, dim] (a linear layer's bias).
+func AddBias(y, bias []float32, rows, dim int) {
+	for r := 0; r < rows; r++ {
+		row := y[r*dim : (r+1)*dim]
+		for j, v := range bias {
+			row[j] += v
+		}
+	}
 }

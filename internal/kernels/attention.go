@@ -53,13 +53,22 @@ const queryBlockRows = 512
 // [Past+T, KVHeads*HeadDim] of one sequence.
 func (a Attention) Forward(out, q, k, v []float32, T int, m Mask) {
 	if !a.forwardFew(out, q, k, v, T, m) {
-		a.forwardBlocked(out, q, k, v, T, m)
+		a.forwardBlocked(blas.Sgemm, Softmax, out, q, k, v, T, m)
 	}
 }
 
+// ForwardGo is Forward computed in pure Go in every build (gonum products, SoftmaxGo, no few-query kernel).
+func (a Attention) ForwardGo(out, q, k, v []float32, T int, m Mask) {
+	a.forwardBlocked(blas.SgemmGo, SoftmaxGo, out, q, k, v, T, m)
+}
+
+// gemmFunc is the signature of blas.Sgemm: the kernels built on products take it as a parameter, so that
+// the pure-Go versions share their code with the others.
+type gemmFunc = func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+
 // forwardBlocked computes Forward for one KV head and block of queries at a time: a score block by one
 // product, row softmaxes, and the values by another product.
-func (a Attention) forwardBlocked(out, q, k, v []float32, T int, m Mask) {
+func (a Attention) forwardBlocked(gemm gemmFunc, softmax func([]float32), out, q, k, v []float32, T int, m Mask) {
 	group := a.Heads / a.KVHeads
 	d := a.HeadDim
 	qStride, kvStride := a.Heads*d, a.KVHeads*d
@@ -89,7 +98,7 @@ func (a Attention) forwardBlocked(out, q, k, v []float32, T int, m Mask) {
 			}
 			s := scores[:rows*nk]
 			kOff := keyStart*kvStride + kvh*d
-			blas.Sgemm(false, true, rows, nk, d, a.Scale, qg, d, k[kOff:], kvStride, 0, s, nk)
+			gemm(false, true, rows, nk, d, a.Scale, qg, d, k[kOff:], kvStride, 0, s, nk)
 			parallel.For(rows, max(1, 16384/nk), func(lo, hi int) {
 				for r := lo; r < hi; r++ {
 					i := q0 + r%nq
@@ -103,7 +112,7 @@ func (a Attention) forwardBlocked(out, q, k, v []float32, T int, m Mask) {
 						hi := m.Past + i + 1 - keyStart
 						clear(row[:lo])
 						clear(row[hi:])
-						Softmax(row[lo:hi])
+						softmax(row[lo:hi])
 						continue
 					}
 					for jj := range row {
@@ -111,10 +120,10 @@ func (a Attention) forwardBlocked(out, q, k, v []float32, T int, m Mask) {
 							row[jj] = float32(math.Inf(-1))
 						}
 					}
-					Softmax(row)
+					softmax(row)
 				}
 			})
-			blas.Sgemm(false, false, rows, d, nk, 1, s, nk, v[kOff:], kvStride, 0, og, d)
+			gemm(false, false, rows, d, nk, 1, s, nk, v[kOff:], kvStride, 0, og, d)
 			for hh := 0; hh < group; hh++ {
 				h := kvh*group + hh
 				for i := 0; i < nq; i++ {

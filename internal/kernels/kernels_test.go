@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/specforge/specforge/internal/blas"
 )
 
 func randn(r *rand.Rand, n int, std float64) []float32 {
@@ -239,8 +241,10 @@ func TestAttention(t *testing.T) {
 			a.Forward(out, q, k, v, c.T, m)
 			close64(t, "attention", out, want, 2e-6, 2e-5)
 			// Both implementations, whichever Forward chose.
-			a.forwardBlocked(out, q, k, v, c.T, m)
+			a.forwardBlocked(blas.Sgemm, Softmax, out, q, k, v, c.T, m)
 			close64(t, "blocked attention", out, want, 2e-6, 2e-5)
+			a.ForwardGo(out, q, k, v, c.T, m)
+			close64(t, "pure-Go attention", out, want, 2e-6, 2e-5)
 			clear(out)
 			if ran := a.forwardFew(out, q, k, v, c.T, m); ran {
 				close64(t, "few-query attention", out, want, 2e-6, 2e-5)

@@ -1,10 +1,6 @@
 package kernels
 
-// Resize returns buf with length n, reallocated only when its capacity is short (the contents are not
-// cleared): workspaces reused across calls of different sizes.
-func Resize(buf []float32, n int) []float32 {
-	if cap(buf) < n {
-		return make([]float32, n)
-	}
-	return buf[:n]
-}
+import "github.com/specforge/specforge/internal/tensor"
+
+// Resize is tensor.Resize for float32 workspaces, under the name the draft and the trainer call it by.
+func Resize(buf []float32, n int) []float32 { return tensor.Resize(buf, n) }

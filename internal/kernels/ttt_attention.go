@@ -5,6 +5,7 @@ import (
 
 	"github.com/specforge/specforge/internal/blas"
 	"github.com/specforge/specforge/internal/parallel"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // TTTAttention is the attention of EAGLE-3's training-time test. At unrolled step k the query of row t sees
@@ -76,12 +77,12 @@ func dot32(x, y []float32) float32 {
 
 // scores fills s [group*nq, keyEnd] with the masked, scaled step-0 scores of the block and diag
 // [group*nq, k] with the same-row scores of steps 1..k.
-func (a TTTAttention) scores(s, diag, qg []float32, keys [][]float32, valid []bool, blk tttBlock, T int) {
+func tttScores[S Steps](a TTTAttention, gemm gemmFunc, s, diag, qg []float32, keys S, valid []bool, blk tttBlock, T int) {
 	d, kvStride := a.HeadDim, a.KVHeads*a.HeadDim
 	rows := len(qg) / d
-	k := len(keys) - 1
+	k := keys.Len() - 1
 	kOff := blk.b*T*kvStride + blk.kvh*d
-	blas.Sgemm(false, true, rows, blk.keyEnd, d, a.Scale, qg, d, keys[0][kOff:], kvStride, 0, s, blk.keyEnd)
+	gemm(false, true, rows, blk.keyEnd, d, a.Scale, qg, d, keys.Step(0)[kOff:], kvStride, 0, s, blk.keyEnd)
 	negInf := float32(math.Inf(-1))
 	parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -94,7 +95,7 @@ func (a TTTAttention) scores(s, diag, qg []float32, keys [][]float32, valid []bo
 			}
 			q := qg[r*d : (r+1)*d]
 			for i := 1; i <= k; i++ {
-				kr := keys[i][(blk.b*T+t)*kvStride+blk.kvh*d:]
+				kr := keys.Step(i)[(blk.b*T+t)*kvStride+blk.kvh*d:]
 				diag[r*k+i-1] = a.Scale * dot32(q, kr[:d])
 			}
 		}
@@ -103,8 +104,15 @@ func (a TTTAttention) scores(s, diag, qg []float32, keys [][]float32, valid []bo
 
 // Forward computes out and lse for step len(keys)-1.
 func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, valid []bool, B, T int) {
+	TTTForward(a, false, out, lse, q, Slices(keys), Slices(values), valid, B, T)
+}
+
+// TTTForward is TTTAttention.Forward over any list of steps (a backend's tensors), with pure-Go (gonum)
+// products when pure is set: the pure-Go backend's.
+func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys, values S, valid []bool, B, T int) {
+	gemm := gemmOf(pure)
 	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
-	k := len(keys) - 1
+	k := keys.Len() - 1
 	var s, diag, qg, og []float32
 	for _, blk := range a.blocks(B, T) {
 		rows := group * blk.nq
@@ -112,7 +120,7 @@ func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, v
 		diag = Resize(diag, rows*k)
 		qg, og = Resize(qg, rows*d), Resize(og, rows*d)
 		a.gather(qg, q, blk, T)
-		a.scores(s, diag, qg, keys, valid, blk, T)
+		tttScores(a, gemm, s, diag, qg, keys, valid, blk, T)
 		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				row, dg := s[r*blk.keyEnd:(r+1)*blk.keyEnd], diag[r*k:(r+1)*k]
@@ -153,13 +161,13 @@ func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, v
 			}
 		})
 		vOff := blk.b*T*kvStride + blk.kvh*d
-		blas.Sgemm(false, false, rows, d, blk.keyEnd, 1, s, blk.keyEnd, values[0][vOff:], kvStride, 0, og, d)
+		gemm(false, false, rows, d, blk.keyEnd, 1, s, blk.keyEnd, values.Step(0)[vOff:], kvStride, 0, og, d)
 		for r := 0; r < rows; r++ {
 			t := blk.q0 + r%blk.nq
 			o := og[r*d : (r+1)*d]
 			for i := 1; i <= k; i++ {
 				p := diag[r*k+i-1]
-				vr := values[i][(blk.b*T+t)*kvStride+blk.kvh*d:]
+				vr := values.Step(i)[(blk.b*T+t)*kvStride+blk.kvh*d:]
 				for c := range o {
 					o[c] += p * vr[c]
 				}
@@ -172,8 +180,14 @@ func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, v
 // Backward adds to dq the query gradient of step len(keys)-1 and to dKeys[i], dValues[i] (i = 0..k) the
 // key and value gradients, given the step's output gradient dout and its forward out and lse.
 func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, out, lse, q []float32, keys, values [][]float32, valid []bool, B, T int) {
+	TTTBackward(a, false, dq, Slices(dKeys), Slices(dValues), dout, out, lse, q, Slices(keys), Slices(values), valid, B, T)
+}
+
+// TTTBackward is TTTAttention.Backward over any list of steps, with pure-Go products when pure is set.
+func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValues S, dout, out, lse, q []float32, keys, values S, valid []bool, B, T int) {
+	gemm := gemmOf(pure)
 	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
-	k := len(keys) - 1
+	k := keys.Len() - 1
 	var s, dp, diag, dsDiag, qg, og, dog, dqg, dsum []float32
 	for _, blk := range a.blocks(B, T) {
 		rows := group * blk.nq
@@ -184,10 +198,10 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 		a.gather(qg, q, blk, T)
 		a.gather(og, out, blk, T)
 		a.gather(dog, dout, blk, T)
-		a.scores(s, diag, qg, keys, valid, blk, T)
+		tttScores(a, gemm, s, diag, qg, keys, valid, blk, T)
 		vOff := blk.b*T*kvStride + blk.kvh*d
 		// dP0 = dO V0^T
-		blas.Sgemm(false, true, rows, blk.keyEnd, d, 1, dog, d, values[0][vOff:], kvStride, 0, dp, blk.keyEnd)
+		gemm(false, true, rows, blk.keyEnd, d, 1, dog, d, values.Step(0)[vOff:], kvStride, 0, dp, blk.keyEnd)
 		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				t := blk.q0 + r%blk.nq
@@ -203,17 +217,17 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 				}
 				for i := 1; i <= k; i++ {
 					p := Exp(diag[r*k+i-1] - l)
-					vr := values[i][(blk.b*T+t)*kvStride+blk.kvh*d:]
+					vr := values.Step(i)[(blk.b*T+t)*kvStride+blk.kvh*d:]
 					diag[r*k+i-1] = p                                   // P_i
 					dsDiag[r*k+i-1] = p * (dot32(do, vr[:d]) - dsum[r]) // dS_i
 				}
 			}
 		})
 		// dQ = scale (dS0 K0 + sum_i dS_i K_i[t])
-		blas.Sgemm(false, false, rows, d, blk.keyEnd, a.Scale, dp, blk.keyEnd, keys[0][vOff:], kvStride, 0, dqg, d)
+		gemm(false, false, rows, d, blk.keyEnd, a.Scale, dp, blk.keyEnd, keys.Step(0)[vOff:], kvStride, 0, dqg, d)
 		// dK0 += scale dS0^T Q ; dV0 += P0^T dO
-		blas.Sgemm(true, false, blk.keyEnd, d, rows, a.Scale, dp, blk.keyEnd, qg, d, 1, dKeys[0][vOff:], kvStride)
-		blas.Sgemm(true, false, blk.keyEnd, d, rows, 1, s, blk.keyEnd, dog, d, 1, dValues[0][vOff:], kvStride)
+		gemm(true, false, blk.keyEnd, d, rows, a.Scale, dp, blk.keyEnd, qg, d, 1, dKeys.Step(0)[vOff:], kvStride)
+		gemm(true, false, blk.keyEnd, d, rows, 1, s, blk.keyEnd, dog, d, 1, dValues.Step(0)[vOff:], kvStride)
 		if k > 0 {
 			for r := 0; r < rows; r++ {
 				t := blk.q0 + r%blk.nq
@@ -221,7 +235,7 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 				for i := 1; i <= k; i++ {
 					off := (blk.b*T+t)*kvStride + blk.kvh*d
 					p, ds := diag[r*k+i-1], dsDiag[r*k+i-1]
-					kr, dkr, dvr := keys[i][off:off+d], dKeys[i][off:off+d], dValues[i][off:off+d]
+					kr, dkr, dvr := keys.Step(i)[off:off+d], dKeys.Step(i)[off:off+d], dValues.Step(i)[off:off+d]
 					for c := 0; c < d; c++ {
 						dqr[c] += a.Scale * ds * kr[c]
 						dkr[c] += a.Scale * ds * qr[c]
@@ -243,4 +257,36 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 			}
 		}
 	}
+}
+
+// Steps is a list of per-step matrices (the keys or values of each unrolled step): Slices, or a backend's
+// Tensors. The TTT kernels are generic over it, so that neither list is converted (allocated) per call.
+type Steps interface {
+	Len() int
+	Step(i int) []float32
+}
+
+// Slices is a list of steps as float32 slices.
+type Slices [][]float32
+
+// Len implements Steps.
+func (s Slices) Len() int { return len(s) }
+
+// Step implements Steps.
+func (s Slices) Step(i int) []float32 { return s[i] }
+
+// Tensors is a list of steps as F32 tensors.
+type Tensors []tensor.Tensor
+
+// Len implements Steps.
+func (s Tensors) Len() int { return len(s) }
+
+// Step implements Steps.
+func (s Tensors) Step(i int) []float32 { return s[i].F32() }
+
+func gemmOf(pure bool) gemmFunc {
+	if pure {
+		return blas.SgemmGo
+	}
+	return blas.Sgemm
 }

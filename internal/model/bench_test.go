@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/golden"
-	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/memstat"
+	"github.com/specforge/specforge/internal/rope"
 )
 
 // randomSource yields normal weights with std 1/sqrt(fan_in) and norm weights near 1, like the PyTorch
@@ -37,12 +37,12 @@ func (s randomSource) Get(name string, optional bool, shape ...int) ([]float32, 
 
 // llama1BSlice is the Llama-3.2-1B shape cut to two layers, as in ../shared/bench/bench.py.
 func llama1BSlice(b *testing.B) *Model {
-	rope, err := kernels.ParseRopeScaling([]byte(`{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}`), 500000, 64, 131072)
+	rc, err := rope.ParseScaling([]byte(`{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}`), 500000, 64, 131072)
 	if err != nil {
 		b.Fatal(err)
 	}
 	cfg := &Config{Architecture: "LlamaForCausalLM", VocabSize: 128256, HiddenSize: 2048, IntermediateSize: 8192,
-		NumLayers: 2, NumHeads: 32, NumKVHeads: 8, HeadDim: 64, RMSNormEps: 1e-5, Rope: rope,
+		NumLayers: 2, NumHeads: 32, NumKVHeads: 8, HeadDim: 64, RMSNormEps: 1e-5, Rope: rc,
 		MaxPositionEmbeddings: 131072, TieWordEmbeddings: true}
 	m, err := New(cfg, randomSource{rand.New(rand.NewPCG(0, 0))})
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/rope"
 )
 
 // Config is the architecture of a target model, decoded from its config.json.
@@ -27,7 +27,7 @@ type Config struct {
 	NumKVHeads            int
 	HeadDim               int
 	RMSNormEps            float64
-	Rope                  kernels.RopeConfig
+	Rope                  rope.Config
 	MaxPositionEmbeddings int
 	TieWordEmbeddings     bool
 	// Biases: QKVBias adds biases to the q, k and v projections (Qwen2, Llama attention_bias), OBias to
@@ -192,11 +192,11 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 	if raw.RopeTheta != nil {
 		theta = *raw.RopeTheta
 	}
-	rope, err := kernels.ParseRopeScaling(rawOrNil(raw.RopeScaling), theta, c.HeadDim, c.MaxPositionEmbeddings)
+	rc, err := rope.ParseScaling(rawOrNil(raw.RopeScaling), theta, c.HeadDim, c.MaxPositionEmbeddings)
 	if err != nil {
 		return fmt.Errorf("%s: rope_scaling: %w", path, err)
 	}
-	c.Rope = rope
+	c.Rope = rc
 	if raw.TieWordEmbeddings != nil {
 		c.TieWordEmbeddings = *raw.TieWordEmbeddings
 	}

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/specforge/specforge/internal/blas"
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // Batch is the input of one forward: B rows of T new tokens each.
@@ -100,7 +101,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 			positions[i] = int32(past + i%b.T)
 		}
 	}
-	rope := m.rotations.Table(positions)
+	rot := m.rotations.Table(positions)
 	for r := 0; r < b.B; r++ {
 		for t := 0; t < b.T; t++ {
 			cache.Valid[r*cache.Cap+past+t] = b.AttentionMask == nil || b.AttentionMask[r*b.T+t]
@@ -111,12 +112,12 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	if out == nil {
 		out = &Output{}
 	}
-	out.Aux = kernels.Resize(out.Aux, N*len(req.AuxLayers)*H)
-	out.Hidden = kernels.Resize(out.Hidden, N*H)
+	out.Aux = tensor.Resize(out.Aux, N*len(req.AuxLayers)*H)
+	out.Hidden = tensor.Resize(out.Hidden, N*H)
 	h := out.Hidden
-	kernels.Embedding(h, m.Embed, b.IDs, H)
+	m.be.Embedding(tensor.FromF32(h), m.embed, b.IDs, H)
 	for li := range m.Layers {
-		m.layer(li, h, &ws, b, cache, past, rope)
+		m.layer(li, h, &ws, b, cache, past, rot)
 		for slot, al := range req.AuxLayers {
 			if al == li {
 				width := len(req.AuxLayers) * H
@@ -127,7 +128,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 		}
 	}
 	cache.Len = past + b.T
-	kernels.RMSNorm(h, h, m.Norm, N, H, float32(cfg.RMSNormEps))
+	m.be.RMSNormForward(tensor.FromF32(h), tensor.Tensor{}, tensor.FromF32(h), m.norm, N, H, float32(cfg.RMSNormEps))
 	out.LogitRows = out.LogitRows[:0]
 	switch req.Logits {
 	case AllLogits:
@@ -154,7 +155,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 // or LoadHead) into dst (reused when large enough) and returns the [len(rows), V] logits.
 func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
-	logits := kernels.Resize(dst, len(rows)*V)
+	logits := tensor.Resize(dst, len(rows)*V)
 	if len(rows) == 0 {
 		return logits
 	}
@@ -165,7 +166,7 @@ func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 			copy(x[i*H:(i+1)*H], hidden[r*H:(r+1)*H])
 		}
 	}
-	m.lmHead.Apply(logits, x, len(rows), false)
+	m.be.Linear(tensor.FromF32(logits), tensor.FromF32(x), m.lmHead, len(rows), false)
 	return logits
 }
 
@@ -213,26 +214,28 @@ func (m *Model) workspace(n int) scratch {
 }
 
 // layer updates the residual stream h [N, H] in place by decoder layer li.
-func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, past int, rope *kernels.RopeTable) {
-	cfg := m.Config
-	l, p := &m.Layers[li], &m.proj[li]
+func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache, past int, rot *rope.Table) {
+	cfg, be := m.Config, m.be
+	l := &m.layers[li]
 	N, H := b.B*b.T, cfg.HiddenSize
 	d := cfg.HeadDim
 	qDim, kvDim := cfg.NumHeads*d, cfg.NumKVHeads*d
 	eps := float32(cfg.RMSNormEps)
+	h, x, q, k, v := tensor.FromF32(hs), tensor.FromF32(s.x), tensor.FromF32(s.q), tensor.FromF32(s.k), tensor.FromF32(s.v)
+	none := tensor.Tensor{}
 
-	kernels.RMSNorm(s.x, h, l.InputNorm, N, H, eps)
-	linear(s.q, s.x, &p.q, l.Bq, N)
-	linear(s.k, s.x, &p.k, l.Bk, N)
-	linear(s.v, s.x, &p.v, l.Bv, N)
-	if l.QNorm != nil {
-		kernels.RMSNorm(s.q, s.q, l.QNorm, N*cfg.NumHeads, d, eps)
-		kernels.RMSNorm(s.k, s.k, l.KNorm, N*cfg.NumKVHeads, d, eps)
+	be.RMSNormForward(x, none, h, l.inputNorm, N, H, eps)
+	m.linear(q, x, l.q, l.bq, N)
+	m.linear(k, x, l.k, l.bk, N)
+	m.linear(v, x, l.v, l.bv, N)
+	if !l.qNorm.IsNil() {
+		be.RMSNormForward(q, none, q, l.qNorm, N*cfg.NumHeads, d, eps)
+		be.RMSNormForward(k, none, k, l.kNorm, N*cfg.NumKVHeads, d, eps)
 	}
-	rope.Apply(s.q, N, cfg.NumHeads)
-	rope.Apply(s.k, N, cfg.NumKVHeads)
+	be.RoPEForward(q, rot, N, cfg.NumHeads)
+	be.RoPEForward(k, rot, N, cfg.NumKVHeads)
 
-	att := kernels.Attention{Heads: cfg.NumHeads, KVHeads: cfg.NumKVHeads, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d)))}
+	att := backend.Attention{Heads: cfg.NumHeads, KVHeads: cfg.NumKVHeads, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d)))}
 	window := 0
 	if cfg.SlidingWindow > 0 && cfg.SlidingLayers[li] {
 		window = cfg.SlidingWindow
@@ -242,40 +245,36 @@ func (m *Model) layer(li int, h []float32, s *scratch, b Batch, cache *KVCache, 
 		row := r * cache.Cap
 		copy(kc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.k[r*b.T*kvDim:(r+1)*b.T*kvDim])
 		copy(vc[(row+past)*kvDim:(row+past+b.T)*kvDim], s.v[r*b.T*kvDim:(r+1)*b.T*kvDim])
-		mask := kernels.Mask{Past: past, Tree: b.Tree, TreeFrom: past, Window: window}
+		mask := backend.Mask{Past: past, Tree: b.Tree, TreeFrom: past, Window: window}
 		if !allTrue(cache.Valid[row : row+past+b.T]) {
 			mask.KeyValid = cache.Valid[row : row+past+b.T]
 		}
-		att.Forward(s.attn[r*b.T*qDim:(r+1)*b.T*qDim], s.q[r*b.T*qDim:(r+1)*b.T*qDim],
-			kc[row*kvDim:(row+past+b.T)*kvDim], vc[row*kvDim:(row+past+b.T)*kvDim], b.T, mask)
+		be.AttentionForward(tensor.FromF32(s.attn[r*b.T*qDim:(r+1)*b.T*qDim]), tensor.FromF32(s.q[r*b.T*qDim:(r+1)*b.T*qDim]),
+			tensor.FromF32(kc[row*kvDim:(row+past+b.T)*kvDim]), tensor.FromF32(vc[row*kvDim:(row+past+b.T)*kvDim]), b.T, att, mask)
 	}
 	// The output projection and the MLP add straight into the residual stream.
-	p.o.Apply(h, s.attn, N, true)
-	addBias(h, l.Bo, N, H)
+	be.Linear(h, tensor.FromF32(s.attn), l.o, N, true)
+	m.addBias(h, l.bo, N)
 
-	kernels.RMSNorm(s.x, h, l.PostNorm, N, H, eps)
-	linear(s.gate, s.x, &p.gate, l.Bgate, N)
-	linear(s.up, s.x, &p.up, l.Bup, N)
-	kernels.SwiGLU(s.gate, s.gate, s.up)
-	p.down.Apply(h, s.gate, N, true)
-	addBias(h, l.Bdown, N, H)
+	gate, up := tensor.FromF32(s.gate), tensor.FromF32(s.up)
+	be.RMSNormForward(x, none, h, l.postNorm, N, H, eps)
+	m.linear(gate, x, l.gate, l.bgate, N)
+	m.linear(up, x, l.up, l.bup, N)
+	be.SwiGLUForward(gate, gate, up)
+	be.Linear(h, gate, l.down, N, true)
+	m.addBias(h, l.bdown, N)
 }
 
-// linear computes y = x w^T + bias for x [n, In].
-func linear(y, x []float32, w *blas.Weight, bias []float32, n int) {
-	w.Apply(y, x, n, false)
-	addBias(y, bias, n, w.Out)
+// linear computes y = x w^T + bias for x [n, In]; bias may be nil.
+func (m *Model) linear(y, x tensor.Tensor, w backend.Weight, bias tensor.Tensor, n int) {
+	m.be.Linear(y, x, w, n, false)
+	m.addBias(y, bias, n)
 }
 
-func addBias(y, bias []float32, n, width int) {
-	if bias == nil {
-		return
-	}
-	for r := 0; r < n; r++ {
-		row := y[r*width : (r+1)*width]
-		for j, v := range bias {
-			row[j] += v
-		}
+// addBias adds an optional bias to the n rows of y.
+func (m *Model) addBias(y, bias tensor.Tensor, n int) {
+	if !bias.IsNil() {
+		m.be.AddBias(y, bias, n, bias.Len())
 	}
 }
 

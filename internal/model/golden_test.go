@@ -8,8 +8,9 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/golden"
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // goldenModelDirs lists the model folders of a forward case.
@@ -109,7 +110,7 @@ func checkRopeTables(t *testing.T, c *golden.Case, cfg *Config, T int) {
 	for i := range pos {
 		pos[i] = int32(i)
 	}
-	tab := kernels.NewRopeTable(inv, scale, pos)
+	tab := rope.NewTable(inv, scale, pos)
 	half := tab.Half
 	cos, sin := make([]float32, T*2*half), make([]float32, T*2*half)
 	for p := 0; p < T; p++ {
@@ -219,7 +220,7 @@ func greedy(t *testing.T, m *Model, prompt []int32, n int) []int32 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		next := int32(kernels.Argmax(o.Logits))
+		next := int32(m.be.Argmax(tensor.FromF32(o.Logits)))
 		out = append(out, next)
 		ids = []int32{next}
 	}

@@ -5,9 +5,11 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/specforge/specforge/internal/blas"
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/backend/auto"
+	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // Layer holds the weights of one decoder layer in PyTorch's [out, in] layout. Optional tensors are nil when
@@ -24,9 +26,11 @@ type Layer struct {
 // Head is the part of a target that offline training needs: the token embedding and lm_head.
 type Head struct {
 	Config *Config
-	Embed  []float32   // [V, H]
-	LMHead []float32   // [V, H]; the same slice as Embed when the embeddings are tied
-	lmHead blas.Weight // LMHead for products (with its transpose when small); set by the loaders
+	Embed  []float32 // [V, H]
+	LMHead []float32 // [V, H]; the same slice as Embed when the embeddings are tied
+	be     backend.Backend
+	embed  tensor.Tensor  // Embed
+	lmHead backend.Weight // LMHead prepared by be for products; set by the loaders
 }
 
 // Model is a loaded target model. Float32 weights are memory-mapped from the checkpoint; bf16/f16 weights are
@@ -41,13 +45,26 @@ type Model struct {
 	ckpt      *safetensors.Checkpoint
 	mu        sync.Mutex // serialises forwards, which share ws and rotations
 	ws        *scratch
-	rotations kernels.Rotations
-	proj      []projections
+	rotations rope.Rotations
+	norm      tensor.Tensor // Norm
+	layers    []layerTensors
 }
 
-// projections are a layer's weight matrices prepared for products (blas.Weight keeps the transposes of
-// small ones).
-type projections struct{ q, k, v, o, gate, up, down blas.Weight }
+// layerTensors are a layer's weights as the forward reads them: the matrices prepared by the backend, the
+// vectors as tensors (nil when the architecture has none).
+type layerTensors struct {
+	q, k, v, o, gate, up, down        backend.Weight
+	inputNorm, postNorm, qNorm, kNorm tensor.Tensor
+	bq, bk, bv, bo, bgate, bup, bdown tensor.Tensor
+}
+
+// vec wraps an optional weight vector as a tensor (the nil tensor for nil).
+func vec(x []float32) tensor.Tensor {
+	if x == nil {
+		return tensor.Tensor{}
+	}
+	return tensor.FromF32(x)
+}
 
 // LoadHead reads only the embedding and lm_head of a model folder (memory-mapped when stored as float32);
 // the returned close function releases the checkpoint.
@@ -61,7 +78,7 @@ func LoadHead(dir string) (*Head, func() error, error) {
 		return nil, nil, err
 	}
 	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}
-	h := &Head{}
+	h := &Head{be: auto.Default()}
 	if err := h.read(cfg, src); err != nil {
 		ckpt.Close()
 		return nil, nil, err
@@ -69,7 +86,7 @@ func LoadHead(dir string) (*Head, func() error, error) {
 	return h, ckpt.Close, nil
 }
 
-// read fills the head's configuration and weights from src.
+// read fills the head's configuration and weights from src, preparing lm_head on h's backend.
 func (h *Head) read(cfg *Config, src WeightSource) error {
 	h.Config = cfg
 	var err error
@@ -83,7 +100,11 @@ func (h *Head) read(cfg *Config, src WeightSource) error {
 	} else if h.LMHead == nil {
 		return fmt.Errorf("lm_head.weight is missing and tie_word_embeddings is false")
 	}
-	h.lmHead = blas.NewWeight(h.LMHead, cfg.VocabSize, cfg.HiddenSize)
+	h.embed = tensor.FromF32(h.Embed, cfg.VocabSize, cfg.HiddenSize)
+	h.lmHead, err = h.be.PrepareWeight(tensor.FromF32(h.LMHead, cfg.VocabSize, cfg.HiddenSize), cfg.VocabSize, cfg.HiddenSize)
+	if err != nil {
+		return fmt.Errorf("lm_head: %w", err)
+	}
 	return nil
 }
 
@@ -148,11 +169,14 @@ func (s *checkpointSource) Get(name string, optional bool, shape ...int) ([]floa
 	return t.Float32View()
 }
 
-// New builds a model from a config and a source of weights.
-func New(cfg *Config, src WeightSource) (*Model, error) {
+// New builds a model from a config and a source of weights, computing on the backend of this build.
+func New(cfg *Config, src WeightSource) (*Model, error) { return NewOn(auto.Default(), cfg, src) }
+
+// NewOn is New computing on backend be.
+func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
 	H, I := cfg.HiddenSize, cfg.IntermediateSize
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	m := &Model{Head: Head{Config: cfg}, Layers: make([]Layer, cfg.NumLayers), rotations: kernels.Rotations{Config: cfg.Rope}}
+	m := &Model{Head: Head{Config: cfg, be: be}, Layers: make([]Layer, cfg.NumLayers), rotations: rope.Rotations{Config: cfg.Rope}}
 	var errs []string
 	get := func(name string, optional bool, shape ...int) []float32 {
 		w, err := src.Get(name, optional, shape...)
@@ -202,14 +226,27 @@ func New(cfg *Config, src WeightSource) (*Model, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("load %s weights: %s", cfg.Architecture, strings.Join(errs, "; "))
 	}
-	m.proj = make([]projections, len(m.Layers))
+	m.norm = tensor.FromF32(m.Norm, H)
+	m.layers = make([]layerTensors, len(m.Layers))
 	for i := range m.Layers {
 		l := &m.Layers[i]
-		m.proj[i] = projections{
-			q: blas.NewWeight(l.Wq, qDim, H), k: blas.NewWeight(l.Wk, kvDim, H), v: blas.NewWeight(l.Wv, kvDim, H),
-			o: blas.NewWeight(l.Wo, H, qDim), gate: blas.NewWeight(l.Wgate, I, H), up: blas.NewWeight(l.Wup, I, H),
-			down: blas.NewWeight(l.Wdown, H, I),
+		lt := &m.layers[i]
+		for _, w := range []struct {
+			dst     *backend.Weight
+			w       []float32
+			out, in int
+		}{
+			{&lt.q, l.Wq, qDim, H}, {&lt.k, l.Wk, kvDim, H}, {&lt.v, l.Wv, kvDim, H}, {&lt.o, l.Wo, H, qDim},
+			{&lt.gate, l.Wgate, I, H}, {&lt.up, l.Wup, I, H}, {&lt.down, l.Wdown, H, I},
+		} {
+			var err error
+			if *w.dst, err = be.PrepareWeight(tensor.FromF32(w.w, w.out, w.in), w.out, w.in); err != nil {
+				return nil, fmt.Errorf("load %s weights: layer %d: %w", cfg.Architecture, i, err)
+			}
 		}
+		lt.inputNorm, lt.postNorm, lt.qNorm, lt.kNorm = vec(l.InputNorm), vec(l.PostNorm), vec(l.QNorm), vec(l.KNorm)
+		lt.bq, lt.bk, lt.bv, lt.bo = vec(l.Bq), vec(l.Bk), vec(l.Bv), vec(l.Bo)
+		lt.bgate, lt.bup, lt.bdown = vec(l.Bgate), vec(l.Bup), vec(l.Bdown)
 	}
 	return m, nil
 }

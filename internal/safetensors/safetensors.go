@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/specforge/specforge/internal/half"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // maxHeaderBytes bounds the JSON header, as the reference implementation does (100 MB).
@@ -190,8 +191,10 @@ type File struct {
 	unmap    func() error
 }
 
+// headerEntry is one tensor's header entry as written. Its dtype is decoded as a string and parsed after, so
+// that an unknown dtype is reported with the tensor's name.
 type headerEntry struct {
-	DType       DType    `json:"dtype"`
+	DType       string   `json:"dtype"`
 	Shape       []int    `json:"shape"`
 	DataOffsets [2]int64 `json:"data_offsets"`
 }
@@ -253,8 +256,9 @@ func parse(path string, data []byte) (*File, error) {
 		if err := json.Unmarshal(msg, &e); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: bad header entry: %v", path, name, err)
 		}
-		if e.DType.Size() == 0 {
-			return nil, fmt.Errorf("%s: tensor %q: unknown dtype %q (supported: %s)", path, name, e.DType, supportedDTypes())
+		dtype, err := tensor.ParseDType(e.DType)
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
 		n := int64(1)
 		for _, d := range e.Shape {
@@ -267,14 +271,14 @@ func parse(path string, data []byte) (*File, error) {
 		if from < 0 || to < from || to > int64(len(body)) {
 			return nil, fmt.Errorf("%s: tensor %q: data offsets [%d, %d] out of range (data section has %d bytes; file truncated?)", path, name, from, to, len(body))
 		}
-		if want := n * int64(e.DType.Size()); to-from != want {
-			return nil, fmt.Errorf("%s: tensor %q: %d bytes for shape %v of %s, want %d", path, name, to-from, e.Shape, e.DType, want)
+		if want := n * int64(dtype.Size()); to-from != want {
+			return nil, fmt.Errorf("%s: tensor %q: %d bytes for shape %v of %s, want %d", path, name, to-from, e.Shape, dtype, want)
 		}
 		shape := e.Shape
 		if shape == nil {
 			shape = []int{}
 		}
-		file.tensors[name] = &Tensor{Name: name, DType: e.DType, Shape: shape, Data: body[from:to:to], Source: path}
+		file.tensors[name] = &Tensor{Name: name, DType: dtype, Shape: shape, Data: body[from:to:to], Source: path}
 		spans = append(spans, span{name, from, to})
 	}
 	sort.Slice(spans, func(i, j int) bool {

@@ -118,7 +118,7 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		if shape == nil {
 			shape = []int{}
 		}
-		header[t.Name] = headerEntry{DType: t.DType, Shape: shape, DataOffsets: [2]int64{offset, offset + int64(len(t.Data))}}
+		header[t.Name] = headerEntry{DType: t.DType.String(), Shape: shape, DataOffsets: [2]int64{offset, offset + int64(len(t.Data))}}
 		offset += int64(len(t.Data))
 	}
 	js, err := json.Marshal(header)

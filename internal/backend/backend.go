@@ -1,0 +1,114 @@
+// Package backend is the compute seam of specforge: the interface over the operations the target model and
+// the draft run (matrix products, RMSNorm, RoPE, attention, SwiGLU, softmax, cross-entropy, embedding, with
+// the backwards training needs), written against tensor.Tensor. Implementations are packages of their own:
+// backend/cpu (OpenBLAS and C vector kernels, cgo) and backend/purego (pure Go, the reference); package
+// backend/auto picks one by build. A model holds a Backend and calls nothing below it.
+//
+// Signatures follow llm.c: outputs first, then inputs, then the shapes, spelt out (rows, dim, heads...);
+// tensors are row-major and their sizes must cover the shapes given. An optional operand is the nil Tensor
+// (tensor.Tensor{}). Today every floating operand is F32; the dtype travels in the tensor so that a backend
+// with bf16 kernels needs no new signature. The calls allocate nothing per call beyond what the kernels
+// below them do (they take Tensors by value, and Tensors are plain values).
+package backend
+
+import (
+	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
+)
+
+// Backend runs the compute operations. Implementations are safe for concurrent use: they hold no per-call
+// state.
+type Backend interface {
+	// Name says which implementation this is, for logs and benchmarks.
+	Name() string
+
+	// MatMul computes c = alpha*op(a)*op(b) + beta*c where op(x) is x or its transpose, op(a) is [m, k],
+	// op(b) is [k, n] and c is [m, n]; lda, ldb and ldc are the row strides of a, b and c as stored (so
+	// views into wider rows are products too). beta 1 accumulates.
+	MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int)
+
+	// PrepareWeight makes w [out, in] (PyTorch's linear layout) ready for Linear: a backend may keep a
+	// transposed copy of a small weight for its few-row kernels, or move it to a device.
+	PrepareWeight(w tensor.Tensor, out, in int) (Weight, error)
+	// Linear computes y = x w^T for x [rows, w.In()] into y [rows, w.Out()], or adds it to y when acc is set.
+	// w must come from this backend's PrepareWeight.
+	Linear(y, x tensor.Tensor, w Weight, rows int, acc bool)
+
+	// RMSNormForward computes out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps) for rows of length dim (out may
+	// alias x), and stores each row's 1/rms in rstd [rows] unless rstd is nil (inference).
+	RMSNormForward(out, rstd, x, w tensor.Tensor, rows, dim int, eps float32)
+	// RMSNormBackward adds to dx [rows, dim] and dw [dim] the gradients through out = RMSNorm(x) given dy
+	// [rows, dim] and the rstd the forward saved; dx or dw may be nil (a frozen input or weight).
+	RMSNormBackward(dx, dw, dy, x, w, rstd tensor.Tensor, rows, dim int)
+
+	// RoPEForward rotates x [rows, heads*headDim] in place by table row r for row r (rotate-half layout).
+	RoPEForward(x tensor.Tensor, t *rope.Table, rows, heads int)
+	// RoPEBackward rotates x back (the gradient of RoPEForward: the rotation is orthogonal).
+	RoPEBackward(x tensor.Tensor, t *rope.Table, rows, heads int)
+
+	// AttentionForward is grouped-query scaled dot-product attention of one sequence: out [T, Heads*HeadDim]
+	// from q [T, Heads*HeadDim] and k, v [m.Past+T, KVHeads*HeadDim], the keys each query sees given by m
+	// (causal, sliding window, padding, draft tree). It serves prefill and few-query cached decoding alike.
+	AttentionForward(out, q, k, v tensor.Tensor, T int, a Attention, m Mask)
+	// TTTAttentionForward is the attention of EAGLE-3's training-time test at step len(keys)-1: q and out
+	// [B*T, Heads*HeadDim]; keys[i], values[i] [B*T, KVHeads*HeadDim] of step i; valid [B*T] marks real rows;
+	// lse [B*T, Heads] is saved for the backward.
+	TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a Attention)
+	// TTTAttentionBackward adds the gradients of TTTAttentionForward to dq, dKeys[i] and dValues[i] (same
+	// shapes as q, keys and values) given dout and the forward's out and lse.
+	TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a Attention)
+
+	// SwiGLUForward computes out = silu(gate) * up elementwise; out may alias gate or up.
+	SwiGLUForward(out, gate, up tensor.Tensor)
+	// SwiGLUBackward adds to dgate and dup the gradients of out = silu(gate)*up given dout.
+	SwiGLUBackward(dgate, dup, dout, gate, up tensor.Tensor)
+
+	// Softmax replaces each row of x [rows, n] by its softmax; a row of only -Inf becomes uniform.
+	Softmax(x tensor.Tensor, rows, n int)
+	// LogSumExp returns log(sum(exp(x))) over all of x (-Inf when x is empty or only -Inf).
+	LogSumExp(x tensor.Tensor) float64
+	// SoftCrossEntropy computes, for each row r of logits [rows, v] with coef[r] != 0, the cross-entropy
+	// against the distribution targets [rows, v], replaces the logits row by its gradient
+	// coef[r]*(softmax - targets) (rows with coef 0 become 0), writes each row's argmax into pred [rows],
+	// and returns the summed loss.
+	SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64
+
+	// Embedding copies rows ids[i] of table [V, dim] into out [len(ids), dim].
+	Embedding(out, table tensor.Tensor, ids []int32, dim int)
+	// Add computes dst += src elementwise.
+	Add(dst, src tensor.Tensor)
+	// AddBias adds bias [dim] to every row of y [rows, dim].
+	AddBias(y, bias tensor.Tensor, rows, dim int)
+	// Argmax returns the index of the largest element of x (the first on ties).
+	Argmax(x tensor.Tensor) int
+}
+
+// Weight is a linear layer's weight [Out, In] as a backend prepared it.
+type Weight interface {
+	// Tensor is the weight as given to PrepareWeight.
+	Tensor() tensor.Tensor
+	Out() int
+	In() int
+}
+
+// Attention is the shape of grouped-query attention: query head h reads key/value head h/(Heads/KVHeads),
+// as Hugging Face's repeat_kv does; Scale is usually 1/sqrt(HeadDim).
+type Attention struct {
+	Heads, KVHeads, HeadDim int
+	Scale                   float32
+}
+
+// Mask says which keys each of T new queries sees. Keys are indexed 0..Past+T-1: Past cached keys, then the
+// keys of the new tokens. Query i (0-based within the new block) sees key j when every rule below allows it.
+type Mask struct {
+	Past int
+	// KeyValid[j] false hides key j from every query (padding); nil means all keys are valid.
+	KeyValid []bool
+	// Tree is a draft tree's ancestor mask over the keys from TreeFrom on (TreeFrom <= Past; keys before it
+	// are a visible prefix): Tree[i*(Past+T-TreeFrom)+(j-TreeFrom)] says whether query i sees key j. Trees
+	// list ancestors before descendants: a key after the query's own is never visible. nil means causal.
+	Tree     []bool
+	TreeFrom int
+	// Window > 0 limits query i to keys j with Past+i-j < Window (sliding-window attention).
+	Window int
+}

@@ -1,0 +1,143 @@
+// Package purego is the pure-Go implementation of backend.Backend: gonum products and the Go kernels of
+// package kernels, in every build. It is the reference the cpu backend is tested against, and the backend
+// of a binary built with CGO_ENABLED=0. Package cpu embeds it for the operations that have no C kernel.
+package purego
+
+import (
+	"fmt"
+
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
+)
+
+// Backend is the pure-Go backend. Its zero value is ready to use.
+type Backend struct{}
+
+var _ backend.Backend = Backend{}
+
+// New returns the pure-Go backend.
+func New() Backend { return Backend{} }
+
+// Name implements backend.Backend.
+func (Backend) Name() string { return "purego (gonum)" }
+
+// MatMul implements backend.Backend.
+func (Backend) MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int) {
+	blas.SgemmGo(transA, transB, m, n, k, alpha, a.F32(), lda, b.F32(), ldb, beta, c.F32(), ldc)
+}
+
+// weight is a weight as this backend keeps it: the given tensor, no transpose.
+type weight struct {
+	t       tensor.Tensor
+	w       []float32
+	out, in int
+}
+
+func (w *weight) Tensor() tensor.Tensor { return w.t }
+func (w *weight) Out() int              { return w.out }
+func (w *weight) In() int               { return w.in }
+
+// PrepareWeight implements backend.Backend.
+func (Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
+	if err := CheckWeight(w, out, in); err != nil {
+		return nil, err
+	}
+	return &weight{t: w, w: w.F32()[:out*in], out: out, in: in}, nil
+}
+
+// CheckWeight returns an error unless w is an F32 tensor of at least out*in elements.
+func CheckWeight(w tensor.Tensor, out, in int) error {
+	if w.DType() != tensor.F32 {
+		return fmt.Errorf("prepare weight [%d, %d]: dtype %s, want F32", out, in, w.DType())
+	}
+	if w.Len() < out*in {
+		return fmt.Errorf("prepare weight [%d, %d]: %d elements", out, in, w.Len())
+	}
+	return nil
+}
+
+// Linear implements backend.Backend.
+func (Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
+	pw := w.(*weight)
+	var beta float32
+	if acc {
+		beta = 1
+	}
+	blas.SgemmGo(false, true, rows, pw.out, pw.in, 1, x.F32(), pw.in, pw.w, pw.in, beta, y.F32(), pw.out)
+}
+
+// RMSNormForward implements backend.Backend.
+func (Backend) RMSNormForward(out, rstd, x, w tensor.Tensor, rows, dim int, eps float32) {
+	kernels.RMSNormForward(out.F32(), rstd.F32(), x.F32(), w.F32(), rows, dim, eps)
+}
+
+// RMSNormBackward implements backend.Backend.
+func (Backend) RMSNormBackward(dx, dw, dy, x, w, rstd tensor.Tensor, rows, dim int) {
+	kernels.RMSNormBackward(dx.F32(), dw.F32(), dy.F32(), x.F32(), w.F32(), rstd.F32(), rows, dim)
+}
+
+// RoPEForward implements backend.Backend.
+func (Backend) RoPEForward(x tensor.Tensor, t *rope.Table, rows, heads int) {
+	t.Apply(x.F32(), rows, heads)
+}
+
+// RoPEBackward implements backend.Backend.
+func (Backend) RoPEBackward(x tensor.Tensor, t *rope.Table, rows, heads int) {
+	t.ApplyInverse(x.F32(), rows, heads)
+}
+
+// AttentionForward implements backend.Backend.
+func (Backend) AttentionForward(out, q, k, v tensor.Tensor, T int, a backend.Attention, m backend.Mask) {
+	kernels.Attention(a).ForwardGo(out.F32(), q.F32(), k.F32(), v.F32(), T, kernels.Mask(m))
+}
+
+// TTTAttentionForward implements backend.Backend.
+func (Backend) TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
+	kernels.TTTForward(kernels.TTTAttention(a), true, out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, B, T)
+}
+
+// TTTAttentionBackward implements backend.Backend.
+func (Backend) TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
+	kernels.TTTBackward(kernels.TTTAttention(a), true, dq.F32(), kernels.Tensors(dKeys), kernels.Tensors(dValues),
+		dout.F32(), out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, B, T)
+}
+
+// SwiGLUForward implements backend.Backend.
+func (Backend) SwiGLUForward(out, gate, up tensor.Tensor) {
+	kernels.SwiGLUGo(out.F32(), gate.F32(), up.F32())
+}
+
+// SwiGLUBackward implements backend.Backend.
+func (Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Tensor) {
+	kernels.SwiGLUBackward(dgate.F32(), dup.F32(), dout.F32(), gate.F32(), up.F32())
+}
+
+// Softmax implements backend.Backend.
+func (Backend) Softmax(x tensor.Tensor, rows, n int) { kernels.SoftmaxRowsGo(x.F32(), rows, n) }
+
+// LogSumExp implements backend.Backend.
+func (Backend) LogSumExp(x tensor.Tensor) float64 { return kernels.LogSumExpGo(x.F32()) }
+
+// SoftCrossEntropy implements backend.Backend.
+func (Backend) SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64 {
+	return kernels.SoftCrossEntropy(logits.F32(), targets.F32(), coef.F32(), pred, rows, v)
+}
+
+// Embedding implements backend.Backend.
+func (Backend) Embedding(out, table tensor.Tensor, ids []int32, dim int) {
+	kernels.Embedding(out.F32(), table.F32(), ids, dim)
+}
+
+// Add implements backend.Backend.
+func (Backend) Add(dst, src tensor.Tensor) { kernels.Add(dst.F32(), src.F32()) }
+
+// AddBias implements backend.Backend.
+func (Backend) AddBias(y, bias tensor.Tensor, rows, dim int) {
+	kernels.AddBias(y.F32(), bias.F32(), rows, dim)
+}
+
+// Argmax implements backend.Backend.
+func (Backend) Argmax(x tensor.Tensor) int { return kernels.Argmax(x.F32()) }
