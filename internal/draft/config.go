@@ -10,8 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/rope"
 )
 
 // Config is the shape of a draft.
@@ -102,8 +102,8 @@ func (c *Config) FitTarget(target *model.Config) error {
 }
 
 // Rope returns the rotary embedding of the draft.
-func (c *Config) Rope() (kernels.RopeConfig, error) {
-	r, err := kernels.ParseRopeScaling(c.RopeScaling, c.RopeTheta, c.HeadDim, c.MaxPositions)
+func (c *Config) Rope() (rope.Config, error) {
+	r, err := rope.ParseScaling(c.RopeScaling, c.RopeTheta, c.HeadDim, c.MaxPositions)
 	if err != nil {
 		return r, fmt.Errorf("draft rope_scaling: %w", err)
 	}

@@ -3,7 +3,7 @@ package draft
 import (
 	"math"
 
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // LossDecay weighs the loss of unrolled step k by LossDecay^k.
@@ -80,17 +80,17 @@ func (l *layer) stepLoss(k int, b *Batch, pm []bool, h, dDirect []float32, grad 
 		n := min(lossBlock, len(lw.rows)-lo)
 		rows, src := lw.rows[lo:lo+n], lw.src[lo:lo+n]
 		// Every buffer but dh is overwritten whole before it is read.
-		hb, hn, rstd := kernels.Resize(lw.h, n*H), kernels.Resize(lw.hn, n*H), kernels.Resize(lw.rstd, n)
-		tp, logits := kernels.Resize(lw.tp, n*vd), kernels.Resize(lw.logits, n*vd)
+		hb, hn, rstd := tensor.Resize(lw.h, n*H), tensor.Resize(lw.hn, n*H), tensor.Resize(lw.rstd, n)
+		tp, logits := tensor.Resize(lw.tp, n*vd), tensor.Resize(lw.logits, n*vd)
 		lw.h, lw.hn, lw.rstd, lw.tp, lw.logits = hb, hn, rstd, tp, logits
-		lw.coef, lw.pred = kernels.Resize(lw.coef, n), resizeZero(lw.pred, n)
+		lw.coef, lw.pred = tensor.Resize(lw.coef, n), resizeZero(lw.pred, n)
 		for i := range n {
 			copy(hb[i*H:(i+1)*H], h[rows[i]*H:(rows[i]+1)*H])
 			copy(tp[i*vd:(i+1)*vd], b.Teacher.P[src[i]*vd:(src[i]+1)*vd])
 			lw.coef[i] = coef
 		}
 		l.headForward(logits, hn, rstd, hb, n)
-		loss += kernels.SoftCrossEntropy(logits, tp, lw.coef, lw.pred, n, vd)
+		loss += l.be.SoftCrossEntropy(t32(logits), t32(tp), t32(lw.coef), lw.pred, n, vd)
 		for i := range n {
 			if lw.pred[i] == b.Teacher.Argmax[src[i]] {
 				met.Correct[k]++
@@ -100,7 +100,7 @@ func (l *layer) stepLoss(k int, b *Batch, pm []bool, h, dDirect []float32, grad 
 			continue
 		}
 		// logits now holds d loss / d logits.
-		lw.dhn, lw.dh = kernels.Resize(lw.dhn, n*H), resize(lw.dh, n*H)
+		lw.dhn, lw.dh = tensor.Resize(lw.dhn, n*H), resize(lw.dh, n*H)
 		l.headBackward(lw.dh, grad, logits, lw.dhn, hn, hb, rstd, n)
 		for i := range n {
 			copy(dDirect[rows[i]*H:(rows[i]+1)*H], lw.dh[i*H:(i+1)*H])

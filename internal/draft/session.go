@@ -1,10 +1,12 @@
 package draft
 
 import (
+	"fmt"
 	"math"
 
-	"github.com/specforge/specforge/internal/blas"
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // Session decodes with the draft for one sequence: it keeps the draft layer's keys and values of every row
@@ -15,32 +17,43 @@ type Session struct {
 	l         layer     // on the Prepared weights
 	K, V      []float32 // [Cap, kvDim]
 	Len       int
-	attn      kernels.Attention
-	rotations kernels.Rotations
+	attn      backend.Attention
+	rotations rope.Rotations
 	// Workspace reused by every call.
 	s                         acts
 	fc, out, logitsIn, logits []float32
 }
 
-// Prepared is a draft's matrices ready for decoding: blas.Weight keeps transposes of the small ones, which
-// products of a few rows (a drafting step, a verified span) use. Sessions started from it share them; it
-// holds copies, so prepare again after the draft's weights change.
+// Prepared is a draft's matrices ready for decoding on its backend (the CPU backend keeps transposes of
+// the small ones, which products of a few rows, a drafting step or a verified span, use). Sessions started
+// from it share them; it holds copies, so prepare again after the draft's weights change.
 type Prepared struct {
 	d                                      *Draft
-	fc, q, k, v, o, gate, up, down, lmHead blas.Weight
+	fc, q, k, v, o, gate, up, down, lmHead backend.Weight
+	err                                    error // from the backend, reported by NewSession
 }
 
 // Prepare readies the draft's matrices for decoding.
 func (d *Draft) Prepare() *Prepared {
 	c, w := &d.Config, &d.W
 	H, I, qDim, kvDim := c.HiddenSize, c.IntermediateSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	return &Prepared{d: d,
-		fc: blas.NewWeight(w.FC, H, 3*c.TargetHiddenSize),
-		q:  blas.NewWeight(w.Wq, qDim, 2*H), k: blas.NewWeight(w.Wk, kvDim, 2*H), v: blas.NewWeight(w.Wv, kvDim, 2*H),
-		o:    blas.NewWeight(w.Wo, H, qDim),
-		gate: blas.NewWeight(w.Wgate, I, H), up: blas.NewWeight(w.Wup, I, H), down: blas.NewWeight(w.Wdown, H, I),
-		lmHead: blas.NewWeight(w.LMHead, c.DraftVocabSize, H),
+	p := &Prepared{d: d}
+	for _, m := range []struct {
+		dst     *backend.Weight
+		w       []float32
+		out, in int
+	}{
+		{&p.fc, w.FC, H, 3 * c.TargetHiddenSize},
+		{&p.q, w.Wq, qDim, 2 * H}, {&p.k, w.Wk, kvDim, 2 * H}, {&p.v, w.Wv, kvDim, 2 * H}, {&p.o, w.Wo, H, qDim},
+		{&p.gate, w.Wgate, I, H}, {&p.up, w.Wup, I, H}, {&p.down, w.Wdown, H, I},
+		{&p.lmHead, w.LMHead, c.DraftVocabSize, H},
+	} {
+		if *m.dst, p.err = d.be.PrepareWeight(tensor.FromF32(m.w), m.out, m.in); p.err != nil {
+			p.err = fmt.Errorf("draft: prepare for decoding: %w", p.err)
+			return p
+		}
 	}
+	return p
 }
 
 // NewSession starts an empty draft cache on freshly prepared weights (Prepare once and start sessions from
@@ -54,18 +67,21 @@ func (p *Prepared) NewSession() (*Session, error) {
 	if d.Embed == nil {
 		return nil, errNoEmbedding
 	}
-	rope, err := c.Rope()
+	if p.err != nil {
+		return nil, p.err
+	}
+	rc, err := c.Rope()
 	if err != nil {
 		return nil, err
 	}
-	return &Session{l: newLayer(d, p), rotations: kernels.Rotations{Config: rope},
-		attn: kernels.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}, nil
+	return &Session{l: newLayer(d, p), rotations: rope.Rotations{Config: rc},
+		attn: backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}, nil
 }
 
 // FC projects target aux states [n, 3*Ht] to draft hidden inputs [n, H], in a buffer of the session that
 // the next call overwrites.
 func (s *Session) FC(aux []float32, n int) []float32 {
-	s.fc = kernels.Resize(s.fc, n*s.l.H)
+	s.fc = tensor.Resize(s.fc, n*s.l.H)
 	s.l.fc.apply(s.fc, aux, n, false)
 	return s.fc
 }
@@ -81,7 +97,7 @@ func (s *Session) Truncate(n int) {
 // outputs [n, H], in a buffer of the session that the next Forward overwrites; h may be that buffer itself
 // (the previous output, when drafting the next token). With tree nil each new row sees every cached row and
 // the earlier new rows; otherwise it sees the cached rows before treeFrom and, from treeFrom on, the rows
-// tree allows (a kernels.Mask tree).
+// tree allows (a backend.Mask tree).
 func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bool, treeFrom int) []float32 {
 	l := &s.l
 	n, H, I, qDim, kvDim := len(ids), l.H, l.I, l.qDim, l.kvDim
@@ -92,16 +108,16 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 	}
 	a := &s.s
 	a.h = h
-	a.e, a.eN, a.hN, a.x = kernels.Resize(a.e, n*H), kernels.Resize(a.eN, n*H), kernels.Resize(a.hN, n*H), kernels.Resize(a.x, n*2*H)
-	a.q, a.a = kernels.Resize(a.q, n*qDim), kernels.Resize(a.a, n*qDim)
+	a.e, a.eN, a.hN, a.x = tensor.Resize(a.e, n*H), tensor.Resize(a.eN, n*H), tensor.Resize(a.hN, n*H), tensor.Resize(a.x, n*2*H)
+	a.q, a.a = tensor.Resize(a.q, n*qDim), tensor.Resize(a.a, n*qDim)
 	a.k, a.v = s.K[s.Len*kvDim:(s.Len+n)*kvDim], s.V[s.Len*kvDim:(s.Len+n)*kvDim]
 	a.rope = s.rotations.Table(positions)
 	l.forwardIn(a, ids, n)
-	s.attn.Forward(a.a, a.q, s.K[:(s.Len+n)*kvDim], s.V[:(s.Len+n)*kvDim], n, kernels.Mask{Past: s.Len, Tree: tree, TreeFrom: treeFrom})
+	l.be.AttentionForward(t32(a.a), t32(a.q), t32(s.K[:(s.Len+n)*kvDim]), t32(s.V[:(s.Len+n)*kvDim]), n, s.attn, backend.Mask{Past: s.Len, Tree: tree, TreeFrom: treeFrom})
 	s.Len += n
 	// out is the residual stream itself: hp, then hp plus the MLP (no backward reads hp).
-	s.out = kernels.Resize(s.out, n*H)
-	a.hp, a.y, a.gate, a.up = s.out, kernels.Resize(a.y, n*H), kernels.Resize(a.gate, n*I), kernels.Resize(a.up, n*I)
+	s.out = tensor.Resize(s.out, n*H)
+	a.hp, a.y, a.gate, a.up = s.out, tensor.Resize(a.y, n*H), tensor.Resize(a.gate, n*I), tensor.Resize(a.up, n*I)
 	l.forwardOut(s.out, a.gate, a, n)
 	a.h = nil
 	return s.out
@@ -110,8 +126,8 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 // Logits maps pre-norm outputs h [n, H] to draft-vocabulary logits [n, Vd], in a buffer of the session
 // that the next call overwrites.
 func (s *Session) Logits(h []float32, n int) []float32 {
-	s.logitsIn = kernels.Resize(s.logitsIn, n*s.l.H)
-	s.logits = kernels.Resize(s.logits, n*s.l.vd)
+	s.logitsIn = tensor.Resize(s.logitsIn, n*s.l.H)
+	s.logits = tensor.Resize(s.logits, n*s.l.vd)
 	s.l.headForward(s.logits, s.logitsIn, nil, h, n)
 	return s.logits
 }

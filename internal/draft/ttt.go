@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // stepState is one unrolled step of TTT: the layer's activations over the batch, the gradient of the
@@ -15,27 +17,28 @@ type stepState struct {
 	positions []int32   // [N] its RoPE positions
 	lse       []float32 // [N, heads] the attention's log-sum-exp, for its backward
 	dDirect   []float32 // [N, H]
-	rot       kernels.Rotations
+	rot       rope.Rotations
 }
 
 // Workspace keeps the TTT buffers between batches, so that training allocates only when a batch is larger
 // than any before. The zero Workspace is ready to use; a workspace serves one TTT call at a time.
 type Workspace struct {
 	steps                []stepState
-	keys, values, dK, dV [][]float32 // per step: views of the steps' k and v; their gradients [N, kvDim]
-	pm                   []bool      // [N] position mask pm_0
-	h, dh                []float32   // [N, H] the running hidden state, and its gradient
-	act                  []float32   // [N, I] silu(gate)*up of the step being run
-	da, dq               []float32   // [N, qDim]
-	dEN, dHN             []float32   // [N, H]
+	keys, values, dK, dV []tensor.Tensor // per step: the steps' k and v; their gradients [N, kvDim]
+	dKs, dVs             [][]float32     // the gradients' storage
+	pm                   []bool          // [N] position mask pm_0
+	h, dh                []float32       // [N, H] the running hidden state, and its gradient
+	act                  []float32       // [N, I] silu(gate)*up of the step being run
+	da, dq               []float32       // [N, qDim]
+	dEN, dHN             []float32       // [N, H]
 	out                  outGrads
 	loss                 lossWork
 	met                  Metrics
 }
 
-// resize is kernels.Resize with the buffer cleared: the backward accumulates into some of them.
+// resize is tensor.Resize with the buffer cleared: the backward accumulates into some of them.
 func resize(b []float32, n int) []float32 {
-	b = kernels.Resize(b, n)
+	b = tensor.Resize(b, n)
 	clear(b)
 	return b
 }
@@ -63,17 +66,19 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	if len(b.InputIDs) != N || len(b.Aux) != N*3*c.TargetHiddenSize || len(b.Teacher.P) != N*vd {
 		return nil, fmt.Errorf("ttt: batch of %d x %d rows does not match its ids (%d), aux (%d) or teacher (%d)", b.B, b.T, len(b.InputIDs), len(b.Aux), len(b.Teacher.P))
 	}
-	rope, err := c.Rope()
+	rc, err := c.Rope()
 	if err != nil {
 		return nil, err
 	}
 	l := newLayer(d, nil)
-	att := kernels.TTTAttention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+	be := d.be
+	att := backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
 	ws.pm = b.positionMask(ws.pm, d.Vocab.T2D)
 	for len(ws.steps) < K {
 		ws.steps = append(ws.steps, stepState{})
-		ws.keys, ws.values = append(ws.keys, nil), append(ws.values, nil)
-		ws.dK, ws.dV = append(ws.dK, nil), append(ws.dV, nil)
+		ws.keys, ws.values = append(ws.keys, tensor.Tensor{}), append(ws.values, tensor.Tensor{})
+		ws.dK, ws.dV = append(ws.dK, tensor.Tensor{}), append(ws.dV, tensor.Tensor{})
+		ws.dKs, ws.dVs = append(ws.dKs, nil), append(ws.dVs, nil)
 	}
 	met := &ws.met
 	met.reset(K)
@@ -96,17 +101,17 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 				st.positions = append(st.positions, int32(t+k))
 			}
 		}
-		if st.rot.Config != rope {
-			st.rot = kernels.Rotations{Config: rope}
+		if st.rot.Config != rc {
+			st.rot = rope.Rotations{Config: rc}
 		}
 		st.rope = st.rot.Table(st.positions)
 		st.e, st.eN, st.eRstd = resize(st.e, N*H), resize(st.eN, N*H), resize(st.eRstd, N)
 		st.hN, st.hRstd = resize(st.hN, N*H), resize(st.hRstd, N)
 		st.q, st.k, st.v = resize(st.q, N*qDim), resize(st.k, N*kvDim), resize(st.v, N*kvDim)
 		l.forwardIn(&st.acts, st.ids, N)
-		ws.keys[k], ws.values[k] = st.k, st.v
+		ws.keys[k], ws.values[k] = t32(st.k), t32(st.v)
 		st.lse, st.a = resize(st.lse, N*c.NumHeads), resize(st.a, N*qDim)
-		att.Forward(st.a, st.lse, st.q, ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T)
+		be.TTTAttentionForward(t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
 		st.hp, st.hpRstd, st.y = resize(st.hp, N*H), resize(st.hpRstd, N), resize(st.y, N*H)
 		st.gate, st.up = resize(st.gate, N*I), resize(st.up, N*I)
 		ws.act = resize(ws.act, N*I)
@@ -124,21 +129,22 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	ws.dh = resize(ws.dh, N*H)
 	dh := ws.dh
 	for k := range K {
-		ws.dK[k], ws.dV[k] = resize(ws.dK[k], N*kvDim), resize(ws.dV[k], N*kvDim)
+		ws.dKs[k], ws.dVs[k] = resize(ws.dKs[k], N*kvDim), resize(ws.dVs[k], N*kvDim)
+		ws.dK[k], ws.dV[k] = t32(ws.dKs[k]), t32(ws.dVs[k])
 	}
 	g := &ws.out
 	for k := K - 1; k >= 0; k-- {
 		st := &ws.steps[k]
-		kernels.Add(dh, st.dDirect)
+		be.Add(t32(dh), t32(st.dDirect))
 		g.act, g.dact = resize(g.act, N*I), resize(g.dact, N*I)
 		g.dgate, g.dup, g.dy = resize(g.dgate, N*I), resize(g.dup, N*I), resize(g.dy, N*H)
 		ws.da = resize(ws.da, N*qDim)
 		l.backwardOut(dh, ws.da, grad, &st.acts, g, N) // dh is now d hp
 		ws.dq = resize(ws.dq, N*qDim)
-		att.Backward(ws.dq, ws.dK[:k+1], ws.dV[:k+1], ws.da, st.a, st.lse, st.q, ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T)
+		be.TTTAttentionBackward(t32(ws.dq), ws.dK[:k+1], ws.dV[:k+1], t32(ws.da), t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
 		// Every later step has added to this step's keys and values: their gradients are complete.
 		ws.dEN, ws.dHN = resize(ws.dEN, N*H), resize(ws.dHN, N*H)
-		l.backwardIn(dh, grad, &st.acts, ws.dq, ws.dK[k], ws.dV[k], ws.dEN, ws.dHN, N) // dh is now d h_k
+		l.backwardIn(dh, grad, &st.acts, ws.dq, ws.dKs[k], ws.dVs[k], ws.dEN, ws.dHN, N) // dh is now d h_k
 	}
 	l.fc.backward(nil, grad.FC, dh, b.Aux, N, false)
 	return met, nil
