@@ -153,13 +153,12 @@ func (l *layer) forwardIn(s *acts, ids []int32, n int) {
 // dk, dv [n, kvDim] w.r.t. the post-RoPE queries and keys and the values (dq and dk are rotated back in
 // place). dEN, dHN [n, H] are zeroed scratch.
 func (l *layer) backwardIn(dh []float32, grad *Weights, s *acts, dq, dk, dv, dEN, dHN []float32, n int) {
-	be := l.be
+	be, w := l.be, &l.d.W
 	be.RoPEBackward(t32(dq), s.rope, n, l.heads)
 	be.RoPEBackward(t32(dk), s.rope, n, l.kvHeads)
 	l.q.backwardPair(dEN, dHN, grad.Wq, dq, s.eN, s.hN, n)
 	l.k.backwardPair(dEN, dHN, grad.Wk, dk, s.eN, s.hN, n)
 	l.v.backwardPair(dEN, dHN, grad.Wv, dv, s.eN, s.hN, n)
-	w := &l.d.W
 	be.RMSNormBackward(tensor.Tensor{}, t32(grad.InputNorm), t32(dEN), t32(s.e), t32(w.InputNorm), t32(s.eRstd), n, l.H) // the embedding is frozen
 	be.RMSNormBackward(t32(dh), t32(grad.HiddenNorm), t32(dHN), t32(s.h), t32(w.HiddenNorm), t32(s.hRstd), n, l.H)
 }
