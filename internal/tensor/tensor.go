@@ -65,18 +65,12 @@ func shapeOf(dims []int) ([MaxRank]int, uint8, int) {
 func format(s [MaxRank]int, rank int) string { return fmt.Sprint(s[:rank]) }
 
 // FromF32 wraps x as an F32 host tensor of the given shape (x itself when no shape is given), without
-// copying. It panics when the shape does not hold len(x) elements. (It does not inline: code that wraps its
-// buffers on every call uses Vector.)
+// copying. It panics when the shape does not hold len(x) elements. The shapeless form inlines: the forward
+// wraps its buffers on every call.
 func FromF32(x []float32, dims ...int) Tensor {
 	if len(dims) != 0 {
 		return fromF32Shaped(x, dims)
 	}
-	return Vector(x)
-}
-
-// Vector wraps x as a rank-1 F32 host tensor without copying: FromF32 without a shape, in a form that
-// inlines (FromF32's call to its shaped form keeps it above the inlining budget).
-func Vector(x []float32) Tensor {
 	t := Tensor{ptr: unsafe.Pointer(unsafe.SliceData(x)), n: len(x), rank: 1, code: codeF32}
 	t.shape[0] = len(x)
 	return t
