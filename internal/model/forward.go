@@ -115,7 +115,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	out.Aux = tensor.Resize(out.Aux, N*len(req.AuxLayers)*H)
 	out.Hidden = tensor.Resize(out.Hidden, N*H)
 	h := out.Hidden
-	m.be.Embedding(tensor.FromF32(h), m.embed, b.IDs, H)
+	m.be.Embedding(tensor.Vec(h), m.embed, b.IDs, H)
 	for li := range m.Layers {
 		m.layer(li, h, &ws, b, cache, past, rot)
 		for slot, al := range req.AuxLayers {
@@ -128,7 +128,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 		}
 	}
 	cache.Len = past + b.T
-	m.be.RMSNormForward(tensor.FromF32(h), tensor.Tensor{}, tensor.FromF32(h), m.norm, N, H, float32(cfg.RMSNormEps))
+	m.be.RMSNormForward(tensor.Vec(h), tensor.Tensor{}, tensor.Vec(h), m.norm, N, H, float32(cfg.RMSNormEps))
 	out.LogitRows = out.LogitRows[:0]
 	switch req.Logits {
 	case AllLogits:
@@ -166,7 +166,7 @@ func (m *Head) LogitsOf(dst, hidden []float32, rows []int) []float32 {
 			copy(x[i*H:(i+1)*H], hidden[r*H:(r+1)*H])
 		}
 	}
-	m.be.Linear(tensor.FromF32(logits), tensor.FromF32(x), m.lmHead, len(rows), false)
+	m.be.Linear(tensor.Vec(logits), tensor.Vec(x), m.lmHead, len(rows), false)
 	return logits
 }
 
@@ -221,7 +221,7 @@ func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache,
 	d := cfg.HeadDim
 	qDim, kvDim := cfg.NumHeads*d, cfg.NumKVHeads*d
 	eps := float32(cfg.RMSNormEps)
-	h, x, q, k, v := tensor.FromF32(hs), tensor.FromF32(s.x), tensor.FromF32(s.q), tensor.FromF32(s.k), tensor.FromF32(s.v)
+	h, x, q, k, v := tensor.Vec(hs), tensor.Vec(s.x), tensor.Vec(s.q), tensor.Vec(s.k), tensor.Vec(s.v)
 	none := tensor.Tensor{}
 
 	be.RMSNormForward(x, none, h, l.inputNorm, N, H, eps)
@@ -249,14 +249,14 @@ func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache,
 		if !allTrue(cache.Valid[row : row+past+b.T]) {
 			mask.KeyValid = cache.Valid[row : row+past+b.T]
 		}
-		be.AttentionForward(tensor.FromF32(s.attn[r*b.T*qDim:(r+1)*b.T*qDim]), tensor.FromF32(s.q[r*b.T*qDim:(r+1)*b.T*qDim]),
-			tensor.FromF32(kc[row*kvDim:(row+past+b.T)*kvDim]), tensor.FromF32(vc[row*kvDim:(row+past+b.T)*kvDim]), b.T, att, mask)
+		be.AttentionForward(tensor.Vec(s.attn[r*b.T*qDim:(r+1)*b.T*qDim]), tensor.Vec(s.q[r*b.T*qDim:(r+1)*b.T*qDim]),
+			tensor.Vec(kc[row*kvDim:(row+past+b.T)*kvDim]), tensor.Vec(vc[row*kvDim:(row+past+b.T)*kvDim]), b.T, att, mask)
 	}
 	// The output projection and the MLP add straight into the residual stream.
-	be.Linear(h, tensor.FromF32(s.attn), l.o, N, true)
+	be.Linear(h, tensor.Vec(s.attn), l.o, N, true)
 	m.addBias(h, l.bo, N)
 
-	gate, up := tensor.FromF32(s.gate), tensor.FromF32(s.up)
+	gate, up := tensor.Vec(s.gate), tensor.Vec(s.up)
 	be.RMSNormForward(x, none, h, l.postNorm, N, H, eps)
 	m.linear(gate, x, l.gate, l.bgate, N)
 	m.linear(up, x, l.up, l.bup, N)

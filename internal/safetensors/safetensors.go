@@ -69,11 +69,25 @@ func (t *Tensor) CheckShape(want ...int) error {
 // slice then aliases the file mapping and must not be written); other float types are converted into a new
 // slice.
 func (t *Tensor) Float32View() ([]float32, error) {
-	n := t.NumElements()
-	if t.DType == F32 && n > 0 && uintptr(unsafe.Pointer(&t.Data[0]))%4 == 0 && littleEndian {
-		return unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), n), nil
+	if v, err := t.View(); err == nil && t.DType == F32 && t.NumElements() > 0 && littleEndian {
+		return v.F32(), nil
 	}
 	return t.Float32()
+}
+
+// View is t's data as a tensor.Tensor of its dtype and shape, without copying: Mapped storage for a tensor
+// read from a File (valid until the File is closed, not to be written), Host for one built in memory. It
+// fails for data the Tensor cannot alias (misaligned for its dtype, or of rank above tensor.MaxRank).
+func (t *Tensor) View() (tensor.Tensor, error) {
+	storage := tensor.Host
+	if t.Source != "" {
+		storage = tensor.Mapped
+	}
+	v, err := tensor.FromBytes(t.DType, storage, t.Data, t.Shape...)
+	if err != nil {
+		return tensor.Tensor{}, fmt.Errorf("%s: %w", t.where(), err)
+	}
+	return v, nil
 }
 
 // Float32 returns a new slice with the values converted to float32. Integer and bool tensors are refused:

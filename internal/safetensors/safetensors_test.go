@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 func TestRoundTripAllDTypes(t *testing.T) {
@@ -84,6 +86,14 @@ func TestRoundTripAllDTypes(t *testing.T) {
 	}
 	if _, err := b.Float32(); err == nil || !strings.Contains(err.Error(), `"bool"`) {
 		t.Errorf("bool as float: %v", err)
+	}
+	// View aliases the mapping with the tensor's dtype and shape.
+	f32, _ := f.Tensor("f32")
+	if v, err := f32.View(); err != nil || v.DType() != F32 || v.Storage() != tensor.Mapped || v.Rank() != len(f32.Shape) || &v.Raw()[0] != &f32.Data[0] {
+		t.Errorf("view of f32 = %v, %v", v, err)
+	}
+	if v, err := b.View(); err != nil || v.DType() != BOOL || v.Len() != b.NumElements() {
+		t.Errorf("view of bool = %v, %v", v, err)
 	}
 	// Every tensor's data is aligned to its element size (the writer orders by size).
 	for _, name := range f.Names() {

@@ -64,24 +64,24 @@ func shapeOf(dims []int) ([MaxRank]int, uint8, int) {
 // format prints a shape array; it takes the array by value so that callers' shapes stay on their stacks.
 func format(s [MaxRank]int, rank int) string { return fmt.Sprint(s[:rank]) }
 
-// FromF32 wraps x as an F32 host tensor of the given shape (x itself when no shape is given), without
-// copying. It panics when the shape does not hold len(x) elements. The shapeless form inlines: the forward
-// wraps its buffers on every call.
+// FromF32 wraps x as an F32 host tensor of the given shape (Vec(x) when no shape is given), without copying.
+// It panics when the shape does not hold len(x) elements. It does not inline: hot paths wrap their buffers
+// with Vec.
 func FromF32(x []float32, dims ...int) Tensor {
-	if len(dims) != 0 {
-		return fromF32Shaped(x, dims)
+	t := Vec(x)
+	if len(dims) > 0 {
+		t.shapeTo(dims)
 	}
-	t := Tensor{ptr: unsafe.Pointer(unsafe.SliceData(x)), n: len(x), rank: 1, code: codeF32}
-	t.shape[0] = len(x)
 	return t
 }
 
-func fromF32Shaped(x []float32, dims []int) Tensor {
+// shapeTo gives t the shape dims, which must hold its elements.
+func (t *Tensor) shapeTo(dims []int) {
 	s, r, n := shapeOf(dims)
-	if n != len(x) {
-		panic(fmt.Sprintf("tensor: shape %s holds %d elements, the slice has %d", format(s, int(r)), n, len(x)))
+	if n != t.n {
+		panic(fmt.Sprintf("tensor: shape %s holds %d elements, the slice has %d", format(s, int(r)), n, t.n))
 	}
-	return Tensor{ptr: ptrOf(x), n: n, shape: s, rank: r, code: codeF32}
+	t.shape, t.rank = s, r
 }
 
 // FromBytes wraps raw little-endian bytes of dtype d as a tensor of the given shape, without copying. F32
@@ -89,6 +89,14 @@ func fromF32Shaped(x []float32, dims []int) Tensor {
 func FromBytes(d DType, storage Storage, data []byte, dims ...int) (Tensor, error) {
 	if !d.Valid() {
 		return Tensor{}, fmt.Errorf("tensor from bytes: invalid dtype %q", d)
+	}
+	if len(dims) > MaxRank {
+		return Tensor{}, fmt.Errorf("tensor from bytes: rank %d > %d", len(dims), MaxRank)
+	}
+	for _, d := range dims {
+		if d < 0 {
+			return Tensor{}, fmt.Errorf("tensor from bytes: negative dimension in shape %v", dims)
+		}
 	}
 	s, r, n := shapeOf(dims)
 	if n*d.Size() != len(data) {
@@ -102,13 +110,6 @@ func FromBytes(d DType, storage Storage, data []byte, dims ...int) (Tensor, erro
 		}
 	}
 	return Tensor{ptr: p, n: n, shape: s, rank: r, code: codeOf(d), storage: storage}, nil
-}
-
-func ptrOf[T any](x []T) unsafe.Pointer {
-	if len(x) == 0 {
-		return nil
-	}
-	return unsafe.Pointer(&x[0])
 }
 
 // IsNil reports whether t is the zero Tensor (an absent operand).
@@ -214,4 +215,10 @@ func Resize[T any](buf []T, n int) []T {
 		return make([]T, n)
 	}
 	return buf[:n]
+}
+
+// Vec wraps x as a one-dimensional F32 host tensor without copying: FromF32 without a shape, small enough
+// to inline where a forward wraps its buffers on every call.
+func Vec(x []float32) Tensor {
+	return Tensor{ptr: unsafe.Pointer(unsafe.SliceData(x)), n: len(x), shape: [MaxRank]int{len(x)}, rank: 1, code: codeF32}
 }

@@ -61,7 +61,10 @@ func TestViewsShareStorage(t *testing.T) {
 	if !(Tensor{}).IsNil() || (Tensor{}).F32() != nil {
 		t.Error("the zero tensor is nil and has no data")
 	}
-	if got := testing.AllocsPerRun(100, func() { _ = a.Rows(1, 2).Reshape(6).F32() }); got != 0 {
+	if v := Vec(x); v.Rank() != 1 || v.Dim(0) != 24 || &v.F32()[0] != &x[0] || v.DType() != F32 {
+		t.Errorf("Vec = %v", v)
+	}
+	if got := testing.AllocsPerRun(100, func() { _ = a.Rows(1, 2).Reshape(6).F32(); _ = Vec(x).F32() }); got != 0 {
 		t.Errorf("views allocate %v times", got)
 	}
 }
