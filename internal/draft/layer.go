@@ -24,7 +24,7 @@ func t32(x []float32) tensor.Tensor {
 	if x == nil {
 		return tensor.Tensor{}
 	}
-	return tensor.Vector(x)
+	return tensor.Vec(x)
 }
 
 // linear is one weight w [out, in] of the draft as a product reads it: training multiplies many rows by the
