@@ -63,12 +63,10 @@ func (l *linear) applyPair(y, xe, xh, x []float32, n int) {
 	l.be.MatMul(false, true, n, l.out, h, 1, t32(xh), h, t32(l.w[h:]), 2*h, 1, t32(y), l.out)
 }
 
-// backward adds to dx [n, in] the input gradient dy [n, out] w (or sets it when acc is false) and, when dw
-// is not nil, adds to dw [out, in] the weight gradient dy^T x.
+// backward adds to dw [out, in] the weight gradient dy^T x and, unless dx is nil (fc's input is the
+// target's), writes the input gradient dy [n, out] w into dx [n, in] (adds it when acc is set).
 func (l *linear) backward(dx, dw, dy, x []float32, n int, acc bool) {
-	if dw != nil {
-		l.be.MatMul(true, false, l.out, l.in, n, 1, t32(dy), l.out, t32(x), l.in, 1, t32(dw), l.in)
-	}
+	l.be.MatMul(true, false, l.out, l.in, n, 1, t32(dy), l.out, t32(x), l.in, 1, t32(dw), l.in)
 	if dx != nil {
 		var beta float32
 		if acc {
@@ -188,10 +186,8 @@ func (l *layer) backwardOut(dh, da []float32, grad *Weights, s *acts, g *outGrad
 	be.SwiGLUForward(t32(g.act), t32(s.gate), t32(s.up)) // recomputed: one [n, I] buffer serves every step
 	l.down.backward(g.dact, grad.Wdown, dh, g.act, n, false)
 	be.SwiGLUBackward(t32(g.dgate), t32(g.dup), t32(g.dact), t32(s.gate), t32(s.up))
-	l.gate.backward(g.dy, nil, g.dgate, s.y, n, false)
-	l.up.backward(g.dy, nil, g.dup, s.y, n, true)
-	l.gate.backward(nil, grad.Wgate, g.dgate, s.y, n, false)
-	l.up.backward(nil, grad.Wup, g.dup, s.y, n, false)
+	l.gate.backward(g.dy, grad.Wgate, g.dgate, s.y, n, false)
+	l.up.backward(g.dy, grad.Wup, g.dup, s.y, n, true)
 	be.RMSNormBackward(t32(dh), t32(grad.PostNorm), t32(g.dy), t32(s.hp), t32(w.PostNorm), t32(s.hpRstd), n, l.H)
 	l.o.backward(da, grad.Wo, dh, s.a, n, false)
 }

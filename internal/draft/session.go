@@ -119,7 +119,6 @@ func (s *Session) Forward(ids []int32, h []float32, positions []int32, tree []bo
 	s.out = tensor.Resize(s.out, n*H)
 	a.hp, a.y, a.gate, a.up = s.out, tensor.Resize(a.y, n*H), tensor.Resize(a.gate, n*I), tensor.Resize(a.up, n*I)
 	l.forwardOut(s.out, a.gate, a, n)
-	a.h = nil
 	return s.out
 }
 
