@@ -8,7 +8,8 @@ import (
 	"github.com/specforge/specforge/internal/golden"
 )
 
-// The pure-Go build is left out: gonum's products and the blocked attention kernel allocate scratch per call.
+// The pure-Go build (backend/purego) is left out: its products (gonum) and its blocked attention allocate
+// scratch per call, below the draft.
 
 // TestDraftStepAllocatesNothing checks that a drafting step (logits of the newest row, then the next row
 // through the layer, fed its own previous output) reuses the session's buffers.
