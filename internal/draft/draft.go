@@ -141,6 +141,11 @@ var errNoEmbedding = errors.New("draft: no embedding (a draft loaded without its
 // parts. A nil embedding makes a draft that can be saved but not run: the embedding is the target's and never
 // part of the draft's files.
 func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
+	return NewOn(auto.Default(), c, embed, m, w)
+}
+
+// NewOn is New computing on backend be.
+func NewOn(be backend.Backend, c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
 	if err := c.Validate(nil); err != nil {
 		return nil, err
 	}
@@ -155,7 +160,7 @@ func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error)
 			return nil, fmt.Errorf("draft: %s has %d values, want shape %v", p.Name, len(*p.Data), p.Shape)
 		}
 	}
-	return &Draft{Config: c, Embed: embed, Vocab: m, W: w, be: auto.Default()}, nil
+	return &Draft{Config: c, Embed: embed, Vocab: m, W: w, be: be}, nil
 }
 
 // RandomEmbedding is a seeded N(0, std) embedding, for drafts whose width differs from the target's.
