@@ -1,15 +1,17 @@
 // Package draft is the EAGLE-3 draft model: one Llama decoder layer that reads the target's token
 // embedding and three of its hidden states, trained with the training-time test (TTT) unroll of
-// ../shared/docs/EAGLE3.md. It holds the configuration, the parameters, the teacher distribution over the
-// draft vocabulary, and the fused TTT forward and backward pass.
+// ../shared/docs/EAGLE3.md. It holds the configuration and the parameters (config.go, draft.go), the
+// teacher distribution over the draft vocabulary (teacher.go), the decoder layer's forward and backward
+// (layer.go), the TTT unroll that trains it (ttt.go) with its loss (loss.go), and decoding with the same
+// layer (session.go).
 package draft
 
 import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/rope"
 )
 
 // Config is the shape of a draft.
@@ -100,8 +102,8 @@ func (c *Config) FitTarget(target *model.Config) error {
 }
 
 // Rope returns the rotary embedding of the draft.
-func (c *Config) Rope() (kernels.RopeConfig, error) {
-	r, err := kernels.ParseRopeScaling(c.RopeScaling, c.RopeTheta, c.HeadDim, c.MaxPositions)
+func (c *Config) Rope() (rope.Config, error) {
+	r, err := rope.ParseScaling(c.RopeScaling, c.RopeTheta, c.HeadDim, c.MaxPositions)
 	if err != nil {
 		return r, fmt.Errorf("draft rope_scaling: %w", err)
 	}

@@ -5,17 +5,20 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/backend/auto"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
 // Draft is a draft model: trainable float32 parameters, the frozen target embedding and the vocabulary
-// mapping.
+// mapping, and the backend it computes on.
 type Draft struct {
 	Config Config
 	Embed  []float32 // [V, H], frozen; shared with the target, never saved with the draft
 	Vocab  *vocab.Mapping
 	W      Weights
+	be     backend.Backend
 }
 
 // Weights are the trainable tensors, in PyTorch's [out, in] layout; gradients use the same type.
@@ -134,9 +137,15 @@ func (w *Weights) Zero(c *Config) {
 
 var errNoEmbedding = errors.New("draft: no embedding (a draft loaded without its target can be saved, not run)")
 
-// New assembles a draft and checks the sizes of its parts. A nil embedding makes a draft that can be
-// saved but not run: the embedding is the target's and never part of the draft's files.
+// New assembles a draft computing on the backend of this build (backend/auto) and checks the sizes of its
+// parts. A nil embedding makes a draft that can be saved but not run: the embedding is the target's and never
+// part of the draft's files.
 func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
+	return NewOn(auto.Default(), c, embed, m, w)
+}
+
+// NewOn is New computing on backend be.
+func NewOn(be backend.Backend, c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
 	if err := c.Validate(nil); err != nil {
 		return nil, err
 	}
@@ -151,7 +160,7 @@ func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error)
 			return nil, fmt.Errorf("draft: %s has %d values, want shape %v", p.Name, len(*p.Data), p.Shape)
 		}
 	}
-	return &Draft{Config: c, Embed: embed, Vocab: m, W: w}, nil
+	return &Draft{Config: c, Embed: embed, Vocab: m, W: w, be: be}, nil
 }
 
 // RandomEmbedding is a seeded N(0, std) embedding, for drafts whose width differs from the target's.

@@ -3,7 +3,8 @@ package draft
 import (
 	"math"
 
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/backend/auto"
 	"github.com/specforge/specforge/internal/parallel"
 )
 
@@ -14,11 +15,13 @@ type Teacher struct {
 	// Argmax is the most likely draft token of P's row (first max); TargetID the target's argmax over its
 	// full vocabulary.
 	Argmax, TargetID []int32
+	be               backend.Backend
 }
 
-// NewTeacher allocates a teacher for rows rows and a draft vocabulary of vd tokens.
+// NewTeacher allocates a teacher for rows rows and a draft vocabulary of vd tokens, computing on the backend
+// of this build (backend/auto).
 func NewTeacher(rows, vd int) *Teacher {
-	return &Teacher{P: make([]float32, rows*vd), Argmax: make([]int32, rows), TargetID: make([]int32, rows)}
+	return &Teacher{P: make([]float32, rows*vd), Argmax: make([]int32, rows), TargetID: make([]int32, rows), be: auto.Default()}
 }
 
 // SetRows fills teacher rows [from, from+n) from full-vocabulary target logits [n, V]; used lists the
@@ -30,7 +33,7 @@ func (tc *Teacher) SetRows(from int, logits []float32, n, v int, used []int64) {
 		for i := lo; i < hi; i++ {
 			z := logits[i*v : (i+1)*v]
 			r := from + i
-			tc.TargetID[r] = int32(kernels.Argmax(z))
+			tc.TargetID[r] = int32(tc.be.Argmax(t32(z)))
 			p := tc.P[r*vd : (r+1)*vd]
 			m := float32(math.Inf(-1))
 			for j, id := range used {
@@ -69,8 +72,11 @@ type Batch struct {
 
 // PositionMask is pm_0 of EAGLE3.md §2: a row trains when it carries loss, the target's choice is in the
 // draft vocabulary, and the next token is real.
-func (b *Batch) PositionMask(t2d []bool) []bool {
-	pm := make([]bool, b.B*b.T)
+func (b *Batch) PositionMask(t2d []bool) []bool { return b.positionMask(nil, t2d) }
+
+// positionMask is PositionMask in pm, reallocated only when its capacity is short.
+func (b *Batch) positionMask(pm []bool, t2d []bool) []bool {
+	pm = resizeZero(pm, b.B*b.T)
 	for r := 0; r < b.B; r++ {
 		for t := 0; t+1 < b.T; t++ {
 			i := r*b.T + t
