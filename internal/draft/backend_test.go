@@ -5,14 +5,14 @@ import (
 	"testing"
 
 	"github.com/specforge/specforge/internal/backend/purego"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // TestBackendsAgree runs the TTT pass and a decoding session of golden case e on the build's backend and on
 // backend/purego: the draft is written against the interface only, so the two differ by float32 rounding
 // of their kernels, not by what they compute.
 func TestBackendsAgree(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
+	c := goldentest.Open(t, "e_ttt_basic")
 	d := loadGoldenDraft(t, c)
 	p, err := NewOn(purego.New(), d.Config, d.Embed, d.Vocab, d.W)
 	if err != nil {

@@ -5,7 +5,7 @@ package draft
 import (
 	"testing"
 
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 )
 
 // The pure-Go build (backend/purego) is left out: its products (gonum) and its blocked attention allocate
@@ -14,7 +14,7 @@ import (
 // TestDraftStepAllocatesNothing checks that a drafting step (logits of the newest row, then the next row
 // through the layer, fed its own previous output) reuses the session's buffers.
 func TestDraftStepAllocatesNothing(t *testing.T) {
-	c := golden.Open(t, "e_ttt_basic")
+	c := goldentest.Open(t, "e_ttt_basic")
 	d := loadGoldenDraft(t, c)
 	H := d.Config.HiddenSize
 	s, err := d.NewSession()

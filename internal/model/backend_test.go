@@ -7,7 +7,7 @@ import (
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/backend/auto"
 	"github.com/specforge/specforge/internal/backend/purego"
-	"github.com/specforge/specforge/internal/golden"
+	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
@@ -16,7 +16,7 @@ import (
 // written against the backend only, so swapping it must not change what it computes beyond float32
 // rounding. (In a CGO_ENABLED=0 build both are purego, and must agree exactly.)
 func TestBackendsAgree(t *testing.T) {
-	c := golden.Open(t, "a_stories260k_forward")
+	c := goldentest.Open(t, "a_stories260k_forward")
 	dir := goldenModelDirs(t, c)[0]
 	cfg, err := LoadConfig(dir)
 	if err != nil {
