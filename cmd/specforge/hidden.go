@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/pipeline"
 	"github.com/specforge/specforge/internal/progress"
 )
 
@@ -45,26 +45,20 @@ func genHiddenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dc, _, err := draftConfig(cfg, &target.Head)
+			dc, _, err := pipeline.DraftConfig(cfg, &target.Head)
 			if err != nil {
 				return err
 			}
-			if err := regenerateData(cfg, target, cmd.ErrOrStderr()); err != nil {
+			if err := pipeline.Regenerate(cfg, target, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
-			p, err := prepareData(cfg, cmd.ErrOrStderr())
+			p, err := pipeline.PrepareData(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			var stopped atomic.Bool
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-			defer signal.Stop(sig)
-			go func() {
-				if _, ok := <-sig; ok {
-					stopped.Store(true)
-				}
-			}()
+			// Ctrl-C or SIGTERM stops after the current shard; the next run resumes from there.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
 			w := cmd.OutOrStdout()
 			splits := []struct{ name, path string }{{"train", p.TrainPath()}}
 			if p.Eval.Samples > 0 {
@@ -80,7 +74,7 @@ func genHiddenCommand() *cobra.Command {
 				m, err := hidden.Generate(hidden.GenOptions{
 					Target: target, TargetPath: cfg.Target.Path, AuxLayers: dc.AuxLayers, Data: data, DataPath: split.path,
 					DataKey: p.Key, Out: filepath.Join(out, split.name), DType: d, SamplesPerShard: perShard, Batch: batch,
-					Stop: stopped.Load, Progress: func(done, total int) { bar.Set(int64(done), "") },
+					Stop: func() bool { return ctx.Err() != nil }, Progress: func(done, total int) { bar.Set(int64(done), "") },
 				})
 				bar.Finish()
 				data.Close()

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
@@ -41,7 +42,7 @@ type Imported struct {
 // config.json's architectures, and every aux-layer id is converted from the convention of the field that
 // holds it.
 func Read(dir string) (*Imported, error) {
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
+	if checkpoint.Is(dir) {
 		return readCheckpoint(dir)
 	}
 	path := filepath.Join(dir, "config.json")
@@ -67,20 +68,11 @@ func Read(dir string) (*Imported, error) {
 // readCheckpoint reads a training checkpoint: the configuration from state.json, float32 weights in the
 // SGLang names.
 func readCheckpoint(dir string) (*Imported, error) {
-	path := filepath.Join(dir, "state.json")
-	raw, err := os.ReadFile(path)
+	st, err := checkpoint.ReadState(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoint: %w", err)
+		return nil, err
 	}
-	var st struct {
-		Draft *draft.Config `json:"draft_config"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
-	}
-	if st.Draft == nil {
-		return nil, fmt.Errorf("%s: no draft_config: not a specforge checkpoint", path)
-	}
+	path := filepath.Join(dir, checkpoint.StateFile)
 	im := &Imported{Dir: dir, Format: Checkpoint, Config: *st.Draft, AuxSource: "state.json draft_config.aux_layers"}
 	if im.Config.AuxConvention == "" {
 		im.Config.AuxConvention = draft.OutputOfLayer
@@ -88,9 +80,9 @@ func readCheckpoint(dir string) (*Imported, error) {
 	if err := im.Config.ValidateShape(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f, err := safetensors.Open(filepath.Join(dir, "draft.safetensors"))
+	f, err := checkpoint.OpenWeights(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoint: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	if err := im.loadTensors(f, path); err != nil {

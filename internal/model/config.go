@@ -41,6 +41,9 @@ type Config struct {
 	BOSTokenID    int
 	EOSTokenIDs   []int
 	TorchDType    string
+	// RopeScaling is config.json's rope_scaling object as written (nil when absent or null), for drafts that
+	// copy it into their own config.
+	RopeScaling json.RawMessage
 }
 
 // rawConfig holds the config.json fields any supported architecture reads. Pointers tell absent from zero.
@@ -197,6 +200,7 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 		return fmt.Errorf("%s: rope_scaling: %w", path, err)
 	}
 	c.Rope = rope
+	c.RopeScaling = rawOrNil(raw.RopeScaling)
 	if raw.TieWordEmbeddings != nil {
 		c.TieWordEmbeddings = *raw.TieWordEmbeddings
 	}
