@@ -127,6 +127,13 @@ func (c *Config) ValidateShape() error {
 	return err
 }
 
+// AuxWidth is the width of the aux hidden states per token: the outputs of numAux target layers of
+// targetHidden values each, side by side (fc's input).
+func AuxWidth(numAux, targetHidden int) int { return numAux * targetHidden }
+
+// AuxWidth is the width of the aux hidden states this draft reads per token.
+func (c *Config) AuxWidth() int { return AuxWidth(len(c.AuxLayers), c.TargetHiddenSize) }
+
 // Validate checks the configuration on its own and, when target is not nil, against the target it drafts
 // for, saying which field does not fit and why.
 func (c *Config) Validate(target *model.Config) error {
