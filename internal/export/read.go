@@ -91,55 +91,6 @@ func readCheckpoint(dir string) (*Imported, error) {
 	return im, nil
 }
 
-// layerConfig is the LlamaConfig of the draft layer: config.json itself in the SGLang layout, its
-// transformer_layer_config in the speculators format.
-type layerConfig struct {
-	Architectures    []string        `json:"architectures"`
-	HiddenSize       int             `json:"hidden_size"`
-	IntermediateSize int             `json:"intermediate_size"`
-	NumHeads         int             `json:"num_attention_heads"`
-	NumKVHeads       int             `json:"num_key_value_heads"`
-	HeadDim          int             `json:"head_dim"`
-	NumLayers        int             `json:"num_hidden_layers"`
-	HiddenAct        string          `json:"hidden_act"`
-	VocabSize        int             `json:"vocab_size"`
-	DraftVocabSize   int             `json:"draft_vocab_size"`
-	TargetHiddenSize int             `json:"target_hidden_size"`
-	RMSNormEps       float64         `json:"rms_norm_eps"`
-	RopeTheta        float64         `json:"rope_theta"`
-	RopeScaling      json.RawMessage `json:"rope_scaling"`
-	MaxPositions     int             `json:"max_position_embeddings"`
-	BOS              *int            `json:"bos_token_id"`
-	EOS              json.RawMessage `json:"eos_token_id"`
-}
-
-// draftConfig is the whole config.json of a draft in any layout.
-type draftConfig struct {
-	layerConfig
-	SpeculatorsType    string       `json:"speculators_model_type"`
-	TransformerLayer   *layerConfig `json:"transformer_layer_config"`
-	NormBeforeResidual *bool        `json:"norm_before_residual"`
-	// TopLevelAux is vLLM's field: "input of layer k".
-	TopLevelAux []int `json:"eagle_aux_hidden_state_layer_ids"`
-	Eagle       struct {
-		// Aux is SGLang's field: "output of layer i".
-		Aux []int `json:"eagle_aux_hidden_state_layer_ids"`
-	} `json:"eagle_config"`
-	SpecForge *struct {
-		AuxLayers     []int  `json:"aux_layers"`
-		AuxConvention string `json:"aux_layer_convention"`
-		TargetLayers  int    `json:"target_num_hidden_layers"`
-		TargetPath    string `json:"target_path"`
-		TargetArch    string `json:"target_architecture"`
-	} `json:"specforge"`
-	SpeculatorsConfig *struct {
-		Verifier struct {
-			NameOrPath    string   `json:"name_or_path"`
-			Architectures []string `json:"architectures"`
-		} `json:"verifier"`
-	} `json:"speculators_config"`
-}
-
 // Architectures engines map to the EAGLE-3 Llama draft.
 var (
 	sglangArchitectures      = []string{"LlamaForCausalLMEagle3", "Eagle3LlamaForCausalLM"}
@@ -147,15 +98,28 @@ var (
 )
 
 func (im *Imported) parseConfig(path string, raw []byte) error {
-	var j draftConfig
-	if err := json.Unmarshal(raw, &j); err != nil {
+	var probe struct {
+		Architectures        []string `json:"architectures"`
+		SpeculatorsModelType string   `json:"speculators_model_type"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
 		return fmt.Errorf("%s: invalid JSON: %v", path, err)
 	}
-	layer := j.layerConfig
+	var (
+		layer                    LayerConfig
+		draftVocab, targetHidden int
+		info                     *SpecForgeInfo
+		eagle                    *EagleConfig
+		vllmAux                  []int
+	)
 	switch {
-	case j.SpeculatorsType != "" || anyIn(j.Architectures, speculatorsArchitectures):
-		if j.SpeculatorsType != "" && j.SpeculatorsType != "eagle3" {
-			return fmt.Errorf("%s: speculators_model_type %q is not supported (want eagle3)", path, j.SpeculatorsType)
+	case probe.SpeculatorsModelType != "" || anyIn(probe.Architectures, speculatorsArchitectures):
+		var j SpeculatorsConfig
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s: invalid JSON: %v", path, err)
+		}
+		if j.SpeculatorsModelType != "" && j.SpeculatorsModelType != "eagle3" {
+			return fmt.Errorf("%s: speculators_model_type %q is not supported (want eagle3)", path, j.SpeculatorsModelType)
 		}
 		if j.TransformerLayer == nil {
 			return fmt.Errorf("%s: a speculators config needs transformer_layer_config (the draft layer's LlamaConfig)", path)
@@ -166,21 +130,27 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 			return fmt.Errorf("%s: norm_before_residual is true or absent (true by vLLM's default): specforge drafts normalise the hidden input inside the residual branch (norm_before_residual: false)", path)
 		}
 		im.Format = Speculators
-		layer = *j.TransformerLayer
-		layer.DraftVocabSize, layer.TargetHiddenSize = j.DraftVocabSize, j.TargetHiddenSize
-		if j.SpeculatorsConfig != nil {
-			im.Config.TargetPath = j.SpeculatorsConfig.Verifier.NameOrPath
-			if a := j.SpeculatorsConfig.Verifier.Architectures; len(a) > 0 {
+		layer, draftVocab, targetHidden = *j.TransformerLayer, j.DraftVocabSize, j.TargetHiddenSize
+		info, eagle, vllmAux = j.SpecForge, j.Eagle, j.VLLMAux
+		if j.Speculators != nil {
+			im.Config.TargetPath = j.Speculators.Verifier.NameOrPath
+			if a := j.Speculators.Verifier.Architectures; len(a) > 0 {
 				im.Config.TargetArchitecture = a[0]
 			}
 		}
-	case anyIn(j.Architectures, sglangArchitectures):
+	case anyIn(probe.Architectures, sglangArchitectures):
+		var j SGLangConfig
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s: invalid JSON: %v", path, err)
+		}
 		im.Format = SGLang
-		if j.TopLevelAux != nil {
+		if j.VLLMAux != nil {
 			im.Format = VLLM
 		}
+		layer, draftVocab, targetHidden = j.LayerConfig, j.DraftVocabSize, j.TargetHiddenSize
+		info, eagle, vllmAux = j.SpecForge, j.Eagle, j.VLLMAux
 	default:
-		return fmt.Errorf("%s: architectures %v is not an EAGLE-3 draft (want one of %v or %v)", path, j.Architectures, sglangArchitectures, speculatorsArchitectures)
+		return fmt.Errorf("%s: architectures %v is not an EAGLE-3 draft (want one of %v or %v)", path, probe.Architectures, sglangArchitectures, speculatorsArchitectures)
 	}
 	if layer.NumLayers > 1 {
 		return fmt.Errorf("%s: num_hidden_layers %d: specforge drafts have one decoder layer", path, layer.NumLayers)
@@ -192,7 +162,7 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 	*c = draft.Config{
 		HiddenSize: layer.HiddenSize, IntermediateSize: layer.IntermediateSize, NumHeads: layer.NumHeads,
 		NumKVHeads: layer.NumKVHeads, HeadDim: layer.HeadDim, VocabSize: layer.VocabSize,
-		DraftVocabSize: layer.DraftVocabSize, TargetHiddenSize: layer.TargetHiddenSize,
+		DraftVocabSize: draftVocab, TargetHiddenSize: targetHidden,
 		RMSNormEps: layer.RMSNormEps, RopeTheta: layer.RopeTheta, RopeScaling: layer.RopeScaling,
 		MaxPositions: layer.MaxPositions, TargetPath: c.TargetPath, TargetArchitecture: c.TargetArchitecture,
 	}
@@ -226,37 +196,37 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 			return fmt.Errorf("%s: eos_token_id must be an id or a list of ids", path)
 		}
 	}
-	if sf := j.SpecForge; sf != nil {
-		c.TargetNumLayers = sf.TargetLayers
+	if info != nil {
+		c.TargetNumLayers = info.TargetNumLayers
 		if c.TargetPath == "" {
-			c.TargetPath = sf.TargetPath
+			c.TargetPath = info.TargetPath
 		}
 		if c.TargetArchitecture == "" {
-			c.TargetArchitecture = sf.TargetArch
+			c.TargetArchitecture = info.TargetArchitecture
 		}
 	}
-	return im.readAuxLayers(path, &j)
+	return im.readAuxLayers(path, info, eagle, vllmAux)
 }
 
 // readAuxLayers converts the ids of every field that holds them to specforge's convention and requires them
 // to agree: a file whose fields disagree would make two engines read different layers.
-func (im *Imported) readAuxLayers(path string, j *draftConfig) error {
+func (im *Imported) readAuxLayers(path string, info *SpecForgeInfo, eagle *EagleConfig, vllmAux []int) error {
 	type source struct {
 		field string
 		ids   []int
 	}
 	var sources []source
-	if j.SpecForge != nil && j.SpecForge.AuxLayers != nil {
-		if j.SpecForge.AuxConvention != draft.OutputOfLayer {
-			return fmt.Errorf("%s: specforge.aux_layer_convention %q is not %q", path, j.SpecForge.AuxConvention, draft.OutputOfLayer)
+	if info != nil && info.AuxLayers != nil {
+		if info.AuxLayerConvention != draft.OutputOfLayer {
+			return fmt.Errorf("%s: specforge.aux_layer_convention %q is not %q", path, info.AuxLayerConvention, draft.OutputOfLayer)
 		}
-		sources = append(sources, source{"specforge.aux_layers", j.SpecForge.AuxLayers})
+		sources = append(sources, source{"specforge.aux_layers", info.AuxLayers})
 	}
-	if j.Eagle.Aux != nil {
-		sources = append(sources, source{"eagle_config.eagle_aux_hidden_state_layer_ids (sglang: output of layer i)", j.Eagle.Aux})
+	if eagle != nil && eagle.AuxLayers != nil {
+		sources = append(sources, source{"eagle_config.eagle_aux_hidden_state_layer_ids (sglang: output of layer i)", eagle.AuxLayers})
 	}
-	if j.TopLevelAux != nil {
-		ids, err := draft.FromVLLMAuxIDs(j.TopLevelAux)
+	if vllmAux != nil {
+		ids, err := draft.FromVLLMAuxIDs(vllmAux)
 		if err != nil {
 			return fmt.Errorf("%s: eagle_aux_hidden_state_layer_ids: %w", path, err)
 		}
