@@ -241,8 +241,8 @@ func (im *Imported) readAuxLayers(path string, info *SpecForgeInfo, eagle *Eagle
 			return fmt.Errorf("%s: aux layers disagree: %s gives %v, %s gives %v (in %s)", path, sources[0].field, sources[0].ids, s.field, s.ids, draft.OutputOfLayer)
 		}
 	}
-	if len(sources[0].ids) != 3 {
-		return fmt.Errorf("%s: %s has %d ids, EAGLE-3 reads 3", path, sources[0].field, len(sources[0].ids))
+	if len(sources[0].ids) != draft.NumAuxLayers {
+		return fmt.Errorf("%s: %s has %d ids, EAGLE-3 reads %d", path, sources[0].field, len(sources[0].ids), draft.NumAuxLayers)
 	}
 	im.Config.AuxLayers, im.Config.AuxConvention, im.AuxSource = sources[0].ids, draft.OutputOfLayer, sources[0].field
 	return nil
@@ -275,11 +275,11 @@ func (im *Imported) loadTensors(f tensorSource, configPath string) error {
 		}
 		return fmt.Errorf("%s: no %s.self_attn.q_proj.weight: not an EAGLE-3 draft layer", im.Dir, prefix)
 	}
-	if fc, err := f.Tensor("fc.weight"); err == nil && len(fc.Shape) == 2 && fc.Shape[1]%3 == 0 {
-		if ht := fc.Shape[1] / 3; c.TargetHiddenSize == 0 {
+	if fc, err := f.Tensor("fc.weight"); err == nil && len(fc.Shape) == 2 && fc.Shape[1]%draft.NumAuxLayers == 0 {
+		if ht := fc.Shape[1] / draft.NumAuxLayers; c.TargetHiddenSize == 0 {
 			c.TargetHiddenSize = ht
 		} else if c.TargetHiddenSize != ht {
-			return fmt.Errorf("%s: target_hidden_size %d but fc.weight reads %d = 3 x %d features", configPath, c.TargetHiddenSize, fc.Shape[1], ht)
+			return fmt.Errorf("%s: target_hidden_size %d but fc.weight reads %d = %d x %d features", configPath, c.TargetHiddenSize, fc.Shape[1], draft.NumAuxLayers, ht)
 		}
 	}
 	if lm, err := f.Tensor("lm_head.weight"); err == nil && len(lm.Shape) == 2 && c.DraftVocabSize == 0 {
