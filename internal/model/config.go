@@ -42,8 +42,9 @@ type Config struct {
 	EOSTokenIDs   []int
 	TorchDType    string
 	// RopeScaling is config.json's rope_scaling object as written (nil when absent or null), for drafts that
-	// copy it into their own config.
-	RopeScaling json.RawMessage
+	// copy it into their own config. Rope holds its meaning, so it stays out of the config's encoding, which
+	// cache keys hash (regen.Key).
+	RopeScaling json.RawMessage `json:"-"`
 }
 
 // rawConfig holds the config.json fields any supported architecture reads. Pointers tell absent from zero.
