@@ -19,10 +19,11 @@ import (
 
 // inputs is what a run trains from, online or offline.
 type inputs struct {
-	head    *model.Head
-	draft   draft.Config
-	vocab   *vocab.Mapping
-	sources func(d *draft.Draft) (train.BatchSource, train.BatchSource)
+	head  *model.Head
+	draft draft.Config
+	vocab *vocab.Mapping
+	// train and eval are the batch sources; eval is nil without an eval split.
+	train, eval train.BatchSource
 	// acceptance measures the real acceptance length (online only: it needs the whole target).
 	acceptance func(d *draft.Draft) (float64, error)
 	// warm is the head of draft.checkpoint, nil when training starts from random weights.
@@ -96,14 +97,12 @@ func onlineInputs(cfg *config.Run, log io.Writer) (*inputs, error) {
 	if held == nil {
 		held = trainData
 	}
-	return &inputs{head: &target.Head, draft: dc, vocab: m, warm: warm, trainStats: &p.Train, acceptance: acceptanceProbe(target, held, cfg.Train),
-		sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
-			tr := &train.Online{Target: target, Data: trainData, AuxLayers: dc.AuxLayers, Used: m.Used}
-			if evalData == nil {
-				return tr, nil
-			}
-			return tr, &train.Online{Target: target, Data: evalData, AuxLayers: dc.AuxLayers, Used: m.Used}
-		}}, nil
+	in := &inputs{head: &target.Head, draft: dc, vocab: m, warm: warm, trainStats: &p.Train, acceptance: acceptanceProbe(target, held, cfg.Train),
+		train: &train.Online{Target: target, Data: trainData, AuxLayers: dc.AuxLayers, Used: m.Used}}
+	if evalData != nil {
+		in.eval = &train.Online{Target: target, Data: evalData, AuxLayers: dc.AuxLayers, Used: m.Used}
+	}
+	return in, nil
 }
 
 // offlineInputs trains from the shards of data.hidden_states: only the target's embedding and lm_head are
@@ -147,11 +146,9 @@ func offlineInputs(cfg *config.Run) (*inputs, error) {
 			return nil, err
 		}
 	}
-	return &inputs{head: head, draft: dc, vocab: m, warm: warm, sources: func(d *draft.Draft) (train.BatchSource, train.BatchSource) {
-		tr := &train.Offline{Store: trainStore, Head: head, Used: m.Used}
-		if evalStore == nil {
-			return tr, nil
-		}
-		return tr, &train.Offline{Store: evalStore, Head: head, Used: m.Used}
-	}}, nil
+	in := &inputs{head: head, draft: dc, vocab: m, warm: warm, train: &train.Offline{Store: trainStore, Head: head, Used: m.Used}}
+	if evalStore != nil {
+		in.eval = &train.Offline{Store: evalStore, Head: head, Used: m.Used}
+	}
+	return in, nil
 }

@@ -75,8 +75,7 @@ func New(cfg *config.Run, log io.Writer) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	trainSrc, evalSrc := in.sources(d)
-	tr := train.NewTrainer(train.Options{Config: cfg.Train, Draft: d, Train: trainSrc, Eval: evalSrc, Log: log, AcceptanceLength: in.acceptance})
+	tr := train.NewTrainer(train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance})
 	if err := resume(tr, cfg.Train); err != nil {
 		return nil, err
 	}
