@@ -138,7 +138,7 @@ func benchCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tok, err := loadTokenizer(targetDir)
+			tok, err := tokenizer.LoadIfPresent(targetDir)
 			if err != nil {
 				return err
 			}

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,9 +11,7 @@ import (
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/progress"
-	"github.com/specforge/specforge/internal/tokenizer"
-	"github.com/specforge/specforge/internal/vocab"
+	"github.com/specforge/specforge/internal/pipeline"
 )
 
 // configFlags are the flags every configured command takes: --config and --set.
@@ -41,117 +37,6 @@ func (f *configFlags) load(cmd *cobra.Command, shortcuts map[string]string) (*co
 	return config.LoadRun(f.path, overrides)
 }
 
-// preparedData is a dataset ready for training, with the tokenizer that made it.
-type preparedData struct {
-	*dataset.Prepared
-	Tokenizer *tokenizer.Tokenizer
-}
-
-// prepareData tokenizes the configured data into the cache (or finds it there), reporting progress on w.
-func prepareData(cfg *config.Run, w io.Writer) (*preparedData, error) {
-	d := cfg.Data
-	if len(d.Train) == 0 {
-		return nil, fmt.Errorf("no training data: set data.train (a JSONL, JSON or parquet file)")
-	}
-	tokDir := d.Tokenizer
-	if tokDir == "" {
-		tokDir = cfg.Target.Path
-	}
-	if tokDir == "" {
-		return nil, fmt.Errorf("no tokenizer: set target.path (a Hugging Face model folder) or data.tokenizer")
-	}
-	tok, err := tokenizer.Load(tokDir)
-	if err != nil {
-		return nil, err
-	}
-	opt := dataset.PrepareOptions{
-		Train: d.Train, Eval: d.Eval, EvalFraction: d.EvalFraction,
-		Schema:     dataset.SchemaOptions{Format: dataset.Format(d.Format), TextField: d.TextField, PromptField: d.PromptField, CompletionField: d.CompletionField},
-		Tokenizing: dataset.Tokenizing{Tokenizer: tok, MaxLength: d.MaxLength, TrainOnlyLastTurn: d.TrainOnlyLastTurn},
-		Shuffle:    d.Shuffle, Seed: d.Seed, Workers: d.Workers, CacheDir: d.CacheDir,
-	}
-	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz", "tokenizer_config.json"} {
-		if raw, err := os.ReadFile(filepath.Join(tokDir, name)); err == nil {
-			opt.KeyParts = append(opt.KeyParts, raw)
-		}
-	}
-	if d.ChatTemplate != "" {
-		tmpl, err := chat.Lookup(d.ChatTemplate)
-		if err != nil {
-			return nil, fmt.Errorf("data.chat_template: %w", err)
-		}
-		opt.Template = &tmpl
-		opt.Schema.KeepReasoning = d.KeepReasoning == "true" || d.KeepReasoning == "auto" && tmpl.Thinking
-		src, bos, eos, ok, err := chat.TokenizerTemplate(tokDir)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			if opt.Renderer, err = chat.NewJinjaRenderer(src, bos, eos); err != nil {
-				return nil, fmt.Errorf("%s: %w", filepath.Join(tokDir, "tokenizer_config.json"), err)
-			}
-		} else {
-			opt.Renderer = chat.HeaderRenderer{Template: tmpl, BOS: bos}
-		}
-	}
-	total := int64(0)
-	var bar *progress.Reporter
-	opt.Progress = func(done, n int) {
-		if bar == nil {
-			total = int64(n)
-			bar = progress.New(total, "prepare")
-		}
-		bar.Set(int64(done), "")
-	}
-	p, err := dataset.Prepare(opt)
-	if bar != nil {
-		bar.Finish()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &preparedData{Prepared: p, Tokenizer: tok}, nil
-}
-
-// chooseVocab picks the draft vocabulary from loss-token counts, keeping the tokenizer's special and byte
-// tokens when asked (tok may be nil when there is no tokenizer at hand).
-func chooseVocab(counts []int64, tok *tokenizer.Tokenizer, dc config.DraftConfig) (*vocab.Mapping, error) {
-	size := min(dc.VocabSize, len(counts))
-	var always []int
-	if tok != nil && dc.KeepSpecialTokens {
-		for _, id := range tok.SpecialIDs() {
-			if int(id) < len(counts) {
-				always = append(always, int(id))
-			}
-		}
-	}
-	if tok != nil && dc.KeepByteTokens {
-		for _, id := range tok.ByteTokenIDs() {
-			always = append(always, int(id))
-		}
-	}
-	return vocab.Build(counts, size, always)
-}
-
-// buildVocab chooses the draft vocabulary from the training split and writes it into the cache folder.
-func buildVocab(p *preparedData, targetVocab int, dc config.DraftConfig) (*vocab.Mapping, string, error) {
-	f, err := dataset.OpenTokenized(p.TrainPath())
-	if err != nil {
-		return nil, "", err
-	}
-	defer f.Close()
-	counts, err := f.CountLossTokens(targetVocab)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", p.TrainPath(), err)
-	}
-	m, err := chooseVocab(counts.Counts, p.Tokenizer, dc)
-	if err != nil {
-		return nil, "", err
-	}
-	path := filepath.Join(p.Dir, fmt.Sprintf("vocab_%d_s%v_b%v.safetensors", len(m.Used), dc.KeepSpecialTokens, dc.KeepByteTokens))
-	return m, path, m.Write(path)
-}
-
 func prepareDataCommand() *cobra.Command {
 	var cf configFlags
 	cmd := &cobra.Command{
@@ -164,7 +49,7 @@ func prepareDataCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := prepareData(cfg, cmd.ErrOrStderr())
+			p, err := pipeline.PrepareData(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -187,7 +72,7 @@ func prepareDataCommand() *cobra.Command {
 					targetVocab = mc.VocabSize
 				}
 			}
-			m, path, err := buildVocab(p, targetVocab, cfg.Draft)
+			m, path, err := pipeline.BuildVocab(p, targetVocab, cfg.Draft)
 			if err != nil {
 				return err
 			}

@@ -9,11 +9,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
-	"github.com/specforge/specforge/internal/train"
 )
 
 func exportCommand() *cobra.Command {
@@ -100,15 +100,13 @@ func parseWeightDType(s string) (safetensors.DType, error) {
 // exportSource resolves --checkpoint: a run folder stands for its final draft, or its latest checkpoint
 // while it has none.
 func exportSource(dir string) (string, error) {
-	for _, name := range []string{"state.json", "config.json"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return dir, nil
-		}
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil || checkpoint.Is(dir) {
+		return dir, nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, "draft", "config.json")); err == nil {
 		return filepath.Join(dir, "draft"), nil
 	}
-	latest, err := train.LatestCheckpoint(dir)
+	latest, err := checkpoint.Latest(dir)
 	if err == nil && latest == "" {
 		err = fmt.Errorf("--checkpoint %s: not a checkpoint (state.json), a draft folder (config.json) or a run folder (draft/ or checkpoints/)", dir)
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -43,7 +41,7 @@ func generateCommand() *cobra.Command {
 			}
 			defer m.Close()
 			warnUnused(cmd, m)
-			tok, err := loadTokenizer(modelDir)
+			tok, err := tokenizer.LoadIfPresent(modelDir)
 			if err != nil {
 				return err
 			}
@@ -149,16 +147,6 @@ func parseIDs(s string, vocab int) ([]int32, error) {
 		ids = append(ids, int32(id))
 	}
 	return ids, nil
-}
-
-// loadTokenizer loads dir's tokenizer, or returns nil when the folder has none.
-func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
-	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return tokenizer.Load(dir)
-		}
-	}
-	return nil, nil
 }
 
 func joinIDs(ids []int32) string {

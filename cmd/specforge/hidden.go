@@ -6,16 +6,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/hidden"
-	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/progress"
+	"github.com/specforge/specforge/internal/pipeline"
 )
 
 func genHiddenCommand() *cobra.Command {
@@ -35,66 +31,18 @@ func genHiddenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if perShard <= 0 || batch <= 0 {
-				return fmt.Errorf("--samples-per-shard and --batch must be positive")
-			}
-			if cfg.Target.Path == "" {
-				return fmt.Errorf("no target: set target.path")
-			}
-			target, err := model.Load(cfg.Target.Path)
+			run, err := pipeline.NewHidden(cfg, pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			dc, _, err := draftConfig(cfg, &target.Head)
-			if err != nil {
-				return err
-			}
-			if err := regenerateData(cfg, target, cmd.ErrOrStderr()); err != nil {
-				return err
-			}
-			p, err := prepareData(cfg, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			var stopped atomic.Bool
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-			defer signal.Stop(sig)
-			go func() {
-				if _, ok := <-sig; ok {
-					stopped.Store(true)
-				}
-			}()
 			w := cmd.OutOrStdout()
-			splits := []struct{ name, path string }{{"train", p.TrainPath()}}
-			if p.Eval.Samples > 0 {
-				splits = append(splits, struct{ name, path string }{"eval", p.EvalPath()})
-			}
-			for _, split := range splits {
-				data, err := dataset.OpenTokenized(split.path)
-				if err != nil {
-					return err
-				}
-				bar := progress.New(int64(data.Len()), "gen-hidden "+split.name)
-				start := time.Now()
-				m, err := hidden.Generate(hidden.GenOptions{
-					Target: target, TargetPath: cfg.Target.Path, AuxLayers: dc.AuxLayers, Data: data, DataPath: split.path,
-					DataKey: p.Key, Out: filepath.Join(out, split.name), DType: d, SamplesPerShard: perShard, Batch: batch,
-					Stop: stopped.Load, Progress: func(done, total int) { bar.Set(int64(done), "") },
-				})
-				bar.Finish()
-				data.Close()
-				if err != nil {
-					return err
-				}
-				secs := time.Since(start).Seconds()
-				printManifest(w, split.name, m)
-				fmt.Fprintf(w, "  generated in %.1f s\n", secs)
-				if !m.Complete {
-					return fmt.Errorf("interrupted after %d shards; run the same command again to resume", len(m.Shards))
-				}
-			}
-			return nil
+			// Ctrl-C or SIGTERM while generating stops after the current shard; the next run resumes there.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run.Generate(ctx, func(s pipeline.HiddenSplit) {
+				printManifest(w, s.Name, s.Manifest)
+				fmt.Fprintf(w, "  generated in %.1f s\n", s.Seconds)
+			})
 		},
 	}
 	cf.register(cmd)

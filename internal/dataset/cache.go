@@ -109,19 +109,35 @@ type Padded struct {
 func (d *File) Pad(idx []int) *Padded {
 	ids := make([][]int32, len(idx))
 	masks := make([][]uint8, len(idx))
-	p := &Padded{B: len(idx), Lens: make([]int, len(idx))}
+	lens := make([]int, len(idx))
 	for i, k := range idx {
 		ids[i], masks[i] = d.Sample(k)
-		p.Lens[i] = len(ids[i])
-		p.T = max(p.T, len(ids[i]))
+		lens[i] = len(ids[i])
 	}
-	T := p.T
-	p.IDs, p.LossMask, p.AttentionMask = make([]int32, len(idx)*T), make([]bool, len(idx)*T), make([]bool, len(idx)*T)
+	p := NewPadded(lens)
 	for i := range ids {
-		for t, id := range ids[i] {
-			p.IDs[i*T+t] = id
-			p.LossMask[i*T+t] = masks[i][t] == 1
-			p.AttentionMask[i*T+t] = true
+		row := i * p.T
+		copy(p.IDs[row:], ids[i])
+		for t, m := range masks[i] {
+			p.LossMask[row+t] = m == 1
+		}
+	}
+	return p
+}
+
+// NewPadded lays out samples of the given lengths as a [B, T] batch padded to the longest, with their real
+// tokens marked in AttentionMask; the caller copies sample i's ids and loss mask to row i (offset i*T). Every
+// batch, from tokenized data or from stored hidden states, is padded by it.
+func NewPadded(lens []int) *Padded {
+	p := &Padded{B: len(lens), Lens: lens}
+	for _, n := range lens {
+		p.T = max(p.T, n)
+	}
+	N := p.B * p.T
+	p.IDs, p.LossMask, p.AttentionMask = make([]int32, N), make([]bool, N), make([]bool, N)
+	for i, n := range lens {
+		for t := 0; t < n; t++ {
+			p.AttentionMask[i*p.T+t] = true
 		}
 	}
 	return p

@@ -129,14 +129,24 @@ func (c *Config) ValidateShape() error {
 	return err
 }
 
+// NumAuxLayers is how many target layers an EAGLE-3 draft reads.
+const NumAuxLayers = 3
+
+// AuxWidth is the width of the aux hidden states per token: the outputs of numAux target layers of
+// targetHidden values each, side by side (fc's input).
+func AuxWidth(numAux, targetHidden int) int { return numAux * targetHidden }
+
+// AuxWidth is the width of the aux hidden states this draft reads per token.
+func (c *Config) AuxWidth() int { return AuxWidth(len(c.AuxLayers), c.TargetHiddenSize) }
+
 // Validate checks the configuration on its own and, when target is not nil, against the target it drafts
 // for, saying which field does not fit and why.
 func (c *Config) Validate(target *model.Config) error {
 	if err := c.ValidateShape(); err != nil {
 		return err
 	}
-	if len(c.AuxLayers) != 3 {
-		return fmt.Errorf("draft: EAGLE-3 reads 3 aux layers, got %v", c.AuxLayers)
+	if len(c.AuxLayers) != NumAuxLayers {
+		return fmt.Errorf("draft: EAGLE-3 reads %d aux layers, got %v", NumAuxLayers, c.AuxLayers)
 	}
 	if target == nil {
 		return nil

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
@@ -41,7 +42,7 @@ type Imported struct {
 // config.json's architectures, and every aux-layer id is converted from the convention of the field that
 // holds it.
 func Read(dir string) (*Imported, error) {
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
+	if checkpoint.Is(dir) {
 		return readCheckpoint(dir)
 	}
 	path := filepath.Join(dir, "config.json")
@@ -67,20 +68,11 @@ func Read(dir string) (*Imported, error) {
 // readCheckpoint reads a training checkpoint: the configuration from state.json, float32 weights in the
 // SGLang names.
 func readCheckpoint(dir string) (*Imported, error) {
-	path := filepath.Join(dir, "state.json")
-	raw, err := os.ReadFile(path)
+	st, err := checkpoint.ReadState(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoint: %w", err)
+		return nil, err
 	}
-	var st struct {
-		Draft *draft.Config `json:"draft_config"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
-	}
-	if st.Draft == nil {
-		return nil, fmt.Errorf("%s: no draft_config: not a specforge checkpoint", path)
-	}
+	path := filepath.Join(dir, checkpoint.StateFile)
 	im := &Imported{Dir: dir, Format: Checkpoint, Config: *st.Draft, AuxSource: "state.json draft_config.aux_layers"}
 	if im.Config.AuxConvention == "" {
 		im.Config.AuxConvention = draft.OutputOfLayer
@@ -88,64 +80,15 @@ func readCheckpoint(dir string) (*Imported, error) {
 	if err := im.Config.ValidateShape(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f, err := safetensors.Open(filepath.Join(dir, "draft.safetensors"))
+	f, err := checkpoint.OpenWeights(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoint: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	if err := im.loadTensors(f, path); err != nil {
 		return nil, err
 	}
 	return im, nil
-}
-
-// layerConfig is the LlamaConfig of the draft layer: config.json itself in the SGLang layout, its
-// transformer_layer_config in the speculators format.
-type layerConfig struct {
-	Architectures    []string        `json:"architectures"`
-	HiddenSize       int             `json:"hidden_size"`
-	IntermediateSize int             `json:"intermediate_size"`
-	NumHeads         int             `json:"num_attention_heads"`
-	NumKVHeads       int             `json:"num_key_value_heads"`
-	HeadDim          int             `json:"head_dim"`
-	NumLayers        int             `json:"num_hidden_layers"`
-	HiddenAct        string          `json:"hidden_act"`
-	VocabSize        int             `json:"vocab_size"`
-	DraftVocabSize   int             `json:"draft_vocab_size"`
-	TargetHiddenSize int             `json:"target_hidden_size"`
-	RMSNormEps       float64         `json:"rms_norm_eps"`
-	RopeTheta        float64         `json:"rope_theta"`
-	RopeScaling      json.RawMessage `json:"rope_scaling"`
-	MaxPositions     int             `json:"max_position_embeddings"`
-	BOS              *int            `json:"bos_token_id"`
-	EOS              json.RawMessage `json:"eos_token_id"`
-}
-
-// draftConfig is the whole config.json of a draft in any layout.
-type draftConfig struct {
-	layerConfig
-	SpeculatorsType    string       `json:"speculators_model_type"`
-	TransformerLayer   *layerConfig `json:"transformer_layer_config"`
-	NormBeforeResidual *bool        `json:"norm_before_residual"`
-	// TopLevelAux is vLLM's field: "input of layer k".
-	TopLevelAux []int `json:"eagle_aux_hidden_state_layer_ids"`
-	Eagle       struct {
-		// Aux is SGLang's field: "output of layer i".
-		Aux []int `json:"eagle_aux_hidden_state_layer_ids"`
-	} `json:"eagle_config"`
-	SpecForge *struct {
-		AuxLayers     []int  `json:"aux_layers"`
-		AuxConvention string `json:"aux_layer_convention"`
-		TargetLayers  int    `json:"target_num_hidden_layers"`
-		TargetPath    string `json:"target_path"`
-		TargetArch    string `json:"target_architecture"`
-	} `json:"specforge"`
-	SpeculatorsConfig *struct {
-		Verifier struct {
-			NameOrPath    string   `json:"name_or_path"`
-			Architectures []string `json:"architectures"`
-		} `json:"verifier"`
-	} `json:"speculators_config"`
 }
 
 // Architectures engines map to the EAGLE-3 Llama draft.
@@ -155,15 +98,28 @@ var (
 )
 
 func (im *Imported) parseConfig(path string, raw []byte) error {
-	var j draftConfig
-	if err := json.Unmarshal(raw, &j); err != nil {
+	var probe struct {
+		Architectures        []string `json:"architectures"`
+		SpeculatorsModelType string   `json:"speculators_model_type"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
 		return fmt.Errorf("%s: invalid JSON: %v", path, err)
 	}
-	layer := j.layerConfig
+	var (
+		layer                    LayerConfig
+		draftVocab, targetHidden int
+		info                     *SpecForgeInfo
+		eagle                    *EagleConfig
+		vllmAux                  []int
+	)
 	switch {
-	case j.SpeculatorsType != "" || anyIn(j.Architectures, speculatorsArchitectures):
-		if j.SpeculatorsType != "" && j.SpeculatorsType != "eagle3" {
-			return fmt.Errorf("%s: speculators_model_type %q is not supported (want eagle3)", path, j.SpeculatorsType)
+	case probe.SpeculatorsModelType != "" || anyIn(probe.Architectures, speculatorsArchitectures):
+		var j SpeculatorsConfig
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s: invalid JSON: %v", path, err)
+		}
+		if j.SpeculatorsModelType != "" && j.SpeculatorsModelType != "eagle3" {
+			return fmt.Errorf("%s: speculators_model_type %q is not supported (want eagle3)", path, j.SpeculatorsModelType)
 		}
 		if j.TransformerLayer == nil {
 			return fmt.Errorf("%s: a speculators config needs transformer_layer_config (the draft layer's LlamaConfig)", path)
@@ -174,21 +130,27 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 			return fmt.Errorf("%s: norm_before_residual is true or absent (true by vLLM's default): specforge drafts normalise the hidden input inside the residual branch (norm_before_residual: false)", path)
 		}
 		im.Format = Speculators
-		layer = *j.TransformerLayer
-		layer.DraftVocabSize, layer.TargetHiddenSize = j.DraftVocabSize, j.TargetHiddenSize
-		if j.SpeculatorsConfig != nil {
-			im.Config.TargetPath = j.SpeculatorsConfig.Verifier.NameOrPath
-			if a := j.SpeculatorsConfig.Verifier.Architectures; len(a) > 0 {
+		layer, draftVocab, targetHidden = *j.TransformerLayer, j.DraftVocabSize, j.TargetHiddenSize
+		info, eagle, vllmAux = j.SpecForge, j.Eagle, j.VLLMAux
+		if j.Speculators != nil {
+			im.Config.TargetPath = j.Speculators.Verifier.NameOrPath
+			if a := j.Speculators.Verifier.Architectures; len(a) > 0 {
 				im.Config.TargetArchitecture = a[0]
 			}
 		}
-	case anyIn(j.Architectures, sglangArchitectures):
+	case anyIn(probe.Architectures, sglangArchitectures):
+		var j SGLangConfig
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s: invalid JSON: %v", path, err)
+		}
 		im.Format = SGLang
-		if j.TopLevelAux != nil {
+		if j.VLLMAux != nil {
 			im.Format = VLLM
 		}
+		layer, draftVocab, targetHidden = j.LayerConfig, j.DraftVocabSize, j.TargetHiddenSize
+		info, eagle, vllmAux = j.SpecForge, j.Eagle, j.VLLMAux
 	default:
-		return fmt.Errorf("%s: architectures %v is not an EAGLE-3 draft (want one of %v or %v)", path, j.Architectures, sglangArchitectures, speculatorsArchitectures)
+		return fmt.Errorf("%s: architectures %v is not an EAGLE-3 draft (want one of %v or %v)", path, probe.Architectures, sglangArchitectures, speculatorsArchitectures)
 	}
 	if layer.NumLayers > 1 {
 		return fmt.Errorf("%s: num_hidden_layers %d: specforge drafts have one decoder layer", path, layer.NumLayers)
@@ -200,7 +162,7 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 	*c = draft.Config{
 		HiddenSize: layer.HiddenSize, IntermediateSize: layer.IntermediateSize, NumHeads: layer.NumHeads,
 		NumKVHeads: layer.NumKVHeads, HeadDim: layer.HeadDim, VocabSize: layer.VocabSize,
-		DraftVocabSize: layer.DraftVocabSize, TargetHiddenSize: layer.TargetHiddenSize,
+		DraftVocabSize: draftVocab, TargetHiddenSize: targetHidden,
 		RMSNormEps: layer.RMSNormEps, RopeTheta: layer.RopeTheta, RopeScaling: layer.RopeScaling,
 		MaxPositions: layer.MaxPositions, TargetPath: c.TargetPath, TargetArchitecture: c.TargetArchitecture,
 	}
@@ -234,37 +196,37 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 			return fmt.Errorf("%s: eos_token_id must be an id or a list of ids", path)
 		}
 	}
-	if sf := j.SpecForge; sf != nil {
-		c.TargetNumLayers = sf.TargetLayers
+	if info != nil {
+		c.TargetNumLayers = info.TargetNumLayers
 		if c.TargetPath == "" {
-			c.TargetPath = sf.TargetPath
+			c.TargetPath = info.TargetPath
 		}
 		if c.TargetArchitecture == "" {
-			c.TargetArchitecture = sf.TargetArch
+			c.TargetArchitecture = info.TargetArchitecture
 		}
 	}
-	return im.readAuxLayers(path, &j)
+	return im.readAuxLayers(path, info, eagle, vllmAux)
 }
 
 // readAuxLayers converts the ids of every field that holds them to specforge's convention and requires them
 // to agree: a file whose fields disagree would make two engines read different layers.
-func (im *Imported) readAuxLayers(path string, j *draftConfig) error {
+func (im *Imported) readAuxLayers(path string, info *SpecForgeInfo, eagle *EagleConfig, vllmAux []int) error {
 	type source struct {
 		field string
 		ids   []int
 	}
 	var sources []source
-	if j.SpecForge != nil && j.SpecForge.AuxLayers != nil {
-		if j.SpecForge.AuxConvention != draft.OutputOfLayer {
-			return fmt.Errorf("%s: specforge.aux_layer_convention %q is not %q", path, j.SpecForge.AuxConvention, draft.OutputOfLayer)
+	if info != nil && info.AuxLayers != nil {
+		if info.AuxLayerConvention != draft.OutputOfLayer {
+			return fmt.Errorf("%s: specforge.aux_layer_convention %q is not %q", path, info.AuxLayerConvention, draft.OutputOfLayer)
 		}
-		sources = append(sources, source{"specforge.aux_layers", j.SpecForge.AuxLayers})
+		sources = append(sources, source{"specforge.aux_layers", info.AuxLayers})
 	}
-	if j.Eagle.Aux != nil {
-		sources = append(sources, source{"eagle_config.eagle_aux_hidden_state_layer_ids (sglang: output of layer i)", j.Eagle.Aux})
+	if eagle != nil && eagle.AuxLayers != nil {
+		sources = append(sources, source{"eagle_config.eagle_aux_hidden_state_layer_ids (sglang: output of layer i)", eagle.AuxLayers})
 	}
-	if j.TopLevelAux != nil {
-		ids, err := draft.FromVLLMAuxIDs(j.TopLevelAux)
+	if vllmAux != nil {
+		ids, err := draft.FromVLLMAuxIDs(vllmAux)
 		if err != nil {
 			return fmt.Errorf("%s: eagle_aux_hidden_state_layer_ids: %w", path, err)
 		}
@@ -279,8 +241,8 @@ func (im *Imported) readAuxLayers(path string, j *draftConfig) error {
 			return fmt.Errorf("%s: aux layers disagree: %s gives %v, %s gives %v (in %s)", path, sources[0].field, sources[0].ids, s.field, s.ids, draft.OutputOfLayer)
 		}
 	}
-	if len(sources[0].ids) != 3 {
-		return fmt.Errorf("%s: %s has %d ids, EAGLE-3 reads 3", path, sources[0].field, len(sources[0].ids))
+	if len(sources[0].ids) != draft.NumAuxLayers {
+		return fmt.Errorf("%s: %s has %d ids, EAGLE-3 reads %d", path, sources[0].field, len(sources[0].ids), draft.NumAuxLayers)
 	}
 	im.Config.AuxLayers, im.Config.AuxConvention, im.AuxSource = sources[0].ids, draft.OutputOfLayer, sources[0].field
 	return nil
@@ -313,11 +275,11 @@ func (im *Imported) loadTensors(f tensorSource, configPath string) error {
 		}
 		return fmt.Errorf("%s: no %s.self_attn.q_proj.weight: not an EAGLE-3 draft layer", im.Dir, prefix)
 	}
-	if fc, err := f.Tensor("fc.weight"); err == nil && len(fc.Shape) == 2 && fc.Shape[1]%3 == 0 {
-		if ht := fc.Shape[1] / 3; c.TargetHiddenSize == 0 {
+	if fc, err := f.Tensor("fc.weight"); err == nil && len(fc.Shape) == 2 && fc.Shape[1]%draft.NumAuxLayers == 0 {
+		if ht := fc.Shape[1] / draft.NumAuxLayers; c.TargetHiddenSize == 0 {
 			c.TargetHiddenSize = ht
 		} else if c.TargetHiddenSize != ht {
-			return fmt.Errorf("%s: target_hidden_size %d but fc.weight reads %d = 3 x %d features", configPath, c.TargetHiddenSize, fc.Shape[1], ht)
+			return fmt.Errorf("%s: target_hidden_size %d but fc.weight reads %d = %d x %d features", configPath, c.TargetHiddenSize, fc.Shape[1], draft.NumAuxLayers, ht)
 		}
 	}
 	if lm, err := f.Tensor("lm_head.weight"); err == nil && len(lm.Shape) == 2 && c.DraftVocabSize == 0 {

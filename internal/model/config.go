@@ -41,6 +41,10 @@ type Config struct {
 	BOSTokenID    int
 	EOSTokenIDs   []int
 	TorchDType    string
+	// RopeScaling is config.json's rope_scaling object as written (nil when absent or null), for drafts that
+	// copy it into their own config. Rope holds its meaning, so it stays out of the config's encoding, which
+	// cache keys hash (regen.Key).
+	RopeScaling json.RawMessage `json:"-"`
 }
 
 // rawConfig holds the config.json fields any supported architecture reads. Pointers tell absent from zero.
@@ -197,6 +201,7 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 		return fmt.Errorf("%s: rope_scaling: %w", path, err)
 	}
 	c.Rope = rc
+	c.RopeScaling = rawOrNil(raw.RopeScaling)
 	if raw.TieWordEmbeddings != nil {
 		c.TieWordEmbeddings = *raw.TieWordEmbeddings
 	}

@@ -314,7 +314,7 @@ func residual(p, q []float64) []float64 {
 // drafted rows and is fed the verified ones, and the bonus token becomes the newest.
 func (st *state) accept(accepted []int32, bonus int32, verifyAux []float32, keep []int) {
 	m := len(accepted)
-	A := 3 * st.d.Draft.Config.TargetHiddenSize
+	A := st.d.Draft.Config.AuxWidth()
 	aux := verifyAux[:(m+1)*A]
 	if keep == nil {
 		st.cache.Truncate(st.n + m + 1)

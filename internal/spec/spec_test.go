@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -90,8 +91,8 @@ func doSetup(modelDir, text string) error {
 	}
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.LR, cfg.WarmupRatio, cfg.OutputDir = 150, 8, 3e-3, 0.05, filepath.Join(tmp, "run")
-	tr := train.NewTrainer(cfg, trained, &train.Online{Target: target, Data: f, AuxLayers: dc.AuxLayers, Used: m.Used}, nil, nil)
-	return tr.Run()
+	tr := train.NewTrainer(train.Options{Config: cfg, Draft: trained, Train: &train.Online{Target: target, Data: f, AuxLayers: dc.AuxLayers, Used: m.Used}})
+	return tr.Run(context.Background())
 }
 
 // TestGreedyEqualsTarget decodes held-out prompts with chains and trees: the output equals the target's own

@@ -91,6 +91,17 @@ func Load(dir string) (*Tokenizer, error) {
 	return t, nil
 }
 
+// LoadIfPresent is Load for folders that may have no tokenizer (a target converted without one): nil, nil
+// when dir has neither tokenizer.json nor tokenizer.json.gz.
+func LoadIfPresent(dir string) (*Tokenizer, error) {
+	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return Load(dir)
+		}
+	}
+	return nil, nil
+}
+
 // LoadFile reads a tokenizer.json, gzip-compressed or not.
 func LoadFile(path string) (*Tokenizer, error) {
 	raw, err := os.ReadFile(path)

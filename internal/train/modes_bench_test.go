@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -74,7 +75,7 @@ func BenchmarkOnlineVsOffline(b *testing.B) {
 		d, _ := draft.New(dc, target.Embed, m, w)
 		cfg := config.Defaults().Train
 		cfg.MaxSteps, cfg.BatchSize, cfg.OutputDir, cfg.LogInterval = 4, 2, b.TempDir(), 1
-		return NewTrainer(cfg, d, src, nil, nil)
+		return NewTrainer(Options{Config: cfg, Draft: d, Train: src})
 	}
 	if _, err := hidden.Generate(hidden.GenOptions{Target: target, AuxLayers: dc.AuxLayers, Data: data, DataKey: "bench",
 		Out: filepath.Join(dir, "hidden"), DType: hidden.BF16, SamplesPerShard: 8, Batch: 2}); err != nil {
@@ -95,10 +96,10 @@ func BenchmarkOnlineVsOffline(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				tr := newTrainer(src)
-				if err := tr.Run(); err != nil {
+				if err := tr.Run(context.Background()); err != nil {
 					b.Fatal(err)
 				}
-				for _, rec := range tr.History {
+				for _, rec := range tr.History() {
 					tokens += rec.Tokens
 				}
 			}

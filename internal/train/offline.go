@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/hidden"
 )
@@ -71,19 +72,20 @@ func (o *Offline) Batch(idx []int) (*draft.Batch, error) {
 	for k := range idx {
 		o.start(idx[k]) // read the whole batch in parallel
 	}
-	T := 0
+	lens := make([]int, len(idx))
 	for k, i := range idx {
 		s, err := o.take(i)
 		if err != nil {
 			return nil, err
 		}
 		samples[k] = s
-		T = max(T, len(s.IDs))
+		lens[k] = len(s.IDs)
 	}
+	p := dataset.NewPadded(lens)
 	m := o.Store.Manifest
-	H, A := m.Target.HiddenSize, 3*m.Target.HiddenSize
-	B := len(idx)
-	b := &draft.Batch{B: B, T: T, InputIDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T),
+	B, T := p.B, p.T
+	H, A := m.Target.HiddenSize, draft.AuxWidth(len(m.AuxLayers), m.Target.HiddenSize)
+	b := &draft.Batch{B: B, T: T, InputIDs: p.IDs, LossMask: p.LossMask, AttentionMask: p.AttentionMask,
 		Aux: make([]float32, B*T*A), Teacher: draft.NewTeacher(B*T, len(o.Used))}
 	finals := make([]float32, B*T*H)
 	for k, s := range samples {
@@ -93,9 +95,6 @@ func (o *Offline) Batch(idx []int) (*draft.Batch, error) {
 		}
 		copy(b.InputIDs[k*T:], s.IDs)
 		copy(b.LossMask[k*T:], s.LossMask)
-		for t := 0; t < n; t++ {
-			b.AttentionMask[k*T+t] = true
-		}
 		copy(b.Aux[k*T*A:], s.Aux)
 		copy(finals[k*T*H:], s.Hidden)
 	}

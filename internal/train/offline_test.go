@@ -1,10 +1,12 @@
 package train
 
 import (
+	"context"
 	"math"
 	"testing"
 
 	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/hidden"
 )
 
@@ -15,18 +17,19 @@ func TestOfflineMatchesOnline(t *testing.T) {
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.LR, cfg.Seed = 5, 3, 3e-3, 4
 	cfg.LogInterval = 1
-	run := func(src func(*Trainer) BatchSource) []Record {
+	run := func(src func(d *draft.Draft) BatchSource) []Record {
 		c := cfg
 		c.OutputDir = t.TempDir()
 		d := newDraft()
-		tr := NewTrainer(c, d, &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, nil, nil)
-		tr.Train = src(tr)
-		if err := tr.Run(); err != nil {
+		tr := NewTrainer(Options{Config: c, Draft: d, Train: src(d)})
+		if err := tr.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		return tr.History
+		return tr.History()
 	}
-	online := run(func(tr *Trainer) BatchSource { return tr.Train })
+	online := run(func(d *draft.Draft) BatchSource {
+		return &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}
+	})
 	for _, c := range []struct {
 		dtype hidden.DType
 		tol   float64
@@ -41,8 +44,8 @@ func TestOfflineMatchesOnline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		offline := run(func(tr *Trainer) BatchSource {
-			return &Offline{Store: store, Head: &target.Head, Used: tr.Draft.Vocab.Used}
+		offline := run(func(d *draft.Draft) BatchSource {
+			return &Offline{Store: store, Head: &target.Head, Used: d.Vocab.Used}
 		})
 		store.Close()
 		if len(offline) != len(online) {

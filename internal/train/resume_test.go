@@ -1,13 +1,16 @@
 package train
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
@@ -51,10 +54,10 @@ func TestResumeIsExact(t *testing.T) {
 		c := cfg
 		c.OutputDir = out
 		d := newDraft()
-		return NewTrainer(c, d, &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, nil, nil)
+		return NewTrainer(Options{Config: c, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
 	}
 	whole := newTrainer(t.TempDir())
-	if err := whole.Run(); err != nil {
+	if err := whole.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -75,34 +78,34 @@ func TestResumeIsExact(t *testing.T) {
 	first.metrics.Close()
 
 	resumed := newTrainer(out)
-	all, err := Checkpoints(filepath.Join(out, "checkpoints"))
+	all, err := checkpoint.List(out)
 	if err != nil || len(all) != 1 {
 		t.Fatalf("checkpoints %v %v", all, err)
 	}
 	if err := resumed.Resume(all[0]); err != nil {
 		t.Fatal(err)
 	}
-	if resumed.Step != 3 || len(resumed.History) != 3 {
-		t.Fatalf("resumed at step %d with %d records", resumed.Step, len(resumed.History))
+	if resumed.step != 3 || len(resumed.history) != 3 {
+		t.Fatalf("resumed at step %d with %d records", resumed.step, len(resumed.history))
 	}
-	if err := resumed.Run(); err != nil {
+	if err := resumed.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	c := &whole.Draft.Config
-	a, b := whole.Draft.W.Slices(c), resumed.Draft.W.Slices(c)
+	c := &whole.draft.Config
+	a, b := whole.draft.W.Slices(c), resumed.draft.W.Slices(c)
 	for i := range a {
 		for j := range a[i] {
 			if math.Float32bits(a[i][j]) != math.Float32bits(b[i][j]) {
 				t.Fatalf("tensor %d element %d: resumed %g, uninterrupted %g", i, j, b[i][j], a[i][j])
 			}
-			if math.Float32bits(whole.Opt.M[i][j]) != math.Float32bits(resumed.Opt.M[i][j]) ||
-				math.Float32bits(whole.Opt.V[i][j]) != math.Float32bits(resumed.Opt.V[i][j]) {
+			if math.Float32bits(whole.opt.M[i][j]) != math.Float32bits(resumed.opt.M[i][j]) ||
+				math.Float32bits(whole.opt.V[i][j]) != math.Float32bits(resumed.opt.V[i][j]) {
 				t.Fatalf("optimiser moment %d/%d differs", i, j)
 			}
 		}
 	}
-	if len(resumed.History) != len(whole.History) || resumed.Opt.Step != whole.Opt.Step {
-		t.Errorf("metrics: %d records resumed, %d uninterrupted; optimiser step %d, %d", len(resumed.History), len(whole.History), resumed.Opt.Step, whole.Opt.Step)
+	if len(resumed.history) != len(whole.history) || resumed.opt.Step != whole.opt.Step {
+		t.Errorf("metrics: %d records resumed, %d uninterrupted; optimiser step %d, %d", len(resumed.history), len(whole.history), resumed.opt.Step, whole.opt.Step)
 	}
 }
 
@@ -119,21 +122,40 @@ func TestBestCheckpointWasEvaluated(t *testing.T) {
 	src := func() BatchSource {
 		return &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}
 	}
-	tr := NewTrainer(cfg, d, src(), src(), nil)
-	if err := tr.Run(); err != nil {
+	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: src(), Eval: src()})
+	if err := tr.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	evaluated := map[int]bool{}
-	for _, r := range tr.History {
+	for _, r := range tr.history {
 		if r.Split == "eval" {
 			evaluated[r.Step] = true
 		}
 	}
-	if !evaluated[tr.BestStep] {
-		t.Fatalf("best checkpoint step %d, evaluated steps %v", tr.BestStep, evaluated)
+	if !evaluated[tr.bestStep] {
+		t.Fatalf("best checkpoint step %d, evaluated steps %v", tr.bestStep, evaluated)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.OutputDir, "checkpoints", checkpointName(tr.BestStep), "state.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(cfg.OutputDir, "checkpoints", checkpoint.Name(tr.bestStep), "state.json")); err != nil {
 		t.Errorf("the best checkpoint was removed: %v", err)
+	}
+}
+
+// TestCancelSavesCheckpoint cancels the run's context before it starts: the step under way finishes, its
+// checkpoint is saved, and Run reports the interruption.
+func TestCancelSavesCheckpoint(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	cfg := config.Defaults().Train
+	cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.OutputDir = 4, 2, 0, t.TempDir()
+	d := newDraft()
+	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tr.Run(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	latest, err := checkpoint.Latest(cfg.OutputDir)
+	if err != nil || filepath.Base(latest) != checkpoint.Name(1) || tr.Step() != 1 {
+		t.Fatalf("after cancelling at step %d: latest checkpoint %q %v", tr.Step(), latest, err)
 	}
 }
 
@@ -142,13 +164,13 @@ func TestResumeRefusesAnotherRun(t *testing.T) {
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.OutputDir = 2, 2, t.TempDir()
 	d := newDraft()
-	tr := NewTrainer(cfg, d, &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}, nil, nil)
-	if err := tr.Run(); err != nil {
+	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	if err := tr.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Seed = 99
-	other := NewTrainer(cfg, newDraft(), tr.Train, nil, nil)
-	all, _ := Checkpoints(filepath.Join(cfg.OutputDir, "checkpoints"))
+	other := NewTrainer(Options{Config: cfg, Draft: newDraft(), Train: tr.train})
+	all, _ := checkpoint.List(cfg.OutputDir)
 	if err := other.Resume(all[len(all)-1]); err == nil || !strings.Contains(err.Error(), "seed") {
 		t.Errorf("resume with another seed: %v", err)
 	}

@@ -1,0 +1,68 @@
+package pipeline
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/hidden"
+	"github.com/specforge/specforge/internal/model"
+)
+
+const llamaBase = `"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 8, "num_attention_heads": 4, "vocab_size": 100`
+
+// TestDraftConfigKeepsRopeScaling: the draft copies the target's rope_scaling as config.json writes it, and
+// has none when the target's is null or absent.
+func TestDraftConfigKeepsRopeScaling(t *testing.T) {
+	scaling := `{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}`
+	for _, c := range []struct{ field, want string }{
+		{`, "rope_scaling": ` + scaling, scaling},
+		{`, "rope_scaling": null`, ""},
+		{``, ""},
+	} {
+		mc, err := model.ParseConfig("config.json", []byte(`{`+llamaBase+c.field+`}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Defaults()
+		dc, _, err := DraftConfig(&cfg, &model.Head{Config: mc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(dc.RopeScaling) != c.want {
+			t.Errorf("rope_scaling%s: draft has %q, want %q", c.field, dc.RopeScaling, c.want)
+		}
+	}
+}
+
+func TestResolveAux(t *testing.T) {
+	target := []int{1, 3, 5}
+	shards := &hidden.Manifest{AuxLayers: []int{0, 2, 4}}
+	for _, c := range []struct {
+		name string
+		s    auxSources
+		want []int
+		err  string
+	}{
+		{"default", auxSources{target: target}, target, ""},
+		{"configured", auxSources{configured: []int{0, 1, 2}, target: target}, []int{0, 1, 2}, ""},
+		{"warm", auxSources{warm: []int{2, 4, 6}, target: target}, []int{2, 4, 6}, ""},
+		{"configured agrees with warm", auxSources{configured: []int{2, 4, 6}, warm: []int{2, 4, 6}, target: target}, []int{2, 4, 6}, ""},
+		{"configured differs from warm", auxSources{configured: []int{0, 1, 2}, warm: []int{2, 4, 6}, warmSource: "config.json", target: target}, nil, "differ from draft.checkpoint's"},
+		{"shards over default", auxSources{shards: shards, target: target}, shards.AuxLayers, ""},
+		{"configured differs from shards", auxSources{configured: []int{1, 2, 3}, shards: shards, target: target}, nil, "the shards hold"},
+		{"warm differs from shards", auxSources{warm: []int{1, 3, 5}, shards: shards, target: target}, nil, "the shards hold"},
+	} {
+		got, err := c.s.resolve()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v, %v; want an error with %q", c.name, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+}

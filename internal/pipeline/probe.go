@@ -1,0 +1,34 @@
+package pipeline
+
+import (
+	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/spec"
+)
+
+// acceptanceProbe decodes the first tokens of the first eval samples speculatively and reports the acceptance
+// length; nil when switched off.
+func acceptanceProbe(target *model.Model, data *dataset.File, tc config.TrainConfig) func(*draft.Draft) (float64, error) {
+	if tc.EvalAcceptancePrompts <= 0 || tc.EvalAcceptanceSteps <= 0 || tc.EvalAcceptanceTokens <= 0 {
+		return nil
+	}
+	var prompts [][]int32
+	for i := 0; i < data.Len() && len(prompts) < tc.EvalAcceptancePrompts; i++ {
+		ids, _ := data.Sample(i)
+		prompts = append(prompts, ids[:min(len(ids), 16)])
+	}
+	return func(d *draft.Draft) (float64, error) {
+		dec := &spec.Decoder{Target: target, Draft: d}
+		total := &spec.Stats{}
+		for _, p := range prompts {
+			_, st, err := dec.Generate(p, spec.Options{Steps: tc.EvalAcceptanceSteps, MaxNewTokens: tc.EvalAcceptanceTokens, StopIDs: target.Config.EOSTokenIDs})
+			if err != nil {
+				return 0, err
+			}
+			total.Add(st)
+		}
+		return total.AcceptanceLength(), nil
+	}
+}

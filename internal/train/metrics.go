@@ -1,0 +1,111 @@
+package train
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+)
+
+// The metrics log (metrics.jsonl in the run folder) holds one Record per line.
+
+// Record is one line of the metrics log.
+type Record struct {
+	Step      int       `json:"step"`
+	Split     string    `json:"split"`
+	Epoch     int       `json:"epoch"`
+	LR        float64   `json:"lr,omitempty"`
+	Loss      float64   `json:"loss"`
+	PLoss     []float64 `json:"-"` // logged as ploss_0 .. ploss_{K-1}
+	Acc       []float64 `json:"-"` // logged as acc_0 .. acc_{K-1}
+	SimAccLen float64   `json:"simulated_acceptance_length"`
+	// AcceptanceLength is the measured tokens per target verification (eval records, online training).
+	AcceptanceLength float64 `json:"acceptance_length,omitempty"`
+	GradNorm         float64 `json:"grad_norm,omitempty"`
+	Tokens           int     `json:"tokens"`
+	TokensPerS       float64 `json:"tokens_per_s,omitempty"`
+	ElapsedS         float64 `json:"elapsed_s"`
+}
+
+type recordFields Record
+
+// MarshalJSON writes the per-step metrics as ploss_k and acc_k keys, as SpecForge names them.
+func (r Record) MarshalJSON() ([]byte, error) {
+	base, err := json.Marshal(recordFields(r))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(base, &m); err != nil {
+		return nil, err
+	}
+	for k := range r.PLoss {
+		m[fmt.Sprintf("ploss_%d", k)] = r.PLoss[k]
+		m[fmt.Sprintf("acc_%d", k)] = r.Acc[k]
+	}
+	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Record) UnmarshalJSON(data []byte) error {
+	if err := json.Unmarshal(data, (*recordFields)(r)); err != nil {
+		return err
+	}
+	var m map[string]float64
+	json.Unmarshal(data, &m) // non-numeric fields are skipped
+	r.PLoss, r.Acc = nil, nil
+	for k := 0; ; k++ {
+		p, ok := m[fmt.Sprintf("ploss_%d", k)]
+		a, ok2 := m[fmt.Sprintf("acc_%d", k)]
+		if !ok || !ok2 {
+			return nil
+		}
+		r.PLoss, r.Acc = append(r.PLoss, p), append(r.Acc, a)
+	}
+}
+
+// appendRecord writes one record as a line of the log.
+func appendRecord(w io.Writer, rec *Record) error {
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("write metrics: %w", err)
+	}
+	return nil
+}
+
+// writeHistory replaces the log at path with records, atomically.
+func writeHistory(path string, records []Record) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
+		for i := range records {
+			if err := appendRecord(w, &records[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readHistory reloads the metrics logged up to step (for the plot of a resumed run).
+func readHistory(path string, upTo int) []Record {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []Record
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var r Record
+		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Step <= upTo {
+			out = append(out, r)
+		}
+	}
+	return out
+}
