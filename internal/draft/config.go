@@ -136,8 +136,9 @@ const NumAuxLayers = 3
 // targetHidden values each, side by side (fc's input).
 func AuxWidth(numAux, targetHidden int) int { return numAux * targetHidden }
 
-// AuxWidth is the width of the aux hidden states this draft reads per token.
-func (c *Config) AuxWidth() int { return AuxWidth(len(c.AuxLayers), c.TargetHiddenSize) }
+// AuxWidth is the width of the aux hidden states this draft reads per token. It counts NumAuxLayers, not
+// AuxLayers, which a foreign head may not name (Validate holds the two equal when it does).
+func (c *Config) AuxWidth() int { return AuxWidth(NumAuxLayers, c.TargetHiddenSize) }
 
 // Validate checks the configuration on its own and, when target is not nil, against the target it drafts
 // for, saying which field does not fit and why.

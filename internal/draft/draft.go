@@ -42,10 +42,10 @@ type Param struct {
 
 // Params lists the tensors of w in a fixed order, with their export names.
 func (w *Weights) Params(c *Config) []Param {
-	H, Ht, I := c.HiddenSize, c.TargetHiddenSize, c.IntermediateSize
+	H, I := c.HiddenSize, c.IntermediateSize
 	q, kv := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
 	return []Param{
-		{"fc.weight", []int{H, 3 * Ht}, &w.FC},
+		{"fc.weight", []int{H, c.AuxWidth()}, &w.FC},
 		{"midlayer.hidden_norm.weight", []int{H}, &w.HiddenNorm},
 		{"midlayer.input_layernorm.weight", []int{H}, &w.InputNorm},
 		{"midlayer.self_attn.q_proj.weight", []int{q, 2 * H}, &w.Wq},

@@ -100,7 +100,7 @@ func newLayer(d *Draft, p *Prepared) layer {
 	H, I, qDim, kvDim := c.HiddenSize, c.IntermediateSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
 	l := layer{d: d, be: be, H: H, I: I, qDim: qDim, kvDim: kvDim, heads: c.NumHeads, kvHeads: c.NumKVHeads,
 		vd: c.DraftVocabSize, eps: float32(c.RMSNormEps),
-		fc: linear{be: be, w: w.FC, out: H, in: 3 * c.TargetHiddenSize},
+		fc: linear{be: be, w: w.FC, out: H, in: c.AuxWidth()},
 		q:  linear{be: be, w: w.Wq, out: qDim, in: 2 * H}, k: linear{be: be, w: w.Wk, out: kvDim, in: 2 * H}, v: linear{be: be, w: w.Wv, out: kvDim, in: 2 * H},
 		o:    linear{be: be, w: w.Wo, out: H, in: qDim},
 		gate: linear{be: be, w: w.Wgate, out: I, in: H}, up: linear{be: be, w: w.Wup, out: I, in: H}, down: linear{be: be, w: w.Wdown, out: H, in: I},

@@ -43,7 +43,7 @@ func (d *Draft) Prepare() *Prepared {
 		w       []float32
 		out, in int
 	}{
-		{&p.fc, w.FC, H, 3 * c.TargetHiddenSize},
+		{&p.fc, w.FC, H, c.AuxWidth()},
 		{&p.q, w.Wq, qDim, 2 * H}, {&p.k, w.Wk, kvDim, 2 * H}, {&p.v, w.Wv, kvDim, 2 * H}, {&p.o, w.Wo, H, qDim},
 		{&p.gate, w.Wgate, I, H}, {&p.up, w.Wup, I, H}, {&p.down, w.Wdown, H, I},
 		{&p.lmHead, w.LMHead, c.DraftVocabSize, H},

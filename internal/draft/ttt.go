@@ -63,7 +63,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	}
 	N, H, I, vd := b.B*b.T, c.HiddenSize, c.IntermediateSize, c.DraftVocabSize
 	qDim, kvDim := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	if len(b.InputIDs) != N || len(b.Aux) != N*3*c.TargetHiddenSize || len(b.Teacher.P) != N*vd {
+	if len(b.InputIDs) != N || len(b.Aux) != N*c.AuxWidth() || len(b.Teacher.P) != N*vd {
 		return nil, fmt.Errorf("ttt: batch of %d x %d rows does not match its ids (%d), aux (%d) or teacher (%d)", b.B, b.T, len(b.InputIDs), len(b.Aux), len(b.Teacher.P))
 	}
 	rc, err := c.Rope()
