@@ -17,7 +17,7 @@ import (
 	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/spec"
+	"github.com/specforge/specforge/internal/specdecode"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
@@ -35,8 +35,8 @@ func (f *decodingFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.draftTokens, "draft-tokens", 32, "tree drafting: tokens verified per round, the newest included")
 }
 
-func (f *decodingFlags) options(maxNew int, s generate.SamplingParams, stop []int) spec.Options {
-	o := spec.Options{MaxNewTokens: maxNew, Sampling: s, StopIDs: stop}
+func (f *decodingFlags) options(maxNew int, s generate.SamplingParams, stop []int) specdecode.Options {
+	o := specdecode.Options{MaxNewTokens: maxNew, Sampling: s, StopIDs: stop}
 	if f.depth > 0 {
 		o.Depth, o.TopK, o.DraftTokens = f.depth, f.topK, f.draftTokens
 	} else {
@@ -151,7 +151,7 @@ func benchCommand() *cobra.Command {
 					return err
 				}
 			}
-			texts, err := spec.LoadPrompts(ds, datasets, skip, n+warmup)
+			texts, err := specdecode.LoadPrompts(ds, datasets, skip, n+warmup)
 			if err != nil {
 				return err
 			}
@@ -174,7 +174,7 @@ func benchCommand() *cobra.Command {
 				}
 				defer stop()
 			}
-			res, err := spec.Bench(&spec.Decoder{Target: target, Draft: d}, prompts, o, warmup)
+			res, err := specdecode.Bench(&specdecode.Decoder{Target: target, Draft: d}, prompts, o, warmup)
 			if err != nil {
 				return err
 			}
@@ -209,7 +209,7 @@ func benchCommand() *cobra.Command {
 	return cmd
 }
 
-func printBench(w io.Writer, ds, decoding string, temperature float64, maxNew int, r *spec.BenchResult) {
+func printBench(w io.Writer, ds, decoding string, temperature float64, maxNew int, r *specdecode.BenchResult) {
 	fmt.Fprintf(w, "benchmark %s: %d prompts, %s, temperature %g, up to %d new tokens\n", ds, r.Prompts, decoding, temperature, maxNew)
 	var pos []string
 	for i, a := range r.PositionAcceptance {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/spec"
+	"github.com/specforge/specforge/internal/specdecode"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
@@ -76,7 +76,7 @@ func generateCommand() *cobra.Command {
 				if err := o.Validate(); err != nil {
 					return err
 				}
-				out, st, err := (&spec.Decoder{Target: m, Draft: d}).Generate(ids, o)
+				out, st, err := (&specdecode.Decoder{Target: m, Draft: d}).Generate(ids, o)
 				if err != nil {
 					return err
 				}

@@ -5,7 +5,7 @@ import (
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/spec"
+	"github.com/specforge/specforge/internal/specdecode"
 )
 
 // acceptanceProbe decodes the first tokens of the first eval samples speculatively and reports the acceptance
@@ -20,10 +20,10 @@ func acceptanceProbe(target *model.Model, data *dataset.File, tc config.TrainCon
 		prompts = append(prompts, ids[:min(len(ids), 16)])
 	}
 	return func(d *draft.Draft) (float64, error) {
-		dec := &spec.Decoder{Target: target, Draft: d}
-		total := &spec.Stats{}
+		dec := &specdecode.Decoder{Target: target, Draft: d}
+		total := &specdecode.Stats{}
 		for _, p := range prompts {
-			_, st, err := dec.Generate(p, spec.Options{Steps: tc.EvalAcceptanceSteps, MaxNewTokens: tc.EvalAcceptanceTokens, StopIDs: target.Config.EOSTokenIDs})
+			_, st, err := dec.Generate(p, specdecode.Options{Steps: tc.EvalAcceptanceSteps, MaxNewTokens: tc.EvalAcceptanceTokens, StopIDs: target.Config.EOSTokenIDs})
 			if err != nil {
 				return 0, err
 			}

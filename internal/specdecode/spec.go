@@ -1,8 +1,8 @@
-// Package spec is EAGLE-3 speculative decoding: the draft proposes tokens (a chain, or an EAGLE-2 style
+// Package specdecode is EAGLE-3 speculative decoding: the draft proposes tokens (a chain, or an EAGLE-2 style
 // dynamic tree), the target verifies them all in one forward, and the accepted prefix plus the target's own
 // next token are kept. Greedy decoding reproduces the target's greedy output exactly; sampling uses
 // speculative rejection sampling, which preserves the target's distribution.
-package spec
+package specdecode
 
 import (
 	"fmt"
