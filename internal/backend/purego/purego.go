@@ -16,16 +16,16 @@ import (
 // Backend is the pure-Go backend. Its zero value is ready to use.
 type Backend struct{}
 
-var _ backend.Backend = Backend{}
+var _ backend.Backend = (*Backend)(nil)
 
 // New returns the pure-Go backend.
-func New() Backend { return Backend{} }
+func New() *Backend { return &Backend{} }
 
 // Name implements backend.Backend.
-func (Backend) Name() string { return "purego (gonum)" }
+func (*Backend) Name() string { return "purego (gonum)" }
 
 // MatMul implements backend.Backend.
-func (Backend) MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int) {
+func (*Backend) MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int) {
 	blas.SgemmGo(transA, transB, m, n, k, alpha, a.F32(), lda, b.F32(), ldb, beta, c.F32(), ldc)
 }
 
@@ -41,7 +41,7 @@ func (w *weight) Out() int              { return w.out }
 func (w *weight) In() int               { return w.in }
 
 // PrepareWeight implements backend.Backend.
-func (Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
+func (*Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
 	if err := CheckWeight(w, out, in); err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func CheckWeight(w tensor.Tensor, out, in int) error {
 }
 
 // Linear implements backend.Backend.
-func (Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
+func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
 	pw := w.(*weight)
 	var beta float32
 	if acc {
@@ -70,74 +70,74 @@ func (Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) 
 }
 
 // RMSNormForward implements backend.Backend.
-func (Backend) RMSNormForward(out, rstd, x, w tensor.Tensor, rows, dim int, eps float32) {
+func (*Backend) RMSNormForward(out, rstd, x, w tensor.Tensor, rows, dim int, eps float32) {
 	kernels.RMSNormForward(out.F32(), rstd.F32(), x.F32(), w.F32(), rows, dim, eps)
 }
 
 // RMSNormBackward implements backend.Backend.
-func (Backend) RMSNormBackward(dx, dw, dy, x, w, rstd tensor.Tensor, rows, dim int) {
+func (*Backend) RMSNormBackward(dx, dw, dy, x, w, rstd tensor.Tensor, rows, dim int) {
 	kernels.RMSNormBackward(dx.F32(), dw.F32(), dy.F32(), x.F32(), w.F32(), rstd.F32(), rows, dim)
 }
 
 // RoPEForward implements backend.Backend.
-func (Backend) RoPEForward(x tensor.Tensor, t *rope.Table, rows, heads int) {
+func (*Backend) RoPEForward(x tensor.Tensor, t *rope.Table, rows, heads int) {
 	t.Apply(x.F32(), rows, heads)
 }
 
 // RoPEBackward implements backend.Backend.
-func (Backend) RoPEBackward(x tensor.Tensor, t *rope.Table, rows, heads int) {
+func (*Backend) RoPEBackward(x tensor.Tensor, t *rope.Table, rows, heads int) {
 	t.ApplyInverse(x.F32(), rows, heads)
 }
 
 // AttentionForward implements backend.Backend.
-func (Backend) AttentionForward(out, q, k, v tensor.Tensor, T int, a backend.Attention, m backend.Mask) {
+func (*Backend) AttentionForward(out, q, k, v tensor.Tensor, T int, a backend.Attention, m backend.Mask) {
 	kernels.Attention(a).ForwardGo(out.F32(), q.F32(), k.F32(), v.F32(), T, kernels.Mask(m))
 }
 
 // TTTAttentionForward implements backend.Backend.
-func (Backend) TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
+func (*Backend) TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
 	kernels.TTTForward(kernels.TTTAttention(a), true, out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, B, T)
 }
 
 // TTTAttentionBackward implements backend.Backend.
-func (Backend) TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
+func (*Backend) TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
 	kernels.TTTBackward(kernels.TTTAttention(a), true, dq.F32(), kernels.Tensors(dKeys), kernels.Tensors(dValues),
 		dout.F32(), out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, B, T)
 }
 
 // SwiGLUForward implements backend.Backend.
-func (Backend) SwiGLUForward(out, gate, up tensor.Tensor) {
+func (*Backend) SwiGLUForward(out, gate, up tensor.Tensor) {
 	kernels.SwiGLUGo(out.F32(), gate.F32(), up.F32())
 }
 
 // SwiGLUBackward implements backend.Backend.
-func (Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Tensor) {
+func (*Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Tensor) {
 	kernels.SwiGLUBackward(dgate.F32(), dup.F32(), dout.F32(), gate.F32(), up.F32())
 }
 
 // Softmax implements backend.Backend.
-func (Backend) Softmax(x tensor.Tensor, rows, n int) { kernels.SoftmaxRowsGo(x.F32(), rows, n) }
+func (*Backend) Softmax(x tensor.Tensor, rows, n int) { kernels.SoftmaxRowsGo(x.F32(), rows, n) }
 
 // LogSumExp implements backend.Backend.
-func (Backend) LogSumExp(x tensor.Tensor) float64 { return kernels.LogSumExpGo(x.F32()) }
+func (*Backend) LogSumExp(x tensor.Tensor) float64 { return kernels.LogSumExpGo(x.F32()) }
 
 // SoftCrossEntropy implements backend.Backend.
-func (Backend) SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64 {
+func (*Backend) SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64 {
 	return kernels.SoftCrossEntropy(logits.F32(), targets.F32(), coef.F32(), pred, rows, v)
 }
 
 // Embedding implements backend.Backend.
-func (Backend) Embedding(out, table tensor.Tensor, ids []int32, dim int) {
+func (*Backend) Embedding(out, table tensor.Tensor, ids []int32, dim int) {
 	kernels.Embedding(out.F32(), table.F32(), ids, dim)
 }
 
 // Add implements backend.Backend.
-func (Backend) Add(dst, src tensor.Tensor) { kernels.Add(dst.F32(), src.F32()) }
+func (*Backend) Add(dst, src tensor.Tensor) { kernels.Add(dst.F32(), src.F32()) }
 
 // AddBias implements backend.Backend.
-func (Backend) AddBias(y, bias tensor.Tensor, rows, dim int) {
+func (*Backend) AddBias(y, bias tensor.Tensor, rows, dim int) {
 	kernels.AddBias(y.F32(), bias.F32(), rows, dim)
 }
 
 // Argmax implements backend.Backend.
-func (Backend) Argmax(x tensor.Tensor) int { return kernels.Argmax(x.F32()) }
+func (*Backend) Argmax(x tensor.Tensor) int { return kernels.Argmax(x.F32()) }
