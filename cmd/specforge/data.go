@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -68,8 +70,14 @@ func prepareDataCommand() *cobra.Command {
 			}
 			targetVocab := p.Tokenizer.VocabSize()
 			if cfg.Target.Path != "" {
-				if mc, err := model.LoadConfig(cfg.Target.Path); err == nil {
+				// A tokenizer-only folder has no config.json: its vocabulary is the target's. A config that
+				// is there but broken is an error.
+				mc, err := model.LoadConfig(cfg.Target.Path)
+				switch {
+				case err == nil:
 					targetVocab = mc.VocabSize
+				case !errors.Is(err, fs.ErrNotExist):
+					return err
 				}
 			}
 			m, path, err := pipeline.BuildVocab(p, targetVocab, cfg.Draft)

@@ -50,17 +50,6 @@ func prologue(transA, transB bool, m, n, k int, a []float32, lda int, b []float3
 	return true
 }
 
-// MatMulT computes y = x * w^T for x [m,k] and w [n,k] (a linear layer with PyTorch's weight layout),
-// overwriting y [m,n].
-func MatMulT(y, x, w []float32, m, n, k int) {
-	Sgemm(false, true, m, n, k, 1, x, k, w, k, 0, y, n)
-}
-
-// MatMulTAcc adds x * w^T to y.
-func MatMulTAcc(y, x, w []float32, m, n, k int) {
-	Sgemm(false, true, m, n, k, 1, x, k, w, k, 1, y, n)
-}
-
 func check(name string, x []float32, rows, cols, ld int) {
 	if rows == 0 || cols == 0 {
 		return

@@ -8,11 +8,11 @@ import (
 	"github.com/specforge/specforge/internal/goldentest"
 )
 
-// TestBackendsAgree runs the TTT pass and a decoding session of golden case e on the build's backend and on
+// TestBackendsAgree runs the TTT pass and a decoding session of the first TTT golden case on the build's backend and on
 // backend/purego: the draft is written against the interface only, so the two differ by float32 rounding
 // of their kernels, not by what they compute.
 func TestBackendsAgree(t *testing.T) {
-	c := goldentest.Open(t, "e_ttt_basic")
+	c := goldentest.First(t, goldentest.TTT)
 	d := loadGoldenDraft(t, c)
 	p, err := NewOn(purego.New(), d.Config, d.Embed, d.Vocab, d.W)
 	if err != nil {
@@ -31,12 +31,14 @@ func TestBackendsAgree(t *testing.T) {
 			t.Errorf("%s: max |diff| %g (scale %g)", name, worst, scale)
 		}
 	}
+	var K int
+	c.Hyper(t, "K", &K)
 	gd, gp := NewWeights(&d.Config), NewWeights(&d.Config)
-	md, err := d.TTT(b, 7, &gd, &Workspace{}, 1)
+	md, err := d.TTT(b, K, &gd, &Workspace{}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mp, err := p.TTT(b, 7, &gp, &Workspace{}, 1)
+	mp, err := p.TTT(b, K, &gp, &Workspace{}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,13 +58,13 @@ func TestBackendsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	H, n := d.Config.HiddenSize, 12
+	H, n := d.Config.HiddenSize, min(12, len(b.InputIDs)-1)
 	ids := make([]int32, n)
 	pos := make([]int32, n)
 	for i := range ids {
 		ids[i], pos[i] = b.InputIDs[i+1], int32(i)
 	}
-	aux := b.Aux[:n*3*d.Config.TargetHiddenSize]
+	aux := b.Aux[:n*d.Config.AuxWidth()]
 	od := sd.Forward(ids, sd.FC(aux, n), pos, nil, 0)
 	op := sp.Forward(ids, sp.FC(aux, n), pos, nil, 0)
 	near("session outputs", op, od)

@@ -23,7 +23,7 @@ type Draft struct {
 
 // Weights are the trainable tensors, in PyTorch's [out, in] layout; gradients use the same type.
 type Weights struct {
-	FC                              []float32 // [H, 3*Ht]
+	FC                              []float32 // [H, AuxWidth]
 	HiddenNorm, InputNorm, PostNorm []float32 // [H]
 	Wq, Wk, Wv                      []float32 // [nh*d | nkv*d, 2H]
 	Wo                              []float32 // [H, nh*d]

@@ -100,7 +100,7 @@ func (l *layer) stepLoss(k int, b *Batch, pm []bool, h, dDirect []float32, grad 
 			continue
 		}
 		// logits now holds d loss / d logits.
-		lw.dhn, lw.dh = tensor.Resize(lw.dhn, n*H), resize(lw.dh, n*H)
+		lw.dhn, lw.dh = tensor.Resize(lw.dhn, n*H), resizeZero(lw.dh, n*H)
 		l.headBackward(lw.dh, grad, logits, lw.dhn, hn, hb, rstd, n)
 		for i := range n {
 			copy(dDirect[rows[i]*H:(rows[i]+1)*H], lw.dh[i*H:(i+1)*H])

@@ -78,7 +78,7 @@ func (p *Prepared) NewSession() (*Session, error) {
 		attn: backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}}, nil
 }
 
-// FC projects target aux states [n, 3*Ht] to draft hidden inputs [n, H], in a buffer of the session that
+// FC projects target aux states [n, AuxWidth] to draft hidden inputs [n, H], in a buffer of the session that
 // the next call overwrites.
 func (s *Session) FC(aux []float32, n int) []float32 {
 	s.fc = tensor.Resize(s.fc, n*s.l.H)

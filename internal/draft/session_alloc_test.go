@@ -14,7 +14,7 @@ import (
 // TestDraftStepAllocatesNothing checks that a drafting step (logits of the newest row, then the next row
 // through the layer, fed its own previous output) reuses the session's buffers.
 func TestDraftStepAllocatesNothing(t *testing.T) {
-	c := goldentest.Open(t, "e_ttt_basic")
+	c := goldentest.First(t, goldentest.TTT)
 	d := loadGoldenDraft(t, c)
 	H := d.Config.HiddenSize
 	s, err := d.NewSession()

@@ -66,7 +66,7 @@ type Batch struct {
 	InputIDs      []int32   // [B*T] raw token ids (not shifted)
 	LossMask      []bool    // [B*T]
 	AttentionMask []bool    // [B*T] real tokens
-	Aux           []float32 // [B*T, 3*Ht] target hidden states after the aux layers (not shifted)
+	Aux           []float32 // [B*T, AuxWidth] target hidden states after the aux layers (not shifted)
 	Teacher       *Teacher
 }
 

@@ -36,13 +36,6 @@ type Workspace struct {
 	met                  Metrics
 }
 
-// resize is tensor.Resize with the buffer cleared: the backward accumulates into some of them.
-func resize(b []float32, n int) []float32 {
-	b = tensor.Resize(b, n)
-	clear(b)
-	return b
-}
-
 // resizeZero returns b with length n and every element zero, reallocated only when its capacity is short.
 func resizeZero[T any](b []T, n int) []T {
 	if cap(b) < n {
@@ -83,12 +76,12 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	met := &ws.met
 	met.reset(K)
 
-	ws.h = resize(ws.h, N*H)
+	ws.h = resizeZero(ws.h, N*H)
 	h := ws.h
 	l.fc.apply(h, b.Aux, N, false)
 	for k := range K {
 		st := &ws.steps[k]
-		st.h = resize(st.h, N*H)
+		st.h = resizeZero(st.h, N*H)
 		copy(st.h, h)
 		st.ids, st.positions = st.ids[:0], st.positions[:0]
 		for r := 0; r < b.B; r++ {
@@ -105,19 +98,19 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 			st.rot = rope.Rotations{Config: rc}
 		}
 		st.rope = st.rot.Table(st.positions)
-		st.e, st.eN, st.eRstd = resize(st.e, N*H), resize(st.eN, N*H), resize(st.eRstd, N)
-		st.hN, st.hRstd = resize(st.hN, N*H), resize(st.hRstd, N)
-		st.q, st.k, st.v = resize(st.q, N*qDim), resize(st.k, N*kvDim), resize(st.v, N*kvDim)
+		st.e, st.eN, st.eRstd = resizeZero(st.e, N*H), resizeZero(st.eN, N*H), resizeZero(st.eRstd, N)
+		st.hN, st.hRstd = resizeZero(st.hN, N*H), resizeZero(st.hRstd, N)
+		st.q, st.k, st.v = resizeZero(st.q, N*qDim), resizeZero(st.k, N*kvDim), resizeZero(st.v, N*kvDim)
 		l.forwardIn(&st.acts, st.ids, N)
 		ws.keys[k], ws.values[k] = t32(st.k), t32(st.v)
-		st.lse, st.a = resize(st.lse, N*c.NumHeads), resize(st.a, N*qDim)
+		st.lse, st.a = resizeZero(st.lse, N*c.NumHeads), resizeZero(st.a, N*qDim)
 		be.TTTAttentionForward(t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
-		st.hp, st.hpRstd, st.y = resize(st.hp, N*H), resize(st.hpRstd, N), resize(st.y, N*H)
-		st.gate, st.up = resize(st.gate, N*I), resize(st.up, N*I)
-		ws.act = resize(ws.act, N*I)
+		st.hp, st.hpRstd, st.y = resizeZero(st.hp, N*H), resizeZero(st.hpRstd, N), resizeZero(st.y, N*H)
+		st.gate, st.up = resizeZero(st.gate, N*I), resizeZero(st.up, N*I)
+		ws.act = resizeZero(ws.act, N*I)
 		l.forwardOut(h, ws.act, &st.acts, N) // h is now h_{k+1}
 
-		st.dDirect = resize(st.dDirect, N*H)
+		st.dDirect = resizeZero(st.dDirect, N*H)
 		l.stepLoss(k, b, ws.pm, h, st.dDirect, grad, &ws.loss, met, gradScale)
 	}
 	met.total()
@@ -126,24 +119,24 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	}
 
 	// Backward through the unrolled steps, last first; dh carries the gradient w.r.t. the step output.
-	ws.dh = resize(ws.dh, N*H)
+	ws.dh = resizeZero(ws.dh, N*H)
 	dh := ws.dh
 	for k := range K {
-		ws.dKs[k], ws.dVs[k] = resize(ws.dKs[k], N*kvDim), resize(ws.dVs[k], N*kvDim)
+		ws.dKs[k], ws.dVs[k] = resizeZero(ws.dKs[k], N*kvDim), resizeZero(ws.dVs[k], N*kvDim)
 		ws.dK[k], ws.dV[k] = t32(ws.dKs[k]), t32(ws.dVs[k])
 	}
 	g := &ws.out
 	for k := K - 1; k >= 0; k-- {
 		st := &ws.steps[k]
 		be.Add(t32(dh), t32(st.dDirect))
-		g.act, g.dact = resize(g.act, N*I), resize(g.dact, N*I)
-		g.dgate, g.dup, g.dy = resize(g.dgate, N*I), resize(g.dup, N*I), resize(g.dy, N*H)
-		ws.da = resize(ws.da, N*qDim)
+		g.act, g.dact = resizeZero(g.act, N*I), resizeZero(g.dact, N*I)
+		g.dgate, g.dup, g.dy = resizeZero(g.dgate, N*I), resizeZero(g.dup, N*I), resizeZero(g.dy, N*H)
+		ws.da = resizeZero(ws.da, N*qDim)
 		l.backwardOut(dh, ws.da, grad, &st.acts, g, N) // dh is now d hp
-		ws.dq = resize(ws.dq, N*qDim)
+		ws.dq = resizeZero(ws.dq, N*qDim)
 		be.TTTAttentionBackward(t32(ws.dq), ws.dK[:k+1], ws.dV[:k+1], t32(ws.da), t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
 		// Every later step has added to this step's keys and values: their gradients are complete.
-		ws.dEN, ws.dHN = resize(ws.dEN, N*H), resize(ws.dHN, N*H)
+		ws.dEN, ws.dHN = resizeZero(ws.dEN, N*H), resizeZero(ws.dHN, N*H)
 		l.backwardIn(dh, grad, &st.acts, ws.dq, ws.dKs[k], ws.dVs[k], ws.dEN, ws.dHN, N) // dh is now d h_k
 	}
 	l.fc.backward(nil, grad.FC, dh, b.Aux, N, false)

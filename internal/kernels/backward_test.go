@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/specforge/specforge/internal/rope"
 )
 
 // fdGrad returns the central finite-difference gradient of f at x (float64, so it is accurate).
@@ -91,7 +93,7 @@ func TestRopeBackward(t *testing.T) {
 	rows, heads, d := 4, 2, 8
 	x := randn(r, rows*heads*d, 1)
 	orig := append([]float32(nil), x...)
-	tab := NewRopeTable([]float64{1, 0.3, 0.01, 0.002}, 1, []int32{3, 0, 9, 100})
+	tab := rope.NewTable([]float64{1, 0.3, 0.01, 0.002}, 1, []int32{3, 0, 9, 100})
 	tab.Apply(x, rows, heads)
 	tab.ApplyInverse(x, rows, heads) // the rotation is orthogonal: its transpose undoes it
 	close64(t, "inverse", x, to64(orig), 1e-6, 1e-6)

@@ -116,9 +116,9 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 	var s, diag, qg, og []float32
 	for _, blk := range a.blocks(B, T) {
 		rows := group * blk.nq
-		s = Resize(s, rows*blk.keyEnd)
-		diag = Resize(diag, rows*k)
-		qg, og = Resize(qg, rows*d), Resize(og, rows*d)
+		s = tensor.Resize(s, rows*blk.keyEnd)
+		diag = tensor.Resize(diag, rows*k)
+		qg, og = tensor.Resize(qg, rows*d), tensor.Resize(og, rows*d)
 		a.gather(qg, q, blk, T)
 		tttScores(a, gemm, s, diag, qg, keys, valid, blk, T)
 		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
@@ -191,10 +191,10 @@ func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValue
 	var s, dp, diag, dsDiag, qg, og, dog, dqg, dsum []float32
 	for _, blk := range a.blocks(B, T) {
 		rows := group * blk.nq
-		s, dp = Resize(s, rows*blk.keyEnd), Resize(dp, rows*blk.keyEnd)
-		diag, dsDiag = Resize(diag, rows*k), Resize(dsDiag, rows*k)
-		qg, og, dog, dqg = Resize(qg, rows*d), Resize(og, rows*d), Resize(dog, rows*d), Resize(dqg, rows*d)
-		dsum = Resize(dsum, rows)
+		s, dp = tensor.Resize(s, rows*blk.keyEnd), tensor.Resize(dp, rows*blk.keyEnd)
+		diag, dsDiag = tensor.Resize(diag, rows*k), tensor.Resize(dsDiag, rows*k)
+		qg, og, dog, dqg = tensor.Resize(qg, rows*d), tensor.Resize(og, rows*d), tensor.Resize(dog, rows*d), tensor.Resize(dqg, rows*d)
+		dsum = tensor.Resize(dsum, rows)
 		a.gather(qg, q, blk, T)
 		a.gather(og, out, blk, T)
 		a.gather(dog, dout, blk, T)

@@ -11,12 +11,12 @@ import (
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
-// TestBackendsAgree runs the stories260K target on the build's backend and on the pure-Go one, a prefill
+// TestBackendsAgree runs the target of the first forward golden case on the build's backend and on the pure-Go one, a prefill
 // with padding and a cached step after it, and compares hidden states, aux states and logits: the target is
 // written against the backend only, so swapping it must not change what it computes beyond float32
 // rounding. (In a CGO_ENABLED=0 build both are purego, and must agree exactly.)
 func TestBackendsAgree(t *testing.T) {
-	c := goldentest.Open(t, "a_stories260k_forward")
+	c := goldentest.First(t, goldentest.Forward)
 	dir := goldenModelDirs(t, c)[0]
 	cfg, err := LoadConfig(dir)
 	if err != nil {

@@ -141,7 +141,10 @@ func offlineInputs(cfg *config.Run) (*inputs, error) {
 		if err := trainStore.CountLossTokens(counter); err != nil {
 			return nil, err
 		}
-		tok, _ := tokenizer.LoadIfPresent(cfg.Target.Path)
+		tok, err := tokenizer.LoadIfPresent(cfg.Target.Path)
+		if err != nil {
+			return nil, err
+		}
 		if m, err = ChooseVocab(counter.Counts, tok, cfg.Draft); err != nil {
 			return nil, err
 		}

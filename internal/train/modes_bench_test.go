@@ -12,8 +12,8 @@ import (
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/hidden"
-	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -40,9 +40,9 @@ func (s randomWeights) Get(name string, optional bool, shape ...int) ([]float32,
 // bf16 shards) for an 8-layer, 512-wide random Llama target with a 32000-token vocabulary, reporting the
 // training tokens/s of each mode.
 func BenchmarkOnlineVsOffline(b *testing.B) {
-	rope, _ := kernels.ParseRopeScaling(nil, 10000, 64, 4096)
+	rc, _ := rope.ParseScaling(nil, 10000, 64, 4096)
 	tc := &model.Config{Architecture: "LlamaForCausalLM", VocabSize: 32000, HiddenSize: 512, IntermediateSize: 1376,
-		NumLayers: 8, NumHeads: 8, NumKVHeads: 4, HeadDim: 64, RMSNormEps: 1e-5, Rope: rope, MaxPositionEmbeddings: 4096}
+		NumLayers: 8, NumHeads: 8, NumKVHeads: 4, HeadDim: 64, RMSNormEps: 1e-5, Rope: rc, MaxPositionEmbeddings: 4096}
 	target, err := model.New(tc, randomWeights{rand.New(rand.NewPCG(1, 2))})
 	if err != nil {
 		b.Fatal(err)

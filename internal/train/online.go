@@ -5,8 +5,8 @@ import (
 
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // BatchSource yields TTT batches (tokens, aux hidden states, teacher) by sample index.
@@ -65,7 +65,7 @@ func TeacherFromHidden(tc *draft.Teacher, hidden []float32, B, T int, lm LMHead,
 	chunk := max(1, teacherChunkValues/vocab)
 	for lo := 0; lo < rows; lo += chunk {
 		n := min(chunk, rows-lo)
-		scratch = kernels.Resize(scratch, n*H)
+		scratch = tensor.Resize(scratch, n*H)
 		clear(scratch)
 		for i := 0; i < n; i++ {
 			r := lo + i
