@@ -47,18 +47,7 @@ func NewHidden(cfg *config.Run, o HiddenOptions, log io.Writer) (*HiddenRun, err
 	if cfg.Target.Path == "" {
 		return nil, fmt.Errorf("no target: set target.path")
 	}
-	target, err := model.Load(cfg.Target.Path)
-	if err != nil {
-		return nil, err
-	}
-	dc, _, err := DraftConfig(cfg, &target.Head)
-	if err != nil {
-		return nil, err
-	}
-	if err := Regenerate(cfg, target, log); err != nil {
-		return nil, err
-	}
-	p, err := PrepareData(cfg, log)
+	target, dc, _, p, err := loadOnline(cfg, log)
 	if err != nil {
 		return nil, err
 	}
