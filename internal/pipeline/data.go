@@ -75,7 +75,7 @@ func PrepareData(cfg *config.Run, log io.Writer) (*Data, error) {
 	opt.Progress = func(done, n int) {
 		if bar == nil {
 			total = int64(n)
-			bar = progress.New(total, "prepare")
+			bar = progress.For(log, total, "prepare")
 		}
 		bar.Set(int64(done), "")
 	}
@@ -158,7 +158,7 @@ func Regenerate(cfg *config.Run, target *model.Model, log io.Writer) error {
 		if err := os.MkdirAll(cfg.Data.CacheDir, 0o755); err != nil {
 			return err
 		}
-		bar := progress.New(int64(len(prompts)), "regenerate")
+		bar := progress.For(log, int64(len(prompts)), "regenerate")
 		opt.Progress = func(done, total int) { bar.Set(int64(done), "") }
 		err = regen.Write(path, target, tok, prompts, opt)
 		bar.Finish()

@@ -36,6 +36,7 @@ type HiddenRun struct {
 	target *model.Model
 	aux    []int
 	data   *Data
+	log    io.Writer // progress
 }
 
 // NewHidden loads the target, resolves the aux layers the draft would read and prepares the data (regenerated
@@ -51,7 +52,7 @@ func NewHidden(cfg *config.Run, o HiddenOptions, log io.Writer) (*HiddenRun, err
 	if err != nil {
 		return nil, err
 	}
-	return &HiddenRun{cfg: cfg, o: o, target: target, aux: dc.AuxLayers, data: p}, nil
+	return &HiddenRun{cfg: cfg, o: o, target: target, aux: dc.AuxLayers, data: p, log: log}, nil
 }
 
 // Generate runs the target once over the prepared data and stores, per split, what offline training reads:
@@ -68,7 +69,7 @@ func (r *HiddenRun) Generate(ctx context.Context, done func(HiddenSplit)) error 
 		if err != nil {
 			return err
 		}
-		bar := progress.New(int64(data.Len()), "gen-hidden "+split.name)
+		bar := progress.For(r.log, int64(data.Len()), "gen-hidden "+split.name)
 		start := time.Now()
 		m, err := hidden.Generate(hidden.GenOptions{
 			Target: target, TargetPath: cfg.Target.Path, AuxLayers: r.aux, Data: data, DataPath: split.path,

@@ -25,9 +25,10 @@ type Reporter struct {
 	interval time.Duration
 }
 
-// New starts reporting a job of total units on stderr.
-func New(total int64, desc string) *Reporter {
-	return NewTo(os.Stderr, total, desc, term.IsTerminal(int(os.Stderr.Fd())))
+// For reports to w: as a bar when w is a terminal, as log lines otherwise.
+func For(w io.Writer, total int64, desc string) *Reporter {
+	f, ok := w.(*os.File)
+	return NewTo(w, total, desc, ok && term.IsTerminal(int(f.Fd())))
 }
 
 // NewTo reports to w, as a bar when terminal is true.

@@ -206,7 +206,7 @@ func (t *Trainer) Run(ctx context.Context) error {
 
 	var bar *progress.Reporter
 	if t.log != nil {
-		bar = progress.New(int64(t.totalSteps), "train")
+		bar = progress.For(t.log, int64(t.totalSteps), "train")
 		defer bar.Finish()
 	}
 	start := time.Now()
