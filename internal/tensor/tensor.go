@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"unsafe"
 )
 
@@ -90,33 +91,32 @@ type meta struct {
 	storage Storage
 }
 
-// shapeOf returns dims as a shape, its rank and its element count; ok is false when a dimension is negative
-// or a count exceeds MaxLen. dims never reaches fmt (not even on the error paths): that would move every
-// caller's variadic slice to the heap.
-func shapeOf(ds []int) (s dims, rank uint8, n int, ok bool) {
+// shapeOf returns ds as a shape, its rank and its element count, or why it is no shape (a negative
+// dimension, more than MaxLen elements). ds never reaches fmt (not even on the error paths): that would
+// move every caller's variadic slice to the heap.
+func shapeOf(ds []int) (s dims, rank uint8, n int, bad string) {
 	if len(ds) > MaxRank {
 		panic(fmt.Sprintf("tensor: rank %d > %d", len(ds), MaxRank))
 	}
-	n, ok = 1, true
+	n = 1
 	for i, d := range ds {
-		if d < 0 || d > MaxLen {
-			ok = false
-			d = 0 // kept out of the shape (which error messages print in full) only as far as its sign goes
+		if d < 0 {
+			return dims{}, 0, 0, "negative dimension " + strconv.Itoa(d)
+		}
+		if d > MaxLen || n*d > MaxLen {
+			return dims{}, 0, 0, "more than MaxLen elements"
 		}
 		s.set(i, d)
 		n *= d
-		if n > MaxLen {
-			ok, n = false, 0
-		}
 	}
-	return s, uint8(len(ds)), n, ok
+	return s, uint8(len(ds)), n, ""
 }
 
 // mustShape is shapeOf for the constructors that panic on a bad shape.
 func mustShape(ds []int) (dims, uint8, int) {
-	s, r, n, ok := shapeOf(ds)
-	if !ok {
-		panic("tensor: negative dimension or more than MaxLen elements in shape " + format(s, int(r)))
+	s, r, n, bad := shapeOf(ds)
+	if bad != "" {
+		panic("tensor: shape with " + bad)
 	}
 	return s, r, n
 }
@@ -159,9 +159,9 @@ func FromBytes(d DType, storage Storage, data []byte, dims ...int) (Tensor, erro
 	if len(dims) > MaxRank {
 		return Tensor{}, fmt.Errorf("tensor from bytes: rank %d > %d", len(dims), MaxRank)
 	}
-	s, r, n, ok := shapeOf(dims)
-	if !ok {
-		return Tensor{}, fmt.Errorf("tensor from bytes: negative dimension or more than %d elements in shape %v", MaxLen, dims)
+	s, r, n, bad := shapeOf(dims)
+	if bad != "" {
+		return Tensor{}, fmt.Errorf("tensor from bytes: shape %v with %s", dims, bad)
 	}
 	if n*d.Size() != len(data) {
 		return Tensor{}, fmt.Errorf("tensor from bytes: shape %s of %s needs %d bytes, have %d", format(s, int(r)), d, n*d.Size(), len(data))
