@@ -82,6 +82,9 @@ func TestFromBytes(t *testing.T) {
 	if _, err := FromBytes(BF16, Host, raw, 5); err == nil {
 		t.Error("a shape that does not match the bytes must be refused")
 	}
+	if _, err := FromBytes(U8, Host, raw, 1<<16, 1<<16); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("a shape of more than MaxLen elements: error %v", err)
+	}
 	h, err := FromBytes(BF16, Host, raw, 6)
 	if err != nil || len(h.Raw()) != 12 {
 		t.Fatalf("bf16 = %v, %v", h, err)
