@@ -3,31 +3,17 @@ package kernels
 import (
 	"math"
 
+	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
 	"github.com/specforge/specforge/internal/parallel"
 )
 
-// Attention is grouped-query scaled dot-product attention: query head h reads key/value head
-// h / (Heads/KVHeads), as Hugging Face's repeat_kv does.
-type Attention struct {
-	Heads, KVHeads, HeadDim int
-	Scale                   float32 // usually 1/sqrt(HeadDim)
-}
+// Attention is grouped-query scaled dot-product attention of the shape backend.Attention describes, with
+// the kernels as its methods.
+type Attention backend.Attention
 
-// Mask says which keys each of T new queries sees. Keys are indexed 0..Past+T-1: Past cached keys, then the
-// keys of the new tokens. Query i (0-based within the new block) sees key j when every rule below allows it.
-type Mask struct {
-	Past int
-	// KeyValid[j] false hides key j from every query (padding); nil means all keys are valid.
-	KeyValid []bool
-	// Tree is a draft tree's ancestor mask over the keys from TreeFrom on (TreeFrom <= Past; keys before it
-	// are a visible prefix): Tree[i*(Past+T-TreeFrom)+(j-TreeFrom)] says whether query i sees key j. Trees
-	// list ancestors before descendants: a key after the query's own is never visible. nil means causal.
-	Tree     []bool
-	TreeFrom int
-	// Window > 0 limits query i to keys j with Past+i-j < Window (sliding-window attention).
-	Window int
-}
+// Mask is backend.Mask (which keys each new query sees), with the kernels' visibility test as a method.
+type Mask backend.Mask
 
 func (m *Mask) visible(T, i, j int) bool {
 	if m.KeyValid != nil && !m.KeyValid[j] {

@@ -3,6 +3,7 @@ package kernels
 import (
 	"math"
 
+	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
 	"github.com/specforge/specforge/internal/parallel"
 	"github.com/specforge/specforge/internal/tensor"
@@ -16,10 +17,7 @@ import (
 //
 // Layouts: q and out are [B*T, Heads*HeadDim]; keys[i] and values[i] (step i) are [B*T, KVHeads*HeadDim];
 // valid [B*T] marks real (non-padding) rows; lse is [B*T, Heads].
-type TTTAttention struct {
-	Heads, KVHeads, HeadDim int
-	Scale                   float32
-}
+type TTTAttention backend.Attention
 
 // tttBlockRows bounds the rows of one score block (query rows times heads of a group).
 const tttBlockRows = 256
