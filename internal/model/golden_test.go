@@ -14,6 +14,20 @@ import (
 )
 
 // goldenModelDirs lists the model folders of a forward case.
+// forEachModel runs f as a subtest on each model folder of the case, loaded.
+func forEachModel(t *testing.T, c *goldentest.Case, f func(t *testing.T, m *Model)) {
+	for _, dir := range goldenModelDirs(t, c) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			m, err := Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			f(t, m)
+		})
+	}
+}
+
 func goldenModelDirs(t *testing.T, c *goldentest.Case) []string {
 	if _, ok := c.Manifest.Hyperparams["model_folders"]; ok {
 		var folders []string
@@ -43,63 +57,56 @@ func forwardBatch(t *testing.T, c *goldentest.Case) Batch {
 
 func TestGoldenForward(t *testing.T) {
 	goldentest.ForEach(t, goldentest.Forward, func(t *testing.T, c *goldentest.Case) {
-		for _, dir := range goldenModelDirs(t, c) {
-			t.Run(filepath.Base(dir), func(t *testing.T) {
-				m, err := Load(dir)
+		forEachModel(t, c, func(t *testing.T, m *Model) {
+			if len(m.Unused) > 0 {
+				t.Errorf("unused tensors: %v", m.Unused)
+			}
+			b := forwardBatch(t, c)
+			var defIDs, explicit []int
+			c.Hyper(t, "aux_layer_ids_default", &defIDs)
+			c.Hyper(t, "aux_layer_ids_explicit", &explicit)
+			if got := m.Config.DefaultAuxLayers(); !equalInts(got, defIDs) {
+				t.Errorf("default aux layers %v, want %v", got, defIDs)
+			}
+			all := make([]int, m.Config.NumLayers)
+			for i := range all {
+				all[i] = i
+			}
+			// Padded rows see the same keys as in the reference, but the manifest allows comparing only
+			// real rows; we compare them all where the mask is full.
+			rows := b.AttentionMask
+			exp := "expected_f64.safetensors"
+			for _, aux := range []struct {
+				ids  []int
+				name string
+			}{{defIDs, "aux_hidden"}, {explicit, "aux_hidden_explicit"}} {
+				out, err := m.Forward(b, nil, Request{AuxLayers: aux.ids, Logits: AllLogits})
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer m.Close()
-				if len(m.Unused) > 0 {
-					t.Errorf("unused tensors: %v", m.Unused)
+				c.Compare(t, exp, aux.name, out.Aux, rows)
+				if aux.name == "aux_hidden" {
+					c.Compare(t, exp, "logits", out.Logits, rows)
+					c.Compare(t, exp, "final_hidden", out.Hidden, rows)
 				}
-				b := forwardBatch(t, c)
-				var defIDs, explicit []int
-				c.Hyper(t, "aux_layer_ids_default", &defIDs)
-				c.Hyper(t, "aux_layer_ids_explicit", &explicit)
-				if got := m.Config.DefaultAuxLayers(); !equalInts(got, defIDs) {
-					t.Errorf("default aux layers %v, want %v", got, defIDs)
+			}
+			out, err := m.Forward(b, nil, Request{AuxLayers: all})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// layer_outputs is [N, B, T, H]; Aux is [B*T, N*H].
+			H, N := m.Config.HiddenSize, m.Config.NumLayers
+			layers := make([]float32, len(out.Aux))
+			layerRows := make([]bool, N*b.B*b.T)
+			for l := 0; l < N; l++ {
+				for r := 0; r < b.B*b.T; r++ {
+					copy(layers[(l*b.B*b.T+r)*H:(l*b.B*b.T+r+1)*H], out.Aux[r*N*H+l*H:r*N*H+(l+1)*H])
+					layerRows[l*b.B*b.T+r] = rows[r]
 				}
-				all := make([]int, m.Config.NumLayers)
-				for i := range all {
-					all[i] = i
-				}
-				// Padded rows see the same keys as in the reference, but the manifest allows comparing only
-				// real rows; we compare them all where the mask is full.
-				rows := b.AttentionMask
-				exp := "expected_f64.safetensors"
-				for _, aux := range []struct {
-					ids  []int
-					name string
-				}{{defIDs, "aux_hidden"}, {explicit, "aux_hidden_explicit"}} {
-					out, err := m.Forward(b, nil, Request{AuxLayers: aux.ids, Logits: AllLogits})
-					if err != nil {
-						t.Fatal(err)
-					}
-					c.Compare(t, exp, aux.name, out.Aux, rows)
-					if aux.name == "aux_hidden" {
-						c.Compare(t, exp, "logits", out.Logits, rows)
-						c.Compare(t, exp, "final_hidden", out.Hidden, rows)
-					}
-				}
-				out, err := m.Forward(b, nil, Request{AuxLayers: all})
-				if err != nil {
-					t.Fatal(err)
-				}
-				// layer_outputs is [N, B, T, H]; Aux is [B*T, N*H].
-				H, N := m.Config.HiddenSize, m.Config.NumLayers
-				layers := make([]float32, len(out.Aux))
-				layerRows := make([]bool, N*b.B*b.T)
-				for l := 0; l < N; l++ {
-					for r := 0; r < b.B*b.T; r++ {
-						copy(layers[(l*b.B*b.T+r)*H:(l*b.B*b.T+r+1)*H], out.Aux[r*N*H+l*H:r*N*H+(l+1)*H])
-						layerRows[l*b.B*b.T+r] = rows[r]
-					}
-				}
-				c.Compare(t, "intermediates_f64.safetensors", "layer_outputs", layers, layerRows)
-				checkRopeTables(t, c, m.Config, b.T)
-			})
-		}
+			}
+			c.Compare(t, "intermediates_f64.safetensors", "layer_outputs", layers, layerRows)
+			checkRopeTables(t, c, m.Config, b.T)
+		})
 	})
 }
 
@@ -149,25 +156,18 @@ func TestGoldenGreedy(t *testing.T) {
 		}
 		want := c.Ints(t, "expected_f64.safetensors", "greedy_ids")
 		prompt := c.Ints(t, "inputs.safetensors", "greedy_prompt")
-		for _, dir := range goldenModelDirs(t, c) {
-			t.Run(filepath.Base(dir), func(t *testing.T) {
-				m, err := Load(dir)
-				if err != nil {
-					t.Fatal(err)
+		forEachModel(t, c, func(t *testing.T, m *Model) {
+			ids := make([]int32, len(prompt))
+			for i, id := range prompt {
+				ids[i] = int32(id)
+			}
+			got := greedy(t, m, ids, len(want))
+			for i := range want {
+				if int64(got[i]) != want[i] {
+					t.Fatalf("greedy ids %v, want %v", got, want)
 				}
-				defer m.Close()
-				ids := make([]int32, len(prompt))
-				for i, id := range prompt {
-					ids[i] = int32(id)
-				}
-				got := greedy(t, m, ids, len(want))
-				for i := range want {
-					if int64(got[i]) != want[i] {
-						t.Fatalf("greedy ids %v, want %v", got, want)
-					}
-				}
-			})
-		}
+			}
+		})
 	})
 }
 
