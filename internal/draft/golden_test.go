@@ -15,13 +15,22 @@ import (
 func loadGoldenDraft(t testing.TB, c *goldentest.Case) *Draft {
 	cfg, w, f := loadGoldenWeights(t, c)
 	defer f.Close()
-	et, _ := f.Tensor("embed_tokens.weight")
+	et, err := f.Tensor("embed_tokens.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
 	embed, err := et.Float32()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dt, _ := f.Tensor("d2t")
-	d2t, _ := dt.Int64()
+	dt, err := f.Tensor("d2t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2t, err := dt.Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
 	m, err := vocab.FromD2T(d2t, cfg.VocabSize)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ type Session struct {
 
 // Prepared is a draft's matrices ready for decoding on its backend (the CPU backend keeps transposes of
 // the small ones, which products of a few rows, a drafting step or a verified span, use). Sessions started
-// from it share them; it holds copies, so prepare again after the draft's weights change.
+// from it share them; the transposes are copies, so prepare again after the draft's weights change.
 type Prepared struct {
 	d                                      *Draft
 	fc, q, k, v, o, gate, up, down, lmHead backend.Weight
