@@ -1,0 +1,256 @@
+// bf16 matrix products with float32 accumulation on AVX512-BF16 (vdpbf16ps), BLIS-style: operands are
+// packed into bf16 panels whose 32-bit lanes hold two consecutive k, a 12x32 register tile accumulates
+// in float32, and the k loop is cut into fixed blocks. Every element of C sees the same sequence of
+// operations whatever m, the column range or the tile it falls in, so a row's result does not depend on
+// how many rows share the product (a verification of drafted tokens equals one-token steps bit for bit).
+
+#pragma GCC optimize("O3")
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include "bfgemm.h"
+
+#define MR 12   // rows of the register tile
+#define NR 32   // columns of the register tile: two zmm of float32
+#define KC 256  // k per block (even): a packed B panel is KC*NR*2 bytes = 16 KiB, L1-resident
+#define MC 384  // rows per packed A block: MC*KC*2 bytes = 192 KiB, L2-resident
+
+int sf_bf16_available(void) {
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	       __builtin_cpu_supports("avx512bf16");
+}
+
+static inline uint16_t bf16_round(float f) {
+	uint32_t b;
+	memcpy(&b, &f, 4);
+	if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40); // NaN stays a quiet NaN
+	return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static inline uint32_t elem(const void *x, int bf, long i) {
+	return bf ? ((const uint16_t *)x)[i] : bf16_round(((const float *)x)[i]);
+}
+
+// load_pairs loads np <= 16 pairs (2*np elements from x[off]) as dwords of two bf16, zeros beyond.
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i
+load_pairs(const void *x, int bf, long off, int np) {
+	if (bf) return _mm512_maskz_loadu_epi32(np >= 16 ? 0xFFFF : (__mmask16)((1u << np) - 1), (const uint16_t *)x + off);
+	const float *f = (const float *)x + off;
+	int ne = 2 * np;
+	__mmask16 m0 = ne >= 16 ? 0xFFFF : (__mmask16)((1u << ne) - 1);
+	__mmask16 m1 = ne >= 32 ? 0xFFFF : ne > 16 ? (__mmask16)((1u << (ne - 16)) - 1) : 0;
+	return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, f + 16), _mm512_maskz_loadu_ps(m0, f));
+}
+
+// transpose16 transposes 16 rows of 16 dwords in place.
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512i *r) {
+	__m512i a[16], b[16];
+	for (int i = 0; i < 8; i++) {
+		a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+		a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+	}
+	for (int i = 0; i < 4; i++) {
+		b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+		b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+		b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+		b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+	}
+	// b[4i+j], 128-bit lane L, holds column 4L+j of rows 4i..4i+3.
+	for (int j = 0; j < 4; j++) {
+		__m512i s0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44), s1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
+		__m512i s2 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44), s3 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
+		r[j] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+		r[4 + j] = _mm512_shuffle_i32x4(s0, s2, 0xDD);
+		r[8 + j] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+		r[12 + j] = _mm512_shuffle_i32x4(s1, s3, 0xDD);
+	}
+}
+
+// pack_lanes16 is pack's transpose for lane counts that are multiples of 16 (B panels): blocks of 16
+// lanes x 16 pairs are loaded as rows and transposed in registers.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+pack_lanes16(uint32_t *dst, int L, int nl, int p0, int kc, const void *x, int bf, long rs) {
+	int full = kc / 2;
+	for (int l0 = 0; l0 < L; l0 += 16) {
+		for (int q0 = 0; q0 < full; q0 += 16) {
+			int np = full - q0 < 16 ? full - q0 : 16;
+			__m512i r[16];
+			for (int i = 0; i < 16; i++)
+				r[i] = l0 + i < nl ? load_pairs(x, bf, (long)(l0 + i) * rs + p0 + 2 * q0, np) : _mm512_setzero_si512();
+			transpose16(r);
+			for (int c = 0; c < np; c++) _mm512_store_si512(dst + (size_t)(q0 + c) * L + l0, r[c]);
+		}
+	}
+	if (kc & 1)
+		for (int l = 0; l < L; l++) dst[(size_t)full * L + l] = l < nl ? elem(x, bf, (long)l * rs + p0 + kc - 1) : 0;
+}
+
+// pack writes the panel dst[pp*L + l] = (X(l, p0+2pp), X(l, p0+2pp+1)) as two bf16 (low half first) for
+// lanes l < L and pairs pp < (kc+1)/2, where X(l, p) = x[l*rs + p*cs]; lanes from nl on and k from kend
+// on are zero, so padded rows, columns and an odd k contribute nothing.
+static void pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const void *x, int bf, long rs, long cs) {
+	int kp = (kc + 1) / 2;
+	if (cs == 1 && L % 16 == 0) {
+		pack_lanes16(dst, L, nl, p0, kc, x, bf, rs);
+		return;
+	}
+	if (cs == 1) { // each lane is contiguous in k: a transpose of dword pairs
+		for (int l = 0; l < L; l++) {
+			if (l >= nl) {
+				for (int pp = 0; pp < kp; pp++) dst[pp * L + l] = 0;
+				continue;
+			}
+			long base = l * rs + p0;
+			int full = kc / 2;
+			if (bf) {
+				const uint16_t *row = (const uint16_t *)x + base;
+				for (int pp = 0; pp < full; pp++) {
+					uint32_t v;
+					memcpy(&v, row + 2 * pp, 4);
+					dst[pp * L + l] = v;
+				}
+			} else {
+				const float *row = (const float *)x + base;
+				for (int pp = 0; pp < full; pp++)
+					dst[pp * L + l] = bf16_round(row[2 * pp]) | (uint32_t)bf16_round(row[2 * pp + 1]) << 16;
+			}
+			if (kc & 1) dst[full * L + l] = elem(x, bf, base + kc - 1);
+		}
+		(void)kend;
+		return;
+	}
+	for (int pp = 0; pp < kp; pp++) {
+		int p = p0 + 2 * pp;
+		for (int l = 0; l < L; l++) {
+			uint32_t lo = 0, hi = 0;
+			if (l < nl) {
+				lo = elem(x, bf, l * rs + (long)p * cs);
+				if (p + 1 < kend) hi = elem(x, bf, l * rs + (long)(p + 1) * cs);
+			}
+			dst[pp * L + l] = lo | hi << 16;
+		}
+	}
+}
+
+// kernel multiplies the packed A tile (R <= MR valid rows) by the packed B panel over kp pairs and
+// stores into c [R, nv]: c = alpha*acc (+ beta*c) on the first k block, c += alpha*acc after.
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
+kernel(const int R, int kp, const uint32_t *ap, const uint32_t *bp, float *c, long ldc, int nv, float alpha,
+       float beta, int first) {
+	__m512 acc0[MR], acc1[MR];
+	for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+	for (int pp = 0; pp < kp; pp++) {
+		__m512bh b0 = (__m512bh)_mm512_load_si512(bp + pp * NR);
+		__m512bh b1 = (__m512bh)_mm512_load_si512(bp + pp * NR + 16);
+		for (int r = 0; r < R; r++) {
+			__m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[pp * MR + r]);
+			acc0[r] = _mm512_dpbf16_ps(acc0[r], a, b0);
+			acc1[r] = _mm512_dpbf16_ps(acc1[r], a, b1);
+		}
+	}
+	__mmask16 m0 = nv >= 16 ? 0xFFFF : (__mmask16)((1u << nv) - 1);
+	__mmask16 m1 = nv >= 32 ? 0xFFFF : nv > 16 ? (__mmask16)((1u << (nv - 16)) - 1) : 0;
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+	for (int r = 0; r < R; r++) {
+		float *cr = c + r * ldc;
+		__m512 v0, v1;
+		if (first && beta == 0) {
+			v0 = _mm512_mul_ps(va, acc0[r]);
+			v1 = _mm512_mul_ps(va, acc1[r]);
+		} else {
+			__m512 c0 = _mm512_maskz_loadu_ps(m0, cr), c1 = _mm512_maskz_loadu_ps(m1, cr + 16);
+			if (first && beta != 1) {
+				c0 = _mm512_mul_ps(vb, c0);
+				c1 = _mm512_mul_ps(vb, c1);
+			}
+			v0 = _mm512_fmadd_ps(va, acc0[r], c0);
+			v1 = _mm512_fmadd_ps(va, acc1[r], c1);
+		}
+		_mm512_mask_storeu_ps(cr, m0, v0);
+		_mm512_mask_storeu_ps(cr + 16, m1, v1);
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+tile(int R, int kp, const uint32_t *ap, const uint32_t *bp, float *c, long ldc, int nv, float alpha, float beta, int first) {
+	switch (R) {
+#define CASE(n) case n: kernel(n, kp, ap, bp, c, ldc, nv, alpha, beta, first); break;
+	CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
+#undef CASE
+	}
+}
+
+// Per-thread packing buffers, grown on demand (each Go caller runs on its own OS thread).
+static __thread uint32_t *abuf, *bbuf;
+static __thread size_t acap;
+
+static uint32_t *grow_a(size_t dwords) {
+	if (dwords > acap) {
+		free(abuf);
+		acap = dwords < (size_t)MC * (KC / 2) ? (size_t)MC * (KC / 2) : dwords;
+		abuf = aligned_alloc(64, acap * 4);
+		if (!abuf) abort();
+	}
+	if (!bbuf && !(bbuf = aligned_alloc(64, (size_t)NR * (KC / 2) * 4))) abort();
+	return abuf;
+}
+
+// fewRows is the row count up to which all of A is packed once and each B panel runs through every k
+// block before the next: a matrix-vector-like product then reads each row of B from start to end.
+#define FEW_ROWS (4 * MR)
+
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+
+// pack_a packs rows [i0, i0+mc) of A over k [p0, p0+kc) into MR-row tiles of kp pairs each.
+static void pack_a(uint32_t *dst, int i0, int mc, int p0, int kc, int k, const void *a, int a_bf16, long rsa, long csa) {
+	int kp = (kc + 1) / 2;
+	for (int t = 0; t * MR < mc; t++)
+		pack(dst + (size_t)t * kp * MR, MR, min_int(MR, mc - t * MR), p0, kc, k,
+		     (const char *)a + (a_bf16 ? 2 : 4) * (long)(i0 + t * MR) * rsa, a_bf16, rsa, csa);
+}
+
+// sf_bf16_gemm sets C(i, j) = alpha * sum_p A(i,p) B(p,j) + beta * C(i, j) for i < m and n0 <= j < n1,
+// with A(i,p) = a[i*rsa + p*csa] and B(p,j) = b[p*rsb + j*csb]; an operand is bf16 bits when its flag
+// is set and float32 (rounded to bf16 as it is packed) otherwise. k >= 1. Both loop orders below give
+// every element of C the same operations in the same order: k blocks of KC ascending, pairs ascending
+// within a block.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void
+sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa,
+             const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc) {
+	const char *bb = (const char *)b;
+	int bsize = b_bf16 ? 2 : 4;
+	if (m <= FEW_ROWS) {
+		int tiles = (m + MR - 1) / MR, blocks = (k + KC - 1) / KC;
+		uint32_t *ap = grow_a((size_t)tiles * MR * blocks * (KC / 2));
+		for (int p0 = 0; p0 < k; p0 += KC)
+			pack_a(ap + (size_t)(p0 / KC) * tiles * MR * (KC / 2), 0, m, p0, min_int(KC, k - p0), k, a, a_bf16, rsa, csa);
+		for (int j0 = n0; j0 < n1; j0 += NR) {
+			int nv = min_int(NR, n1 - j0);
+			for (int p0 = 0; p0 < k; p0 += KC) {
+				int kc = min_int(KC, k - p0), kp = (kc + 1) / 2;
+				pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);
+				const uint32_t *apb = ap + (size_t)(p0 / KC) * tiles * MR * (KC / 2);
+				for (int t = 0; t < tiles; t++)
+					tile(min_int(MR, m - t * MR), kp, apb + (size_t)t * kp * MR, bbuf, c + (long)t * MR * ldc + j0, ldc, nv,
+					     alpha, beta, p0 == 0);
+			}
+		}
+		return;
+	}
+	uint32_t *ap = grow_a((size_t)MC * (KC / 2));
+	for (int p0 = 0; p0 < k; p0 += KC) {
+		int kc = min_int(KC, k - p0), kp = (kc + 1) / 2;
+		for (int i0 = 0; i0 < m; i0 += MC) {
+			int mc = min_int(MC, m - i0);
+			pack_a(ap, i0, mc, p0, kc, k, a, a_bf16, rsa, csa);
+			for (int j0 = n0; j0 < n1; j0 += NR) {
+				int nv = min_int(NR, n1 - j0);
+				pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);
+				for (int t = 0; t * MR < mc; t++)
+					tile(min_int(MR, mc - t * MR), kp, ap + (size_t)t * kp * MR, bbuf, c + (long)(i0 + t * MR) * ldc + j0, ldc, nv,
+					     alpha, beta, p0 == 0);
+			}
+		}
+	}
+}

@@ -1,0 +1,103 @@
+//go:build cgo
+
+package bfgemm
+
+/*
+#cgo CFLAGS: -O3
+#include "bfgemm.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/specforge/specforge/internal/parallel"
+	"github.com/specforge/specforge/internal/tensor"
+)
+
+var available = C.sf_bf16_available() != 0
+
+// Available reports whether this CPU runs the AVX512-BF16 kernels.
+func Available() bool { return available }
+
+// tileCols is the column width of the kernels' register tile; parallel splits keep to its multiples so
+// that no tile straddles two goroutines.
+const tileCols = 32
+
+// minParallelFlops is the product size (2*m*n*k) from which Gemm splits columns across goroutines.
+const minParallelFlops = 1 << 21
+
+// Gemm computes c = alpha*op(a)*op(b) + beta*c with op(a) [m, k], op(b) [k, n] and c [m, n], where op(x)
+// is x or its transpose and lda, ldb, ldc are row strides as stored (MatMul's convention in package
+// backend). a and b are BF16 or F32 tensors; F32 operands are rounded to bf16. Products accumulate in
+// float32. It panics when the kernels are not Available or an operand is too short: callers check.
+func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c []float32, ldc int) {
+	if !available {
+		panic("bfgemm: no AVX512-BF16 on this CPU")
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	rsa, csa := lda, 1
+	if transA {
+		rsa, csa = 1, lda
+	}
+	rsb, csb := ldb, 1
+	if transB {
+		rsb, csb = 1, ldb
+	}
+	check("a", a, m, k, rsa, csa)
+	check("b", b, k, n, rsb, csb)
+	if len(c) < (m-1)*ldc+n || ldc < n {
+		panic(fmt.Sprintf("bfgemm: c has %d elements, ldc %d; want [%d, %d]", len(c), ldc, m, n))
+	}
+	if k == 0 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			for j := range row {
+				if beta == 0 {
+					row[j] = 0
+				} else {
+					row[j] *= beta
+				}
+			}
+		}
+		return
+	}
+	ap, abf := operand(a)
+	bp, bbf := operand(b)
+	cp := unsafe.Pointer(&c[0])
+	run := func(lo, hi int) {
+		C.sf_bf16_gemm(C.int(m), C.int(lo), C.int(hi), C.int(k), C.float(alpha), ap, abf, C.long(rsa), C.long(csa),
+			bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(cp), C.long(ldc))
+	}
+	if 2*m*n*k < minParallelFlops || n <= tileCols {
+		run(0, n)
+		return
+	}
+	tiles := (n + tileCols - 1) / tileCols
+	parallel.For(tiles, 1, func(lo, hi int) { run(lo*tileCols, min(hi*tileCols, n)) })
+}
+
+// operand returns x's data pointer and whether it holds bf16.
+func operand(x tensor.Tensor) (unsafe.Pointer, C.int) {
+	raw := x.Raw()
+	if x.DType() == tensor.BF16 {
+		return unsafe.Pointer(&raw[0]), 1
+	}
+	return unsafe.Pointer(&raw[0]), 0
+}
+
+// check panics unless x is F32 or BF16 and holds element (rows-1, cols-1) at (rows-1)*rs + (cols-1)*cs.
+func check(name string, x tensor.Tensor, rows, cols, rs, cs int) {
+	if d := x.DType(); d != tensor.F32 && d != tensor.BF16 {
+		panic(fmt.Sprintf("bfgemm: %s is %s, want F32 or BF16", name, d))
+	}
+	if rows == 0 || cols == 0 {
+		return
+	}
+	if need := (rows-1)*rs + (cols-1)*cs + 1; x.Len() < need {
+		panic(fmt.Sprintf("bfgemm: %s has %d elements, want at least %d for [%d, %d]", name, x.Len(), need, rows, cols))
+	}
+}

@@ -1,0 +1,179 @@
+//go:build cgo
+
+package bfgemm
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/half"
+	"github.com/specforge/specforge/internal/tensor"
+)
+
+func needKernels(t testing.TB) {
+	if !Available() {
+		t.Skip("this CPU has no AVX512-BF16; backend tests cover the fallback")
+	}
+}
+
+// operands holds a matrix as float32 and as its bf16 rounding, in both tensor forms.
+type testMatrix struct {
+	f32     []float32
+	rounded []float32 // f32 rounded to bf16, widened back
+	bits    []uint16
+}
+
+func newTestMatrix(r *rand.Rand, n int) testMatrix {
+	o := testMatrix{f32: make([]float32, n), rounded: make([]float32, n), bits: make([]uint16, n)}
+	for i := range o.f32 {
+		o.f32[i] = float32(r.NormFloat64())
+	}
+	half.F32ToBF16(o.bits, o.f32)
+	half.BF16ToF32(o.rounded, o.bits)
+	return o
+}
+
+func (o testMatrix) tensor(bf16 bool) tensor.Tensor {
+	if !bf16 {
+		return tensor.FromF32(o.f32)
+	}
+	raw := make([]byte, 2*len(o.bits))
+	for i, v := range o.bits {
+		raw[2*i], raw[2*i+1] = byte(v), byte(v>>8)
+	}
+	t, err := tensor.FromBytes(tensor.BF16, tensor.Host, raw, len(o.bits))
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// reference computes alpha*op(a)*op(b) + beta*c in float64 from the bf16-rounded operands, and the bound
+// of a float32 sum of k products: k * 2^-23 * sum |products| (plus the rounding of alpha, beta and c).
+func reference(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) (want, bound []float64) {
+	want, bound = make([]float64, m*n), make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, abs float64
+			for p := 0; p < k; p++ {
+				ai, bi := i*lda+p, p*ldb+j
+				if transA {
+					ai = p*lda + i
+				}
+				if transB {
+					bi = j*ldb + p
+				}
+				av, bv := a[ai], b[bi]
+				s += float64(av) * float64(bv)
+				abs += math.Abs(float64(av) * float64(bv))
+			}
+			cv := float64(c[i*ldc+j])
+			want[i*n+j] = float64(alpha)*s + float64(beta)*cv
+			bound[i*n+j] = (float64(k)+2)*0x1p-23*(math.Abs(float64(alpha))*abs+math.Abs(float64(beta)*cv)) + 1e-30
+		}
+	}
+	return want, bound
+}
+
+func TestGemmMatchesReference(t *testing.T) {
+	needKernels(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []struct {
+		transA, transB bool
+		m, n, k        int
+		alpha, beta    float32
+	}{
+		{false, true, 1, 1, 1, 1, 0},
+		{false, true, 3, 37, 5, 1, 0},
+		{false, true, 13, 70, 257, 1, 1},
+		{false, false, 25, 33, 300, 0.5, 0},
+		{true, false, 17, 65, 513, 1, 0.25},
+		{true, true, 12, 32, 256, 2, 1},
+		{false, true, 400, 100, 600, 1, 0}, // more rows than one packed A block, k over two blocks
+	} {
+		for _, bfA := range []bool{false, true} {
+			for _, bfB := range []bool{false, true} {
+				lda, ldb, ldc := c.k+3, c.n+1, c.n+2
+				if c.transA {
+					lda = c.m + 3
+				}
+				if c.transB {
+					ldb = c.k + 1
+				}
+				rowsA, rowsB := c.m, c.k
+				if c.transA {
+					rowsA = c.k
+				}
+				if c.transB {
+					rowsB = c.n
+				}
+				a, b := newTestMatrix(r, rowsA*lda), newTestMatrix(r, rowsB*ldb)
+				out := make([]float32, c.m*ldc)
+				for i := range out {
+					out[i] = float32(r.NormFloat64())
+				}
+				want, bound := reference(c.transA, c.transB, c.m, c.n, c.k, c.alpha, a.rounded, lda, b.rounded, ldb, c.beta, out, ldc)
+				Gemm(c.transA, c.transB, c.m, c.n, c.k, c.alpha, a.tensor(bfA), lda, b.tensor(bfB), ldb, c.beta, out, ldc)
+				for i := 0; i < c.m; i++ {
+					for j := 0; j < c.n; j++ {
+						if d := math.Abs(float64(out[i*ldc+j]) - want[i*c.n+j]); !(d <= bound[i*c.n+j]) {
+							t.Fatalf("%+v bf16 a=%v b=%v: c[%d,%d] = %g, want %g (bound %g)", c, bfA, bfB, i, j, out[i*ldc+j], want[i*c.n+j], bound[i*c.n+j])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// A row's result must not depend on how many rows share the product, nor on which columns a call
+// covers: a speculative verification of several tokens must equal one-token steps bit for bit.
+func TestGemmRowsAndColumnsIndependent(t *testing.T) {
+	needKernels(t)
+	r := rand.New(rand.NewPCG(3, 4))
+	const n, k = 300, 1000
+	w := newTestMatrix(r, n*k).tensor(true)
+	for _, m := range []int{2, 5, 12, 13, 30, 500} {
+		x := newTestMatrix(r, m*k)
+		all := make([]float32, m*n)
+		Gemm(false, true, m, n, k, 1, x.tensor(false), k, w, k, 0, all, n)
+		one := make([]float32, n)
+		for i := 0; i < m; i++ {
+			Gemm(false, true, 1, n, k, 1, tensor.FromF32(x.f32[i*k:(i+1)*k]), k, w, k, 0, one, n)
+			for j := range one {
+				if one[j] != all[i*n+j] {
+					t.Fatalf("m=%d: row %d col %d alone %g, in the product %g", m, i, j, one[j], all[i*n+j])
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkGemm(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, s := range []struct {
+		name    string
+		m, n, k int
+	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096}} {
+		x := newTestMatrix(r, s.m*s.k)
+		w := newTestMatrix(r, s.n*s.k)
+		c := make([]float32, s.m*s.n)
+		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
+		b.Run(s.name+"/bf16", func(b *testing.B) {
+			needKernels(b)
+			wt, xt := w.tensor(true), x.tensor(false)
+			for b.Loop() {
+				Gemm(false, true, s.m, s.n, s.k, 1, xt, s.k, wt, s.k, 0, c, s.n)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(s.name+"/sgemm", func(b *testing.B) {
+			for b.Loop() {
+				blas.Sgemm(false, true, s.m, s.n, s.k, 1, x.f32, s.k, w.f32, s.k, 0, c, s.n)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
