@@ -73,6 +73,10 @@ type Backend interface {
 	// and returns the summed loss.
 	SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64
 
+	// Convert copies src into dst (same length) in dst's dtype: F32 to BF16 rounds to nearest, ties to
+	// even (a bf16 training step's copies of its weights and gradients); BF16 and F16 to F32 are exact.
+	Convert(dst, src tensor.Tensor)
+
 	// Embedding copies rows ids[i] of table [V, dim] into out [len(ids), dim].
 	Embedding(out, table tensor.Tensor, ids []int32, dim int)
 	// Add computes dst += src elementwise.

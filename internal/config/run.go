@@ -31,7 +31,10 @@ type TrainConfig struct {
 	MaxGradNorm float64 `yaml:"max_grad_norm"`
 	WeightDecay float64 `yaml:"weight_decay"`
 	// TTTLength is K, the unrolled draft steps per position.
-	TTTLength int    `yaml:"ttt_length"`
+	TTTLength int `yaml:"ttt_length"`
+	// Precision of the draft's matrix products: "bf16" (operands rounded to bf16, float32 accumulation;
+	// float32 master weights, norms, attention, loss and optimiser) or "f32".
+	Precision string `yaml:"precision"`
 	Seed      uint64 `yaml:"seed"`
 	// Intervals in optimiser steps (0: only at the end).
 	LogInterval  int `yaml:"log_interval"`
@@ -153,7 +156,7 @@ func Defaults() Run {
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
-			MaxGradNorm: 0.5, TTTLength: 7, LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
+			MaxGradNorm: 0.5, TTTLength: 7, Precision: "f32", LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
 			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
@@ -200,6 +203,8 @@ func (r *Run) Validate() error {
 		return fmt.Errorf("train.lr must be positive, got %g", t.LR)
 	case t.TTTLength <= 0:
 		return fmt.Errorf("train.ttt_length must be positive, got %d", t.TTTLength)
+	case t.Precision != "bf16" && t.Precision != "f32":
+		return fmt.Errorf("train.precision %q is not one of bf16, f32", t.Precision)
 	case t.Epochs <= 0 && t.MaxSteps <= 0:
 		return fmt.Errorf("train.epochs or train.max_steps must be positive")
 	case t.WarmupRatio < 0 || t.WarmupRatio >= 1:

@@ -163,6 +163,9 @@ func NewOn(be backend.Backend, c Config, embed []float32, m *vocab.Mapping, w We
 	return &Draft{Config: c, Embed: embed, Vocab: m, W: w, be: be}, nil
 }
 
+// Backend is the backend the draft computes on.
+func (d *Draft) Backend() backend.Backend { return d.be }
+
 // RandomEmbedding is a seeded N(0, std) embedding, for drafts whose width differs from the target's.
 func RandomEmbedding(vocab, hidden int, seed uint64, std float64) []float32 {
 	r := rand.New(rand.NewPCG(seed, 0xe3bed))

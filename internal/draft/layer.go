@@ -29,12 +29,38 @@ func t32(x []float32) tensor.Tensor {
 
 // linear is one weight w [out, in] of the draft as a product reads it: training multiplies many rows by the
 // weight itself (one matrix product), decoding multiplies a few rows by the backend's prepared weight (the
-// CPU backend keeps a transpose for them).
+// CPU backend keeps a transpose for them). A bf16 training step multiplies by w16, w rounded to bf16, and
+// rounds the gradients it multiplies to bf16 in conv: every product is then a bf16 product with float32
+// accumulation (the backend rounds the other, float32 operand), as under PyTorch's bf16 autocast.
 type linear struct {
 	be      backend.Backend
 	w       []float32
 	out, in int
 	prep    backend.Weight // nil: multiply by w
+	w16     tensor.Tensor  // the nil Tensor: float32 products
+	conv    *[]byte        // scratch for a gradient rounded to bf16 (bf16 steps)
+}
+
+// weight is w (or w16) from element off on, for products that read a column block of it.
+func (l *linear) weight(off int) tensor.Tensor {
+	if !l.w16.IsNil() {
+		return l.w16.Rows(off, l.w16.Len())
+	}
+	return t32(l.w[off:])
+}
+
+// grad is dy [n, out] as the backward's products read it: rounded to bf16 in a bf16 step.
+func (l *linear) grad(dy []float32) tensor.Tensor {
+	if l.w16.IsNil() {
+		return t32(dy)
+	}
+	*l.conv = tensor.Resize(*l.conv, 2*len(dy))
+	t, err := tensor.FromBytes(tensor.BF16, tensor.Host, *l.conv, len(dy))
+	if err != nil {
+		panic(err) // the buffer was just sized for dy
+	}
+	l.be.Convert(t, t32(dy))
+	return t
 }
 
 // apply computes y [n, out] = x [n, in] w^T, or adds it to y when acc is set.
@@ -47,7 +73,7 @@ func (l *linear) apply(y, x []float32, n int, acc bool) {
 	if acc {
 		beta = 1
 	}
-	l.be.MatMul(false, true, n, l.out, l.in, 1, t32(x), l.in, t32(l.w), l.in, beta, t32(y), l.out)
+	l.be.MatMul(false, true, n, l.out, l.in, 1, t32(x), l.in, l.weight(0), l.in, beta, t32(y), l.out)
 }
 
 // applyPair computes y [n, out] = [xe | xh] w^T for w [out, 2H] and xe, xh [n, H]. Unprepared, it takes two
@@ -59,30 +85,32 @@ func (l *linear) applyPair(y, xe, xh, x []float32, n int) {
 		l.be.Linear(t32(y), t32(x), l.prep, n, false)
 		return
 	}
-	l.be.MatMul(false, true, n, l.out, h, 1, t32(xe), h, t32(l.w), 2*h, 0, t32(y), l.out)
-	l.be.MatMul(false, true, n, l.out, h, 1, t32(xh), h, t32(l.w[h:]), 2*h, 1, t32(y), l.out)
+	l.be.MatMul(false, true, n, l.out, h, 1, t32(xe), h, l.weight(0), 2*h, 0, t32(y), l.out)
+	l.be.MatMul(false, true, n, l.out, h, 1, t32(xh), h, l.weight(h), 2*h, 1, t32(y), l.out)
 }
 
 // backward adds to dw [out, in] the weight gradient dy^T x and, unless dx is nil (fc's input is the
 // target's), writes the input gradient dy [n, out] w into dx [n, in] (adds it when acc is set).
 func (l *linear) backward(dx, dw, dy, x []float32, n int, acc bool) {
-	l.be.MatMul(true, false, l.out, l.in, n, 1, t32(dy), l.out, t32(x), l.in, 1, t32(dw), l.in)
+	g := l.grad(dy)
+	l.be.MatMul(true, false, l.out, l.in, n, 1, g, l.out, t32(x), l.in, 1, t32(dw), l.in)
 	if dx != nil {
 		var beta float32
 		if acc {
 			beta = 1
 		}
-		l.be.MatMul(false, false, n, l.in, l.out, 1, t32(dy), l.out, t32(l.w), l.in, beta, t32(dx), l.in)
+		l.be.MatMul(false, false, n, l.in, l.out, 1, g, l.out, l.weight(0), l.in, beta, t32(dx), l.in)
 	}
 }
 
 // backwardPair adds to dxe, dxh [n, H] and dw [out, 2H] the gradients of applyPair (unprepared) given dy.
 func (l *linear) backwardPair(dxe, dxh, dw, dy, xe, xh []float32, n int) {
 	h := l.in / 2
-	l.be.MatMul(false, false, n, h, l.out, 1, t32(dy), l.out, t32(l.w), 2*h, 1, t32(dxe), h)
-	l.be.MatMul(false, false, n, h, l.out, 1, t32(dy), l.out, t32(l.w[h:]), 2*h, 1, t32(dxh), h)
-	l.be.MatMul(true, false, l.out, h, n, 1, t32(dy), l.out, t32(xe), h, 1, t32(dw), 2*h)
-	l.be.MatMul(true, false, l.out, h, n, 1, t32(dy), l.out, t32(xh), h, 1, t32(dw[h:]), 2*h)
+	g := l.grad(dy)
+	l.be.MatMul(false, false, n, h, l.out, 1, g, l.out, l.weight(0), 2*h, 1, t32(dxe), h)
+	l.be.MatMul(false, false, n, h, l.out, 1, g, l.out, l.weight(h), 2*h, 1, t32(dxh), h)
+	l.be.MatMul(true, false, l.out, h, n, 1, g, l.out, t32(xe), h, 1, t32(dw), 2*h)
+	l.be.MatMul(true, false, l.out, h, n, 1, g, l.out, t32(xh), h, 1, t32(dw[h:]), 2*h)
 }
 
 // layer is the draft's weights as its forward and backward read them, on the draft's backend.

@@ -23,6 +23,12 @@ type stepState struct {
 // Workspace keeps the TTT buffers between batches, so that training allocates only when a batch is larger
 // than any before. The zero Workspace is ready to use; a workspace serves one TTT call at a time.
 type Workspace struct {
+	// Precision is that of the products: F32 (or empty) multiplies in float32, BF16 rounds both operands
+	// of every product to bf16 and accumulates in float32 (mixed precision: float32 master weights,
+	// norms, attention, loss and optimiser).
+	Precision tensor.DType
+
+	bf16                 bf16Step
 	steps                []stepState
 	keys, values, dK, dV []tensor.Tensor // per step: the steps' k and v; their gradients [N, kvDim]
 	dKs, dVs             [][]float32     // the gradients' storage
@@ -63,7 +69,13 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPrecision(ws.Precision); err != nil {
+		return nil, err
+	}
 	l := newLayer(d, nil)
+	if ws.Precision == tensor.BF16 {
+		ws.bf16.round(&l)
+	}
 	be := d.be
 	att := backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
 	ws.pm = b.positionMask(ws.pm, d.Vocab.T2D)

@@ -241,3 +241,39 @@ func (c *Case) Compare(t testing.TB, file, name string, got []float32, rows []bo
 	}
 	t.Logf("%s: max |diff| %.3g (atol %.3g)", name, worst, tol.Atol)
 }
+
+// CompareScaled checks got against the float64 expected tensor name of file with a tolerance relative to
+// the tensor's scale: |got - want| <= atol + rel*max|want| elementwise. Tests of reduced-precision
+// arithmetic (bf16 products) use it with bounds they derive and state; it reports the deviation seen
+// relative to the scale.
+func (c *Case) CompareScaled(t testing.TB, file, name string, got []float32, rel, atol float64) {
+	t.Helper()
+	want := c.Floats(t, file, name)
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, want %d", name, len(got), len(want))
+		return
+	}
+	scale := 0.0
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(w))
+	}
+	bound := atol + rel*scale
+	worst, bad := 0.0, 0
+	for i := range want {
+		d := math.Abs(float64(got[i]) - want[i])
+		if math.IsNaN(float64(got[i])) {
+			d = math.Inf(1)
+		}
+		worst = math.Max(worst, d)
+		if d > bound {
+			if bad < 3 {
+				t.Errorf("%s[%d] = %g, want %g (|diff| %g > %g)", name, i, got[i], want[i], d, bound)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d values out of tolerance", name, bad, len(want))
+	}
+	t.Logf("%s: max |diff| %.3g = %.2e of the scale %.3g (bound %.3g)", name, worst, worst/math.Max(scale, 1e-300), scale, bound)
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/progress"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // Options is what a Trainer is built from.
@@ -77,8 +78,17 @@ func NewTrainer(o Options) *Trainer {
 		t.totalSteps = (cfg.Epochs*t.loader.BatchesPerEpoch() + cfg.GradAccum - 1) / cfg.GradAccum
 	}
 	t.grad = draft.NewWeights(&d.Config)
+	t.ws.Precision = Precision(cfg.Precision)
 	t.best = math.Inf(-1)
 	return t
+}
+
+// Precision maps train.precision ("bf16", "f32"; empty means f32) to the dtype of the draft's products.
+func Precision(name string) tensor.DType {
+	if name == "bf16" {
+		return tensor.BF16
+	}
+	return tensor.F32
 }
 
 // Step is the number of optimiser steps done.
@@ -209,6 +219,7 @@ func (t *Trainer) Run(ctx context.Context) error {
 		bar = progress.For(t.log, int64(t.totalSteps), "train")
 		defer bar.Finish()
 	}
+	t.logf("draft products in %s on %s", t.ws.Precision, t.draft.Backend().Name())
 	start := time.Now()
 	startStep := t.step
 	var tokens int

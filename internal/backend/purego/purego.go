@@ -5,9 +5,11 @@ package purego
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
@@ -137,6 +139,34 @@ func (*Backend) Add(dst, src tensor.Tensor) { kernels.Add(dst.F32(), src.F32()) 
 // AddBias implements backend.Backend.
 func (*Backend) AddBias(y, bias tensor.Tensor, rows, dim int) {
 	kernels.AddBias(y.F32(), bias.F32(), rows, dim)
+}
+
+// Convert implements backend.Backend.
+func (*Backend) Convert(dst, src tensor.Tensor) {
+	if dst.Len() != src.Len() {
+		panic(fmt.Sprintf("backend: convert %v into %v", src, dst))
+	}
+	switch d, s := dst.DType(), src.DType(); {
+	case d == s:
+		copy(dst.Raw(), src.Raw())
+	case d == tensor.BF16 && s == tensor.F32:
+		half.F32ToBF16(u16(dst), src.F32())
+	case d == tensor.F32 && s == tensor.BF16:
+		half.BF16ToF32(dst.F32(), u16(src))
+	case d == tensor.F32 && s == tensor.F16:
+		half.F16ToF32(dst.F32(), u16(src))
+	default:
+		panic(fmt.Sprintf("backend: no conversion from %s to %s", s, d))
+	}
+}
+
+// u16 views a 16-bit tensor's elements as their bit patterns.
+func u16(t tensor.Tensor) []uint16 {
+	raw := t.Raw()
+	if len(raw) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&raw[0])), len(raw)/2)
 }
 
 // Argmax implements backend.Backend.
