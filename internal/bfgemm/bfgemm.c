@@ -86,6 +86,35 @@ pack_lanes16(uint32_t *dst, int L, int nl, int p0, int kc, const void *x, int bf
 		for (int l = 0; l < L; l++) dst[(size_t)full * L + l] = l < nl ? elem(x, bf, (long)l * rs + p0 + kc - 1) : 0;
 }
 
+// pack_f32_rows is pack for float32 lanes contiguous in k and any lane count: each lane's pairs are
+// rounded 16 at a time and scattered to their rows of the panel.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+pack_f32_rows(uint32_t *dst, int L, int nl, int p0, int kc, const float *x, long rs) {
+	int kp = (kc + 1) / 2, full = kc / 2;
+	uint32_t tmp[16] __attribute__((aligned(64)));
+	for (int l = 0; l < L; l++) {
+		if (l >= nl) {
+			for (int pp = 0; pp < kp; pp++) dst[pp * L + l] = 0;
+			continue;
+		}
+		const float *row = x + l * rs + p0;
+		for (int q0 = 0; q0 < full; q0 += 16) {
+			int np = full - q0 < 16 ? full - q0 : 16;
+			_mm512_store_si512(tmp, load_pairs(row, 0, 2 * q0, np));
+			for (int c = 0; c < np; c++) dst[(q0 + c) * L + l] = tmp[c];
+		}
+		if (kc & 1) dst[full * L + l] = bf16_round(row[kc - 1]);
+	}
+}
+
+// sf_bf16_round rounds n float32 values to bf16 (to nearest, ties to even).
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void sf_bf16_round(uint16_t *dst, const float *src, long n) {
+	long i = 0;
+	for (; i + 32 <= n; i += 32)
+		_mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i)));
+	for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
 // pack writes the panel dst[pp*L + l] = (X(l, p0+2pp), X(l, p0+2pp+1)) as two bf16 (low half first) for
 // lanes l < L and pairs pp < (kc+1)/2, where X(l, p) = x[l*rs + p*cs]; lanes from nl on and k from kend
 // on are zero, so padded rows, columns and an odd k contribute nothing.
@@ -93,6 +122,10 @@ static void pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const v
 	int kp = (kc + 1) / 2;
 	if (cs == 1 && L % 16 == 0) {
 		pack_lanes16(dst, L, nl, p0, kc, x, bf, rs);
+		return;
+	}
+	if (cs == 1 && !bf) { // float32 lanes contiguous in k (activations): round 32 at a time
+		pack_f32_rows(dst, L, nl, p0, kc, (const float *)x, rs);
 		return;
 	}
 	if (cs == 1) { // each lane is contiguous in k: a transpose of dword pairs

@@ -80,6 +80,20 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 	parallel.For(tiles, 1, func(lo, hi int) { run(lo*tileCols, min(hi*tileCols, n)) })
 }
 
+// Round rounds src to bf16 bit patterns in dst (to nearest, ties to even; the kernels' rounding, which
+// also flushes float32 subnormals to zero), splitting long slices across goroutines.
+func Round(dst []uint16, src []float32) {
+	if !available {
+		panic("bfgemm: no AVX512-BF16 on this CPU")
+	}
+	if len(dst) < len(src) {
+		panic(fmt.Sprintf("bfgemm: rounding %d values into %d", len(src), len(dst)))
+	}
+	parallel.For(len(src), 1<<16, func(lo, hi int) {
+		C.sf_bf16_round((*C.uint16_t)(unsafe.Pointer(&dst[lo])), (*C.float)(unsafe.Pointer(&src[lo])), C.long(hi-lo))
+	})
+}
+
 // operand returns x's data pointer and whether it holds bf16.
 func operand(x tensor.Tensor) (unsafe.Pointer, C.int) {
 	raw := x.Raw()

@@ -177,3 +177,23 @@ func BenchmarkGemm(b *testing.B) {
 		})
 	}
 }
+
+func TestRoundMatchesHalf(t *testing.T) {
+	needKernels(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	src := make([]float32, 1000)
+	for i := range src {
+		src[i] = float32(r.NormFloat64() * math.Pow(10, float64(r.IntN(20)-10)))
+	}
+	// Ties (exactly half a bf16 ulp above a value with an even and an odd last bit), infinities, NaN.
+	src[0], src[1] = math.Float32frombits(0x3f808000), math.Float32frombits(0x3f818000)
+	src[2], src[3], src[4] = float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN())
+	got, want := make([]uint16, len(src)), make([]uint16, len(src))
+	Round(got, src)
+	half.F32ToBF16(want, src)
+	for i := range src {
+		if got[i] != want[i] && !(math.IsNaN(float64(src[i])) && got[i]&0x7f80 == 0x7f80 && got[i]&0x7f != 0) {
+			t.Fatalf("Round(%g) = %#04x, want %#04x", src[i], got[i], want[i])
+		}
+	}
+}
