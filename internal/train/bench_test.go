@@ -7,6 +7,7 @@ import (
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/memstat"
 	"github.com/specforge/specforge/internal/optim"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -21,87 +22,93 @@ var benchShapes = []struct {
 
 // BenchmarkTrainStep times one online training step as the PyTorch peer does: teacher from random
 // full-vocabulary target logits, the K=7 TTT forward and backward, clipping and AdamW. Reports tokens/s and
-// the process's peak resident memory; run one shape per process (-bench 'TrainStep/draft_small').
+// the process's peak resident memory; run one shape per process (-bench 'TrainStep/draft_small$'). The
+// _bf16 variants take the products in bf16, as the peer's draft_*_bf16 configurations (autocast) do.
 func BenchmarkTrainStep(b *testing.B) {
 	for _, s := range benchShapes {
-		b.Run(s.name, func(b *testing.B) {
-			r := rand.New(rand.NewPCG(0, 0))
-			cfg := draft.Config{HiddenSize: s.H, IntermediateSize: s.I, NumHeads: s.heads, NumKVHeads: s.kv, HeadDim: s.hd,
-				VocabSize: s.V, DraftVocabSize: s.Vd, TargetHiddenSize: s.H, RMSNormEps: 1e-6, RopeTheta: 500000,
-				MaxPositions: 2048, AuxLayers: []int{1, 1, 1}}
-			w := draft.NewWeights(&cfg)
-			w.Init(&cfg, 1, 0.02)
-			embed := draft.RandomEmbedding(s.V, s.H, 2, 1)
-			t2d := make([]bool, s.V)
-			for _, j := range r.Perm(s.V)[:s.Vd] {
-				t2d[j] = true
-			}
-			var d2t []int64
-			for j, in := range t2d {
-				if in {
-					d2t = append(d2t, int64(j-len(d2t)))
+		for _, p := range []struct {
+			suffix    string
+			precision tensor.DType
+		}{{"", tensor.F32}, {"_bf16", tensor.BF16}} {
+			b.Run(s.name+p.suffix, func(b *testing.B) {
+				r := rand.New(rand.NewPCG(0, 0))
+				cfg := draft.Config{HiddenSize: s.H, IntermediateSize: s.I, NumHeads: s.heads, NumKVHeads: s.kv, HeadDim: s.hd,
+					VocabSize: s.V, DraftVocabSize: s.Vd, TargetHiddenSize: s.H, RMSNormEps: 1e-6, RopeTheta: 500000,
+					MaxPositions: 2048, AuxLayers: []int{1, 1, 1}}
+				w := draft.NewWeights(&cfg)
+				w.Init(&cfg, 1, 0.02)
+				embed := draft.RandomEmbedding(s.V, s.H, 2, 1)
+				t2d := make([]bool, s.V)
+				for _, j := range r.Perm(s.V)[:s.Vd] {
+					t2d[j] = true
 				}
-			}
-			m, err := vocab.FromD2T(d2t, s.V)
-			if err != nil {
-				b.Fatal(err)
-			}
-			d, err := draft.New(cfg, embed, m, w)
-			if err != nil {
-				b.Fatal(err)
-			}
-			T := s.T
-			batch := &draft.Batch{B: 1, T: T, InputIDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T),
-				Aux: make([]float32, T*3*s.H), Teacher: draft.NewTeacher(T, s.Vd)}
-			for i := 0; i < T; i++ {
-				batch.InputIDs[i] = int32(r.IntN(s.V))
-				batch.LossMask[i] = i >= T/4
-				batch.AttentionMask[i] = true
-			}
-			for i := range batch.Aux {
-				batch.Aux[i] = float32(r.NormFloat64())
-			}
-			logits := make([]float32, T*s.V) // the target's raw logits, as the peer draws them
-			for i := range logits {
-				logits[i] = float32(r.NormFloat64() * 2)
-			}
-			grad := draft.NewWeights(&cfg)
-			var sizes []int
-			for _, x := range grad.Slices(&cfg) {
-				sizes = append(sizes, len(x))
-			}
-			opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
-			ws := &draft.Workspace{}
-			step := func() {
-				// Teacher from the shifted logits, a chunk of rows at a time.
-				chunk := max(1, teacherChunkValues/s.V)
-				zero := make([]float32, s.V)
-				for lo := 0; lo < T; lo += chunk {
-					n := min(chunk, T-lo)
-					rows := make([]float32, 0, n*s.V)
-					for i := lo; i < lo+n; i++ {
-						if i+1 < T {
-							rows = append(rows, logits[(i+1)*s.V:(i+2)*s.V]...)
-						} else {
-							rows = append(rows, zero...)
-						}
+				var d2t []int64
+				for j, in := range t2d {
+					if in {
+						d2t = append(d2t, int64(j-len(d2t)))
 					}
-					batch.Teacher.SetRows(lo, rows, n, s.V, m.Used)
 				}
-				grad.Zero(&cfg)
-				if _, err := d.TTT(batch, 7, &grad, ws, 1); err != nil {
+				m, err := vocab.FromD2T(d2t, s.V)
+				if err != nil {
 					b.Fatal(err)
 				}
-				optim.ClipGradNorm(grad.Slices(&cfg), 0.5)
-				opt.Update(d.W.Slices(&cfg), grad.Slices(&cfg), 1e-4)
-			}
-			step() // warm-up
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				step()
-			}
-			b.ReportMetric(float64(T*b.N)/b.Elapsed().Seconds(), "tokens/s")
-			b.ReportMetric(memstat.PeakRSSMiB(), "peakRSS_MiB")
-		})
+				d, err := draft.New(cfg, embed, m, w)
+				if err != nil {
+					b.Fatal(err)
+				}
+				T := s.T
+				batch := &draft.Batch{B: 1, T: T, InputIDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T),
+					Aux: make([]float32, T*3*s.H), Teacher: draft.NewTeacher(T, s.Vd)}
+				for i := 0; i < T; i++ {
+					batch.InputIDs[i] = int32(r.IntN(s.V))
+					batch.LossMask[i] = i >= T/4
+					batch.AttentionMask[i] = true
+				}
+				for i := range batch.Aux {
+					batch.Aux[i] = float32(r.NormFloat64())
+				}
+				logits := make([]float32, T*s.V) // the target's raw logits, as the peer draws them
+				for i := range logits {
+					logits[i] = float32(r.NormFloat64() * 2)
+				}
+				grad := draft.NewWeights(&cfg)
+				var sizes []int
+				for _, x := range grad.Slices(&cfg) {
+					sizes = append(sizes, len(x))
+				}
+				opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
+				ws := &draft.Workspace{Precision: p.precision}
+				step := func() {
+					// Teacher from the shifted logits, a chunk of rows at a time.
+					chunk := max(1, teacherChunkValues/s.V)
+					zero := make([]float32, s.V)
+					for lo := 0; lo < T; lo += chunk {
+						n := min(chunk, T-lo)
+						rows := make([]float32, 0, n*s.V)
+						for i := lo; i < lo+n; i++ {
+							if i+1 < T {
+								rows = append(rows, logits[(i+1)*s.V:(i+2)*s.V]...)
+							} else {
+								rows = append(rows, zero...)
+							}
+						}
+						batch.Teacher.SetRows(lo, rows, n, s.V, m.Used)
+					}
+					grad.Zero(&cfg)
+					if _, err := d.TTT(batch, 7, &grad, ws, 1); err != nil {
+						b.Fatal(err)
+					}
+					optim.ClipGradNorm(grad.Slices(&cfg), 0.5)
+					opt.Update(d.W.Slices(&cfg), grad.Slices(&cfg), 1e-4)
+				}
+				step() // warm-up
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					step()
+				}
+				b.ReportMetric(float64(T*b.N)/b.Elapsed().Seconds(), "tokens/s")
+				b.ReportMetric(memstat.PeakRSSMiB(), "peakRSS_MiB")
+			})
+		}
 	}
 }

@@ -5,7 +5,6 @@ package purego
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
@@ -166,23 +165,14 @@ func (*Backend) Convert(dst, src tensor.Tensor) {
 	case d == s:
 		copy(dst.Raw(), src.Raw())
 	case d == tensor.BF16 && s == tensor.F32:
-		half.F32ToBF16(u16(dst), src.F32())
+		half.F32ToBF16(dst.Bits16(), src.F32())
 	case d == tensor.F32 && s == tensor.BF16:
-		half.BF16ToF32(dst.F32(), u16(src))
+		half.BF16ToF32(dst.F32(), src.Bits16())
 	case d == tensor.F32 && s == tensor.F16:
-		half.F16ToF32(dst.F32(), u16(src))
+		half.F16ToF32(dst.F32(), src.Bits16())
 	default:
 		panic(fmt.Sprintf("backend: no conversion from %s to %s", s, d))
 	}
-}
-
-// u16 views a 16-bit tensor's elements as their bit patterns.
-func u16(t tensor.Tensor) []uint16 {
-	raw := t.Raw()
-	if len(raw) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*uint16)(unsafe.Pointer(&raw[0])), len(raw)/2)
 }
 
 // Argmax implements backend.Backend.
