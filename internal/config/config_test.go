@@ -75,3 +75,18 @@ func TestOutputAuxLayers(t *testing.T) {
 		}
 	}
 }
+
+func TestTrainPrecision(t *testing.T) {
+	for _, c := range []struct {
+		set string
+		ok  bool
+	}{{"train.precision=bf16", true}, {"train.precision=f32", true}, {"train.precision=fp16", false}, {"train.precision=", false}} {
+		_, err := LoadRun("", []string{c.set})
+		if (err == nil) != c.ok {
+			t.Errorf("--set %s: %v", c.set, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "train.precision") {
+			t.Errorf("--set %s: the error %q does not name the key", c.set, err)
+		}
+	}
+}
