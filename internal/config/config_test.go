@@ -80,7 +80,7 @@ func TestTrainPrecision(t *testing.T) {
 	for _, c := range []struct {
 		set string
 		ok  bool
-	}{{"train.precision=bf16", true}, {"train.precision=f32", true}, {"train.precision=fp16", false}, {"train.precision=", false}} {
+	}{{"train.precision=bf16", true}, {"train.precision=f32", true}, {"train.precision=fp16", false}} {
 		_, err := LoadRun("", []string{c.set})
 		if (err == nil) != c.ok {
 			t.Errorf("--set %s: %v", c.set, err)
