@@ -1,8 +1,15 @@
-// bf16 matrix products with float32 accumulation on AVX512-BF16 (vdpbf16ps), BLIS-style: operands are
-// packed into bf16 panels whose 32-bit lanes hold two consecutive k, a 12x32 register tile accumulates
-// in float32, and the k loop is cut into fixed blocks. Every element of C sees the same sequence of
-// operations whatever m, the column range or the tile it falls in, so a row's result does not depend on
-// how many rows share the product (a verification of drafted tokens equals one-token steps bit for bit).
+// bf16 matrix products with float32 accumulation on AVX512-BF16 (vdpbf16ps), in two shapes.
+//
+// Products of many rows are BLIS-style: operands are packed into bf16 panels whose 32-bit lanes hold two
+// consecutive k, a 12x32 register tile accumulates in float32, and the k loop is cut into fixed blocks.
+//
+// Products of a few rows by a weight stored [n, k] (decoding, speculative verification) read the weight
+// as stored: each output is a dot product whose 16 lanes run over k, reduced at the end. Packing would
+// read the weight twice as often and transpose it, while these products are bound by the weight's bytes.
+//
+// Each shape gives every element of C the same operations in the same order whatever m (up to its row
+// limit), the column range or the tile the element falls in, so a row's result does not depend on how
+// many rows share the product: a verification of drafted tokens equals one-token steps bit for bit.
 
 #pragma GCC optimize("O3")
 #include <immintrin.h>
@@ -229,6 +236,65 @@ static uint32_t *grow_a(size_t dwords) {
 	return abuf;
 }
 
+// dot4 computes the R x 4 dot products of rows a[r] (bf16, k long) with rows w[c] and stores
+// c[r*ldc + c] = alpha*dot (+ beta*c) for r < R, c < nc.
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
+dot4(const int R, int k, const uint16_t *const *a, const uint16_t *const *w, int nc, float alpha, float beta, float *c, long ldc) {
+	__m512 acc[4][4];
+	for (int r = 0; r < R; r++)
+		for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+	int p = 0;
+	for (; p + 32 <= k; p += 32) {
+		__m512bh wv[4];
+		for (int j = 0; j < 4; j++) wv[j] = (__m512bh)_mm512_loadu_si512(w[j] + p);
+		for (int r = 0; r < R; r++) {
+			__m512bh av = (__m512bh)_mm512_loadu_si512(a[r] + p);
+			for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, wv[j]);
+		}
+	}
+	if (p < k) { // the tail, zero-padded: the same operations for every row count
+		__mmask32 mk = (__mmask32)((1u << (k - p)) - 1);
+		__m512bh wv[4];
+		for (int j = 0; j < 4; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(mk, w[j] + p);
+		for (int r = 0; r < R; r++) {
+			__m512bh av = (__m512bh)_mm512_maskz_loadu_epi16(mk, a[r] + p);
+			for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, wv[j]);
+		}
+	}
+	for (int r = 0; r < R; r++)
+		for (int j = 0; j < nc; j++) {
+			float v = alpha * _mm512_reduce_add_ps(acc[r][j]);
+			float *dst = c + r * ldc + j;
+			*dst = beta == 0 ? v : v + beta * *dst;
+		}
+}
+
+// few_dot is the product of m (at most the caller's few) rows of a (bf16 [m, k], rows contiguous) by rows n0..n1 of w
+// (bf16, row stride ldw) into columns n0..n1 of c.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+few_dot(int m, int n0, int n1, int k, float alpha, const uint16_t *a, const uint16_t *w, long ldw, float beta, float *c, long ldc) {
+	for (int j0 = n0; j0 < n1; j0 += 4) {
+		int nc = n1 - j0 < 4 ? n1 - j0 : 4;
+		const uint16_t *wr[4];
+		for (int j = 0; j < 4; j++) wr[j] = w + (long)(j0 + (j < nc ? j : nc - 1)) * ldw; // a short block repeats its last row
+		for (int i0 = 0; i0 < m; i0 += 4) {
+			const uint16_t *ar[4];
+			for (int r = 0; r < 4; r++) ar[r] = a + (long)(i0 + r) * k;
+			float *cb = c + (long)i0 * ldc + j0;
+			switch (m - i0 < 4 ? m - i0 : 4) {
+			case 1: dot4(1, k, ar, wr, nc, alpha, beta, cb, ldc); break;
+			case 2: dot4(2, k, ar, wr, nc, alpha, beta, cb, ldc); break;
+			case 3: dot4(3, k, ar, wr, nc, alpha, beta, cb, ldc); break;
+			default: dot4(4, k, ar, wr, nc, alpha, beta, cb, ldc); break;
+			}
+		}
+	}
+}
+
+// Per-thread buffer of the few rows of A rounded to bf16.
+static __thread uint16_t *rows16;
+static __thread size_t rows16cap;
+
 // fewRows is the row count up to which all of A is packed once and each B panel runs through every k
 // block before the next: a matrix-vector-like product then reads each row of B from start to end.
 #define FEW_ROWS (4 * MR)
@@ -245,14 +311,36 @@ static void pack_a(uint32_t *dst, int i0, int mc, int p0, int kc, int k, const v
 
 // sf_bf16_gemm sets C(i, j) = alpha * sum_p A(i,p) B(p,j) + beta * C(i, j) for i < m and n0 <= j < n1,
 // with A(i,p) = a[i*rsa + p*csa] and B(p,j) = b[p*rsb + j*csb]; an operand is bf16 bits when its flag
-// is set and float32 (rounded to bf16 as it is packed) otherwise. k >= 1. Both loop orders below give
-// every element of C the same operations in the same order: k blocks of KC ascending, pairs ascending
-// within a block.
+// is set and float32 (rounded to bf16 as it is packed) otherwise. k >= 1. Up to few rows of A by a bf16
+// B stored [n, k] take dot products; other products are packed, and both packed loop orders give every
+// element of C the same operations in the same order: k blocks of KC ascending, pairs ascending within
+// a block.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void
 sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa,
-             const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc) {
+             const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc, int few) {
 	const char *bb = (const char *)b;
 	int bsize = b_bf16 ? 2 : 4;
+	if (m <= few && b_bf16 && rsb == 1 && csa == 1) {
+		const uint16_t *a16 = a;
+		if (!a_bf16 || rsa != k) {
+			size_t need = (size_t)m * k;
+			if (need > rows16cap) {
+				free(rows16);
+				rows16 = aligned_alloc(64, (need * 2 + 63) / 64 * 64);
+				if (!rows16) abort();
+				rows16cap = need;
+			}
+			for (int i = 0; i < m; i++) {
+				if (a_bf16)
+					memcpy(rows16 + (size_t)i * k, (const uint16_t *)a + (long)i * rsa, (size_t)k * 2);
+				else
+					sf_bf16_round(rows16 + (size_t)i * k, (const float *)a + (long)i * rsa, k);
+			}
+			a16 = rows16;
+		}
+		few_dot(m, n0, n1, k, alpha, a16, (const uint16_t *)b, csb, beta, c, ldc);
+		return;
+	}
 	if (m <= FEW_ROWS) {
 		int tiles = (m + MR - 1) / MR, blocks = (k + KC - 1) / KC;
 		uint32_t *ap = grow_a((size_t)tiles * MR * blocks * (KC / 2));

@@ -25,6 +25,11 @@ func Available() bool { return available }
 // that no tile straddles two goroutines.
 const tileCols = 32
 
+// FewRows is the row count up to which a product by a BF16 weight stored [n, k] (op(b) = b^T, the layout
+// of Linear) takes dot products that read the weight as stored; each of those rows gets the result it
+// would get alone, bit for bit. Larger products pack their operands.
+const FewRows = 64
+
 // minParallelFlops is the product size (2*m*n*k) from which Gemm splits columns across goroutines.
 const minParallelFlops = 1 << 21
 
@@ -70,7 +75,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 	cp := unsafe.Pointer(&c[0])
 	run := func(lo, hi int) {
 		C.sf_bf16_gemm(C.int(m), C.int(lo), C.int(hi), C.int(k), C.float(alpha), ap, abf, C.long(rsa), C.long(csa),
-			bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(cp), C.long(ldc))
+			bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(cp), C.long(ldc), FewRows)
 	}
 	if 2*m*n*k < minParallelFlops || n <= tileCols {
 		run(0, n)

@@ -129,22 +129,30 @@ func TestGemmMatchesReference(t *testing.T) {
 }
 
 // A row's result must not depend on how many rows share the product, nor on which columns a call
-// covers: a speculative verification of several tokens must equal one-token steps bit for bit.
+// covers: a speculative verification of several tokens must equal one-token steps bit for bit. That holds
+// up to FewRows rows by a bf16 weight (dot products) and for any row count in packed products (an f32
+// weight, or more rows).
 func TestGemmRowsAndColumnsIndependent(t *testing.T) {
 	needKernels(t)
 	r := rand.New(rand.NewPCG(3, 4))
 	const n, k = 300, 1000
-	w := newTestMatrix(r, n*k).tensor(true)
-	for _, m := range []int{2, 5, 12, 13, 30, 500} {
-		x := newTestMatrix(r, m*k)
-		all := make([]float32, m*n)
-		Gemm(false, true, m, n, k, 1, x.tensor(false), k, w, k, 0, all, n)
-		one := make([]float32, n)
-		for i := 0; i < m; i++ {
-			Gemm(false, true, 1, n, k, 1, tensor.FromF32(x.f32[i*k:(i+1)*k]), k, w, k, 0, one, n)
-			for j := range one {
-				if one[j] != all[i*n+j] {
-					t.Fatalf("m=%d: row %d col %d alone %g, in the product %g", m, i, j, one[j], all[i*n+j])
+	w := newTestMatrix(r, n*k)
+	for _, c := range []struct {
+		bf16 bool
+		rows []int
+	}{{true, []int{2, 5, 12, 13, 30, FewRows}}, {false, []int{2, 13, 30, FewRows + 1, 500}}} {
+		wt := w.tensor(c.bf16)
+		for _, m := range c.rows {
+			x := newTestMatrix(r, m*k)
+			all := make([]float32, m*n)
+			Gemm(false, true, m, n, k, 1, x.tensor(false), k, wt, k, 0, all, n)
+			one := make([]float32, n)
+			for i := 0; i < m; i++ {
+				Gemm(false, true, 1, n, k, 1, tensor.FromF32(x.f32[i*k:(i+1)*k]), k, wt, k, 0, one, n)
+				for j := range one {
+					if one[j] != all[i*n+j] {
+						t.Fatalf("bf16 weight %v, m=%d: row %d col %d alone %g, in the product %g", c.bf16, m, i, j, one[j], all[i*n+j])
+					}
 				}
 			}
 		}
