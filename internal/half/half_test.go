@@ -41,6 +41,17 @@ func TestBF16RoundTrip(t *testing.T) {
 	}
 }
 
+func TestRoundToBF16(t *testing.T) {
+	src := []float32{1, math.Float32frombits(0x3f808000), math.Float32frombits(0x3f818000), -3.3e-5, float32(math.Inf(-1))}
+	dst := make([]float32, len(src))
+	RoundToBF16(dst, src)
+	for i, v := range src {
+		if want := math.Float32frombits(uint32(BF16FromF32(v)) << 16); dst[i] != want {
+			t.Errorf("RoundToBF16(%g) = %g, want %g", v, dst[i], want)
+		}
+	}
+}
+
 func TestF16(t *testing.T) {
 	cases := []struct {
 		bits uint16

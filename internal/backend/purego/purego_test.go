@@ -7,6 +7,7 @@ import (
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
@@ -68,6 +69,18 @@ func TestNoAllocationAdded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bits := make([]byte, 2*dim*dim)
+	for i := range dim * dim {
+		bits[2*i+1] = byte(half.BF16FromF32(wt[i]) >> 8)
+	}
+	wbf, err := tensor.FromBytes(tensor.BF16, tensor.Host, bits, dim, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbf, err := b.PrepareWeight(wbf, dim, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := backend.Attention{Heads: heads, KVHeads: heads, HeadDim: d, Scale: 0.25}
 	m := backend.Mask{Past: past}
 	X, W, O, K, V := tensor.FromF32(x), tensor.FromF32(w), tensor.FromF32(out), tensor.FromF32(k), tensor.FromF32(v)
@@ -76,6 +89,8 @@ func TestNoAllocationAdded(t *testing.T) {
 		through, kernel func()
 	}{
 		{"linear", func() { b.Linear(O, X, pw, 1, false) }, func() { blas.SgemmGo(false, true, 1, dim, dim, 1, x, dim, wt, dim, 0, out, dim) }},
+		{"linear bf16", func() { b.Linear(O, X, pbf, 1, false) }, func() { blas.SgemmGo(false, true, 1, dim, dim, 1, x, dim, wt, dim, 0, out, dim) }},
+		{"embedding bf16", func() { b.Embedding(O, wbf, []int32{3}, dim) }, func() { kernels.Embedding(out, k, []int32{3}, dim) }},
 		{"rmsnorm", func() { b.RMSNormForward(O, tensor.Tensor{}, X, W, 1, dim, 1e-5) }, func() { kernels.RMSNorm(out, x, w, 1, dim, 1e-5) }},
 		{"rope", func() { b.RoPEForward(O, tab, 1, heads) }, func() { tab.Apply(out, 1, heads) }},
 		{"swiglu", func() { b.SwiGLUForward(O, X, W) }, func() { kernels.SwiGLUGo(out, x, w) }},
