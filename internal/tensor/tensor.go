@@ -232,6 +232,18 @@ func (t Tensor) notF32() []float32 {
 	panic(fmt.Sprintf("tensor: F32 data of a %s tensor", t.DType()))
 }
 
+// Bits16 returns the bit patterns of a BF16 or F16 tensor without copying (nil for the nil tensor), for the
+// kernels that widen them. It panics for any other dtype.
+func (t Tensor) Bits16() []uint16 {
+	if d := t.DType(); d != BF16 && d != F16 {
+		if t.meta.code == 0 {
+			return nil
+		}
+		panic(fmt.Sprintf("tensor: 16-bit float data of a %s tensor", d))
+	}
+	return unsafe.Slice((*uint16)(t.ptr), int(t.n))
+}
+
 // Raw returns the data as bytes without copying.
 func (t Tensor) Raw() []byte {
 	return unsafe.Slice((*byte)(t.ptr), int(t.n)*t.DType().Size())

@@ -89,6 +89,9 @@ func TestFromBytes(t *testing.T) {
 	if err != nil || len(h.Raw()) != 12 {
 		t.Fatalf("bf16 = %v, %v", h, err)
 	}
+	if b := h.Rows(2, 4).Bits16(); len(b) != 2 || unsafe.Pointer(&b[0]) != unsafe.Pointer(&raw[4]) {
+		t.Errorf("Bits16 of rows [2, 4) = %d values at %p, want 2 at %p", len(b), &b[0], &raw[4])
+	}
 	defer func() {
 		if recover() == nil {
 			t.Error("F32() of a BF16 tensor must panic")

@@ -25,30 +25,58 @@ func (*Backend) Name() string { return "cpu (" + blas.Name() + ")" }
 
 // MatMul implements backend.Backend.
 func (*Backend) MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int) {
+	if isHalf(a) || isHalf(b) {
+		purego.MatMulHalf(blas.Sgemm, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c.F32(), ldc)
+		return
+	}
 	blas.Sgemm(transA, transB, m, n, k, alpha, a.F32(), lda, b.F32(), ldb, beta, c.F32(), ldc)
 }
 
-// weight is a blas.Weight (with its transpose when small) and the tensor it came from.
+// weight is the tensor a weight came from and, for an F32 one, its blas.Weight (with its transpose when
+// small). BF16 and F16 weights have no blas.Weight: its transpose would be a float32 copy.
 type weight struct {
-	t tensor.Tensor
-	w blas.Weight
+	t       tensor.Tensor
+	w       blas.Weight
+	out, in int
+	p       backend.Product
 }
 
 func (w *weight) Tensor() tensor.Tensor { return w.t }
-func (w *weight) Out() int              { return w.w.Out }
-func (w *weight) In() int               { return w.w.In }
+func (w *weight) Out() int              { return w.out }
+func (w *weight) In() int               { return w.in }
+
+// isHalf reports whether t is BF16 or F16.
+func isHalf(t tensor.Tensor) bool { d := t.DType(); return d == tensor.BF16 || d == tensor.F16 }
 
 // PrepareWeight implements backend.Backend.
-func (*Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
-	if err := purego.CheckWeight(w, out, in); err != nil {
+func (*Backend) PrepareWeight(w tensor.Tensor, out, in int, p backend.Product) (backend.Weight, error) {
+	if err := purego.CheckWeight(w, out, in, p); err != nil {
 		return nil, err
 	}
-	return &weight{t: w, w: blas.NewWeight(w.F32(), out, in)}, nil
+	pw := &weight{t: w, out: out, in: in, p: p}
+	if w.DType() == tensor.F32 {
+		pw.w = blas.NewWeight(w.F32(), out, in)
+	}
+	return pw, nil
 }
 
 // Linear implements backend.Backend.
 func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
-	w.(*weight).w.Apply(y.F32(), x.F32(), rows, acc)
+	pw := w.(*weight)
+	switch d := pw.t.DType(); {
+	case d == tensor.BF16 && pw.p == backend.BF16Product:
+		linearBF16(y.F32(), x.F32(), pw, rows, acc)
+	case d == tensor.BF16 || d == tensor.F16: // widened tiles times x as it is
+		purego.LinearHalf(blas.Sgemm, y.F32(), x.F32(), pw.t, pw.out, pw.in, rows, acc, false)
+	default:
+		pw.w.Apply(y.F32(), x.F32(), rows, acc)
+	}
+}
+
+// linearBF16 is Linear with a BF16 weight prepared for BF16Product: for now the purego backend's tiled
+// product (tiles of the weight widened, x rounded to bf16) on OpenBLAS, the place for a native bf16 kernel.
+func linearBF16(y, x []float32, w *weight, rows int, acc bool) {
+	purego.LinearHalf(blas.Sgemm, y, x, w.t, w.out, w.in, rows, acc, true)
 }
 
 // AttentionForward implements backend.Backend.

@@ -12,6 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/backend/cpu"
 	"github.com/specforge/specforge/internal/backend/purego"
 	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
@@ -83,11 +84,11 @@ func TestLinearAgrees(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, s := range []struct{ out, in int }{{48, 64}, {1000, 300}} { // with and without a kept transpose
 		w := randn(r, s.out*s.in)
-		cw, err := backends.cpu.PrepareWeight(f32(w, s.out, s.in), s.out, s.in)
+		cw, err := backends.cpu.PrepareWeight(f32(w, s.out, s.in), s.out, s.in, backend.F32Product)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rw, err := backends.ref.PrepareWeight(f32(w, s.out, s.in), s.out, s.in)
+		rw, err := backends.ref.PrepareWeight(f32(w, s.out, s.in), s.out, s.in, backend.F32Product)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +105,7 @@ func TestLinearAgrees(t *testing.T) {
 			}
 		}
 	}
-	if _, err := backends.cpu.PrepareWeight(f32(make([]float32, 5)), 2, 3); err == nil {
+	if _, err := backends.cpu.PrepareWeight(f32(make([]float32, 5)), 2, 3, backend.F32Product); err == nil {
 		t.Error("a weight with too few elements must be refused")
 	}
 }
@@ -277,5 +278,84 @@ func TestTTTAttentionAgrees(t *testing.T) {
 	for i := range K {
 		agree(t, fmt.Sprintf("ttt dk[%d]", i), dks[0][i], dks[1][i], 1e-5, 1e-4)
 		agree(t, fmt.Sprintf("ttt dv[%d]", i), dvs[0][i], dvs[1][i], 1e-5, 1e-4)
+	}
+}
+
+// halfOf rounds x to dtype d (BF16 or F16) as a host tensor of the given shape.
+func halfOf(t *testing.T, d tensor.DType, x []float32, dims ...int) tensor.Tensor {
+	t.Helper()
+	st := safetensors.FromFloat32("x", d, dims, x)
+	v, err := st.View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestHalfAgrees: with BF16 and F16 weights, for both products, the cpu backend (tiles on OpenBLAS) agrees
+// with purego (tiles on gonum) at shapes within one tile and across several, and the embedding of a 16-bit
+// table is the same.
+func TestHalfAgrees(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, d := range []tensor.DType{tensor.BF16, tensor.F16} {
+		for _, s := range []struct{ out, in int }{{48, 64}, {300, 96}, {256, 40}} {
+			for _, p := range []backend.Product{backend.F32Product, backend.BF16Product} {
+				w := halfOf(t, d, randn(r, s.out*s.in), s.out, s.in)
+				cw, err := backends.cpu.PrepareWeight(w, s.out, s.in, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rw, err := backends.ref.PrepareWeight(w, s.out, s.in, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cw.Tensor().DType() != d || &cw.Tensor().Raw()[0] != &w.Raw()[0] {
+					t.Fatalf("prepared %s weight is %v, not the given tensor", d, cw.Tensor())
+				}
+				for _, rows := range []int{1, 3, 9, 70} {
+					for _, acc := range []bool{false, true} {
+						x, y0 := randn(r, rows*s.in), randn(r, rows*s.out)
+						got, want := clone(y0), clone(y0)
+						backends.cpu.Linear(f32(got), f32(x), cw, rows, acc)
+						backends.ref.Linear(f32(want), f32(x), rw, rows, acc)
+						agree(t, fmt.Sprintf("%s %v linear [%d,%d] rows %d acc %v", d, p, s.out, s.in, rows, acc), got, want, 1e-4, 1e-4)
+					}
+				}
+			}
+		}
+		for _, c := range []struct {
+			m, n, k        int
+			transA, transB bool
+			halfA          bool // the 16-bit operand is a, else b
+		}{
+			{5, 300, 64, false, true, false}, {9, 40, 260, false, false, false}, {200, 30, 50, false, false, true}, {7, 20, 300, true, false, true},
+		} {
+			ar, ac, br, bc := c.m, c.k, c.k, c.n
+			if c.transA {
+				ar, ac = c.k, c.m
+			}
+			if c.transB {
+				br, bc = c.n, c.k
+			}
+			a, b := f32(randn(r, ar*ac)), f32(randn(r, br*bc))
+			if c.halfA {
+				a = halfOf(t, d, randn(r, ar*ac), ar*ac)
+			} else {
+				b = halfOf(t, d, randn(r, br*bc), br*bc)
+			}
+			c0 := randn(r, c.m*c.n)
+			got, want := clone(c0), clone(c0)
+			backends.cpu.MatMul(c.transA, c.transB, c.m, c.n, c.k, 1, a, ac, b, bc, 0.5, f32(got), c.n)
+			backends.ref.MatMul(c.transA, c.transB, c.m, c.n, c.k, 1, a, ac, b, bc, 0.5, f32(want), c.n)
+			agree(t, fmt.Sprintf("%s matmul %dx%dx%d tA %v tB %v half a %v", d, c.m, c.n, c.k, c.transA, c.transB, c.halfA), got, want, 1e-4, 1e-4)
+		}
+		dim, ids := 96, []int32{3, 0, 49, 3, 17}
+		table := halfOf(t, d, randn(r, 50*dim), 50, dim)
+		var emb [2][]float32
+		for i, b := range []backend.Backend{backends.cpu, backends.ref} {
+			emb[i] = make([]float32, len(ids)*dim)
+			b.Embedding(f32(emb[i]), table, ids, dim)
+		}
+		agree(t, string(d)+" embedding", emb[0], emb[1], 0, 0)
 	}
 }

@@ -26,14 +26,19 @@ func (*Backend) Name() string { return "purego (gonum)" }
 
 // MatMul implements backend.Backend.
 func (*Backend) MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int) {
+	if isHalf(a) || isHalf(b) {
+		MatMulHalf(blas.SgemmGo, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c.F32(), ldc)
+		return
+	}
 	blas.SgemmGo(transA, transB, m, n, k, alpha, a.F32(), lda, b.F32(), ldb, beta, c.F32(), ldc)
 }
 
 // weight is a weight as this backend keeps it: the given tensor, no transpose.
 type weight struct {
 	t       tensor.Tensor
-	w       []float32
+	w       []float32 // the data of an F32 weight; nil for BF16 and F16, which Linear widens tile by tile
 	out, in int
+	roundX  bool // a BF16 weight's BF16Product
 }
 
 func (w *weight) Tensor() tensor.Tensor { return w.t }
@@ -41,17 +46,25 @@ func (w *weight) Out() int              { return w.out }
 func (w *weight) In() int               { return w.in }
 
 // PrepareWeight implements backend.Backend.
-func (*Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
-	if err := CheckWeight(w, out, in); err != nil {
+func (*Backend) PrepareWeight(w tensor.Tensor, out, in int, p backend.Product) (backend.Weight, error) {
+	if err := CheckWeight(w, out, in, p); err != nil {
 		return nil, err
 	}
-	return &weight{t: w, w: w.F32()[:out*in], out: out, in: in}, nil
+	pw := &weight{t: w, out: out, in: in, roundX: w.DType() == tensor.BF16 && p == backend.BF16Product}
+	if w.DType() == tensor.F32 {
+		pw.w = w.F32()[:out*in]
+	}
+	return pw, nil
 }
 
-// CheckWeight returns an error unless w is an F32 tensor of at least out*in elements.
-func CheckWeight(w tensor.Tensor, out, in int) error {
-	if w.DType() != tensor.F32 {
-		return fmt.Errorf("prepare weight [%d, %d]: dtype %s, want F32", out, in, w.DType())
+// CheckWeight returns an error unless w is an F32, BF16 or F16 tensor of at least out*in elements and p is
+// a Product.
+func CheckWeight(w tensor.Tensor, out, in int, p backend.Product) error {
+	if p != backend.F32Product && p != backend.BF16Product {
+		return fmt.Errorf("prepare weight [%d, %d]: unknown %v", out, in, p)
+	}
+	if d := w.DType(); d != tensor.F32 && d != tensor.BF16 && d != tensor.F16 {
+		return fmt.Errorf("prepare weight [%d, %d]: dtype %s, want F32, BF16 or F16", out, in, d)
 	}
 	if w.Len() < out*in {
 		return fmt.Errorf("prepare weight [%d, %d]: %d elements", out, in, w.Len())
@@ -62,6 +75,10 @@ func CheckWeight(w tensor.Tensor, out, in int) error {
 // Linear implements backend.Backend.
 func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
 	pw := w.(*weight)
+	if pw.w == nil {
+		LinearHalf(blas.SgemmGo, y.F32(), x.F32(), pw.t, pw.out, pw.in, rows, acc, pw.roundX)
+		return
+	}
 	var beta float32
 	if acc {
 		beta = 1
@@ -128,6 +145,10 @@ func (*Backend) SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int
 
 // Embedding implements backend.Backend.
 func (*Backend) Embedding(out, table tensor.Tensor, ids []int32, dim int) {
+	if isHalf(table) {
+		embedHalf(out.F32(), table, ids, dim)
+		return
+	}
 	kernels.Embedding(out.F32(), table.F32(), ids, dim)
 }
 

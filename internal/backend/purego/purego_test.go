@@ -7,6 +7,7 @@ import (
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
@@ -27,7 +28,7 @@ func TestLinearAgainstNaive(t *testing.T) {
 	rows, out, in := 5, 7, 11
 	w, x, y0 := randn(r, out*in), randn(r, rows*in), randn(r, rows*out)
 	b := New()
-	pw, err := b.PrepareWeight(tensor.FromF32(w, out, in), out, in)
+	pw, err := b.PrepareWeight(tensor.FromF32(w, out, in), out, in, backend.F32Product)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestLinearAgainstNaive(t *testing.T) {
 			}
 		}
 	}
-	if _, err := b.PrepareWeight(tensor.Tensor{}, 2, 2); err == nil {
+	if _, err := b.PrepareWeight(tensor.Tensor{}, 2, 2, backend.F32Product); err == nil {
 		t.Error("a nil weight must be refused")
 	}
 }
@@ -64,7 +65,19 @@ func TestNoAllocationAdded(t *testing.T) {
 	tab := rope.NewTable([]float64{1, 0.1, 0.01, 0.001, 1e-4, 1e-5, 1e-6, 1e-7}, 1, []int32{7})
 	wt := randn(r, dim*dim)
 	b := New()
-	pw, err := b.PrepareWeight(tensor.FromF32(wt, dim, dim), dim, dim)
+	pw, err := b.PrepareWeight(tensor.FromF32(wt, dim, dim), dim, dim, backend.F32Product)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bits := make([]byte, 2*dim*dim)
+	for i := range dim * dim {
+		bits[2*i+1] = byte(half.BF16FromF32(wt[i]) >> 8)
+	}
+	wbf, err := tensor.FromBytes(tensor.BF16, tensor.Host, bits, dim, dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbf, err := b.PrepareWeight(wbf, dim, dim, backend.BF16Product)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +89,8 @@ func TestNoAllocationAdded(t *testing.T) {
 		through, kernel func()
 	}{
 		{"linear", func() { b.Linear(O, X, pw, 1, false) }, func() { blas.SgemmGo(false, true, 1, dim, dim, 1, x, dim, wt, dim, 0, out, dim) }},
+		{"linear bf16", func() { b.Linear(O, X, pbf, 1, false) }, func() { blas.SgemmGo(false, true, 1, dim, dim, 1, x, dim, wt, dim, 0, out, dim) }},
+		{"embedding bf16", func() { b.Embedding(O, wbf, []int32{3}, dim) }, func() { kernels.Embedding(out, k, []int32{3}, dim) }},
 		{"rmsnorm", func() { b.RMSNormForward(O, tensor.Tensor{}, X, W, 1, dim, 1e-5) }, func() { kernels.RMSNorm(out, x, w, 1, dim, 1e-5) }},
 		{"rope", func() { b.RoPEForward(O, tab, 1, heads) }, func() { tab.Apply(out, 1, heads) }},
 		{"swiglu", func() { b.SwiGLUForward(O, X, W) }, func() { kernels.SwiGLUGo(out, x, w) }},
