@@ -149,7 +149,7 @@ func TestTrainCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := im.Config; c.HiddenSize != 64 || c.DraftVocabSize != 512 || len(im.Vocab.Used) != 512 || im.Embed != nil || len(im.Weights.LMHead) != 512*64 || c.TargetNumLayers != 5 {
+	if c := im.Config; c.HiddenSize != 64 || c.DraftVocabSize != 512 || len(im.Vocab.Used) != 512 || !im.Embed.IsNil() || len(im.Weights.LMHead) != 512*64 || c.TargetNumLayers != 5 {
 		t.Errorf("exported draft %+v", c)
 	}
 	// A finished run resumes to nothing more to do.

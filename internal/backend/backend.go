@@ -10,11 +10,12 @@
 // Tensors by value, and Tensors are plain values).
 //
 // Every floating operand is F32, except the weights a checkpoint stores in 16 bits, which stay as stored:
-//   - PrepareWeight accepts F32, BF16 and F16 weights.
-//   - Linear with a BF16 weight is a bf16 product: x is rounded to bf16 (to nearest, ties to even, as
-//     package half does) and the products accumulate in float32, the semantics of an AVX512-BF16 vdpbf16ps
-//     kernel and of PyTorch's bf16 matmul. With an F16 weight, the weight is widened to float32 (exactly)
-//     and multiplied by x as it is, unrounded.
+//   - PrepareWeight accepts F32, BF16 and F16 weights, and the Product Linear computes with a BF16 one.
+//   - Linear with a BF16 weight prepared for BF16Product is a bf16 product: x is rounded to bf16 (to
+//     nearest, ties to even, as package half does) and the products accumulate in float32, the semantics
+//     of an AVX512-BF16 vdpbf16ps kernel and of PyTorch's bf16 matmul. With a BF16 weight prepared for
+//     F32Product, and with any F16 weight, the weight is widened to float32 (exactly) and multiplied by x
+//     as it is, unrounded: the model computes as its float32 copy would.
 //   - MatMul takes a BF16 or F16 a or b (or both) the same way: with a BF16 operand the F32 one is rounded
 //     to bf16; a 16-bit operand is widened exactly. c is always F32.
 //   - Embedding takes a BF16 or F16 table and widens the rows it copies.
@@ -24,6 +25,8 @@
 package backend
 
 import (
+	"fmt"
+
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
 )
@@ -39,10 +42,10 @@ type Backend interface {
 	// views into wider rows are products too). beta 1 accumulates.
 	MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int)
 
-	// PrepareWeight makes w [out, in] (PyTorch's linear layout; F32, BF16 or F16) ready for Linear: a
-	// backend may keep a transposed copy of a small F32 weight for its few-row kernels, or move it to a
-	// device.
-	PrepareWeight(w tensor.Tensor, out, in int) (Weight, error)
+	// PrepareWeight makes w [out, in] (PyTorch's linear layout; F32, BF16 or F16) ready for Linear, which
+	// multiplies by a BF16 w as p says (F32 and F16 weights have one product): a backend may keep a
+	// transposed copy of a small F32 weight for its few-row kernels, or move it to a device.
+	PrepareWeight(w tensor.Tensor, out, in int, p Product) (Weight, error)
 	// Linear computes y = x w^T for x [rows, w.In()] into y [rows, w.Out()], or adds it to y when acc is set.
 	// w must come from this backend's PrepareWeight.
 	Linear(y, x tensor.Tensor, w Weight, rows int, acc bool)
@@ -98,6 +101,28 @@ type Backend interface {
 	AddBias(y, bias tensor.Tensor, rows, dim int)
 	// Argmax returns the index of the largest element of x (the first on ties).
 	Argmax(x tensor.Tensor) int
+}
+
+// Product is how Linear multiplies by a BF16 weight.
+type Product uint8
+
+const (
+	// F32Product widens the weight to float32 and multiplies x as it is: a bf16 checkpoint computes as its
+	// float32 copy would (what the forward goldens of a bf16 model folder hold it to).
+	F32Product Product = iota
+	// BF16Product rounds x to bf16 and accumulates the products in float32 (vdpbf16ps; PyTorch's bf16
+	// matmul): the product native bf16 kernels compute.
+	BF16Product
+)
+
+func (p Product) String() string {
+	switch p {
+	case F32Product:
+		return "f32"
+	case BF16Product:
+		return "bf16"
+	}
+	return fmt.Sprintf("Product(%d)", uint8(p))
 }
 
 // Weight is a linear layer's weight [Out, In] as a backend prepared it.

@@ -375,3 +375,21 @@ sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf1
 		}
 	}
 }
+
+// sf_bf16_peak runs iters rounds of 24 independent vdpbf16ps (64 flops each) on registers: the CPU's bf16
+// product peak, which the benchmarks compare the kernels with.
+#define PEAK12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+__attribute__((target("avx512f,avx512bf16"), noinline)) float sf_bf16_peak(long iters) {
+#define PEAK_INIT(i) __m512 a##i = _mm512_set1_ps(i), b##i = _mm512_set1_ps(i + 100);
+	PEAK12(PEAK_INIT)
+	__m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x3c003c00);
+	for (long i = 0; i < iters; i++) {
+#define PEAK_STEP(i) a##i = _mm512_dpbf16_ps(a##i, x, y); b##i = _mm512_dpbf16_ps(b##i, y, x);
+		PEAK12(PEAK_STEP)
+		__asm__ volatile("" : "+v"(x), "+v"(y)); // keeps the loop from being folded
+	}
+	__m512 s = _mm512_setzero_ps();
+#define PEAK_SUM(i) s = _mm512_add_ps(s, _mm512_add_ps(a##i, b##i));
+	PEAK12(PEAK_SUM)
+	return _mm512_reduce_add_ps(s);
+}

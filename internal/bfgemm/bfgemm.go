@@ -99,6 +99,12 @@ func Round(dst []uint16, src []float32) {
 	})
 }
 
+// peakRounds is the length of one run of the CPU's bf16 product peak loop, of 24*64 flops per round.
+const peakRounds = 1 << 22
+
+// runPeak runs the CPU's bf16 product peak loop once (peakRounds rounds).
+func runPeak() { C.sf_bf16_peak(peakRounds) }
+
 // operand returns x's data pointer and whether it holds bf16.
 func operand(x tensor.Tensor) (unsafe.Pointer, C.int) {
 	raw := x.Raw()

@@ -5,6 +5,8 @@ package bfgemm
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/specforge/specforge/internal/blas"
@@ -157,6 +159,21 @@ func TestGemmRowsAndColumnsIndependent(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkPeak is the bf16 product peak of this CPU (register-only vdpbf16ps) on every core, the yardstick
+// of BenchmarkGemm's GFLOP/s.
+func BenchmarkPeak(b *testing.B) {
+	needKernels(b)
+	workers := runtime.GOMAXPROCS(0)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(runPeak)
+		}
+		wg.Wait()
+	}
+	b.ReportMetric(float64(workers)*peakRounds*24*64*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
 func BenchmarkGemm(b *testing.B) {

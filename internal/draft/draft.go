@@ -8,6 +8,7 @@ import (
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/backend/auto"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -15,7 +16,7 @@ import (
 // mapping, and the backend it computes on.
 type Draft struct {
 	Config Config
-	Embed  []float32 // [V, H], frozen; shared with the target, never saved with the draft
+	Embed  tensor.Tensor // [V, H], frozen, of any float dtype (the target's, as stored); never saved with the draft
 	Vocab  *vocab.Mapping
 	W      Weights
 	be     backend.Backend
@@ -138,19 +139,25 @@ func (w *Weights) Zero(c *Config) {
 var errNoEmbedding = errors.New("draft: no embedding (a draft loaded without its target can be saved, not run)")
 
 // New assembles a draft computing on the backend of this build (backend/auto) and checks the sizes of its
-// parts. A nil embedding makes a draft that can be saved but not run: the embedding is the target's and never
-// part of the draft's files.
-func New(c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
+// parts. embed [V, H] is F32, BF16 or F16 (the target's as stored: the draft only reads its rows). A nil
+// embedding makes a draft that can be saved but not run: the embedding is the target's and never part of
+// the draft's files.
+func New(c Config, embed tensor.Tensor, m *vocab.Mapping, w Weights) (*Draft, error) {
 	return NewOn(auto.Default(), c, embed, m, w)
 }
 
 // NewOn is New computing on backend be.
-func NewOn(be backend.Backend, c Config, embed []float32, m *vocab.Mapping, w Weights) (*Draft, error) {
+func NewOn(be backend.Backend, c Config, embed tensor.Tensor, m *vocab.Mapping, w Weights) (*Draft, error) {
 	if err := c.Validate(nil); err != nil {
 		return nil, err
 	}
-	if embed != nil && len(embed) != c.VocabSize*c.HiddenSize {
-		return nil, fmt.Errorf("draft: embedding has %d values, want %d x %d", len(embed), c.VocabSize, c.HiddenSize)
+	if !embed.IsNil() {
+		if embed.Len() != c.VocabSize*c.HiddenSize {
+			return nil, fmt.Errorf("draft: embedding has %d values, want %d x %d", embed.Len(), c.VocabSize, c.HiddenSize)
+		}
+		if d := embed.DType(); d != tensor.F32 && d != tensor.BF16 && d != tensor.F16 {
+			return nil, fmt.Errorf("draft: embedding of dtype %s, want F32, BF16 or F16", d)
+		}
 	}
 	if len(m.D2T) != c.DraftVocabSize || len(m.T2D) != c.VocabSize {
 		return nil, fmt.Errorf("draft: vocabulary mapping of %d/%d tokens, want %d/%d", len(m.D2T), len(m.T2D), c.DraftVocabSize, c.VocabSize)
@@ -166,12 +173,13 @@ func NewOn(be backend.Backend, c Config, embed []float32, m *vocab.Mapping, w We
 // Backend is the backend the draft computes on.
 func (d *Draft) Backend() backend.Backend { return d.be }
 
-// RandomEmbedding is a seeded N(0, std) embedding, for drafts whose width differs from the target's.
-func RandomEmbedding(vocab, hidden int, seed uint64, std float64) []float32 {
+// RandomEmbedding is a seeded N(0, std) F32 embedding [vocab, hidden], for drafts whose width differs from
+// the target's.
+func RandomEmbedding(vocab, hidden int, seed uint64, std float64) tensor.Tensor {
 	r := rand.New(rand.NewPCG(seed, 0xe3bed))
 	out := make([]float32, vocab*hidden)
 	for i := range out {
 		out[i] = float32(r.NormFloat64() * std)
 	}
-	return out
+	return tensor.FromF32(out, vocab, hidden)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -19,10 +20,11 @@ func loadGoldenDraft(t testing.TB, c *goldentest.Case) *Draft {
 	if err != nil {
 		t.Fatal(err)
 	}
-	embed, err := et.Float32()
+	values, err := et.Float32() // a copy: f is closed on return
 	if err != nil {
 		t.Fatal(err)
 	}
+	embed := tensor.FromF32(values, et.Shape...)
 	dt, err := f.Tensor("d2t")
 	if err != nil {
 		t.Fatal(err)

@@ -159,7 +159,7 @@ type acts struct {
 // forwardIn computes s.e, s.eN, s.hN, s.q, s.k and s.v of tokens ids and hidden states s.h [n, H].
 func (l *layer) forwardIn(s *acts, ids []int32, n int) {
 	be, w := l.be, &l.d.W
-	be.Embedding(t32(s.e), t32(l.d.Embed), ids, l.H)
+	be.Embedding(t32(s.e), l.d.Embed, ids, l.H)
 	be.RMSNormForward(t32(s.eN), t32(s.eRstd), t32(s.e), t32(w.InputNorm), n, l.H, l.eps)
 	be.RMSNormForward(t32(s.hN), t32(s.hRstd), t32(s.h), t32(w.HiddenNorm), n, l.H, l.eps)
 	if l.q.prep != nil {

@@ -48,7 +48,7 @@ func (d *Draft) Prepare() *Prepared {
 		{&p.gate, w.Wgate, I, H}, {&p.up, w.Wup, I, H}, {&p.down, w.Wdown, H, I},
 		{&p.lmHead, w.LMHead, c.DraftVocabSize, H},
 	} {
-		if *m.dst, p.err = d.be.PrepareWeight(tensor.FromF32(m.w), m.out, m.in); p.err != nil {
+		if *m.dst, p.err = d.be.PrepareWeight(tensor.FromF32(m.w), m.out, m.in, backend.F32Product); p.err != nil {
 			p.err = fmt.Errorf("draft: prepare for decoding: %w", p.err)
 			return p
 		}
@@ -64,7 +64,7 @@ func (d *Draft) NewSession() (*Session, error) { return d.Prepare().NewSession()
 func (p *Prepared) NewSession() (*Session, error) {
 	d := p.d
 	c := &d.Config
-	if d.Embed == nil {
+	if d.Embed.IsNil() {
 		return nil, errNoEmbedding
 	}
 	if p.err != nil {

@@ -57,7 +57,7 @@ func resizeZero[T any](b []T, n int) []T {
 // in ws: they stay valid until its next use.
 func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale float64) (*Metrics, error) {
 	c := &d.Config
-	if d.Embed == nil {
+	if d.Embed.IsNil() {
 		return nil, errNoEmbedding
 	}
 	N, H, I, vd := b.B*b.T, c.HiddenSize, c.IntermediateSize, c.DraftVocabSize

@@ -23,6 +23,7 @@ import (
 
 	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/safetensors"
 )
 
@@ -74,7 +75,10 @@ func Tensors(d *draft.Draft, f Format, dtype safetensors.DType) []safetensors.Te
 		ts = append(ts, safetensors.FromFloat32(weightName(f, p.Name), dtype, p.Shape, *p.Data))
 	}
 	if d.Config.TargetHiddenSize != d.Config.HiddenSize {
-		ts = append(ts, safetensors.FromFloat32("embed_tokens.weight", dtype, []int{d.Config.VocabSize, d.Config.HiddenSize}, d.Embed))
+		// Widen cannot fail: draft.New admits float embeddings only. A draft of its own width has its own
+		// embedding, F32 (random or imported), which Widen returns without a copy.
+		embed, _ := half.Widen(d.Embed)
+		ts = append(ts, safetensors.FromFloat32("embed_tokens.weight", dtype, []int{d.Config.VocabSize, d.Config.HiddenSize}, embed))
 	}
 	return append(ts,
 		safetensors.FromInt64("d2t", safetensors.I64, []int{len(d.Vocab.D2T)}, d.Vocab.D2T),

@@ -15,6 +15,7 @@ import (
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -42,7 +43,7 @@ func caseDraft(t *testing.T, c *goldentest.Case) *draft.Draft {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := draft.New(cfg, make([]float32, cfg.VocabSize*cfg.HiddenSize), m, w)
+	d, err := draft.New(cfg, tensor.FromF32(make([]float32, cfg.VocabSize*cfg.HiddenSize)), m, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,8 +166,8 @@ func TestRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if im.Format != f || !reflect.DeepEqual(im.Config.AuxLayers, []int{0, 2, 3}) || im.Embed != nil || len(im.Ignored) > 0 {
-					t.Fatalf("read back as %s, aux %v, embed %v, ignored %v", im.Format, im.Config.AuxLayers, im.Embed != nil, im.Ignored)
+				if im.Format != f || !reflect.DeepEqual(im.Config.AuxLayers, []int{0, 2, 3}) || !im.Embed.IsNil() || len(im.Ignored) > 0 {
+					t.Fatalf("read back as %s, aux %v, embed %v, ignored %v", im.Format, im.Config.AuxLayers, !im.Embed.IsNil(), im.Ignored)
 				}
 				if !reflect.DeepEqual(im.Vocab.D2T, d.Vocab.D2T) || !reflect.DeepEqual(im.Vocab.T2D, d.Vocab.T2D) {
 					t.Fatal("vocabulary mapping differs")
@@ -248,7 +249,7 @@ func sglangConfig(c *draft.Config) map[string]any {
 
 func storiesHead(hidden, vocabSize, layers int) *model.Head {
 	return &model.Head{Config: &model.Config{HiddenSize: hidden, VocabSize: vocabSize, NumLayers: layers, Architecture: "LlamaForCausalLM"},
-		Embed: make([]float32, vocabSize*hidden)}
+		Embed: tensor.FromF32(make([]float32, vocabSize*hidden), vocabSize, hidden)}
 }
 
 // TestImportForeignHeads reads heads written by other tools: f16 with a stray embedding and no t2d and no
@@ -266,8 +267,8 @@ func TestImportForeignHeads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if im.Format != SGLang || im.Config.AuxLayers != nil || im.Embed == nil || im.Config.TargetHiddenSize != 64 {
-		t.Fatalf("read %s, aux %v, embed %v, target hidden %d", im.Format, im.Config.AuxLayers, im.Embed != nil, im.Config.TargetHiddenSize)
+	if im.Format != SGLang || im.Config.AuxLayers != nil || im.Embed.IsNil() || im.Config.TargetHiddenSize != 64 {
+		t.Fatalf("read %s, aux %v, embed %v, target hidden %d", im.Format, im.Config.AuxLayers, !im.Embed.IsNil(), im.Config.TargetHiddenSize)
 	}
 	if _, err := im.Draft(); err == nil || !strings.Contains(err.Error(), "aux layers") {
 		t.Errorf("exporting without aux layers or target: %v", err)
@@ -276,7 +277,7 @@ func TestImportForeignHeads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got.Config.AuxLayers, []int{1, 1, 1}) || &got.Embed[0] != &target.Embed[0] {
+	if !reflect.DeepEqual(got.Config.AuxLayers, []int{1, 1, 1}) || &got.Embed.F32()[0] != &target.Embed.F32()[0] {
 		t.Errorf("fitted aux %v; the target's embedding must be shared", got.Config.AuxLayers)
 	}
 	if !reflect.DeepEqual(got.Vocab.T2D, d.Vocab.T2D) {

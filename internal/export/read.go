@@ -13,6 +13,7 @@ import (
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -30,8 +31,9 @@ type Imported struct {
 	AuxSource string
 	Weights   draft.Weights
 	Vocab     *vocab.Mapping
-	// Embed is the file's embedding, nil when it has none (engines then share the target's).
-	Embed []float32
+	// Embed is the file's embedding (F32, a copy), the nil tensor when it has none (engines then share the
+	// target's).
+	Embed tensor.Tensor
 	// Ignored lists tensors of the file that a draft does not read.
 	Ignored []string
 }
@@ -313,9 +315,11 @@ func (im *Imported) loadTensors(f tensorSource, configPath string) error {
 		if err := t.CheckShape(c.VocabSize, c.HiddenSize); err != nil {
 			return err
 		}
-		if im.Embed, err = t.Float32(); err != nil {
+		values, err := t.Float32()
+		if err != nil {
 			return err
 		}
+		im.Embed = tensor.FromF32(values, c.VocabSize, c.HiddenSize)
 	}
 	known := map[string]bool{"embed_tokens.weight": true, "d2t": true, "t2d": true}
 	for _, p := range im.Weights.Params(c) {
@@ -376,7 +380,7 @@ func (im *Imported) ForTarget(target *model.Head) (*draft.Draft, error) {
 	}
 	embed := target.Embed
 	if c.HiddenSize != target.Config.HiddenSize {
-		if im.Embed == nil {
+		if im.Embed.IsNil() {
 			return nil, fmt.Errorf("%s does not fit the target: the draft is %d wide, the target %d, and the file has no embed_tokens.weight of its width", im.Dir, c.HiddenSize, target.Config.HiddenSize)
 		}
 		embed = im.Embed
@@ -390,7 +394,7 @@ func (im *Imported) Draft() (*draft.Draft, error) {
 	if len(im.Config.AuxLayers) == 0 {
 		return nil, fmt.Errorf("%s leaves its aux layers to the target's defaults: give the target so that they can be written explicitly", im.Dir)
 	}
-	if im.Config.HiddenSize != im.Config.TargetHiddenSize && im.Embed == nil {
+	if im.Config.HiddenSize != im.Config.TargetHiddenSize && im.Embed.IsNil() {
 		return nil, fmt.Errorf("%s: the draft is %d wide, its target %d, and the file has no embed_tokens.weight of its width", im.Dir, im.Config.HiddenSize, im.Config.TargetHiddenSize)
 	}
 	d, err := draft.New(im.Config, im.Embed, im.Vocab, im.Weights)

@@ -3,9 +3,11 @@
 package half
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/specforge/specforge/internal/parallel"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/x448/float16"
 )
 
@@ -94,4 +96,23 @@ func F32ToF16(dst []uint16, src []float32) {
 			dst[i] = float16.Fromfloat32(src[i]).Bits()
 		}
 	})
+}
+
+// Widen returns the values of an F32, BF16 or F16 tensor as float32: an F32 tensor's data as it is (no
+// copy), a 16-bit tensor's widened into a new slice (nil for the nil tensor). It is for small tensors and
+// samples: the matrices of a checkpoint stay as stored, and the backends widen them tile by tile.
+func Widen(t tensor.Tensor) ([]float32, error) {
+	switch t.DType() {
+	case tensor.F32, "":
+		return t.F32(), nil
+	case tensor.BF16:
+		out := make([]float32, t.Len())
+		BF16ToF32(out, t.Bits16())
+		return out, nil
+	case tensor.F16:
+		out := make([]float32, t.Len())
+		F16ToF32(out, t.Bits16())
+		return out, nil
+	}
+	return nil, fmt.Errorf("widen %v: dtype %s, want F32, BF16 or F16", t, t.DType())
 }

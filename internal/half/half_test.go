@@ -3,6 +3,8 @@ package half
 import (
 	"math"
 	"testing"
+
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 func TestBF16RoundTrip(t *testing.T) {
@@ -80,5 +82,44 @@ func TestF16(t *testing.T) {
 		if back[i] != src[i] {
 			t.Errorf("f16 round trip %#04x -> %#04x", src[i], back[i])
 		}
+	}
+}
+
+func TestWiden(t *testing.T) {
+	x := []float32{1.5, -2, 0.25}
+	if got, err := Widen(tensor.FromF32(x)); err != nil || &got[0] != &x[0] {
+		t.Errorf("an F32 tensor must come back as it is: %v, %v", got, err)
+	}
+	for _, d := range []tensor.DType{tensor.BF16, tensor.F16} {
+		bits := make([]uint16, len(x))
+		if d == tensor.BF16 {
+			F32ToBF16(bits, x)
+		} else {
+			F32ToF16(bits, x)
+		}
+		raw := make([]byte, 2*len(bits))
+		for i, b := range bits {
+			raw[2*i], raw[2*i+1] = byte(b), byte(b>>8)
+		}
+		h, err := tensor.FromBytes(d, tensor.Host, raw, len(x))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Widen(h)
+		if err != nil || len(got) != len(x) {
+			t.Fatalf("%s: %v, %v", d, got, err)
+		}
+		for i := range x {
+			if got[i] != x[i] { // every value is exact in both formats
+				t.Errorf("%s: [%d] = %g, want %g", d, i, got[i], x[i])
+			}
+		}
+	}
+	i8, err := tensor.FromBytes(tensor.I8, tensor.Host, make([]byte, 2), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Widen(i8); err == nil {
+		t.Error("an I8 tensor must be refused")
 	}
 }

@@ -10,13 +10,14 @@ import (
 	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/memstat"
 	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // randomSource yields normal weights with std 1/sqrt(fan_in) and norm weights near 1, like the PyTorch
 // peer's random_target_weights, so activations stay O(1).
 type randomSource struct{ r *rand.Rand }
 
-func (s randomSource) Get(name string, optional bool, shape ...int) ([]float32, error) {
+func (s randomSource) Get(name string, optional bool, shape ...int) (tensor.Tensor, error) {
 	n := 1
 	for _, d := range shape {
 		n *= d
@@ -26,13 +27,13 @@ func (s randomSource) Get(name string, optional bool, shape ...int) ([]float32, 
 		for i := range w {
 			w[i] = float32(1 + 0.1*s.r.NormFloat64())
 		}
-		return w, nil
+		return tensor.FromF32(w, shape...), nil
 	}
 	std := 1 / math.Sqrt(float64(shape[len(shape)-1]))
 	for i := range w {
 		w[i] = float32(s.r.NormFloat64() * std)
 	}
-	return w, nil
+	return tensor.FromF32(w, shape...), nil
 }
 
 // llama1BSlice is the Llama-3.2-1B shape cut to two layers, as in ../shared/bench/bench.py.

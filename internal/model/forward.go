@@ -115,7 +115,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 	out.Aux = tensor.Resize(out.Aux, N*len(req.AuxLayers)*H)
 	out.Hidden = tensor.Resize(out.Hidden, N*H)
 	h := out.Hidden
-	m.be.Embedding(tensor.Vec(h), m.embed, b.IDs, H)
+	m.be.Embedding(tensor.Vec(h), m.Embed, b.IDs, H)
 	for li := range m.Layers {
 		m.layer(li, h, &ws, b, cache, past, rot)
 		for slot, al := range req.AuxLayers {
@@ -128,7 +128,7 @@ func (m *Model) Forward(b Batch, cache *KVCache, req Request) (*Output, error) {
 		}
 	}
 	cache.Len = past + b.T
-	m.be.RMSNormForward(tensor.Vec(h), tensor.Tensor{}, tensor.Vec(h), m.norm, N, H, float32(cfg.RMSNormEps))
+	m.be.RMSNormForward(tensor.Vec(h), tensor.Tensor{}, tensor.Vec(h), m.Norm, N, H, float32(cfg.RMSNormEps))
 	out.LogitRows = out.LogitRows[:0]
 	switch req.Logits {
 	case AllLogits:
@@ -216,7 +216,7 @@ func (m *Model) workspace(n int) scratch {
 // layer updates the residual stream h [N, H] in place by decoder layer li.
 func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache, past int, rot *rope.Table) {
 	cfg, be := m.Config, m.be
-	l := &m.layers[li]
+	l, w := &m.layers[li], &m.Layers[li]
 	N, H := b.B*b.T, cfg.HiddenSize
 	d := cfg.HeadDim
 	qDim, kvDim := cfg.NumHeads*d, cfg.NumKVHeads*d
@@ -224,13 +224,13 @@ func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache,
 	h, x, q, k, v := tensor.Vec(hs), tensor.Vec(s.x), tensor.Vec(s.q), tensor.Vec(s.k), tensor.Vec(s.v)
 	none := tensor.Tensor{}
 
-	be.RMSNormForward(x, none, h, l.inputNorm, N, H, eps)
-	m.linear(q, x, l.q, l.bq, N)
-	m.linear(k, x, l.k, l.bk, N)
-	m.linear(v, x, l.v, l.bv, N)
-	if !l.qNorm.IsNil() {
-		be.RMSNormForward(q, none, q, l.qNorm, N*cfg.NumHeads, d, eps)
-		be.RMSNormForward(k, none, k, l.kNorm, N*cfg.NumKVHeads, d, eps)
+	be.RMSNormForward(x, none, h, w.InputNorm, N, H, eps)
+	m.linear(q, x, l.q, w.Bq, N)
+	m.linear(k, x, l.k, w.Bk, N)
+	m.linear(v, x, l.v, w.Bv, N)
+	if !w.QNorm.IsNil() {
+		be.RMSNormForward(q, none, q, w.QNorm, N*cfg.NumHeads, d, eps)
+		be.RMSNormForward(k, none, k, w.KNorm, N*cfg.NumKVHeads, d, eps)
 	}
 	be.RoPEForward(q, rot, N, cfg.NumHeads)
 	be.RoPEForward(k, rot, N, cfg.NumKVHeads)
@@ -254,15 +254,15 @@ func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache,
 	}
 	// The output projection and the MLP add straight into the residual stream.
 	be.Linear(h, tensor.Vec(s.attn), l.o, N, true)
-	m.addBias(h, l.bo, N)
+	m.addBias(h, w.Bo, N)
 
 	gate, up := tensor.Vec(s.gate), tensor.Vec(s.up)
-	be.RMSNormForward(x, none, h, l.postNorm, N, H, eps)
-	m.linear(gate, x, l.gate, l.bgate, N)
-	m.linear(up, x, l.up, l.bup, N)
+	be.RMSNormForward(x, none, h, w.PostNorm, N, H, eps)
+	m.linear(gate, x, l.gate, w.Bgate, N)
+	m.linear(up, x, l.up, w.Bup, N)
 	be.SwiGLUForward(gate, gate, up)
 	be.Linear(h, gate, l.down, N, true)
-	m.addBias(h, l.bdown, N)
+	m.addBias(h, w.Bdown, N)
 }
 
 // linear computes y = x w^T + bias for x [n, In]; bias may be nil.

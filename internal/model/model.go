@@ -7,67 +7,59 @@ import (
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/backend/auto"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
-// Layer holds the weights of one decoder layer in PyTorch's [out, in] layout. Optional tensors are nil when
-// the architecture does not have them.
+// Layer holds the weights of one decoder layer in PyTorch's [out, in] layout. The matrices (W*) are of the
+// checkpoint's dtype (F32, BF16 or F16), memory-mapped, never copied; the vectors (norms and biases) are
+// F32, widened at load when stored in 16 bits (they are a few thousand values a layer). Optional tensors
+// are the nil tensor when the architecture does not have them.
 type Layer struct {
-	InputNorm, PostNorm []float32
-	Wq, Wk, Wv, Wo      []float32
-	Bq, Bk, Bv, Bo      []float32
-	QNorm, KNorm        []float32
-	Wgate, Wup, Wdown   []float32
-	Bgate, Bup, Bdown   []float32
+	InputNorm, PostNorm tensor.Tensor
+	Wq, Wk, Wv, Wo      tensor.Tensor
+	Bq, Bk, Bv, Bo      tensor.Tensor
+	QNorm, KNorm        tensor.Tensor
+	Wgate, Wup, Wdown   tensor.Tensor
+	Bgate, Bup, Bdown   tensor.Tensor
 }
 
-// Head is the part of a target that offline training needs: the token embedding and lm_head.
+// Head is the part of a target that offline training needs: the token embedding and lm_head, of the
+// checkpoint's dtype (memory-mapped when read from one).
 type Head struct {
 	Config *Config
-	Embed  []float32 // [V, H]
-	LMHead []float32 // [V, H]; the same slice as Embed when the embeddings are tied
+	Embed  tensor.Tensor // [V, H]
+	LMHead tensor.Tensor // [V, H]; the same tensor as Embed when the embeddings are tied
 	be     backend.Backend
-	embed  tensor.Tensor  // Embed
 	lmHead backend.Weight // LMHead prepared by be for products; set by the loaders
 }
 
-// Model is a loaded target model. Float32 weights are memory-mapped from the checkpoint; bf16/f16 weights are
-// widened to float32 once at load.
+// Model is a loaded target model. Its matrices stay as the checkpoint stores them (memory-mapped F32, BF16
+// or F16; the backend widens 16-bit ones tile by tile as it multiplies), so a model's resident memory is
+// about its checkpoint's size.
 type Model struct {
 	Head
 	Dir    string
 	Layers []Layer
-	Norm   []float32 // [H]
+	Norm   tensor.Tensor // [H], F32
 	// Unused names checkpoint tensors the architecture does not read (worth a warning, not an error).
 	Unused    []string
 	ckpt      *safetensors.Checkpoint
 	mu        sync.Mutex // serialises forwards, which share ws and rotations
 	ws        *scratch
 	rotations rope.Rotations
-	norm      tensor.Tensor // Norm
-	layers    []layerTensors
+	layers    []preparedLayer
 }
 
-// layerTensors are a layer's weights as the forward reads them: the matrices prepared by the backend, the
-// vectors as tensors (nil when the architecture has none).
-type layerTensors struct {
-	q, k, v, o, gate, up, down        backend.Weight
-	inputNorm, postNorm, qNorm, kNorm tensor.Tensor
-	bq, bk, bv, bo, bgate, bup, bdown tensor.Tensor
+// preparedLayer is a layer's matrices prepared by the backend for products.
+type preparedLayer struct {
+	q, k, v, o, gate, up, down backend.Weight
 }
 
-// vec wraps an optional weight vector as a tensor (the nil tensor for nil).
-func vec(x []float32) tensor.Tensor {
-	if x == nil {
-		return tensor.Tensor{}
-	}
-	return tensor.FromF32(x)
-}
-
-// LoadHead reads only the embedding and lm_head of a model folder (memory-mapped when stored as float32);
-// the returned close function releases the checkpoint.
+// LoadHead reads only the embedding and lm_head of a model folder (memory-mapped, of the stored dtype); the
+// returned close function releases the checkpoint.
 func LoadHead(dir string) (*Head, func() error, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
@@ -97,21 +89,29 @@ func (h *Head) read(cfg *Config, src WeightSource) error {
 		h.LMHead = h.Embed
 	} else if h.LMHead, err = src.Get("lm_head.weight", true, cfg.VocabSize, cfg.HiddenSize); err != nil {
 		return err
-	} else if h.LMHead == nil {
+	} else if h.LMHead.IsNil() {
 		return fmt.Errorf("lm_head.weight is missing and tie_word_embeddings is false")
 	}
-	h.embed = tensor.FromF32(h.Embed, cfg.VocabSize, cfg.HiddenSize)
-	h.lmHead, err = h.be.PrepareWeight(tensor.FromF32(h.LMHead, cfg.VocabSize, cfg.HiddenSize), cfg.VocabSize, cfg.HiddenSize)
+	if d := h.Embed.DType(); d != tensor.F32 && d != tensor.BF16 && d != tensor.F16 {
+		return fmt.Errorf("model.embed_tokens.weight: dtype %s, want F32, BF16 or F16", d)
+	}
+	h.lmHead, err = h.be.PrepareWeight(h.LMHead, cfg.VocabSize, cfg.HiddenSize, product)
 	if err != nil {
 		return fmt.Errorf("lm_head: %w", err)
 	}
 	return nil
 }
 
-// WeightSource yields a tensor by its Hugging Face name as float32, checked against the expected shape.
-// optional tensors return (nil, nil) when absent.
+// product is how the forward multiplies by a bf16 checkpoint's matrices: widened, in float32, so that a bf16
+// model computes as its float32 copy would, as the forward goldens of their bf16 model folders require
+// (backend.BF16Product, bf16-rounded activations, moves those outputs by about 2^-9 relative).
+const product = backend.F32Product
+
+// WeightSource yields a tensor by its Hugging Face name, checked against the expected shape, of the dtype
+// it is stored in and without a copy (a checkpoint's tensors are memory-mapped). Optional tensors are the
+// nil tensor when absent.
 type WeightSource interface {
-	Get(name string, optional bool, shape ...int) ([]float32, error)
+	Get(name string, optional bool, shape ...int) (tensor.Tensor, error)
 }
 
 // Load reads a Hugging Face model folder: config.json and model.safetensors (or a sharded checkpoint).
@@ -154,19 +154,19 @@ type checkpointSource struct {
 	used map[string]bool
 }
 
-func (s *checkpointSource) Get(name string, optional bool, shape ...int) ([]float32, error) {
+func (s *checkpointSource) Get(name string, optional bool, shape ...int) (tensor.Tensor, error) {
 	if optional && !s.ckpt.Has(name) {
-		return nil, nil
+		return tensor.Tensor{}, nil
 	}
 	t, err := s.ckpt.Tensor(name)
 	if err != nil {
-		return nil, err
+		return tensor.Tensor{}, err
 	}
 	if err := t.CheckShape(shape...); err != nil {
-		return nil, err
+		return tensor.Tensor{}, err
 	}
 	s.used[name] = true
-	return t.Float32View()
+	return t.View()
 }
 
 // New builds a model from a config and a source of weights, computing on the backend of this build.
@@ -178,25 +178,38 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
 	m := &Model{Head: Head{Config: cfg, be: be}, Layers: make([]Layer, cfg.NumLayers), rotations: rope.Rotations{Config: cfg.Rope}}
 	var errs []string
-	get := func(name string, optional bool, shape ...int) []float32 {
+	get := func(name string, optional bool, shape ...int) tensor.Tensor {
 		w, err := src.Get(name, optional, shape...)
 		if err != nil {
 			errs = append(errs, err.Error())
 		}
 		return w
 	}
-	// want fetches a tensor that the config requires or forbids; present says which.
-	want := func(present bool, name string, shape ...int) []float32 {
-		if !present {
-			return nil
+	// vec fetches a vector as F32: one stored in 16 bits is widened, a copy of a few thousand values.
+	vec := func(name string, shape ...int) tensor.Tensor {
+		w := get(name, false, shape...)
+		if w.IsNil() || w.DType() == tensor.F32 {
+			return w
 		}
-		return get(name, false, shape...)
+		x, err := half.Widen(w)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", name, err))
+			return tensor.Tensor{}
+		}
+		return tensor.FromF32(x, shape...)
+	}
+	// want fetches a vector that the config requires or forbids; present says which.
+	want := func(present bool, name string, shape ...int) tensor.Tensor {
+		if !present {
+			return tensor.Tensor{}
+		}
+		return vec(name, shape...)
 	}
 	for i := range m.Layers {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		l := &m.Layers[i]
-		l.InputNorm = get(p+"input_layernorm.weight", false, H)
-		l.PostNorm = get(p+"post_attention_layernorm.weight", false, H)
+		l.InputNorm = vec(p+"input_layernorm.weight", H)
+		l.PostNorm = vec(p+"post_attention_layernorm.weight", H)
 		l.Wq = get(p+"self_attn.q_proj.weight", false, qDim, H)
 		l.Wk = get(p+"self_attn.k_proj.weight", false, kvDim, H)
 		l.Wv = get(p+"self_attn.v_proj.weight", false, kvDim, H)
@@ -217,7 +230,7 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
 			break // a wrong checkpoint fails on every layer; a few lines say enough
 		}
 	}
-	m.Norm = get("model.norm.weight", false, H)
+	m.Norm = vec("model.norm.weight", H)
 	if len(errs) == 0 {
 		if err := m.Head.read(cfg, src); err != nil {
 			errs = append(errs, err.Error())
@@ -226,27 +239,23 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("load %s weights: %s", cfg.Architecture, strings.Join(errs, "; "))
 	}
-	m.norm = tensor.FromF32(m.Norm, H)
-	m.layers = make([]layerTensors, len(m.Layers))
+	m.layers = make([]preparedLayer, len(m.Layers))
 	for i := range m.Layers {
 		l := &m.Layers[i]
 		lt := &m.layers[i]
 		for _, w := range []struct {
 			dst     *backend.Weight
-			w       []float32
+			w       tensor.Tensor
 			out, in int
 		}{
 			{&lt.q, l.Wq, qDim, H}, {&lt.k, l.Wk, kvDim, H}, {&lt.v, l.Wv, kvDim, H}, {&lt.o, l.Wo, H, qDim},
 			{&lt.gate, l.Wgate, I, H}, {&lt.up, l.Wup, I, H}, {&lt.down, l.Wdown, H, I},
 		} {
 			var err error
-			if *w.dst, err = be.PrepareWeight(tensor.FromF32(w.w, w.out, w.in), w.out, w.in); err != nil {
+			if *w.dst, err = be.PrepareWeight(w.w, w.out, w.in, product); err != nil {
 				return nil, fmt.Errorf("load %s weights: layer %d: %w", cfg.Architecture, i, err)
 			}
 		}
-		lt.inputNorm, lt.postNorm, lt.qNorm, lt.kNorm = vec(l.InputNorm), vec(l.PostNorm), vec(l.QNorm), vec(l.KNorm)
-		lt.bq, lt.bk, lt.bv, lt.bo = vec(l.Bq), vec(l.Bk), vec(l.Bv), vec(l.Bo)
-		lt.bgate, lt.bup, lt.bdown = vec(l.Bgate), vec(l.Bup), vec(l.Bdown)
 	}
 	return m, nil
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/generate"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/tokenizer"
 )
 
@@ -71,9 +73,14 @@ func Key(m *model.Model, openingsPath string, o Options) (string, error) {
 	cfg, _ := json.Marshal(m.Config)
 	h.Write(cfg)
 	// The weights decide the text: hash a sample of them rather than gigabytes.
-	for _, w := range [][]float32{m.Embed, m.Norm, m.LMHead} {
-		for i := 0; i < len(w); i += max(1, len(w)/4096) {
-			fmt.Fprintf(h, "%x,", w[i])
+	for _, w := range []tensor.Tensor{m.Embed, m.Norm, m.LMHead} {
+		flat := w.Reshape(w.Len())
+		for i := 0; i < w.Len(); i += max(1, w.Len()/4096) {
+			v, err := half.Widen(flat.Rows(i, i+1)) // one value: the matrices stay as stored
+			if err != nil {
+				return "", fmt.Errorf("hash the weights: %w", err)
+			}
+			fmt.Fprintf(h, "%x,", v[0])
 		}
 	}
 	opts, _ := json.Marshal(struct {

@@ -65,16 +65,6 @@ func (t *Tensor) CheckShape(want ...int) error {
 	return fmt.Errorf("%s: shape %v, want %v", t.where(), t.Shape, want)
 }
 
-// Float32View returns the values as float32 without copying when the data is F32 and 4-byte aligned (the
-// slice then aliases the file mapping and must not be written); other float types are converted into a new
-// slice.
-func (t *Tensor) Float32View() ([]float32, error) {
-	if v, err := t.View(); err == nil && t.DType == F32 && t.NumElements() > 0 && littleEndian {
-		return v.F32(), nil
-	}
-	return t.Float32()
-}
-
 // View is t's data as a tensor.Tensor of its dtype and shape, without copying: Mapped storage for a tensor
 // read from a File (valid until the File is closed, not to be written), Host for one built in memory. It
 // fails for data the Tensor cannot alias (misaligned for its dtype, or of rank above tensor.MaxRank).

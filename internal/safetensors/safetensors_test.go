@@ -50,7 +50,7 @@ func TestRoundTripAllDTypes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := tt.Float32View()
+		got, err := tt.Float32()
 		if err != nil {
 			t.Fatal(err)
 		}

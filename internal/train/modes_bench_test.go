@@ -14,12 +14,13 @@ import (
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
 type randomWeights struct{ r *rand.Rand }
 
-func (s randomWeights) Get(name string, optional bool, shape ...int) ([]float32, error) {
+func (s randomWeights) Get(name string, optional bool, shape ...int) (tensor.Tensor, error) {
 	n := 1
 	for _, d := range shape {
 		n *= d
@@ -33,7 +34,7 @@ func (s randomWeights) Get(name string, optional bool, shape ...int) ([]float32,
 			w[i] = float32(s.r.NormFloat64() * std)
 		}
 	}
-	return w, nil
+	return tensor.FromF32(w, shape...), nil
 }
 
 // BenchmarkOnlineVsOffline trains the same draft online (the target runs every batch) and offline (from

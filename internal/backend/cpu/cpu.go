@@ -49,6 +49,7 @@ type weight struct {
 	t       tensor.Tensor
 	w       blas.Weight
 	out, in int
+	p       backend.Product
 }
 
 func (w *weight) Tensor() tensor.Tensor { return w.t }
@@ -59,11 +60,11 @@ func (w *weight) In() int               { return w.in }
 func isHalf(t tensor.Tensor) bool { d := t.DType(); return d == tensor.BF16 || d == tensor.F16 }
 
 // PrepareWeight implements backend.Backend.
-func (*Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
-	if err := purego.CheckWeight(w, out, in); err != nil {
+func (*Backend) PrepareWeight(w tensor.Tensor, out, in int, p backend.Product) (backend.Weight, error) {
+	if err := purego.CheckWeight(w, out, in, p); err != nil {
 		return nil, err
 	}
-	pw := &weight{t: w, out: out, in: in}
+	pw := &weight{t: w, out: out, in: in, p: p}
 	if w.DType() == tensor.F32 {
 		pw.w = blas.NewWeight(w.F32(), out, in)
 	}
@@ -73,11 +74,11 @@ func (*Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, err
 // Linear implements backend.Backend.
 func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
 	pw := w.(*weight)
-	switch pw.t.DType() {
-	case tensor.BF16:
+	switch d := pw.t.DType(); {
+	case d == tensor.BF16 && pw.p == backend.BF16Product:
 		linearBF16(y.F32(), x.F32(), pw, rows, acc)
-	case tensor.F16:
-		purego.LinearHalf(blas.Sgemm, y.F32(), x.F32(), pw.t, pw.out, pw.in, rows, acc)
+	case d == tensor.BF16 || d == tensor.F16: // widened tiles times x as it is
+		purego.LinearHalf(blas.Sgemm, y.F32(), x.F32(), pw.t, pw.out, pw.in, rows, acc, false)
 	default:
 		pw.w.Apply(y.F32(), x.F32(), rows, acc)
 	}
@@ -88,10 +89,10 @@ func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool)
 // bf16) on OpenBLAS's sgemm: the same numbers up to the order of the sums, about half the speed.
 var bf16Kernels = bfgemm.Available()
 
-// linearBF16 is Linear with a BF16 weight.
+// linearBF16 is Linear with a BF16 weight prepared for BF16Product.
 func linearBF16(y, x []float32, w *weight, rows int, acc bool) {
 	if !bf16Kernels {
-		purego.LinearHalf(blas.Sgemm, y, x, w.t, w.out, w.in, rows, acc)
+		purego.LinearHalf(blas.Sgemm, y, x, w.t, w.out, w.in, rows, acc, true)
 		return
 	}
 	var beta float32

@@ -84,11 +84,11 @@ func TestLinearAgrees(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, s := range []struct{ out, in int }{{48, 64}, {1000, 300}} { // with and without a kept transpose
 		w := randn(r, s.out*s.in)
-		cw, err := backends.cpu.PrepareWeight(f32(w, s.out, s.in), s.out, s.in)
+		cw, err := backends.cpu.PrepareWeight(f32(w, s.out, s.in), s.out, s.in, backend.F32Product)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rw, err := backends.ref.PrepareWeight(f32(w, s.out, s.in), s.out, s.in)
+		rw, err := backends.ref.PrepareWeight(f32(w, s.out, s.in), s.out, s.in, backend.F32Product)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +105,7 @@ func TestLinearAgrees(t *testing.T) {
 			}
 		}
 	}
-	if _, err := backends.cpu.PrepareWeight(f32(make([]float32, 5)), 2, 3); err == nil {
+	if _, err := backends.cpu.PrepareWeight(f32(make([]float32, 5)), 2, 3, backend.F32Product); err == nil {
 		t.Error("a weight with too few elements must be refused")
 	}
 }
@@ -292,31 +292,34 @@ func halfOf(t *testing.T, d tensor.DType, x []float32, dims ...int) tensor.Tenso
 	return v
 }
 
-// TestHalfAgrees: with BF16 and F16 weights the cpu backend (tiles on OpenBLAS) agrees with purego (tiles
-// on gonum) at shapes within one tile and across several, and the embedding of a 16-bit table is the same.
+// TestHalfAgrees: with BF16 and F16 weights, for both products, the cpu backend (tiles on OpenBLAS) agrees
+// with purego (tiles on gonum) at shapes within one tile and across several, and the embedding of a 16-bit
+// table is the same.
 func TestHalfAgrees(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, d := range []tensor.DType{tensor.BF16, tensor.F16} {
 		for _, s := range []struct{ out, in int }{{48, 64}, {300, 96}, {256, 40}} {
-			w := halfOf(t, d, randn(r, s.out*s.in), s.out, s.in)
-			cw, err := backends.cpu.PrepareWeight(w, s.out, s.in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rw, err := backends.ref.PrepareWeight(w, s.out, s.in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if cw.Tensor().DType() != d || &cw.Tensor().Raw()[0] != &w.Raw()[0] {
-				t.Fatalf("prepared %s weight is %v, not the given tensor", d, cw.Tensor())
-			}
-			for _, rows := range []int{1, 3, 9, 70} {
-				for _, acc := range []bool{false, true} {
-					x, y0 := randn(r, rows*s.in), randn(r, rows*s.out)
-					got, want := clone(y0), clone(y0)
-					backends.cpu.Linear(f32(got), f32(x), cw, rows, acc)
-					backends.ref.Linear(f32(want), f32(x), rw, rows, acc)
-					agree(t, fmt.Sprintf("%s linear [%d,%d] rows %d acc %v", d, s.out, s.in, rows, acc), got, want, 1e-4, 1e-4)
+			for _, p := range []backend.Product{backend.F32Product, backend.BF16Product} {
+				w := halfOf(t, d, randn(r, s.out*s.in), s.out, s.in)
+				cw, err := backends.cpu.PrepareWeight(w, s.out, s.in, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rw, err := backends.ref.PrepareWeight(w, s.out, s.in, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cw.Tensor().DType() != d || &cw.Tensor().Raw()[0] != &w.Raw()[0] {
+					t.Fatalf("prepared %s weight is %v, not the given tensor", d, cw.Tensor())
+				}
+				for _, rows := range []int{1, 3, 9, 70} {
+					for _, acc := range []bool{false, true} {
+						x, y0 := randn(r, rows*s.in), randn(r, rows*s.out)
+						got, want := clone(y0), clone(y0)
+						backends.cpu.Linear(f32(got), f32(x), cw, rows, acc)
+						backends.ref.Linear(f32(want), f32(x), rw, rows, acc)
+						agree(t, fmt.Sprintf("%s %v linear [%d,%d] rows %d acc %v", d, p, s.out, s.in, rows, acc), got, want, 1e-4, 1e-4)
+					}
 				}
 			}
 		}

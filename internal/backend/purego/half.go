@@ -43,8 +43,8 @@ func widen(dst []float32, t tensor.Tensor, off, n int) {
 func isHalf(t tensor.Tensor) bool { d := t.DType(); return d == tensor.BF16 || d == tensor.F16 }
 
 // LinearHalf computes y = x w^T (or adds it to y when acc is set) for x [rows, in] and a BF16 or F16 weight
-// w [out, in], tile by tile of w's rows on gemm. For a BF16 weight x is rounded to bf16 first.
-func LinearHalf(gemm Gemm, y, x []float32, w tensor.Tensor, out, in, rows int, acc bool) {
+// w [out, in], tile by tile of w's rows on gemm. With roundX (a BF16Product) x is rounded to bf16 first.
+func LinearHalf(gemm Gemm, y, x []float32, w tensor.Tensor, out, in, rows int, acc, roundX bool) {
 	var beta float32
 	if acc {
 		beta = 1
@@ -53,7 +53,7 @@ func LinearHalf(gemm Gemm, y, x []float32, w tensor.Tensor, out, in, rows int, a
 		return
 	}
 	xs := x[:rows*in]
-	if w.DType() == tensor.BF16 {
+	if roundX {
 		rounded := getBuffer(rows * in)
 		defer buffers.Put(rounded)
 		half.RoundToBF16(*rounded, xs)

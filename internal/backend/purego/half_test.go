@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/tensor"
 )
@@ -52,22 +53,29 @@ func near(t *testing.T, name string, got float32, want, scale float64, k int) {
 	}
 }
 
-// TestLinearHalfIsWidenedProduct: a BF16 Linear equals the f32 product of the widened weight and the
-// bf16-rounded activations, an F16 one that of the widened weight and the activations as they are, for
-// weights of one tile, a tile and a row, and several tiles.
+// TestLinearHalfIsWidenedProduct: a BF16 Linear prepared for BF16Product equals the f32 product of the
+// widened weight and the bf16-rounded activations; for F32Product, and with an F16 weight, that of the
+// widened weight and the activations as they are. Weights of one tile, a tile and a row, and several tiles.
 func TestLinearHalfIsWidenedProduct(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
 	b := New()
-	for _, d := range []tensor.DType{tensor.BF16, tensor.F16} {
+	for _, c := range []struct {
+		d tensor.DType
+		p backend.Product
+	}{{tensor.BF16, backend.BF16Product}, {tensor.BF16, backend.F32Product}, {tensor.F16, backend.BF16Product}, {tensor.F16, backend.F32Product}} {
+		d := c.d
 		for _, s := range []struct{ rows, out, in int }{{1, 7, 11}, {3, tileRows, 40}, {9, tileRows + 1, 33}, {2, 3*tileRows + 5, 17}} {
-			t.Run(fmt.Sprintf("%s_%dx%dx%d", d, s.rows, s.out, s.in), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s_%v_%dx%dx%d", d, c.p, s.rows, s.out, s.in), func(t *testing.T) {
 				w, wide := halfTensor(d, randn(r, s.out*s.in), s.out, s.in)
-				pw, err := b.PrepareWeight(w, s.out, s.in)
+				pw, err := b.PrepareWeight(w, s.out, s.in, c.p)
 				if err != nil {
 					t.Fatal(err)
 				}
 				x, y0 := randn(r, s.rows*s.in), randn(r, s.rows*s.out)
-				xr := operand(d, x)
+				xr := x
+				if c.p == backend.BF16Product {
+					xr = operand(d, x)
+				}
 				for _, acc := range []bool{false, true} {
 					y := append([]float32(nil), y0...)
 					b.Linear(tensor.FromF32(y), tensor.FromF32(x), pw, s.rows, acc)
@@ -88,14 +96,14 @@ func TestLinearHalfIsWidenedProduct(t *testing.T) {
 			})
 		}
 	}
-	if _, err := b.PrepareWeight(tensor.FromF32(make([]float32, 4)).Reshape(2, 2), 2, 2); err != nil {
+	if _, err := b.PrepareWeight(tensor.FromF32(make([]float32, 4)).Reshape(2, 2), 2, 2, backend.BF16Product); err != nil {
 		t.Errorf("an F32 weight: %v", err)
 	}
 	i8, err := tensor.FromBytes(tensor.I8, tensor.Host, make([]byte, 4), 2, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.PrepareWeight(i8, 2, 2); err == nil {
+	if _, err := b.PrepareWeight(i8, 2, 2, backend.F32Product); err == nil {
 		t.Error("an I8 weight must be refused")
 	}
 }

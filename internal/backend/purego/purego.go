@@ -39,6 +39,7 @@ type weight struct {
 	t       tensor.Tensor
 	w       []float32 // the data of an F32 weight; nil for BF16 and F16, which Linear widens tile by tile
 	out, in int
+	roundX  bool // a BF16 weight's BF16Product
 }
 
 func (w *weight) Tensor() tensor.Tensor { return w.t }
@@ -46,19 +47,23 @@ func (w *weight) Out() int              { return w.out }
 func (w *weight) In() int               { return w.in }
 
 // PrepareWeight implements backend.Backend.
-func (*Backend) PrepareWeight(w tensor.Tensor, out, in int) (backend.Weight, error) {
-	if err := CheckWeight(w, out, in); err != nil {
+func (*Backend) PrepareWeight(w tensor.Tensor, out, in int, p backend.Product) (backend.Weight, error) {
+	if err := CheckWeight(w, out, in, p); err != nil {
 		return nil, err
 	}
-	pw := &weight{t: w, out: out, in: in}
+	pw := &weight{t: w, out: out, in: in, roundX: w.DType() == tensor.BF16 && p == backend.BF16Product}
 	if w.DType() == tensor.F32 {
 		pw.w = w.F32()[:out*in]
 	}
 	return pw, nil
 }
 
-// CheckWeight returns an error unless w is an F32, BF16 or F16 tensor of at least out*in elements.
-func CheckWeight(w tensor.Tensor, out, in int) error {
+// CheckWeight returns an error unless w is an F32, BF16 or F16 tensor of at least out*in elements and p is
+// a Product.
+func CheckWeight(w tensor.Tensor, out, in int, p backend.Product) error {
+	if p != backend.F32Product && p != backend.BF16Product {
+		return fmt.Errorf("prepare weight [%d, %d]: unknown %v", out, in, p)
+	}
 	if d := w.DType(); d != tensor.F32 && d != tensor.BF16 && d != tensor.F16 {
 		return fmt.Errorf("prepare weight [%d, %d]: dtype %s, want F32, BF16 or F16", out, in, d)
 	}
@@ -72,7 +77,7 @@ func CheckWeight(w tensor.Tensor, out, in int) error {
 func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool) {
 	pw := w.(*weight)
 	if pw.w == nil {
-		LinearHalf(blas.SgemmGo, y.F32(), x.F32(), pw.t, pw.out, pw.in, rows, acc)
+		LinearHalf(blas.SgemmGo, y.F32(), x.F32(), pw.t, pw.out, pw.in, rows, acc, pw.roundX)
 		return
 	}
 	var beta float32

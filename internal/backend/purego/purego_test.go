@@ -28,7 +28,7 @@ func TestLinearAgainstNaive(t *testing.T) {
 	rows, out, in := 5, 7, 11
 	w, x, y0 := randn(r, out*in), randn(r, rows*in), randn(r, rows*out)
 	b := New()
-	pw, err := b.PrepareWeight(tensor.FromF32(w, out, in), out, in)
+	pw, err := b.PrepareWeight(tensor.FromF32(w, out, in), out, in, backend.F32Product)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestLinearAgainstNaive(t *testing.T) {
 			}
 		}
 	}
-	if _, err := b.PrepareWeight(tensor.Tensor{}, 2, 2); err == nil {
+	if _, err := b.PrepareWeight(tensor.Tensor{}, 2, 2, backend.F32Product); err == nil {
 		t.Error("a nil weight must be refused")
 	}
 }
@@ -65,7 +65,7 @@ func TestNoAllocationAdded(t *testing.T) {
 	tab := rope.NewTable([]float64{1, 0.1, 0.01, 0.001, 1e-4, 1e-5, 1e-6, 1e-7}, 1, []int32{7})
 	wt := randn(r, dim*dim)
 	b := New()
-	pw, err := b.PrepareWeight(tensor.FromF32(wt, dim, dim), dim, dim)
+	pw, err := b.PrepareWeight(tensor.FromF32(wt, dim, dim), dim, dim, backend.F32Product)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestNoAllocationAdded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pbf, err := b.PrepareWeight(wbf, dim, dim)
+	pbf, err := b.PrepareWeight(wbf, dim, dim, backend.BF16Product)
 	if err != nil {
 		t.Fatal(err)
 	}
