@@ -29,7 +29,7 @@ func TestBackendsAgree(t *testing.T) {
 	defer ckpt.Close()
 	var outs [2][]*Output
 	for i, be := range []backend.Backend{auto.Default(), purego.New()} {
-		m, err := NewOn(be, cfg, &checkpointSource{ckpt: ckpt, used: map[string]bool{}})
+		m, err := NewOn(be, cfg, &checkpointSource{ckpt: ckpt, used: map[string]bool{}}, DefaultProduct)
 		if err != nil {
 			t.Fatal(err)
 		}

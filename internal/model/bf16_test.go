@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/tensor"
@@ -112,7 +113,7 @@ func TestBF16StoriesCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ref.Close()
-	m, err := Load(dir)
+	m, err := LoadWith(dir, backend.F32Product)
 	if err != nil {
 		t.Fatal(err)
 	}

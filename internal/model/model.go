@@ -34,6 +34,7 @@ type Head struct {
 	LMHead tensor.Tensor // [V, H]; the same tensor as Embed when the embeddings are tied
 	be     backend.Backend
 	lmHead backend.Weight // LMHead prepared by be for products; set by the loaders
+	product backend.Product
 }
 
 // Model is a loaded target model. Its matrices stay as the checkpoint stores them (memory-mapped F32, BF16
@@ -61,6 +62,11 @@ type preparedLayer struct {
 // LoadHead reads only the embedding and lm_head of a model folder (memory-mapped, of the stored dtype); the
 // returned close function releases the checkpoint.
 func LoadHead(dir string) (*Head, func() error, error) {
+	return LoadHeadWith(dir, DefaultProduct)
+}
+
+// LoadHeadWith is LoadHead multiplying by a bf16 lm_head as p says.
+func LoadHeadWith(dir string, p backend.Product) (*Head, func() error, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, nil, err
@@ -70,16 +76,16 @@ func LoadHead(dir string) (*Head, func() error, error) {
 		return nil, nil, err
 	}
 	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}
-	h := &Head{be: auto.Default()}
-	if err := h.read(cfg, src); err != nil {
+	h := &Head{be: auto.Default(), product: p}
+	if err := h.read(cfg, src, p); err != nil {
 		ckpt.Close()
 		return nil, nil, err
 	}
 	return h, ckpt.Close, nil
 }
 
-// read fills the head's configuration and weights from src, preparing lm_head on h's backend.
-func (h *Head) read(cfg *Config, src WeightSource) error {
+// read fills the head's configuration and weights from src, preparing lm_head on h's backend for products p.
+func (h *Head) read(cfg *Config, src WeightSource, p backend.Product) error {
 	h.Config = cfg
 	var err error
 	if h.Embed, err = src.Get("model.embed_tokens.weight", false, cfg.VocabSize, cfg.HiddenSize); err != nil {
@@ -95,17 +101,32 @@ func (h *Head) read(cfg *Config, src WeightSource) error {
 	if d := h.Embed.DType(); d != tensor.F32 && d != tensor.BF16 && d != tensor.F16 {
 		return fmt.Errorf("model.embed_tokens.weight: dtype %s, want F32, BF16 or F16", d)
 	}
-	h.lmHead, err = h.be.PrepareWeight(h.LMHead, cfg.VocabSize, cfg.HiddenSize, product)
+	h.lmHead, err = h.be.PrepareWeight(h.LMHead, cfg.VocabSize, cfg.HiddenSize, p)
 	if err != nil {
 		return fmt.Errorf("lm_head: %w", err)
 	}
 	return nil
 }
 
-// product is how the forward multiplies by a bf16 checkpoint's matrices: widened, in float32, so that a bf16
-// model computes as its float32 copy would, as the forward goldens of their bf16 model folders require
-// (backend.BF16Product, bf16-rounded activations, moves those outputs by about 2^-9 relative).
-const product = backend.F32Product
+// DefaultProduct is how a model multiplies by a bf16 checkpoint's matrices unless told otherwise: bf16
+// products with float32 accumulation (backend.BF16Product), as inference engines run bf16 checkpoints and
+// at twice the speed of float32 products on CPUs with AVX512-BF16. backend.F32Product computes as the
+// checkpoint's float32 copy would (the forward goldens' semantics for their bf16 model folders).
+const DefaultProduct = backend.BF16Product
+
+// Compute says how the forward multiplies, for logs: the dtype of the matrices, the products taken with
+// them and the backend.
+func (h *Head) Compute() string {
+	d := h.LMHead.DType()
+	products := "float32 products"
+	switch {
+	case d == tensor.BF16 && h.product == backend.BF16Product:
+		products = "bf16 products, float32 accumulation"
+	case d != tensor.F32:
+		products = "float32 products of widened tiles"
+	}
+	return fmt.Sprintf("%s weights, %s, on %s", d, products, h.be.Name())
+}
 
 // WeightSource yields a tensor by its Hugging Face name, checked against the expected shape, of the dtype
 // it is stored in and without a copy (a checkpoint's tensors are memory-mapped). Optional tensors are the
@@ -115,7 +136,10 @@ type WeightSource interface {
 }
 
 // Load reads a Hugging Face model folder: config.json and model.safetensors (or a sharded checkpoint).
-func Load(dir string) (*Model, error) {
+func Load(dir string) (*Model, error) { return LoadWith(dir, DefaultProduct) }
+
+// LoadWith is Load multiplying by bf16 matrices as p says.
+func LoadWith(dir string, p backend.Product) (*Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -125,7 +149,7 @@ func Load(dir string) (*Model, error) {
 		return nil, err
 	}
 	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}
-	m, err := New(cfg, src)
+	m, err := NewOn(auto.Default(), cfg, src, p)
 	if err != nil {
 		ckpt.Close()
 		return nil, err
@@ -170,13 +194,15 @@ func (s *checkpointSource) Get(name string, optional bool, shape ...int) (tensor
 }
 
 // New builds a model from a config and a source of weights, computing on the backend of this build.
-func New(cfg *Config, src WeightSource) (*Model, error) { return NewOn(auto.Default(), cfg, src) }
+func New(cfg *Config, src WeightSource) (*Model, error) {
+	return NewOn(auto.Default(), cfg, src, DefaultProduct)
+}
 
-// NewOn is New computing on backend be.
-func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
+// NewOn is New computing on backend be, multiplying by bf16 matrices as p says.
+func NewOn(be backend.Backend, cfg *Config, src WeightSource, p backend.Product) (*Model, error) {
 	H, I := cfg.HiddenSize, cfg.IntermediateSize
 	qDim, kvDim := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	m := &Model{Head: Head{Config: cfg, be: be}, Layers: make([]Layer, cfg.NumLayers), rotations: rope.Rotations{Config: cfg.Rope}}
+	m := &Model{Head: Head{Config: cfg, be: be, product: p}, Layers: make([]Layer, cfg.NumLayers), rotations: rope.Rotations{Config: cfg.Rope}}
 	var errs []string
 	get := func(name string, optional bool, shape ...int) tensor.Tensor {
 		w, err := src.Get(name, optional, shape...)
@@ -232,7 +258,7 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
 	}
 	m.Norm = vec("model.norm.weight", H)
 	if len(errs) == 0 {
-		if err := m.Head.read(cfg, src); err != nil {
+		if err := m.Head.read(cfg, src, p); err != nil {
 			errs = append(errs, err.Error())
 		}
 	}
@@ -252,7 +278,7 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource) (*Model, error) {
 			{&lt.gate, l.Wgate, I, H}, {&lt.up, l.Wup, I, H}, {&lt.down, l.Wdown, H, I},
 		} {
 			var err error
-			if *w.dst, err = be.PrepareWeight(w.w, w.out, w.in, product); err != nil {
+			if *w.dst, err = be.PrepareWeight(w.w, w.out, w.in, p); err != nil {
 				return nil, fmt.Errorf("load %s weights: layer %d: %w", cfg.Architecture, i, err)
 			}
 		}

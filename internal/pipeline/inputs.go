@@ -67,6 +67,9 @@ func loadOnline(cfg *config.Run, log io.Writer) (*model.Model, draft.Config, *ex
 	if err != nil {
 		return nil, draft.Config{}, nil, nil, err
 	}
+	if log != nil {
+		fmt.Fprintf(log, "target %s: %s\n", cfg.Target.Path, target.Compute())
+	}
 	dc, warm, err := DraftConfig(cfg, &target.Head)
 	if err == nil {
 		err = Regenerate(cfg, target, log)
