@@ -29,11 +29,11 @@ type Layer struct {
 // Head is the part of a target that offline training needs: the token embedding and lm_head, of the
 // checkpoint's dtype (memory-mapped when read from one).
 type Head struct {
-	Config *Config
-	Embed  tensor.Tensor // [V, H]
-	LMHead tensor.Tensor // [V, H]; the same tensor as Embed when the embeddings are tied
-	be     backend.Backend
-	lmHead backend.Weight // LMHead prepared by be for products; set by the loaders
+	Config  *Config
+	Embed   tensor.Tensor // [V, H]
+	LMHead  tensor.Tensor // [V, H]; the same tensor as Embed when the embeddings are tied
+	be      backend.Backend
+	lmHead  backend.Weight // LMHead prepared by be for products; set by the loaders
 	product backend.Product
 }
 
