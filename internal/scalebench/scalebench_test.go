@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/specforge/specforge/internal/hidden"
@@ -40,8 +41,10 @@ func TestWriteCheckpointShards(t *testing.T) {
 				t.Fatal(err)
 			}
 			var index struct {
-				Metadata  struct{ TotalSize int64 `json:"total_size"` } `json:"metadata"`
-				WeightMap map[string]string                            `json:"weight_map"`
+				Metadata struct {
+					TotalSize int64 `json:"total_size"`
+				} `json:"metadata"`
+				WeightMap map[string]string `json:"weight_map"`
 			}
 			if err := json.Unmarshal(raw, &index); err != nil {
 				t.Fatal(err)
@@ -181,4 +184,7 @@ func TestBadOptions(t *testing.T) {
 
 type testLog struct{ t *testing.T }
 
-func (l testLog) Write(p []byte) (int, error) { l.t.Log(string(p)); return len(p), nil }
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
