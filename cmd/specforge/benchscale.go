@@ -154,6 +154,7 @@ func printScale(w io.Writer, r *scalebench.ScaleReport) {
 			r.GenHidden.Tokens, r.GenHidden.Seconds, r.GenHidden.TokensPerS, r.GenHidden.LoadSeconds, r.GenHidden.PeakRSSMiB, float64(r.GenHidden.OutBytes)/1e6)},
 		{"train (1 step)", fmt.Sprintf("%d tokens in %.1f s: %.1f tokens/s (online: target forward included), loss %.3f, peak RSS %.0f MiB",
 			r.Train.Tokens, r.Train.Seconds, r.Train.TokensPerS, r.Train.Loss, r.Train.PeakRSSMiB)},
+		{"draft", fmt.Sprintf("%.0fM float32 parameters: %.0f MiB with gradients and AdamW moments", float64(r.Train.DraftParams)/1e6, float64(16*r.Train.DraftParams)/(1<<20))},
 		{"peak RSS overall", fmt.Sprintf("%.0f MiB", r.PeakRSSMiB)},
 	}
 	for _, row := range rows {
@@ -182,6 +183,10 @@ func benchTrainMemoryCommand() *cobra.Command {
 				s.Hidden, s.Intermediate, s.Heads, s.KVHeads, s.HeadDim, s.DraftVocab, s.Vocab, s.TTTLength)
 			fmt.Fprintf(w, "steps: %s\n", isolation(run.Isolated))
 			rows, err := scalebench.TrainMemory(s, seqLens, seed, run, cmd.ErrOrStderr())
+			if len(rows) > 0 {
+				p := rows[0].DraftParams
+				fmt.Fprintf(w, "draft parameters: %.0fM: %.0f MiB as float32 weights, gradients and AdamW moments\n", float64(p)/1e6, float64(16*p)/(1<<20))
+			}
 			fmt.Fprintf(w, "  %6s  %13s  %9s  %9s  %18s  %15s\n", "T", "peak RSS MiB", "step s", "tokens/s", "growth per doubling", "MiB per 1k tokens")
 			for _, r := range rows {
 				growth, per := "", ""

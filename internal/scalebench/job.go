@@ -40,6 +40,9 @@ type Result struct {
 	TokensPerS  float64 `json:"tokens_per_s,omitempty"`
 	Loss        float64 `json:"loss,omitempty"`
 	OutBytes    int64   `json:"out_bytes,omitempty"` // gen-hidden: bytes of the shards
+	// DraftParams counts the trained draft's float32 weights (train, train-step): weights, gradients and
+	// AdamW's two moments take 16 bytes each.
+	DraftParams int64 `json:"draft_params,omitempty"`
 	// PeakRSSMiB is the process's peak resident memory (VmHWM) when the job ended.
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 }

@@ -183,5 +183,6 @@ func runScalePhase(kind string, o *ScaleOptions) (*Result, error) {
 		return nil, err
 	}
 	r.Seconds, r.Tokens, r.Loss = time.Since(start).Seconds(), rec.Tokens, rec.Loss
+	r.DraftParams = params(d.W.Slices(&dc))
 	return r, nil
 }

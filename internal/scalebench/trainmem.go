@@ -96,7 +96,15 @@ func runTrainStep(s DraftShape, T int, seed uint64) (*Result, error) {
 	}
 	optim.ClipGradNorm(grad.Slices(&cfg), 0.5)
 	opt.Update(d.W.Slices(&cfg), grad.Slices(&cfg), 1e-4)
-	return &Result{Seconds: time.Since(start).Seconds(), Tokens: T, Loss: met.Total}, nil
+	return &Result{Seconds: time.Since(start).Seconds(), Tokens: T, Loss: met.Total, DraftParams: params(d.W.Slices(&cfg))}, nil
+}
+
+func params(slices [][]float32) int64 {
+	var n int64
+	for _, s := range slices {
+		n += int64(len(s))
+	}
+	return n
 }
 
 // TrainMemoryRow is one sequence length's step.
