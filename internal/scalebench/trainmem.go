@@ -73,16 +73,7 @@ func runTrainStep(s DraftShape, T int, seed uint64) (*Result, error) {
 	for i := range batch.Aux {
 		batch.Aux[i] = float32(r.NormFloat64())
 	}
-	rows := max(1, teacherChunk/s.Vocab)
-	logits := make([]float32, rows*s.Vocab)
-	for lo := 0; lo < T; lo += rows {
-		n := min(rows, T-lo)
-		for i := range logits[:n*s.Vocab] {
-			logits[i] = float32(r.NormFloat64() * 2)
-		}
-		batch.Teacher.SetRows(lo, logits, n, s.Vocab, m.Used)
-	}
-	logits = nil
+	randomTeacher(batch.Teacher, r, T, s.Vocab, m.Used)
 	grad := draft.NewWeights(&cfg)
 	var sizes []int
 	for _, x := range grad.Slices(&cfg) {
@@ -105,6 +96,20 @@ func params(slices [][]float32) int64 {
 		n += int64(len(s))
 	}
 	return n
+}
+
+// randomTeacher fills the teacher of T rows from random target logits over a vocabulary of v tokens, a chunk
+// of rows at a time.
+func randomTeacher(tc *draft.Teacher, r *rand.Rand, T, v int, used []int64) {
+	rows := max(1, teacherChunk/v)
+	logits := make([]float32, rows*v)
+	for lo := 0; lo < T; lo += rows {
+		n := min(rows, T-lo)
+		for i := range logits[:n*v] {
+			logits[i] = float32(r.NormFloat64() * 2)
+		}
+		tc.SetRows(lo, logits, n, v, used)
+	}
 }
 
 // TrainMemoryRow is one sequence length's step.
