@@ -206,6 +206,7 @@ func benchCommand() *cobra.Command {
 	df.register(cmd)
 	cmd.MarkFlagRequired("target")
 	cmd.MarkFlagRequired("draft")
+	cmd.AddCommand(benchScaleCommand(), benchTrainMemoryCommand(), benchJobCommand())
 	return cmd
 }
 

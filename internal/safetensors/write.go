@@ -91,7 +91,45 @@ func Write(path string, tensors []Tensor, metadata map[string]string) error {
 
 // Encode writes tensors in safetensors format to w.
 func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
-	order := make([]Tensor, len(tensors))
+	sources := make([]Source, len(tensors))
+	for i, t := range tensors {
+		if t.DType.Size() == 0 {
+			return fmt.Errorf("tensor %q: unknown dtype %q", t.Name, t.DType)
+		}
+		if want := t.NumElements() * t.DType.Size(); len(t.Data) != want {
+			return fmt.Errorf("tensor %q: %d bytes for shape %v of %s, want %d", t.Name, len(t.Data), t.Shape, t.DType, want)
+		}
+		data := t.Data
+		sources[i] = Source{Name: t.Name, DType: t.DType, Shape: t.Shape, Fill: func(w io.Writer) error {
+			_, err := w.Write(data)
+			return err
+		}}
+	}
+	return EncodeStream(w, sources, metadata)
+}
+
+// Source is a tensor whose bytes are produced while the file is written, so that a file larger than memory
+// can be written: Fill must write exactly NumElements(Shape) * DType.Size() bytes, little-endian.
+type Source struct {
+	Name  string
+	DType DType
+	Shape []int
+	Fill  func(w io.Writer) error
+}
+
+// Bytes is the size of the tensor's data.
+func (s *Source) Bytes() int64 { return int64(NumElements(s.Shape)) * int64(s.DType.Size()) }
+
+// WriteStream stores tensors whose bytes are generated as they are written in path, atomically (temporary
+// file, fsync, rename), laid out as Write lays them out. Only the header and the writer's buffer are held in
+// memory.
+func WriteStream(path string, tensors []Source, metadata map[string]string) error {
+	return atomicfile.Write(path, func(w io.Writer) error { return EncodeStream(w, tensors, metadata) })
+}
+
+// EncodeStream writes the header of tensors to w, then each tensor's bytes as its Fill produces them.
+func EncodeStream(w io.Writer, tensors []Source, metadata map[string]string) error {
+	order := make([]Source, len(tensors))
 	copy(order, tensors)
 	sort.SliceStable(order, func(i, j int) bool {
 		if a, b := order[i].DType.Size(), order[j].DType.Size(); a != b {
@@ -111,15 +149,12 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		if i > 0 && t.Name == order[i-1].Name {
 			return fmt.Errorf("tensor %q appears twice", t.Name)
 		}
-		if want := t.NumElements() * t.DType.Size(); len(t.Data) != want {
-			return fmt.Errorf("tensor %q: %d bytes for shape %v of %s, want %d", t.Name, len(t.Data), t.Shape, t.DType, want)
-		}
 		shape := t.Shape
 		if shape == nil {
 			shape = []int{}
 		}
-		header[t.Name] = headerEntry{DType: t.DType.String(), Shape: shape, DataOffsets: [2]int64{offset, offset + int64(len(t.Data))}}
-		offset += int64(len(t.Data))
+		header[t.Name] = headerEntry{DType: t.DType.String(), Shape: shape, DataOffsets: [2]int64{offset, offset + t.Bytes()}}
+		offset += t.Bytes()
 	}
 	js, err := json.Marshal(header)
 	if err != nil {
@@ -138,9 +173,25 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		return err
 	}
 	for _, t := range order {
-		if _, err := w.Write(t.Data); err != nil {
-			return err
+		cw := &countingWriter{w: w}
+		if err := t.Fill(cw); err != nil {
+			return fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if cw.n != t.Bytes() {
+			// The header already promised t.Bytes(): a short or long tensor would shift every later one.
+			return fmt.Errorf("tensor %q: wrote %d bytes for shape %v of %s, want %d", t.Name, cw.n, t.Shape, t.DType, t.Bytes())
 		}
 	}
 	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
