@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 func exportCommand() *cobra.Command {
@@ -41,8 +40,8 @@ file leaves to the target (default aux layers, the verifier).`,
 			if err != nil {
 				return err
 			}
-			if o.DType, err = parseWeightDType(dtype); err != nil {
-				return err
+			if o.DType, err = tensor.ParseShortName(dtype); err != nil {
+				return fmt.Errorf("--%w", err) // --dtype "x": want ...
 			}
 			src, err := exportSource(from)
 			if err != nil {
@@ -83,18 +82,6 @@ file leaves to the target (default aux layers, the verifier).`,
 	cmd.MarkFlagRequired("checkpoint")
 	cmd.MarkFlagRequired("out")
 	return cmd
-}
-
-func parseWeightDType(s string) (safetensors.DType, error) {
-	switch strings.ToLower(s) {
-	case "bf16", "bfloat16":
-		return safetensors.BF16, nil
-	case "f16", "fp16", "float16":
-		return safetensors.F16, nil
-	case "f32", "fp32", "float32":
-		return safetensors.F32, nil
-	}
-	return "", fmt.Errorf("--dtype %q: want bf16, f16 or f32", s)
 }
 
 // exportSource resolves --checkpoint: a run folder stands for its final draft, or its latest checkpoint

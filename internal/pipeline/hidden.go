@@ -12,12 +12,13 @@ import (
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // HiddenOptions say where and how gen-hidden stores the hidden states.
 type HiddenOptions struct {
-	Out             string // the train/ and eval/ shard sets go below it
-	DType           hidden.DType
+	Out             string       // the train/ and eval/ shard sets go below it
+	DType           tensor.DType // BF16, F16 or F32
 	SamplesPerShard int
 	Batch           int // samples per target forward
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/rope"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -78,7 +79,7 @@ func BenchmarkOnlineVsOffline(b *testing.B) {
 		return NewTrainer(Options{Config: cfg, Draft: d, Train: src})
 	}
 	if _, err := hidden.Generate(hidden.GenOptions{Target: target, AuxLayers: dc.AuxLayers, Data: data, DataKey: "bench",
-		Out: filepath.Join(dir, "hidden"), DType: hidden.BF16, SamplesPerShard: 8, Batch: 2}); err != nil {
+		Out: filepath.Join(dir, "hidden"), DType: tensor.BF16, SamplesPerShard: 8, Batch: 2}); err != nil {
 		b.Fatal(err)
 	}
 	store, err := hidden.Open(filepath.Join(dir, "hidden"))
