@@ -22,7 +22,7 @@ func GenerateBatch(m *model.Model, prompts [][]int32, maxNew int, p SamplingPara
 		}
 		ids = append(ids, pr...)
 	}
-	sampler := NewSampler(p)
+	sampler := NewSampler(m.Backend(), p)
 	cache := m.NewCache(B, T+maxNew)
 	out := make([][]int32, B)
 	done := make([]bool, B)

@@ -39,7 +39,7 @@ func Generate(m *model.Model, prompt []int32, opt Options) (*Result, error) {
 	if err := opt.Sampling.Validate(); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
-	sampler := NewSampler(opt.Sampling)
+	sampler := NewSampler(m.Backend(), opt.Sampling)
 	cache := m.NewCache(1, len(prompt)+opt.MaxNewTokens)
 	ids := prompt
 	var out *model.Output

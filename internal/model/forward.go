@@ -289,3 +289,6 @@ func allTrue(v []bool) bool {
 
 // VocabSize is the size of the logits the model produces.
 func (m *Head) VocabSize() int { return m.Config.VocabSize }
+
+// Backend is the backend the model computes on, for work on its outputs (the argmax of its logits).
+func (m *Head) Backend() backend.Backend { return m.be }

@@ -161,7 +161,7 @@ func TestSamplingPreservesTarget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return generate.NewSampler(sp).Distribution(res.Logits)
+		return generate.NewSampler(target.Backend(), sp).Distribution(res.Logits)
 	}
 	// The exact marginal of the second token: sum over the first.
 	p1 := dist(prompt)
