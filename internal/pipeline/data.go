@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -127,6 +129,25 @@ func BuildVocab(p *Data, targetVocab int, dc config.DraftConfig) (*vocab.Mapping
 	}
 	path := filepath.Join(p.Dir, fmt.Sprintf("vocab_%d_s%v_b%v.safetensors", len(m.Used), dc.KeepSpecialTokens, dc.KeepByteTokens))
 	return m, path, m.Write(path)
+}
+
+// PrepareVocab builds the draft vocabulary of prepared data over the target's vocabulary (of target.path's
+// config.json; the tokenizer's when the folder holds only a tokenizer) and writes it into the cache folder,
+// returning the mapping, the target vocabulary's size and the file's path.
+func PrepareVocab(cfg *config.Run, p *Data) (m *vocab.Mapping, targetVocab int, path string, err error) {
+	targetVocab = p.Tokenizer.VocabSize()
+	if cfg.Target.Path != "" {
+		// A config that is there but broken is an error.
+		mc, err := model.LoadConfig(cfg.Target.Path)
+		switch {
+		case err == nil:
+			targetVocab = mc.VocabSize
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, 0, "", err
+		}
+	}
+	m, path, err = BuildVocab(p, targetVocab, cfg.Draft)
+	return m, targetVocab, path, err
 }
 
 // Regenerate lets the target write the training data when data.regenerate.from is set: the result is cached
