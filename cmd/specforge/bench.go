@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -102,7 +104,10 @@ func benchCommand() *cobra.Command {
 				}
 				defer stop()
 			}
-			res, err := specdecode.Bench(dec.Decoder(), prompts, o, warmup)
+			res, err := specdecode.Bench(cmd.Context(), dec.Decoder(), prompts, o, warmup)
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%w; no result written", err)
+			}
 			if err != nil {
 				return err
 			}

@@ -68,7 +68,7 @@ func generateCommand() *cobra.Command {
 				if err := o.Validate(); err != nil {
 					return err
 				}
-				out, st, err := dec.Decoder().Generate(ids, o)
+				out, st, err := dec.Decoder().Generate(cmd.Context(), ids, o)
 				if err != nil {
 					return err
 				}
@@ -76,7 +76,7 @@ func generateCommand() *cobra.Command {
 				report = fmt.Sprintf("speculative (%s): %d tokens in %.1f ms, %.1f tokens/s, acceptance length %.2f over %d verifications",
 					df.describe(), len(out), st.Elapsed.Seconds()*1000, float64(len(out))/st.Elapsed.Seconds(), st.AcceptanceLength(), st.Rounds)
 			} else {
-				res, err := generate.Generate(m, ids, generate.Options{
+				res, err := generate.Generate(cmd.Context(), m, ids, generate.Options{
 					MaxNewTokens: maxNew, Sampling: sampling, StopIDs: m.Config.EOSTokenIDs,
 				})
 				if err != nil {

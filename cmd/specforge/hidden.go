@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -32,15 +30,13 @@ func genHiddenCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--%w", err) // --dtype "x": want ...
 			}
-			run, err := pipeline.NewHidden(cfg, pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}, cmd.ErrOrStderr())
+			run, err := pipeline.NewHidden(cmd.Context(), cfg, pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
 			// Ctrl-C or SIGTERM while generating stops after the current shard; the next run resumes there.
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return run.Generate(ctx, func(s pipeline.HiddenSplit) {
+			return run.Generate(cmd.Context(), func(s pipeline.HiddenSplit) {
 				printManifest(w, s.Name, s.Manifest)
 				fmt.Fprintf(w, "  generated in %.1f s\n", s.Seconds)
 			})

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -151,8 +152,9 @@ func PrepareVocab(cfg *config.Run, p *Data) (m *vocab.Mapping, targetVocab int, 
 }
 
 // Regenerate lets the target write the training data when data.regenerate.from is set: the result is cached
-// by its inputs and its file is added to cfg.Data.Train.
-func Regenerate(cfg *config.Run, target *model.Model, log io.Writer) error {
+// by its inputs and its file is added to cfg.Data.Train. Cancelling ctx stops it with an error wrapping
+// ctx.Err().
+func Regenerate(ctx context.Context, cfg *config.Run, target *model.Model, log io.Writer) error {
 	rc := cfg.Data.Regenerate
 	if rc.From == "" {
 		return nil
@@ -181,7 +183,7 @@ func Regenerate(cfg *config.Run, target *model.Model, log io.Writer) error {
 		}
 		bar := progress.For(log, int64(len(prompts)), "regenerate")
 		opt.Progress = func(done, total int) { bar.Set(int64(done), "") }
-		err = regen.Write(path, target, tok, prompts, opt)
+		err = regen.Write(ctx, path, target, tok, prompts, opt)
 		bar.Finish()
 		if err != nil {
 			return err

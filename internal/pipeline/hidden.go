@@ -41,15 +41,15 @@ type HiddenRun struct {
 }
 
 // NewHidden loads the target, resolves the aux layers the draft would read and prepares the data (regenerated
-// first when asked), reporting on log.
-func NewHidden(cfg *config.Run, o HiddenOptions, log io.Writer) (*HiddenRun, error) {
+// first when asked), reporting on log. Cancelling ctx stops the regeneration with an error wrapping ctx.Err().
+func NewHidden(ctx context.Context, cfg *config.Run, o HiddenOptions, log io.Writer) (*HiddenRun, error) {
 	if o.SamplesPerShard <= 0 || o.Batch <= 0 {
 		return nil, fmt.Errorf("--samples-per-shard and --batch must be positive")
 	}
 	if cfg.Target.Path == "" {
 		return nil, fmt.Errorf("no target: set target.path")
 	}
-	target, dc, _, p, err := loadOnline(cfg, log)
+	target, dc, _, p, err := loadOnline(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}

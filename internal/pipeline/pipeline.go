@@ -53,7 +53,8 @@ type Result struct {
 
 // New checks the configuration, loads the target (or, offline, its embedding and lm_head), prepares the data
 // and the draft, and resumes from a checkpoint as train.resume asks. Messages and progress go to log.
-func New(cfg *config.Run, log io.Writer) (*Run, error) {
+// Cancelling ctx stops the regeneration of the data (data.regenerate) with an error wrapping ctx.Err().
+func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 	if cfg.Target.Path == "" {
 		return nil, fmt.Errorf("no target: set target.path to a Hugging Face model folder")
 	}
@@ -67,7 +68,7 @@ func New(cfg *config.Run, log io.Writer) (*Run, error) {
 		mode = Offline
 		in, err = offlineInputs(cfg)
 	} else {
-		in, err = onlineInputs(cfg, log)
+		in, err = onlineInputs(ctx, cfg, log)
 	}
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@
 package specdecode
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -122,8 +123,9 @@ type state struct {
 	stopped bool         // a stop token has been produced
 }
 
-// Generate continues prompt speculatively.
-func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
+// Generate continues prompt speculatively. Cancelling ctx stops it before the next drafting round with an
+// error that wraps ctx.Err().
+func (d *Decoder) Generate(ctx context.Context, prompt []int32, o Options) ([]int32, *Stats, error) {
 	if err := o.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -150,6 +152,9 @@ func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
 	ids := append(slices.Clone(prompt[1:]), st.next)
 	st.extend(ids, res.Aux)
 	for !st.done() {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, fmt.Errorf("speculative decoding interrupted after %d tokens: %w", len(st.out), err)
+		}
 		if o.Depth > 0 {
 			err = st.treeRound()
 		} else {
