@@ -209,7 +209,7 @@ func (o *GenOptions) run(first, last int) ([]Sample, error) {
 			idx[i] = lo + i
 		}
 		p := o.Data.Pad(idx)
-		res, err := o.Target.Forward(model.Batch{B: p.B, T: p.T, IDs: p.IDs, AttentionMask: p.AttentionMask}, nil,
+		res, err := o.Target.Forward(*p, nil,
 			model.Request{AuxLayers: o.AuxLayers, Reuse: reuse})
 		if err != nil {
 			return nil, err
