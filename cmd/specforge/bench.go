@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,13 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/specforge/specforge/internal/atomicfile"
-	"github.com/specforge/specforge/internal/chat"
-	"github.com/specforge/specforge/internal/draft"
-	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/generate"
-	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/pipeline"
 	"github.com/specforge/specforge/internal/specdecode"
-	"github.com/specforge/specforge/internal/tokenizer"
 )
 
 // decodingFlags are the speculative-decoding settings shared by bench and generate.
@@ -55,56 +53,6 @@ func (f *decodingFlags) describe() string {
 	return fmt.Sprintf("chain of %d steps", f.steps)
 }
 
-// readDraft reads a draft folder in any layout export.Read knows, warning about tensors it leaves out.
-func readDraft(dir string, logw io.Writer) (*export.Imported, error) {
-	im, err := export.Read(dir)
-	if err == nil && len(im.Ignored) > 0 {
-		fmt.Fprintf(logw, "warning: %s: tensors a draft does not read are left out: %s\n", dir, strings.Join(im.Ignored, ", "))
-	}
-	return im, err
-}
-
-// loadDraft reads a draft folder and checks that it fits the target.
-func loadDraft(dir string, target *model.Model, logw io.Writer) (*draft.Draft, error) {
-	im, err := readDraft(dir, logw)
-	if err != nil {
-		return nil, err
-	}
-	return im.ForTarget(&target.Head)
-}
-
-// encodePrompt tokenizes a user prompt: through the tokenizer's chat template when it has one (a single
-// user turn and the generation prompt), else as plain text with the tokenizer's special tokens.
-func encodePrompt(tok *tokenizer.Tokenizer, renderer chat.Renderer, prompt string, maxTokens int) ([]int32, error) {
-	var ids []int32
-	var err error
-	if renderer != nil {
-		text, rerr := renderer.Render(chat.Conversation{Messages: []map[string]any{{"role": "user", "content": prompt}}, AddGenerationPrompt: true})
-		if rerr != nil {
-			return nil, rerr
-		}
-		ids, err = tok.Encode(text, false)
-	} else {
-		ids, err = tok.Encode(prompt, true)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if maxTokens > 0 && len(ids) > maxTokens {
-		ids = ids[:maxTokens]
-	}
-	return ids, nil
-}
-
-// chatRenderer returns the Jinja renderer of a model folder's tokenizer, or nil when it has no template.
-func chatRenderer(dir string) (chat.Renderer, error) {
-	src, bos, eos, ok, err := chat.TokenizerTemplate(dir)
-	if err != nil || !ok {
-		return nil, err
-	}
-	return chat.NewJinjaRenderer(src, bos, eos)
-}
-
 func sharedDatasets() string {
 	if d := os.Getenv("SPECFORGE_SHARED"); d != "" {
 		return filepath.Join(d, "assets", "datasets")
@@ -129,41 +77,23 @@ func benchCommand() *cobra.Command {
 			if err := sampling.Validate(); err != nil {
 				return err
 			}
-			target, err := model.Load(targetDir)
+			dec, err := pipeline.LoadDecoding(targetDir, draftDir, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer target.Close()
-			d, err := loadDraft(draftDir, target, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			tok, err := tokenizer.LoadIfPresent(targetDir)
-			if err != nil {
-				return err
-			}
-			if tok == nil {
+			defer dec.Close()
+			if dec.Tokenizer == nil {
 				return fmt.Errorf("%s has no tokenizer.json: bench needs it to encode prompts", targetDir)
-			}
-			var renderer chat.Renderer
-			if !noTemplate {
-				if renderer, err = chatRenderer(targetDir); err != nil {
-					return err
-				}
 			}
 			texts, err := specdecode.LoadPrompts(ds, datasets, skip, n+warmup)
 			if err != nil {
 				return err
 			}
-			var prompts [][]int32
-			for _, text := range texts {
-				ids, err := encodePrompt(tok, renderer, text, promptTokens)
-				if err != nil {
-					return err
-				}
-				prompts = append(prompts, ids)
+			prompts, err := dec.EncodePrompts(texts, !noTemplate, promptTokens)
+			if err != nil {
+				return err
 			}
-			o := df.options(maxNew, sampling, target.Config.EOSTokenIDs)
+			o := df.options(maxNew, sampling, dec.Target.Config.EOSTokenIDs)
 			if err := o.Validate(); err != nil {
 				return err
 			}
@@ -174,7 +104,10 @@ func benchCommand() *cobra.Command {
 				}
 				defer stop()
 			}
-			res, err := specdecode.Bench(&specdecode.Decoder{Target: target, Draft: d}, prompts, o, warmup)
+			res, err := specdecode.Bench(cmd.Context(), dec.Decoder(), prompts, o, warmup)
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%w; no result written", err)
+			}
 			if err != nil {
 				return err
 			}

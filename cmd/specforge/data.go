@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,7 +10,6 @@ import (
 	"github.com/specforge/specforge/internal/chat"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
-	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/pipeline"
 )
 
@@ -68,19 +65,7 @@ func prepareDataCommand() *cobra.Command {
 				tokens := p.Train.Tokens + p.Eval.Tokens
 				fmt.Fprintf(out, "prepared in %.2f s: %.0f rows/s, %.0f tokens/s\n", p.Seconds, float64(rows)/p.Seconds, float64(tokens)/p.Seconds)
 			}
-			targetVocab := p.Tokenizer.VocabSize()
-			if cfg.Target.Path != "" {
-				// A tokenizer-only folder has no config.json: its vocabulary is the target's. A config that
-				// is there but broken is an error.
-				mc, err := model.LoadConfig(cfg.Target.Path)
-				switch {
-				case err == nil:
-					targetVocab = mc.VocabSize
-				case !errors.Is(err, fs.ErrNotExist):
-					return err
-				}
-			}
-			m, path, err := pipeline.BuildVocab(p, targetVocab, cfg.Draft)
+			m, targetVocab, path, err := pipeline.PrepareVocab(cfg, p)
 			if err != nil {
 				return err
 			}

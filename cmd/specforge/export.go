@@ -5,15 +5,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
-	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/pipeline"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 func exportCommand() *cobra.Command {
@@ -41,34 +39,14 @@ file leaves to the target (default aux layers, the verifier).`,
 			if err != nil {
 				return err
 			}
-			if o.DType, err = parseWeightDType(dtype); err != nil {
-				return err
+			if o.DType, err = tensor.ParseShortName(dtype); err != nil {
+				return fmt.Errorf("--%w", err) // --dtype "x": want ...
 			}
-			src, err := exportSource(from)
+			res, err := pipeline.Export(from, targetDir, out, f, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			im, err := readDraft(src, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			d, err := exportDraft(im, targetDir)
-			if err != nil {
-				return err
-			}
-			if o.Verifier == "" && d.Config.TargetPath != "" {
-				// A relative path would be read relative to wherever the engine starts.
-				if abs, err := filepath.Abs(d.Config.TargetPath); err == nil && isDir(abs) {
-					o.Verifier = abs
-				}
-			}
-			if f == export.Speculators && o.Verifier == "" && d.Config.TargetPath == "" {
-				return fmt.Errorf("the speculators format records the verifier model: pass --verifier NAME_OR_PATH or --target DIR")
-			}
-			if err := export.Write(out, d, f, o); err != nil {
-				return err
-			}
-			printExport(cmd.OutOrStdout(), src, im, out, f, d, o)
+			printExport(cmd.OutOrStdout(), out, f, res)
 			return nil
 		},
 	}
@@ -85,55 +63,9 @@ file leaves to the target (default aux layers, the verifier).`,
 	return cmd
 }
 
-func parseWeightDType(s string) (safetensors.DType, error) {
-	switch strings.ToLower(s) {
-	case "bf16", "bfloat16":
-		return safetensors.BF16, nil
-	case "f16", "fp16", "float16":
-		return safetensors.F16, nil
-	case "f32", "fp32", "float32":
-		return safetensors.F32, nil
-	}
-	return "", fmt.Errorf("--dtype %q: want bf16, f16 or f32", s)
-}
-
-// exportSource resolves --checkpoint: a run folder stands for its final draft, or its latest checkpoint
-// while it has none.
-func exportSource(dir string) (string, error) {
-	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil || checkpoint.Is(dir) {
-		return dir, nil
-	}
-	if _, err := os.Stat(filepath.Join(dir, "draft", "config.json")); err == nil {
-		return filepath.Join(dir, "draft"), nil
-	}
-	latest, err := checkpoint.Latest(dir)
-	if err == nil && latest == "" {
-		err = fmt.Errorf("--checkpoint %s: not a checkpoint (state.json), a draft folder (config.json) or a run folder (draft/ or checkpoints/)", dir)
-	}
-	return latest, err
-}
-
-// exportDraft assembles the imported head, fitted to the target when one is given.
-func exportDraft(im *export.Imported, targetDir string) (*draft.Draft, error) {
-	if targetDir == "" {
-		return im.Draft()
-	}
-	head, _, err := model.LoadHead(targetDir)
-	if err != nil {
-		return nil, err
-	}
-	d, err := im.ForTarget(head)
-	if err != nil {
-		return nil, err
-	}
-	if d.Config.TargetPath == "" {
-		d.Config.TargetPath = targetDir
-	}
-	return d, nil
-}
-
-func printExport(w io.Writer, src string, im *export.Imported, out string, f export.Format, d *draft.Draft, o export.Options) {
-	c := &d.Config
+func printExport(w io.Writer, out string, f export.Format, res *pipeline.Exported) {
+	src, im, o := res.Source, res.Imported, res.Options
+	c := &res.Draft.Config
 	size := int64(0)
 	if st, err := os.Stat(filepath.Join(out, "model.safetensors")); err == nil {
 		size = st.Size()
@@ -153,9 +85,4 @@ func printExport(w io.Writer, src string, im *export.Imported, out string, f exp
 		fmt.Fprintf(w, "; eagle_aux_hidden_state_layer_ids = %v (vLLM: input of layer k)\n", ids)
 		fmt.Fprintf(w, "serve: vllm serve %s\n", out)
 	}
-}
-
-func isDir(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.IsDir()
 }

@@ -9,8 +9,7 @@ import (
 
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/specdecode"
-	"github.com/specforge/specforge/internal/tokenizer"
+	"github.com/specforge/specforge/internal/pipeline"
 )
 
 func generateCommand() *cobra.Command {
@@ -35,19 +34,16 @@ func generateCommand() *cobra.Command {
 			if maxNew <= 0 {
 				return fmt.Errorf("--max-new-tokens must be positive, got %d", maxNew)
 			}
-			m, err := model.Load(modelDir)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			warnUnused(cmd, m)
-			tok, err := tokenizer.LoadIfPresent(modelDir)
-			if err != nil {
-				return err
-			}
 			if prompt != "" && promptIDs != "" {
 				return fmt.Errorf("give --prompt or --prompt-ids, not both")
 			}
+			dec, err := pipeline.LoadDecoding(modelDir, draftDir, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer dec.Close()
+			m, tok := dec.Target, dec.Tokenizer
+			warnUnused(cmd, m)
 			var ids []int32
 			switch {
 			case prompt != "":
@@ -67,16 +63,12 @@ func generateCommand() *cobra.Command {
 			}
 			var tokens []int32
 			var report string
-			if draftDir != "" {
-				d, err := loadDraft(draftDir, m, cmd.ErrOrStderr())
-				if err != nil {
-					return err
-				}
+			if dec.Draft != nil {
 				o := df.options(maxNew, sampling, m.Config.EOSTokenIDs)
 				if err := o.Validate(); err != nil {
 					return err
 				}
-				out, st, err := (&specdecode.Decoder{Target: m, Draft: d}).Generate(ids, o)
+				out, st, err := dec.Decoder().Generate(cmd.Context(), ids, o)
 				if err != nil {
 					return err
 				}
@@ -84,7 +76,7 @@ func generateCommand() *cobra.Command {
 				report = fmt.Sprintf("speculative (%s): %d tokens in %.1f ms, %.1f tokens/s, acceptance length %.2f over %d verifications",
 					df.describe(), len(out), st.Elapsed.Seconds()*1000, float64(len(out))/st.Elapsed.Seconds(), st.AcceptanceLength(), st.Rounds)
 			} else {
-				res, err := generate.Generate(m, ids, generate.Options{
+				res, err := generate.Generate(cmd.Context(), m, ids, generate.Options{
 					MaxNewTokens: maxNew, Sampling: sampling, StopIDs: m.Config.EOSTokenIDs,
 				})
 				if err != nil {

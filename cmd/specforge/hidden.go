@@ -4,14 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/pipeline"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 func genHiddenCommand() *cobra.Command {
@@ -27,19 +26,17 @@ func genHiddenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := hidden.ParseDType(dtype)
+			d, err := tensor.ParseShortName(dtype)
 			if err != nil {
-				return err
+				return fmt.Errorf("--%w", err) // --dtype "x": want ...
 			}
-			run, err := pipeline.NewHidden(cfg, pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}, cmd.ErrOrStderr())
+			run, err := pipeline.NewHidden(cmd.Context(), cfg, pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
 			// Ctrl-C or SIGTERM while generating stops after the current shard; the next run resumes there.
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return run.Generate(ctx, func(s pipeline.HiddenSplit) {
+			return run.Generate(cmd.Context(), func(s pipeline.HiddenSplit) {
 				printManifest(w, s.Name, s.Manifest)
 				fmt.Fprintf(w, "  generated in %.1f s\n", s.Seconds)
 			})
@@ -63,7 +60,7 @@ func printManifest(w io.Writer, name string, m *hidden.Manifest) {
 		state = "incomplete"
 	}
 	fmt.Fprintf(w, "%s: %d shards (%s), %d samples, %d tokens, %s, %.1f bytes/token = %.2fx less than SpecForge's 8*H = %d\n",
-		name, len(m.Shards), state, m.Samples, m.Tokens, m.DType, m.BytesPerToken,
+		name, len(m.Shards), state, m.Samples, m.Tokens, m.DType.ShortName(), m.BytesPerToken,
 		float64(m.ReferenceBytesPerToken)/max(m.BytesPerToken, 1e-9), m.ReferenceBytesPerToken)
 	fmt.Fprintf(w, "  target %s (%s), aux layers %v (%s)\n", m.Target.Path, m.Target.Architecture, m.AuxLayers, m.AuxConvention)
 }

@@ -7,15 +7,25 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/pprof"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	if err := rootCommand().Execute(); err != nil {
+	// The one context of the process: Ctrl-C or SIGTERM cancels it, and long jobs stop at their next safe
+	// point (training after saving a checkpoint). Once it is cancelled the signals act as by default again,
+	// so a second Ctrl-C ends a job that is slow to stop.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	err := rootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "specforge:", err)
 		os.Exit(1)
 	}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -65,6 +68,21 @@ func TestConvertThenGenerate(t *testing.T) {
 	}
 	if !strings.HasPrefix(out, "407 261 378 432 383\n") {
 		t.Errorf("output %q", out)
+	}
+}
+
+// TestGenerateCancelled: a command run under a cancelled context (Ctrl-C) stops with context.Canceled and
+// says it was interrupted.
+func TestGenerateCancelled(t *testing.T) {
+	dir := goldentest.Shared(t, "assets", "models", "stories260K")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cmd := rootCommand()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"generate", "--model", dir, "--max-new-tokens", "50"})
+	if err := cmd.ExecuteContext(ctx); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("error %v, want an interruption wrapping context.Canceled", err)
 	}
 }
 

@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -23,7 +20,7 @@ func trainCommand() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			run, err := pipeline.New(cfg, cmd.ErrOrStderr())
+			run, err := pipeline.New(cmd.Context(), cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -34,9 +31,7 @@ func trainCommand() *cobra.Command {
 			fmt.Fprintf(out, "training a draft (hidden %d, %d/%d heads, intermediate %d, draft vocabulary %d) for %d steps, %s, aux layers %v\n",
 				dc.HiddenSize, dc.NumHeads, dc.NumKVHeads, dc.IntermediateSize, dc.DraftVocabSize, run.TotalSteps(), run.Mode(), dc.AuxLayers)
 			// Ctrl-C or SIGTERM while training stops after the current step with a checkpoint to resume from.
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			res, err := run.Train(ctx)
+			res, err := run.Train(cmd.Context())
 			if err != nil {
 				return err
 			}

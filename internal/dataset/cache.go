@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/vocab"
 )
@@ -96,17 +97,8 @@ func (d *File) Sample(i int) ([]int32, []uint8) {
 	return ids, mask
 }
 
-// Padded is a batch of samples right-padded with token 0 to the longest one.
-type Padded struct {
-	B, T          int
-	IDs           []int32
-	LossMask      []bool
-	AttentionMask []bool // the real tokens
-	Lens          []int  // tokens of each sample
-}
-
-// Pad reads samples idx and pads them to a common length.
-func (d *File) Pad(idx []int) *Padded {
+// Pad reads samples idx and pads them to a common length (batch.New).
+func (d *File) Pad(idx []int) *batch.Tokens {
 	ids := make([][]int32, len(idx))
 	masks := make([][]uint8, len(idx))
 	lens := make([]int, len(idx))
@@ -114,30 +106,12 @@ func (d *File) Pad(idx []int) *Padded {
 		ids[i], masks[i] = d.Sample(k)
 		lens[i] = len(ids[i])
 	}
-	p := NewPadded(lens)
+	p := batch.New(lens)
 	for i := range ids {
 		row := i * p.T
 		copy(p.IDs[row:], ids[i])
 		for t, m := range masks[i] {
 			p.LossMask[row+t] = m == 1
-		}
-	}
-	return p
-}
-
-// NewPadded lays out samples of the given lengths as a [B, T] batch padded to the longest, with their real
-// tokens marked in AttentionMask; the caller copies sample i's ids and loss mask to row i (offset i*T). Every
-// batch, from tokenized data or from stored hidden states, is padded by it.
-func NewPadded(lens []int) *Padded {
-	p := &Padded{B: len(lens), Lens: lens}
-	for _, n := range lens {
-		p.T = max(p.T, n)
-	}
-	N := p.B * p.T
-	p.IDs, p.LossMask, p.AttentionMask = make([]int32, N), make([]bool, N), make([]bool, N)
-	for i, n := range lens {
-		for t := 0; t < n; t++ {
-			p.AttentionMask[i*p.T+t] = true
 		}
 	}
 	return p

@@ -58,11 +58,11 @@ func TestBackendsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	H, n := d.Config.HiddenSize, min(12, len(b.InputIDs)-1)
+	H, n := d.Config.HiddenSize, min(12, len(b.IDs)-1)
 	ids := make([]int32, n)
 	pos := make([]int32, n)
 	for i := range ids {
-		ids[i], pos[i] = b.InputIDs[i+1], int32(i)
+		ids[i], pos[i] = b.IDs[i+1], int32(i)
 	}
 	aux := b.Aux[:n*d.Config.AuxWidth()]
 	od := sd.Forward(ids, sd.FC(aux, n), pos, nil, 0)

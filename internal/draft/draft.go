@@ -170,9 +170,6 @@ func NewOn(be backend.Backend, c Config, embed tensor.Tensor, m *vocab.Mapping, 
 	return &Draft{Config: c, Embed: embed, Vocab: m, W: w, be: be}, nil
 }
 
-// Backend is the backend the draft computes on.
-func (d *Draft) Backend() backend.Backend { return d.be }
-
 // RandomEmbedding is a seeded N(0, std) F32 embedding [vocab, hidden], for drafts whose width differs from
 // the target's.
 func RandomEmbedding(vocab, hidden int, seed uint64, std float64) tensor.Tensor {

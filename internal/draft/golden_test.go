@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/safetensors"
@@ -72,10 +73,10 @@ func goldenBatch(t *testing.T, c *goldentest.Case, d *Draft, file string, logits
 	am := c.Ints(t, file, "attention_mask")
 	shape := c.Tensor(t, file, "input_ids").Shape
 	B, T := shape[0], shape[1]
-	b := &Batch{B: B, T: T, InputIDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T),
+	b := &Batch{Tokens: batch.Tokens{B: B, T: T, IDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T)},
 		Aux: f32(aux), Teacher: NewTeacher(B*T, d.Config.DraftVocabSize)}
 	for i := range ids {
-		b.InputIDs[i], b.LossMask[i], b.AttentionMask[i] = int32(ids[i]), lm[i] == 1, am[i] == 1
+		b.IDs[i], b.LossMask[i], b.AttentionMask[i] = int32(ids[i]), lm[i] == 1, am[i] == 1
 	}
 	V := d.Config.VocabSize
 	shifted := make([]float32, B*T*V) // row t: logits at t+1; the last row stays zero

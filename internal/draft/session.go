@@ -133,3 +133,6 @@ func (s *Session) Logits(h []float32, n int) []float32 {
 
 // TargetID maps a draft-vocabulary index to the target's token id.
 func (d *Draft) TargetID(i int) int32 { return int32(int64(i) + d.Vocab.D2T[i]) }
+
+// Backend is the backend the draft computes on, for work on its outputs (the argmax of its logits).
+func (d *Draft) Backend() backend.Backend { return d.be }

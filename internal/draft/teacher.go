@@ -5,6 +5,7 @@ import (
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/backend/auto"
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/parallel"
 )
 
@@ -62,12 +63,9 @@ func (tc *Teacher) SetRows(from int, logits []float32, n, v int, used []int64) {
 // Batch is one TTT training batch: B rows of T tokens (right-padded), what the target produced for them,
 // and the teacher.
 type Batch struct {
-	B, T          int
-	InputIDs      []int32   // [B*T] raw token ids (not shifted)
-	LossMask      []bool    // [B*T]
-	AttentionMask []bool    // [B*T] real tokens
-	Aux           []float32 // [B*T, AuxWidth] target hidden states after the aux layers (not shifted)
-	Teacher       *Teacher
+	batch.Tokens           // IDs are the raw token ids (not shifted); LossMask and AttentionMask are set
+	Aux          []float32 // [B*T, AuxWidth] target hidden states after the aux layers (not shifted)
+	Teacher      *Teacher
 }
 
 // PositionMask is pm_0 of EAGLE3.md §2: a row trains when it carries loss, the target's choice is in the

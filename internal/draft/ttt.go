@@ -62,8 +62,8 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	}
 	N, H, I, vd := b.B*b.T, c.HiddenSize, c.IntermediateSize, c.DraftVocabSize
 	qDim, kvDim := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	if len(b.InputIDs) != N || len(b.Aux) != N*c.AuxWidth() || len(b.Teacher.P) != N*vd {
-		return nil, fmt.Errorf("ttt: batch of %d x %d rows does not match its ids (%d), aux (%d) or teacher (%d)", b.B, b.T, len(b.InputIDs), len(b.Aux), len(b.Teacher.P))
+	if len(b.IDs) != N || len(b.Aux) != N*c.AuxWidth() || len(b.Teacher.P) != N*vd {
+		return nil, fmt.Errorf("ttt: batch of %d x %d rows does not match its ids (%d), aux (%d) or teacher (%d)", b.B, b.T, len(b.IDs), len(b.Aux), len(b.Teacher.P))
 	}
 	rc, err := c.Rope()
 	if err != nil {
@@ -100,7 +100,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 			for t := 0; t < b.T; t++ {
 				id := int32(0)
 				if t+1+k < b.T {
-					id = b.InputIDs[r*b.T+t+1+k]
+					id = b.IDs[r*b.T+t+1+k]
 				}
 				st.ids = append(st.ids, id)
 				st.positions = append(st.positions, int32(t+k))

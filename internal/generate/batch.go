@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -9,7 +10,8 @@ import (
 
 // GenerateBatch continues prompts of equal length together, one forward for all rows per token. A row stops
 // at a stop token (kept) or after maxNew tokens; stopped rows keep being fed but their outputs are dropped.
-func GenerateBatch(m *model.Model, prompts [][]int32, maxNew int, p SamplingParams, stopIDs []int) ([][]int32, error) {
+// Cancelling ctx stops it before the next forward with an error that wraps ctx.Err().
+func GenerateBatch(ctx context.Context, m *model.Model, prompts [][]int32, maxNew int, p SamplingParams, stopIDs []int) ([][]int32, error) {
 	if len(prompts) == 0 {
 		return nil, nil
 	}
@@ -22,12 +24,15 @@ func GenerateBatch(m *model.Model, prompts [][]int32, maxNew int, p SamplingPara
 		}
 		ids = append(ids, pr...)
 	}
-	sampler := NewSampler(p)
+	sampler := NewSampler(m.Backend(), p)
 	cache := m.NewCache(B, T+maxNew)
 	out := make([][]int32, B)
 	done := make([]bool, B)
 	var reuse *model.Output
 	for step := 0; step < maxNew; step++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("generate: interrupted after %d of %d tokens: %w", step, maxNew, err)
+		}
 		o, err := m.Forward(model.Batch{B: B, T: len(ids) / B, IDs: ids}, cache, model.Request{Logits: model.LastLogits, Reuse: reuse})
 		if err != nil {
 			return nil, err

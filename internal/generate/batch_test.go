@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"context"
 	"testing"
 
 	"github.com/specforge/specforge/internal/goldentest"
@@ -15,12 +16,12 @@ func TestGenerateBatchMatchesSingle(t *testing.T) {
 	}
 	defer m.Close()
 	prompts := [][]int32{{1, 403, 407}, {1, 300, 420}, {1, 261, 376}}
-	batch, err := GenerateBatch(m, prompts, 20, SamplingParams{}, nil)
+	batch, err := GenerateBatch(context.Background(), m, prompts, 20, SamplingParams{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, p := range prompts {
-		single, err := Generate(m, p, Options{MaxNewTokens: 20})
+		single, err := Generate(context.Background(), m, p, Options{MaxNewTokens: 20})
 		if err != nil {
 			t.Fatal(err)
 		}

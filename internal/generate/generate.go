@@ -1,6 +1,7 @@
 package generate
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -31,21 +32,25 @@ func (r *Result) DecodeTokensPerSecond() float64 {
 	return float64(len(r.Tokens)-1) / r.DecodeTime.Seconds()
 }
 
-// Generate continues prompt with the target model alone, one token per forward after the prefill.
-func Generate(m *model.Model, prompt []int32, opt Options) (*Result, error) {
+// Generate continues prompt with the target model alone, one token per forward after the prefill. Cancelling
+// ctx stops it before the next forward with an error that wraps ctx.Err().
+func Generate(ctx context.Context, m *model.Model, prompt []int32, opt Options) (*Result, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generate: empty prompt")
 	}
 	if err := opt.Sampling.Validate(); err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
-	sampler := NewSampler(opt.Sampling)
+	sampler := NewSampler(m.Backend(), opt.Sampling)
 	cache := m.NewCache(1, len(prompt)+opt.MaxNewTokens)
 	ids := prompt
 	var out *model.Output
 	res := &Result{}
 	start := time.Now()
 	for len(res.Tokens) < opt.MaxNewTokens {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("generate: interrupted after %d tokens: %w", len(res.Tokens), err)
+		}
 		var err error
 		if out, err = m.Forward(model.Batch{B: 1, T: len(ids), IDs: ids}, cache, model.Request{Logits: model.LastLogits, Reuse: out}); err != nil {
 			return nil, err

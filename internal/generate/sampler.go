@@ -8,7 +8,8 @@ import (
 	"math/rand/v2"
 	"sort"
 
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // SamplingParams are the decoding settings. Temperature 0 means greedy.
@@ -36,12 +37,14 @@ func (p SamplingParams) Validate() error {
 // Sampler picks next tokens from logits.
 type Sampler struct {
 	p   SamplingParams
+	be  backend.Backend // of the model whose logits it reads
 	rng *rand.Rand
 }
 
-// NewSampler returns a sampler seeded from p.Seed.
-func NewSampler(p SamplingParams) *Sampler {
-	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
+// NewSampler returns a sampler seeded from p.Seed that reads logits with be (the greedy argmax), the backend
+// of the model that produces them.
+func NewSampler(be backend.Backend, p SamplingParams) *Sampler {
+	return &Sampler{p: p, be: be, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
 }
 
 // Greedy reports whether the sampler always takes the most likely token.
@@ -50,7 +53,7 @@ func (s *Sampler) Greedy() bool { return s.p.Temperature == 0 }
 // Next picks a token from one row of logits.
 func (s *Sampler) Next(logits []float32) int {
 	if s.Greedy() {
-		return kernels.Argmax(logits)
+		return s.be.Argmax(tensor.Vec(logits))
 	}
 	probs := s.Distribution(logits)
 	return s.Draw(probs)
@@ -83,7 +86,7 @@ func (s *Sampler) Uniform() float64 { return s.rng.Float64() }
 func (s *Sampler) Distribution(logits []float32) []float64 {
 	probs := make([]float64, len(logits))
 	if s.Greedy() {
-		probs[kernels.Argmax(logits)] = 1
+		probs[s.be.Argmax(tensor.Vec(logits))] = 1
 		return probs
 	}
 	m := math.Inf(-1)

@@ -3,6 +3,8 @@ package generate
 import (
 	"math"
 	"testing"
+
+	"github.com/specforge/specforge/internal/backend/auto"
 )
 
 func TestDistribution(t *testing.T) {
@@ -33,7 +35,7 @@ func TestDistribution(t *testing.T) {
 		{"top-p just above the first", SamplingParams{Temperature: 0.7, TopP: full[4] + 1e-9}, []float64{full[0] / (full[0] + full[4]), 0, 0, 0, full[4] / (full[0] + full[4])}},
 	}
 	for _, c := range cases {
-		got := NewSampler(c.p).Distribution(logits)
+		got := NewSampler(auto.Default(), c.p).Distribution(logits)
 		for i := range got {
 			if math.Abs(got[i]-c.want[i]) > 1e-12 {
 				t.Errorf("%s: %v, want %v", c.name, got, c.want)
@@ -47,7 +49,7 @@ func TestDistribution(t *testing.T) {
 // within 5 standard deviations.
 func TestSamplingFrequencies(t *testing.T) {
 	logits := []float32{0.5, 1.5, -0.3, 1.0}
-	s := NewSampler(SamplingParams{Temperature: 1.3, Seed: 7})
+	s := NewSampler(auto.Default(), SamplingParams{Temperature: 1.3, Seed: 7})
 	probs := s.Distribution(logits)
 	const n = 200000
 	counts := make([]int, len(logits))
@@ -61,7 +63,7 @@ func TestSamplingFrequencies(t *testing.T) {
 		}
 	}
 	// The same seed gives the same stream.
-	a, b := NewSampler(SamplingParams{Temperature: 1, Seed: 3}), NewSampler(SamplingParams{Temperature: 1, Seed: 3})
+	a, b := NewSampler(auto.Default(), SamplingParams{Temperature: 1, Seed: 3}), NewSampler(auto.Default(), SamplingParams{Temperature: 1, Seed: 3})
 	for i := 0; i < 100; i++ {
 		if a.Next(logits) != b.Next(logits) {
 			t.Fatal("same seed, different samples")

@@ -11,52 +11,24 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/specforge/specforge/internal/half"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
-// DType is the storage type of hidden states.
-type DType string
-
-// Storage types: bf16 (the default; SpecForge stores bf16), f16, f32 (exact).
-const (
-	BF16 DType = "bf16"
-	F16  DType = "f16"
-	F32  DType = "f32"
-)
-
-func (d DType) size() int {
-	switch d {
-	case BF16, F16:
-		return 2
-	case F32:
-		return 4
-	}
-	return 0
-}
-
-// ParseDType checks a dtype name.
-func ParseDType(s string) (DType, error) {
-	d := DType(s)
-	if d.size() == 0 {
-		return "", fmt.Errorf("hidden-state dtype %q is not supported (supported: bf16, f16, f32)", s)
-	}
-	return d, nil
-}
-
-// encodeValues converts float32 values to the storage type and splits the bytes into planes (all first
+// encodeValues converts float32 values to the storage type d (BF16, F16 or F32; F32 is exact) and splits the bytes into planes (all first
 // bytes, then all second bytes, ...) before zstd: the sign/exponent bytes of neighbouring activations are
 // alike and compress well once they sit together, which a byte-interleaved stream hides from the
 // compressor. Lossless for the storage type.
-func encodeValues(enc *zstd.Encoder, dst []byte, v []float32, d DType) []byte {
-	w := d.size()
+func encodeValues(enc *zstd.Encoder, dst []byte, v []float32, d tensor.DType) []byte {
+	w := d.Size()
 	raw := make([]byte, len(v)*w)
 	switch d {
-	case F32:
+	case tensor.F32:
 		for i, x := range v {
 			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(x))
 		}
-	case BF16, F16:
+	case tensor.BF16, tensor.F16:
 		bits := make([]uint16, len(v))
-		if d == BF16 {
+		if d == tensor.BF16 {
 			half.F32ToBF16(bits, v)
 		} else {
 			half.F32ToF16(bits, v)
@@ -76,8 +48,8 @@ func encodeValues(enc *zstd.Encoder, dst []byte, v []float32, d DType) []byte {
 }
 
 // decodeValues reverses encodeValues into out (len = number of values).
-func decodeValues(dec *zstd.Decoder, blob []byte, out []float32, d DType) error {
-	w := d.size()
+func decodeValues(dec *zstd.Decoder, blob []byte, out []float32, d tensor.DType) error {
+	w := d.Size()
 	n := len(out)
 	planes, err := dec.DecodeAll(blob, make([]byte, 0, n*w))
 	if err != nil {
@@ -87,16 +59,16 @@ func decodeValues(dec *zstd.Decoder, blob []byte, out []float32, d DType) error 
 		return fmt.Errorf("decoded %d bytes, want %d", len(planes), n*w)
 	}
 	switch d {
-	case F32:
+	case tensor.F32:
 		for i := range out {
 			out[i] = math.Float32frombits(uint32(planes[i]) | uint32(planes[n+i])<<8 | uint32(planes[2*n+i])<<16 | uint32(planes[3*n+i])<<24)
 		}
-	case BF16, F16:
+	case tensor.BF16, tensor.F16:
 		bits := make([]uint16, n)
 		for i := range bits {
 			bits[i] = uint16(planes[i]) | uint16(planes[n+i])<<8
 		}
-		if d == BF16 {
+		if d == tensor.BF16 {
 			half.BF16ToF32(out, bits)
 		} else {
 			half.F16ToF32(out, bits)

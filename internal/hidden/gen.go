@@ -12,6 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // FormatVersion names the shard format in manifests.
@@ -23,14 +24,14 @@ const AuxConvention = "sglang: residual stream after 0-based decoder layer i"
 // Manifest describes a folder of shards: what made them and what they hold. It is rewritten (atomically)
 // after every completed shard, so a killed generation knows where to resume.
 type Manifest struct {
-	Format        string     `json:"format"`
-	Target        TargetInfo `json:"target"`
-	AuxLayers     []int      `json:"aux_layers"`
-	AuxConvention string     `json:"aux_layer_convention"`
-	Dataset       string     `json:"dataset"` // the tokenized dataset file
-	DatasetKey    string     `json:"dataset_key"`
-	DType         DType      `json:"dtype"`
-	Compression   string     `json:"compression"`
+	Format        string       `json:"format"`
+	Target        TargetInfo   `json:"target"`
+	AuxLayers     []int        `json:"aux_layers"`
+	AuxConvention string       `json:"aux_layer_convention"`
+	Dataset       string       `json:"dataset"` // the tokenized dataset file
+	DatasetKey    string       `json:"dataset_key"`
+	DType         tensor.DType `json:"-"` // stored as "dtype" in its short name (MarshalJSON)
+	Compression   string       `json:"compression"`
 	// Layers repeated among the aux layers are stored once.
 	SamplesPerShard int         `json:"samples_per_shard"`
 	Samples         int         `json:"samples"` // samples in the dataset
@@ -50,6 +51,34 @@ type TargetInfo struct {
 	HiddenSize   int    `json:"hidden_size"`
 	NumLayers    int    `json:"num_layers"`
 	VocabSize    int    `json:"vocab_size"`
+}
+
+// MarshalJSON writes the manifest with the dtype in its short name ("bf16").
+func (m Manifest) MarshalJSON() ([]byte, error) {
+	type fields Manifest // without the methods, so that Marshal does not recurse
+	return json.Marshal(struct {
+		fields
+		DType string `json:"dtype"`
+	}{fields(m), m.DType.ShortName()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; a dtype other than bf16, f16 or f32 is an error.
+func (m *Manifest) UnmarshalJSON(b []byte) error {
+	type fields Manifest
+	var v struct {
+		fields
+		DType string `json:"dtype"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	d, err := tensor.ParseShortName(v.DType)
+	if err != nil {
+		return err
+	}
+	*m = Manifest(v.fields)
+	m.DType = d
+	return nil
 }
 
 // ReadManifest loads dir/manifest.json.
@@ -93,7 +122,7 @@ type GenOptions struct {
 	DataPath        string
 	DataKey         string
 	Out             string
-	DType           DType
+	DType           tensor.DType // BF16, F16 or F32
 	SamplesPerShard int
 	Batch           int // samples per target forward
 	// Stop, if set, is polled between shards; true ends the run early (it resumes later).
@@ -158,7 +187,7 @@ func (m *Manifest) compatible(want *Manifest) error {
 	case m.DatasetKey != want.DatasetKey:
 		return fmt.Errorf("dataset %s, not %s", m.DatasetKey, want.DatasetKey)
 	case m.DType != want.DType:
-		return fmt.Errorf("dtype %s, not %s", m.DType, want.DType)
+		return fmt.Errorf("dtype %s, not %s", m.DType.ShortName(), want.DType.ShortName())
 	case m.SamplesPerShard != want.SamplesPerShard:
 		return fmt.Errorf("%d samples per shard, not %d", m.SamplesPerShard, want.SamplesPerShard)
 	case !slices.Equal(m.AuxLayers, want.AuxLayers):
@@ -180,7 +209,7 @@ func (o *GenOptions) run(first, last int) ([]Sample, error) {
 			idx[i] = lo + i
 		}
 		p := o.Data.Pad(idx)
-		res, err := o.Target.Forward(model.Batch{B: p.B, T: p.T, IDs: p.IDs, AttentionMask: p.AttentionMask}, nil,
+		res, err := o.Target.Forward(*p, nil,
 			model.Request{AuxLayers: o.AuxLayers, Reuse: reuse})
 		if err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package hidden
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/fixturetest"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -31,7 +33,7 @@ func randomSample(r *rand.Rand, T, auxWidth, h int) Sample {
 func TestShardRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	const h = 16
-	for _, d := range []DType{F32, BF16, F16} {
+	for _, d := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16} {
 		for _, layers := range [][]int{{1, 5, 9}, {1, 1, 1}, {0, 2, 0}} {
 			samples := []Sample{randomSample(r, 7, 3*h, h), randomSample(r, 1, 3*h, h), randomSample(r, 12, 3*h, h)}
 			for _, s := range samples { // repeated layers hold the same values, as a real forward gives
@@ -65,9 +67,9 @@ func TestShardRoundTrip(t *testing.T) {
 				}
 				round := func(x float32) float32 {
 					switch d {
-					case BF16:
+					case tensor.BF16:
 						return half.RoundBF16(x)
-					case F16:
+					case tensor.F16:
 						bits := []uint16{0}
 						half.F32ToF16(bits, []float32{x})
 						out := []float32{0}
@@ -100,7 +102,7 @@ func TestShardRoundTrip(t *testing.T) {
 func TestCorruptShards(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 2))
 	path := filepath.Join(t.TempDir(), "s.sfh")
-	if _, err := WriteShard(path, []Sample{randomSample(r, 5, 48, 16)}, BF16, []int{1, 2, 3}, 16); err != nil {
+	if _, err := WriteShard(path, []Sample{randomSample(r, 5, 48, 16)}, tensor.BF16, []int{1, 2, 3}, 16); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(path)
@@ -108,11 +110,37 @@ func TestCorruptShards(t *testing.T) {
 	if _, err := OpenShard(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("truncated shard: %v", err)
 	}
-	if _, err := WriteShard(path, []Sample{{IDs: []int32{1}, LossMask: []bool{true}}}, BF16, []int{1, 2, 3}, 16); err == nil {
+	if _, err := WriteShard(path, []Sample{{IDs: []int32{1}, LossMask: []bool{true}}}, tensor.BF16, []int{1, 2, 3}, 16); err == nil {
 		t.Error("a sample without states was written")
 	}
-	if _, err := ParseDType("fp8"); err == nil {
-		t.Error("fp8 accepted")
+}
+
+// TestStoredDTypeSpelling pins the dtype's spelling in shard indexes and manifests ("bf16", as shards made
+// before the dtype was a tensor.DType spell it) and refuses any other storage type on reading.
+func TestStoredDTypeSpelling(t *testing.T) {
+	// The bytes an index has always been written as.
+	const index = `{"dtype":"bf16","aux_width":48,"hidden_size":16,"aux_slots":[0,1,2],"records":[{"offset":0,"tokens":5,"aux_bytes":7,"hidden_bytes":9}]}`
+	var x shardIndex
+	if err := json.Unmarshal([]byte(index), &x); err != nil || x.DType != tensor.BF16 {
+		t.Fatalf("read index: dtype %v, %v", x.DType, err)
+	}
+	if b, err := json.Marshal(x); err != nil || string(b) != index {
+		t.Errorf("index written as %s, %v; want %s", b, err, index)
+	}
+	var m Manifest
+	if err := json.Unmarshal([]byte(`{"format":"specforge-hidden-v1","dtype":"f16","samples":3}`), &m); err != nil || m.DType != tensor.F16 || m.Samples != 3 {
+		t.Fatalf("read manifest: dtype %v, %d samples, %v", m.DType, m.Samples, err)
+	}
+	if b, err := json.Marshal(m); err != nil || !strings.Contains(string(b), `"dtype":"f16"`) || !strings.Contains(string(b), `"samples":3`) {
+		t.Errorf("manifest written as %s, %v", b, err)
+	}
+	for _, js := range []string{`{"dtype":"fp8"}`, `{"dtype":"i64"}`, `{}`} {
+		if err := json.Unmarshal([]byte(js), &x); err == nil || !strings.Contains(err.Error(), "want bf16, f16 or f32") {
+			t.Errorf("index %s: %v", js, err)
+		}
+		if err := json.Unmarshal([]byte(js), &m); err == nil || !strings.Contains(err.Error(), "want bf16, f16 or f32") {
+			t.Errorf("manifest %s: %v", js, err)
+		}
 	}
 }
 
@@ -122,7 +150,7 @@ func TestGenerateResumes(t *testing.T) {
 	m, data, key := fixturetest.Stories(t, 30, 40)
 	opts := func(out string) GenOptions {
 		return GenOptions{Target: m, TargetPath: "stories260K", AuxLayers: []int{0, 2, 4}, Data: data, DataKey: key,
-			Out: out, DType: BF16, SamplesPerShard: 3, Batch: 2}
+			Out: out, DType: tensor.BF16, SamplesPerShard: 3, Batch: 2}
 	}
 	whole, err := Generate(opts(t.TempDir()))
 	if err != nil {
@@ -203,7 +231,7 @@ func TestGenerateResumes(t *testing.T) {
 	}
 	// Another dtype in the same folder is refused.
 	o = opts(out)
-	o.DType = F32
+	o.DType = tensor.F32
 	if _, err := Generate(o); err == nil || !strings.Contains(err.Error(), "dtype") {
 		t.Errorf("mixed dtype: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // Sample is one stored sample.
@@ -35,13 +36,41 @@ type recordIndex struct {
 }
 
 type shardIndex struct {
-	DType      DType `json:"dtype"`
-	AuxWidth   int   `json:"aux_width"`
-	HiddenSize int   `json:"hidden_size"`
+	DType      tensor.DType `json:"-"` // stored as "dtype" in its short name (MarshalJSON)
+	AuxWidth   int          `json:"aux_width"`
+	HiddenSize int          `json:"hidden_size"`
 	// AuxSlots maps each of the aux slots (of HiddenSize values) to the stored block holding it: repeated
 	// aux layers (shallow targets read one layer more than once) are stored once.
 	AuxSlots []int         `json:"aux_slots"`
 	Records  []recordIndex `json:"records"`
+}
+
+// MarshalJSON writes the index with the dtype in its short name ("bf16"), first, as shards always spelt it.
+func (x shardIndex) MarshalJSON() ([]byte, error) {
+	type fields shardIndex // without the methods, so that Marshal does not recurse
+	return json.Marshal(struct {
+		DType string `json:"dtype"`
+		fields
+	}{x.DType.ShortName(), fields(x)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; a dtype other than bf16, f16 or f32 is an error.
+func (x *shardIndex) UnmarshalJSON(b []byte) error {
+	type fields shardIndex
+	var v struct {
+		DType string `json:"dtype"`
+		fields
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	d, err := tensor.ParseShortName(v.DType)
+	if err != nil {
+		return err
+	}
+	*x = shardIndex(v.fields)
+	x.DType = d
+	return nil
 }
 
 // auxSlots maps aux layer ids to stored blocks, first occurrence first.
@@ -68,7 +97,10 @@ type ShardInfo struct {
 
 // WriteShard writes samples to path atomically and returns its size and checksum. auxLayers are the layer
 // ids of the aux slots (repeats are stored once).
-func WriteShard(path string, samples []Sample, d DType, auxLayers []int, hiddenSize int) (ShardInfo, error) {
+func WriteShard(path string, samples []Sample, d tensor.DType, auxLayers []int, hiddenSize int) (ShardInfo, error) {
+	if d.ShortName() == "" {
+		return ShardInfo{}, fmt.Errorf("%s: hidden states are stored as bf16, f16 or f32, not %s", path, d)
+	}
 	auxWidth := len(auxLayers) * hiddenSize
 	slots, stored := auxSlots(auxLayers)
 	info := ShardInfo{File: path, Samples: len(samples)}
@@ -204,9 +236,6 @@ func OpenShard(path string) (*Shard, error) {
 	s := &Shard{path: path, f: f}
 	if err := json.Unmarshal(js, &s.index); err != nil {
 		return fail("corrupt index: %v", err)
-	}
-	if s.index.DType.size() == 0 {
-		return fail("unknown dtype %q", s.index.DType)
 	}
 	if len(s.index.AuxSlots)*s.index.HiddenSize != s.index.AuxWidth {
 		return fail("corrupt index: %d aux slots of %d for width %d", len(s.index.AuxSlots), s.index.HiddenSize, s.index.AuxWidth)

@@ -5,23 +5,14 @@ import (
 	"math"
 
 	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
-// Batch is the input of one forward: B rows of T new tokens each.
-type Batch struct {
-	B, T int
-	IDs  []int32 // [B*T]
-	// Positions [B*T] are the RoPE positions; nil means past+t for token t of every row.
-	Positions []int32
-	// AttentionMask [B*T] marks real tokens (true) and padding (false); a padding token is never attended
-	// to. nil means every token is real.
-	AttentionMask []bool
-	// Tree [T*T] is the visibility among the new tokens, shared by all rows (query i sees new token j when
-	// Tree[i*T+j]); ancestors must come before descendants. nil means causal.
-	Tree []bool
-}
+// Batch is the input of one forward: B rows of T new tokens each (IDs, Positions, AttentionMask and Tree;
+// LossMask and Lens are not read). It is specforge's one batch type, named here for the forward's callers.
+type Batch = batch.Tokens
 
 // LogitRows selects the rows whose logits a forward computes, so a large vocabulary is only multiplied out
 // where it is needed.
@@ -289,3 +280,6 @@ func allTrue(v []bool) bool {
 
 // VocabSize is the size of the logits the model produces.
 func (m *Head) VocabSize() int { return m.Config.VocabSize }
+
+// Backend is the backend the model computes on, for work on its outputs (the argmax of its logits).
+func (m *Head) Backend() backend.Backend { return m.be }

@@ -1,8 +1,11 @@
 package pipeline
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -129,9 +132,29 @@ func BuildVocab(p *Data, targetVocab int, dc config.DraftConfig) (*vocab.Mapping
 	return m, path, m.Write(path)
 }
 
+// PrepareVocab builds the draft vocabulary of prepared data over the target's vocabulary (of target.path's
+// config.json; the tokenizer's when the folder holds only a tokenizer) and writes it into the cache folder,
+// returning the mapping, the target vocabulary's size and the file's path.
+func PrepareVocab(cfg *config.Run, p *Data) (m *vocab.Mapping, targetVocab int, path string, err error) {
+	targetVocab = p.Tokenizer.VocabSize()
+	if cfg.Target.Path != "" {
+		// A config that is there but broken is an error.
+		mc, err := model.LoadConfig(cfg.Target.Path)
+		switch {
+		case err == nil:
+			targetVocab = mc.VocabSize
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, 0, "", err
+		}
+	}
+	m, path, err = BuildVocab(p, targetVocab, cfg.Draft)
+	return m, targetVocab, path, err
+}
+
 // Regenerate lets the target write the training data when data.regenerate.from is set: the result is cached
-// by its inputs and its file is added to cfg.Data.Train.
-func Regenerate(cfg *config.Run, target *model.Model, log io.Writer) error {
+// by its inputs and its file is added to cfg.Data.Train. Cancelling ctx stops it with an error wrapping
+// ctx.Err().
+func Regenerate(ctx context.Context, cfg *config.Run, target *model.Model, log io.Writer) error {
 	rc := cfg.Data.Regenerate
 	if rc.From == "" {
 		return nil
@@ -160,7 +183,7 @@ func Regenerate(cfg *config.Run, target *model.Model, log io.Writer) error {
 		}
 		bar := progress.For(log, int64(len(prompts)), "regenerate")
 		opt.Progress = func(done, total int) { bar.Set(int64(done), "") }
-		err = regen.Write(path, target, tok, prompts, opt)
+		err = regen.Write(ctx, path, target, tok, prompts, opt)
 		bar.Finish()
 		if err != nil {
 			return err

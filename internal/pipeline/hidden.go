@@ -12,12 +12,13 @@ import (
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // HiddenOptions say where and how gen-hidden stores the hidden states.
 type HiddenOptions struct {
-	Out             string // the train/ and eval/ shard sets go below it
-	DType           hidden.DType
+	Out             string       // the train/ and eval/ shard sets go below it
+	DType           tensor.DType // BF16, F16 or F32
 	SamplesPerShard int
 	Batch           int // samples per target forward
 }
@@ -40,15 +41,15 @@ type HiddenRun struct {
 }
 
 // NewHidden loads the target, resolves the aux layers the draft would read and prepares the data (regenerated
-// first when asked), reporting on log.
-func NewHidden(cfg *config.Run, o HiddenOptions, log io.Writer) (*HiddenRun, error) {
+// first when asked), reporting on log. Cancelling ctx stops the regeneration with an error wrapping ctx.Err().
+func NewHidden(ctx context.Context, cfg *config.Run, o HiddenOptions, log io.Writer) (*HiddenRun, error) {
 	if o.SamplesPerShard <= 0 || o.Batch <= 0 {
 		return nil, fmt.Errorf("--samples-per-shard and --batch must be positive")
 	}
 	if cfg.Target.Path == "" {
 		return nil, fmt.Errorf("no target: set target.path")
 	}
-	target, dc, _, p, err := loadOnline(cfg, log)
+	target, dc, _, p, err := loadOnline(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,13 @@
 package pipeline
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
@@ -63,6 +66,51 @@ func TestResolveAux(t *testing.T) {
 		}
 		if err != nil || !slices.Equal(got, c.want) {
 			t.Errorf("%s: %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+}
+
+// TestExportSource: a draft folder or checkpoint is itself, a run folder stands for its draft, else for its
+// latest checkpoint, and anything else is refused.
+func TestExportSource(t *testing.T) {
+	root := t.TempDir()
+	touch := func(path string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	draftDir, ckpt := filepath.Join(root, "draft"), filepath.Join(root, "ckpt")
+	touch(filepath.Join(draftDir, "config.json"))
+	touch(filepath.Join(ckpt, checkpoint.StateFile))
+	withDraft := filepath.Join(root, "run1")
+	touch(filepath.Join(withDraft, "draft", "config.json"))
+	touch(filepath.Join(checkpoint.Root(withDraft), checkpoint.Name(4), checkpoint.StateFile))
+	withCheckpoints := filepath.Join(root, "run2")
+	for _, step := range []int{4, 12} {
+		touch(filepath.Join(checkpoint.Root(withCheckpoints), checkpoint.Name(step), checkpoint.StateFile))
+	}
+	empty := filepath.Join(root, "empty")
+	os.Mkdir(empty, 0o755)
+	for _, c := range []struct{ dir, want, err string }{
+		{draftDir, draftDir, ""},
+		{ckpt, ckpt, ""},
+		{withDraft, filepath.Join(withDraft, "draft"), ""},
+		{withCheckpoints, filepath.Join(checkpoint.Root(withCheckpoints), checkpoint.Name(12)), ""},
+		{empty, "", "not a checkpoint"},
+	} {
+		got, err := exportSource(c.dir)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %q, %v; want an error with %q", c.dir, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.dir, got, err, c.want)
 		}
 	}
 }

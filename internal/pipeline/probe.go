@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"context"
+
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
@@ -23,7 +25,9 @@ func acceptanceProbe(target *model.Model, data *dataset.File, tc config.TrainCon
 		dec := &specdecode.Decoder{Target: target, Draft: d}
 		total := &specdecode.Stats{}
 		for _, p := range prompts {
-			_, st, err := dec.Generate(p, specdecode.Options{Steps: tc.EvalAcceptanceSteps, MaxNewTokens: tc.EvalAcceptanceTokens, StopIDs: target.Config.EOSTokenIDs})
+			// Not the run's context: a run interrupted during an evaluation finishes it and saves its
+			// checkpoint (train.Trainer.Run).
+			_, st, err := dec.Generate(context.Background(), p, specdecode.Options{Steps: tc.EvalAcceptanceSteps, MaxNewTokens: tc.EvalAcceptanceTokens, StopIDs: target.Config.EOSTokenIDs})
 			if err != nil {
 				return 0, err
 			}

@@ -3,6 +3,7 @@
 package regen
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -92,14 +93,15 @@ func Key(m *model.Model, openingsPath string, o Options) (string, error) {
 }
 
 // Write generates continuations of prompts in batches and writes them to path (atomically) as JSONL rows
-// {"prompt": opening text, "completion": continuation text}.
-func Write(path string, m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int32, o Options) error {
+// {"prompt": opening text, "completion": continuation text}. Cancelling ctx stops it with an error that wraps
+// ctx.Err(), and nothing is written.
+func Write(ctx context.Context, path string, m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int32, o Options) error {
 	return atomicfile.Write(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		for lo := 0; lo < len(prompts); lo += o.Batch {
 			batch := prompts[lo:min(lo+o.Batch, len(prompts))]
-			outs, err := generate.GenerateBatch(m, batch, o.MaxNewTokens, o.Sampling, m.Config.EOSTokenIDs)
+			outs, err := generate.GenerateBatch(ctx, m, batch, o.MaxNewTokens, o.Sampling, m.Config.EOSTokenIDs)
 			if err != nil {
 				return err
 			}

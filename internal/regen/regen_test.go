@@ -2,6 +2,7 @@ package regen
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ func TestRegenerate(t *testing.T) {
 		t.Fatalf("prompts %v", prompts)
 	}
 	out := filepath.Join(t.TempDir(), "regen.jsonl")
-	if err := Write(out, m, tok, prompts, o); err != nil {
+	if err := Write(context.Background(), out, m, tok, prompts, o); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(out)
@@ -52,7 +53,7 @@ func TestRegenerate(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
 			t.Fatal(err)
 		}
-		res, err := generate.Generate(m, prompts[i], generate.Options{MaxNewTokens: 12, StopIDs: m.Config.EOSTokenIDs})
+		res, err := generate.Generate(context.Background(), m, prompts[i], generate.Options{MaxNewTokens: 12, StopIDs: m.Config.EOSTokenIDs})
 		if err != nil {
 			t.Fatal(err)
 		}

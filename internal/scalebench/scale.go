@@ -15,6 +15,7 @@ import (
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/pipeline"
 	"github.com/specforge/specforge/internal/safetensors"
+	"github.com/specforge/specforge/internal/tensor"
 	"github.com/specforge/specforge/internal/train"
 	"github.com/specforge/specforge/internal/vocab"
 )
@@ -154,7 +155,7 @@ func runScalePhase(kind string, o *ScaleOptions) (*Result, error) {
 	if kind == JobGenHidden {
 		start = time.Now()
 		m, err := hidden.Generate(hidden.GenOptions{Target: target, TargetPath: o.targetDir(), AuxLayers: dc.AuxLayers, Data: data,
-			DataPath: o.dataPath(), DataKey: "scalebench", Out: o.hiddenDir(), DType: hidden.BF16, SamplesPerShard: 256, Batch: o.GenBatch})
+			DataPath: o.dataPath(), DataKey: "scalebench", Out: o.hiddenDir(), DType: tensor.BF16, SamplesPerShard: 256, Batch: o.GenBatch})
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/vocab"
@@ -63,10 +64,10 @@ func runTrainStep(s DraftShape, T int, seed uint64) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	batch := &draft.Batch{B: 1, T: T, InputIDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T),
+	batch := &draft.Batch{Tokens: batch.Tokens{B: 1, T: T, IDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T)},
 		Aux: make([]float32, T*3*s.Hidden), Teacher: draft.NewTeacher(T, s.DraftVocab)}
 	for i := 0; i < T; i++ {
-		batch.InputIDs[i] = int32(r.IntN(s.Vocab))
+		batch.IDs[i] = int32(r.IntN(s.Vocab))
 		batch.LossMask[i] = i >= T/4
 		batch.AttentionMask[i] = true
 	}

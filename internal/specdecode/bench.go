@@ -1,6 +1,7 @@
 package specdecode
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -26,22 +27,23 @@ type BenchResult struct {
 
 // Bench decodes every prompt with the target alone and speculatively, alternating per prompt so that both
 // see the same machine state, and compares speed and outputs. The first warmup prompts run untimed.
-func Bench(dec *Decoder, prompts [][]int32, o Options, warmup int) (*BenchResult, error) {
+// Cancelling ctx stops it within the current round or token with an error that wraps ctx.Err().
+func Bench(ctx context.Context, dec *Decoder, prompts [][]int32, o Options, warmup int) (*BenchResult, error) {
 	warmup = min(warmup, len(prompts))
 	run := func(p []int32) ([]int32, time.Duration, []int32, *Stats, time.Duration, error) {
 		t0 := time.Now()
-		base, err := generate.Generate(dec.Target, p, generate.Options{MaxNewTokens: o.MaxNewTokens, Sampling: o.Sampling, StopIDs: o.StopIDs})
+		base, err := generate.Generate(ctx, dec.Target, p, generate.Options{MaxNewTokens: o.MaxNewTokens, Sampling: o.Sampling, StopIDs: o.StopIDs})
 		if err != nil {
 			return nil, 0, nil, nil, 0, err
 		}
 		tBase := time.Since(t0)
 		t0 = time.Now()
-		out, st, err := dec.Generate(p, o)
+		out, st, err := dec.Generate(ctx, p, o)
 		return base.Tokens, tBase, out, st, time.Since(t0), err
 	}
-	for _, p := range prompts[:warmup] {
+	for i, p := range prompts[:warmup] {
 		if _, _, _, _, _, err := run(p); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("bench: warm-up prompt %d of %d: %w", i+1, warmup, err)
 		}
 	}
 	prompts = prompts[warmup:]
@@ -52,10 +54,10 @@ func Bench(dec *Decoder, prompts [][]int32, o Options, warmup int) (*BenchResult
 	total := &Stats{}
 	var baseTime, specTime time.Duration
 	baseTokens := 0
-	for _, p := range prompts {
+	for i, p := range prompts {
 		base, tBase, out, st, tSpec, err := run(p)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("bench: prompt %d of %d: %w", i+1, len(prompts), err)
 		}
 		baseTime += tBase
 		specTime += tSpec

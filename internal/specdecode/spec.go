@@ -5,6 +5,7 @@
 package specdecode
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -13,8 +14,8 @@ import (
 
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/generate"
-	"github.com/specforge/specforge/internal/kernels"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // Options of a speculative generation.
@@ -122,8 +123,9 @@ type state struct {
 	stopped bool         // a stop token has been produced
 }
 
-// Generate continues prompt speculatively.
-func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
+// Generate continues prompt speculatively. Cancelling ctx stops it before the next drafting round with an
+// error that wraps ctx.Err().
+func (d *Decoder) Generate(ctx context.Context, prompt []int32, o Options) ([]int32, *Stats, error) {
 	if err := o.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -131,7 +133,7 @@ func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
 		return nil, nil, fmt.Errorf("speculative decoding needs a non-empty prompt")
 	}
 	start := time.Now()
-	st := &state{d: d, o: &o, sampler: generate.NewSampler(o.Sampling), stats: &Stats{}}
+	st := &state{d: d, o: &o, sampler: generate.NewSampler(d.Target.Backend(), o.Sampling), stats: &Stats{}}
 	st.cache = d.Target.NewCache(1, len(prompt)+o.MaxNewTokens+max(o.Steps, o.DraftTokens)+2)
 	var err error
 	d.prepareOnce.Do(func() { d.prepared = d.Draft.Prepare() })
@@ -150,6 +152,9 @@ func (d *Decoder) Generate(prompt []int32, o Options) ([]int32, *Stats, error) {
 	ids := append(slices.Clone(prompt[1:]), st.next)
 	st.extend(ids, res.Aux)
 	for !st.done() {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, fmt.Errorf("speculative decoding interrupted after %d tokens: %w", len(st.out), err)
+		}
 		if o.Depth > 0 {
 			err = st.treeRound()
 		} else {
@@ -225,9 +230,9 @@ func (st *state) pick(logits []float32) (tok int32, prob float64, q []float64) {
 		return tok, q[tok], q
 	}
 	if st.o.MinDraftProb == 0 {
-		return st.d.Draft.TargetID(kernels.Argmax(logits)), 1, nil
+		return st.d.Draft.TargetID(st.d.Draft.Backend().Argmax(tensor.Vec(logits))), 1, nil
 	}
-	ids, logProbs := topK(logits, 1)
+	ids, logProbs := topK(st.d.Draft.Backend(), logits, 1)
 	return st.d.Draft.TargetID(ids[0]), math.Exp(logProbs[0]), nil
 }
 
@@ -263,7 +268,7 @@ func (st *state) chainRound() error {
 	for ; j <= k; j++ {
 		logits := res.Logits[j*V : (j+1)*V]
 		if st.sampler.Greedy() {
-			best := int32(kernels.Argmax(logits))
+			best := int32(d.Target.Backend().Argmax(tensor.Vec(logits)))
 			if j < k && best == drafts[j] {
 				st.stats.count(j+1, true)
 				continue

@@ -2,9 +2,11 @@ package specdecode
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -62,7 +64,7 @@ func doSetup(modelDir, text string) error {
 	}
 	defer os.RemoveAll(tmp)
 	data := filepath.Join(tmp, "regen.jsonl")
-	if err := regen.Write(data, target, tok, all[:360], o); err != nil {
+	if err := regen.Write(context.Background(), data, target, tok, all[:360], o); err != nil {
 		return err
 	}
 	p, err := dataset.Prepare(dataset.PrepareOptions{Train: []string{data}, CacheDir: tmp,
@@ -108,7 +110,7 @@ func TestGreedyEqualsTarget(t *testing.T) {
 	reachedFifth := map[float64]float64{}
 	var wants [][]int32
 	for _, p := range prompts {
-		want, err := generate.Generate(target, p, generate.Options{MaxNewTokens: 40, StopIDs: target.Config.EOSTokenIDs})
+		want, err := generate.Generate(context.Background(), target, p, generate.Options{MaxNewTokens: 40, StopIDs: target.Config.EOSTokenIDs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +121,7 @@ func TestGreedyEqualsTarget(t *testing.T) {
 		o.StopIDs = target.Config.EOSTokenIDs
 		total := &Stats{}
 		for k, p := range prompts {
-			got, st, err := dec.Generate(p, o)
+			got, st, err := dec.Generate(context.Background(), p, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +163,7 @@ func TestSamplingPreservesTarget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return generate.NewSampler(sp).Distribution(res.Logits)
+		return generate.NewSampler(target.Backend(), sp).Distribution(res.Logits)
 	}
 	// The exact marginal of the second token: sum over the first.
 	p1 := dist(prompt)
@@ -184,7 +186,7 @@ func TestSamplingPreservesTarget(t *testing.T) {
 		accepted := 0
 		for i := 0; i < n; i++ {
 			sp.Seed = uint64(i + 1)
-			out, st, err := dec.Generate(prompt, Options{Steps: 3, MinDraftProb: minProb, MaxNewTokens: 2, Sampling: sp})
+			out, st, err := dec.Generate(context.Background(), prompt, Options{Steps: 3, MinDraftProb: minProb, MaxNewTokens: 2, Sampling: sp})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,11 +238,11 @@ func TestStopTokenEndsTheRound(t *testing.T) {
 	for _, o := range []Options{{Steps: 5}, {Depth: 4, TopK: 2, DraftTokens: 8}} {
 		o.MaxNewTokens, o.StopIDs = 100, stops
 		for _, p := range prompts {
-			want, err := generate.Generate(target, p, generate.Options{MaxNewTokens: 100, StopIDs: stops})
+			want, err := generate.Generate(context.Background(), target, p, generate.Options{MaxNewTokens: 100, StopIDs: stops})
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, st, err := dec.Generate(p, o)
+			got, st, err := dec.Generate(context.Background(), p, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,6 +252,35 @@ func TestStopTokenEndsTheRound(t *testing.T) {
 			if st.Rounds > len(got) {
 				t.Errorf("%+v: %d rounds for %d tokens: rounds ran after the stop token", o, st.Rounds, len(got))
 			}
+		}
+	}
+}
+
+// TestCancelledContext: target-only, chain, tree and benchmark decoding under a cancelled context return at
+// once with an error that wraps context.Canceled, and no output.
+func TestCancelledContext(t *testing.T) {
+	setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dec := &Decoder{Target: target, Draft: trained}
+	chain := Options{Steps: 3, MaxNewTokens: 40}
+	for _, c := range []struct {
+		name string
+		run  func() (any, error)
+	}{
+		{"target only", func() (any, error) {
+			return generate.Generate(ctx, target, prompts[0], generate.Options{MaxNewTokens: 40})
+		}},
+		{"chain", func() (any, error) { out, _, err := dec.Generate(ctx, prompts[0], chain); return out, err }},
+		{"tree", func() (any, error) {
+			out, _, err := dec.Generate(ctx, prompts[0], Options{Depth: 3, TopK: 2, DraftTokens: 6, MaxNewTokens: 40})
+			return out, err
+		}},
+		{"bench", func() (any, error) { return Bench(ctx, dec, prompts[:3], chain, 1) }},
+	} {
+		out, err := c.run()
+		if !errors.Is(err, context.Canceled) || !reflect.ValueOf(out).IsNil() {
+			t.Errorf("%s: output %v, error %v; want none and context.Canceled", c.name, out, err)
 		}
 	}
 }

@@ -4,8 +4,9 @@ import (
 	"math"
 	"sort"
 
-	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/model"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // node is a drafted token of the tree.
@@ -17,9 +18,10 @@ type node struct {
 	hidden []float32
 }
 
-// topK returns the k draft tokens of a logits row with the highest log-probabilities, ties broken by the
-// lower index. One pass keeps the best k in order: a tree drafts from every row, so no full sort.
-func topK(logits []float32, k int) ([]int, []float64) {
+// topK returns the k draft tokens of a logits row with the highest log-probabilities (normalised on be, the
+// draft's backend), ties broken by the lower index. One pass keeps the best k in order: a tree drafts from
+// every row, so no full sort.
+func topK(be backend.Backend, logits []float32, k int) ([]int, []float64) {
 	k = min(k, len(logits))
 	idx := make([]int, 0, k+1)
 	floor := float32(math.Inf(-1)) // the k-th best value once k are kept: most entries stop at it
@@ -38,7 +40,7 @@ func topK(logits []float32, k int) ([]int, []float64) {
 			floor = logits[idx[k-1]]
 		}
 	}
-	lse := kernels.LogSumExp(logits)
+	lse := be.LogSumExp(tensor.Vec(logits))
 	scores := make([]float64, k)
 	for i, j := range idx {
 		scores[i] = float64(logits[j]) - lse
@@ -55,7 +57,7 @@ func (st *state) treeRound() error {
 	base := st.sess.Len
 	var nodes []node
 	// Depth 1: the best TopK tokens after the newest token.
-	ids, scores := topK(st.sess.Logits(st.hLast, 1), o.TopK)
+	ids, scores := topK(d.Draft.Backend(), st.sess.Logits(st.hLast, 1), o.TopK)
 	for i, id := range ids {
 		nodes = append(nodes, node{token: d.Draft.TargetID(id), parent: -1, depth: 1, score: scores[i]})
 	}
@@ -98,7 +100,7 @@ func (st *state) treeRound() error {
 		var cands []cand
 		for i, f := range frontier {
 			nodes[f].hidden = out[i*H : (i+1)*H]
-			ids, scores := topK(logits[i*Vd:(i+1)*Vd], o.TopK)
+			ids, scores := topK(d.Draft.Backend(), logits[i*Vd:(i+1)*Vd], o.TopK)
 			for k, id := range ids {
 				cands = append(cands, cand{f, id, nodes[f].score + scores[k]})
 			}
@@ -173,7 +175,7 @@ func (st *state) treeRound() error {
 	row := 0
 	var bonus int32
 	for depth := 1; ; depth++ {
-		best := int32(kernels.Argmax(res.Logits[row*V : (row+1)*V]))
+		best := int32(d.Target.Backend().Argmax(tensor.Vec(res.Logits[row*V : (row+1)*V])))
 		next := -1
 		for _, i := range sel {
 			if nodes[i].parent == cur && nodes[i].token == best {

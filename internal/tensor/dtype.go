@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -83,4 +84,34 @@ func Names() string {
 		names[i] = string(t.d)
 	}
 	return strings.Join(names, ", ")
+}
+
+// The command line (--dtype) and the hidden-state manifests spell the three floating-point storage types in
+// lowercase: shortNames is that spelling, ShortName and ParseShortName its one way out and in.
+var shortNames = [...]struct {
+	d       DType
+	name    string
+	aliases []string
+}{{BF16, "bf16", []string{"bfloat16"}}, {F16, "f16", []string{"fp16", "float16"}}, {F32, "f32", []string{"fp32", "float32"}}}
+
+// ShortName is d in lowercase ("bf16", "f16", "f32"), or "" when d is not one of those three.
+func (d DType) ShortName() string {
+	for _, s := range shortNames {
+		if s.d == d {
+			return s.name
+		}
+	}
+	return ""
+}
+
+// ParseShortName reads a floating-point storage type spelt as ShortName spells it, in any case, or by one of
+// the torch-style aliases (bfloat16, fp16, float16, fp32, float32).
+func ParseShortName(name string) (DType, error) {
+	lower := strings.ToLower(name)
+	for _, s := range shortNames {
+		if lower == s.name || slices.Contains(s.aliases, lower) {
+			return s.d, nil
+		}
+	}
+	return "", fmt.Errorf("dtype %q: want bf16, f16 or f32", name)
 }

@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"unsafe"
@@ -31,6 +32,31 @@ func TestDTypeNames(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &got); err != nil || got.D != BF16 {
 		t.Fatalf("json round trip = %v, %v", got.D, err)
+	}
+}
+
+func TestShortNames(t *testing.T) {
+	for _, c := range []struct {
+		in, short string // short: the canonical spelling of the result
+		want      DType
+	}{
+		{"bf16", "bf16", BF16}, {"f16", "f16", F16}, {"f32", "f32", F32},
+		{"BF16", "bf16", BF16}, {"bfloat16", "bf16", BF16}, {"FP16", "f16", F16}, {"float16", "f16", F16}, {"fp32", "f32", F32}, {"float32", "f32", F32},
+	} {
+		d, err := ParseShortName(c.in)
+		if err != nil || d != c.want || d.ShortName() != c.short {
+			t.Errorf("ParseShortName(%q) = %v (%q), %v; want %v (%q)", c.in, d, d.ShortName(), err, c.want, c.short)
+		}
+	}
+	for _, in := range []string{"fp8", "i64", "BOOL", ""} {
+		if _, err := ParseShortName(in); err == nil || err.Error() != fmt.Sprintf("dtype %q: want bf16, f16 or f32", in) {
+			t.Errorf("ParseShortName(%q) error = %v", in, err)
+		}
+	}
+	for _, d := range []DType{I64, Bool, F64, ""} {
+		if d.ShortName() != "" {
+			t.Errorf("%v.ShortName() = %q, want none", d, d.ShortName())
+		}
 	}
 }
 

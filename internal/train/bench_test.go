@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/memstat"
 	"github.com/specforge/specforge/internal/optim"
@@ -57,10 +58,10 @@ func BenchmarkTrainStep(b *testing.B) {
 					b.Fatal(err)
 				}
 				T := s.T
-				batch := &draft.Batch{B: 1, T: T, InputIDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T),
+				batch := &draft.Batch{Tokens: batch.Tokens{B: 1, T: T, IDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T)},
 					Aux: make([]float32, T*3*s.H), Teacher: draft.NewTeacher(T, s.Vd)}
 				for i := 0; i < T; i++ {
-					batch.InputIDs[i] = int32(r.IntN(s.V))
+					batch.IDs[i] = int32(r.IntN(s.V))
 					batch.LossMask[i] = i >= T/4
 					batch.AttentionMask[i] = true
 				}

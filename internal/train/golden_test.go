@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/model"
@@ -47,7 +47,7 @@ func onlineEndToEnd(t *testing.T, c *goldentest.Case) {
 	c.Hyper(t, "adam_betas", &betas)
 	c.Hyper(t, "adam_eps", &eps)
 	c.Hyper(t, "weight_decay", &wd)
-	p := &dataset.Padded{B: B, T: T, IDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T)}
+	p := &batch.Tokens{B: B, T: T, IDs: make([]int32, B*T), LossMask: make([]bool, B*T), AttentionMask: make([]bool, B*T)}
 	for i := range ids {
 		p.IDs[i], p.LossMask[i], p.AttentionMask[i] = int32(ids[i]), lm[i] == 1, am[i] == 1
 	}

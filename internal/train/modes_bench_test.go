@@ -79,7 +79,7 @@ func BenchmarkOnlineVsOffline(b *testing.B) {
 		return NewTrainer(Options{Config: cfg, Draft: d, Train: src})
 	}
 	if _, err := hidden.Generate(hidden.GenOptions{Target: target, AuxLayers: dc.AuxLayers, Data: data, DataKey: "bench",
-		Out: filepath.Join(dir, "hidden"), DType: hidden.BF16, SamplesPerShard: 8, Batch: 2}); err != nil {
+		Out: filepath.Join(dir, "hidden"), DType: tensor.BF16, SamplesPerShard: 8, Batch: 2}); err != nil {
 		b.Fatal(err)
 	}
 	store, err := hidden.Open(filepath.Join(dir, "hidden"))

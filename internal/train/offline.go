@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/specforge/specforge/internal/dataset"
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/hidden"
 )
@@ -81,11 +81,11 @@ func (o *Offline) Batch(idx []int) (*draft.Batch, error) {
 		samples[k] = s
 		lens[k] = len(s.IDs)
 	}
-	p := dataset.NewPadded(lens)
+	p := batch.New(lens)
 	m := o.Store.Manifest
 	B, T := p.B, p.T
 	H, A := m.Target.HiddenSize, draft.AuxWidth(len(m.AuxLayers), m.Target.HiddenSize)
-	b := &draft.Batch{B: B, T: T, InputIDs: p.IDs, LossMask: p.LossMask, AttentionMask: p.AttentionMask,
+	b := &draft.Batch{Tokens: *p,
 		Aux: make([]float32, B*T*A), Teacher: draft.NewTeacher(B*T, len(o.Used))}
 	finals := make([]float32, B*T*H)
 	for k, s := range samples {
@@ -93,7 +93,7 @@ func (o *Offline) Batch(idx []int) (*draft.Batch, error) {
 		if len(s.Aux) != n*A || len(s.Hidden) != n*H {
 			return nil, fmt.Errorf("sample %d: stored states do not match hidden size %d", idx[k], H)
 		}
-		copy(b.InputIDs[k*T:], s.IDs)
+		copy(b.IDs[k*T:], s.IDs)
 		copy(b.LossMask[k*T:], s.LossMask)
 		copy(b.Aux[k*T*A:], s.Aux)
 		copy(finals[k*T*H:], s.Hidden)

@@ -8,6 +8,7 @@ import (
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/hidden"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // TestOfflineMatchesOnline trains the same draft on the same data and seed online and from stored hidden
@@ -31,9 +32,9 @@ func TestOfflineMatchesOnline(t *testing.T) {
 		return &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}
 	})
 	for _, c := range []struct {
-		dtype hidden.DType
+		dtype tensor.DType
 		tol   float64
-	}{{hidden.F32, 1e-4}, {hidden.BF16, 2e-2}} {
+	}{{tensor.F32, 1e-4}, {tensor.BF16, 2e-2}} {
 		out := t.TempDir()
 		d := newDraft()
 		if _, err := hidden.Generate(hidden.GenOptions{Target: target, AuxLayers: d.Config.AuxLayers, Data: data, DataKey: "k",

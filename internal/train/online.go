@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	"github.com/specforge/specforge/internal/batch"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/model"
@@ -35,15 +36,14 @@ const teacherChunkValues = 1 << 24
 // Batch implements BatchSource.
 func (o *Online) Batch(idx []int) (*draft.Batch, error) { return o.batchOf(o.Data.Pad(idx)) }
 
-func (o *Online) batchOf(p *dataset.Padded) (*draft.Batch, error) {
-	out, err := o.Target.Forward(model.Batch{B: p.B, T: p.T, IDs: p.IDs, AttentionMask: p.AttentionMask}, nil,
+func (o *Online) batchOf(p *batch.Tokens) (*draft.Batch, error) {
+	out, err := o.Target.Forward(*p, nil,
 		model.Request{AuxLayers: o.AuxLayers, Logits: model.NoLogits, Reuse: o.out})
 	if err != nil {
 		return nil, fmt.Errorf("target forward: %w", err)
 	}
 	o.out = out
-	b := &draft.Batch{B: p.B, T: p.T, InputIDs: p.IDs, LossMask: p.LossMask, AttentionMask: p.AttentionMask,
-		Aux: out.Aux, Teacher: draft.NewTeacher(p.B*p.T, len(o.Used))}
+	b := &draft.Batch{Tokens: *p, Aux: out.Aux, Teacher: draft.NewTeacher(p.B*p.T, len(o.Used))}
 	o.hidden, o.logits = TeacherFromHidden(b.Teacher, out.Hidden, p.B, p.T, o.Target, o.Used, o.hidden, o.logits)
 	return b, nil
 }
