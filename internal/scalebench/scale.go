@@ -33,12 +33,13 @@ type ScaleOptions struct {
 	GenBatch   int               `json:"gen_batch"`   // sequences per target forward in gen-hidden
 	TrainBatch int               `json:"train_batch"` // sequences in the training step
 	DraftVocab int               `json:"draft_vocab"`
+	Precision  string            `json:"precision"` // of the draft's products (train.precision)
 }
 
 // DefaultScaleOptions are the 8B run: 2,048 tokens in sequences of 512, bf16 shards of about 5 GB.
 func DefaultScaleOptions() ScaleOptions {
 	return ScaleOptions{Shape: Llama8B(), DType: safetensors.BF16, ShardBytes: 5e9, Seed: 1, Tokens: 2048, Seq: 512,
-		GenBatch: 4, TrainBatch: 1, DraftVocab: 32000}
+		GenBatch: 4, TrainBatch: 1, DraftVocab: 32000, Precision: config.Defaults().Train.Precision}
 }
 
 func (o *ScaleOptions) targetDir() string { return filepath.Join(o.Dir, "target") }
@@ -143,6 +144,12 @@ func runScalePhase(kind string, o *ScaleOptions) (*Result, error) {
 	cfg.Target.Path = o.targetDir()
 	cfg.Draft.VocabSize = o.DraftVocab
 	cfg.Train.BatchSize, cfg.Train.MaxSteps, cfg.Train.Seed = o.TrainBatch, 1, o.Seed
+	if o.Precision != "" {
+		cfg.Train.Precision = o.Precision
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	dc, _, err := pipeline.DraftConfig(&cfg, &target.Head)
 	if err != nil {
 		return nil, err

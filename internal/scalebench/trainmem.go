@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/specforge/specforge/internal/batch"
+	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/optim"
+	"github.com/specforge/specforge/internal/train"
 	"github.com/specforge/specforge/internal/vocab"
 )
 
@@ -22,12 +24,15 @@ type DraftShape struct {
 	Vocab        int `json:"vocab"`       // the target's
 	DraftVocab   int `json:"draft_vocab"` // the draft's
 	TTTLength    int `json:"ttt_length"`
+	// Precision of the draft's products: "bf16" or "f32" (train.precision).
+	Precision string `json:"precision"`
 }
 
 // Draft1B is the draft of a Llama-3.2-1B target: draft_1b of ../shared/bench/bench.py and of
 // BenchmarkTrainStep (internal/train).
 func Draft1B() DraftShape {
-	return DraftShape{Hidden: 2048, Intermediate: 8192, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 128256, DraftVocab: 32000, TTTLength: 7}
+	return DraftShape{Hidden: 2048, Intermediate: 8192, Heads: 32, KVHeads: 8, HeadDim: 64, Vocab: 128256, DraftVocab: 32000, TTTLength: 7,
+		Precision: config.Defaults().Train.Precision}
 }
 
 func (s DraftShape) config(T int) draft.Config {
@@ -82,7 +87,7 @@ func runTrainStep(s DraftShape, T int, seed uint64) (*Result, error) {
 	}
 	opt := optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, 0)
 	start := time.Now()
-	met, err := d.TTT(batch, s.TTTLength, &grad, &draft.Workspace{}, 1)
+	met, err := d.TTT(batch, s.TTTLength, &grad, &draft.Workspace{Precision: train.Precision(s.Precision)}, 1)
 	if err != nil {
 		return nil, err
 	}
