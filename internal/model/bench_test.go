@@ -6,16 +6,22 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/specforge/specforge/internal/goldentest"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/memstat"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
 // randomSource yields normal weights with std 1/sqrt(fan_in) and norm weights near 1, like the PyTorch
-// peer's random_target_weights, so activations stay O(1).
-type randomSource struct{ r *rand.Rand }
+// peer's random_target_weights, so activations stay O(1); with bf16 set, the matrices are BF16 tensors (as a
+// bf16 checkpoint's are), the norms float32.
+type randomSource struct {
+	r    *rand.Rand
+	bf16 bool
+}
 
 func (s randomSource) Get(name string, optional bool, shape ...int) (tensor.Tensor, error) {
 	n := 1
@@ -33,27 +39,55 @@ func (s randomSource) Get(name string, optional bool, shape ...int) (tensor.Tens
 	for i := range w {
 		w[i] = float32(s.r.NormFloat64() * std)
 	}
-	return tensor.FromF32(w, shape...), nil
+	if !s.bf16 {
+		return tensor.FromF32(w, shape...), nil
+	}
+	raw := make([]byte, 2*n)
+	bits := unsafe.Slice((*uint16)(unsafe.Pointer(&raw[0])), n)
+	half.F32ToBF16(bits, w)
+	return tensor.FromBytes(tensor.BF16, tensor.Host, raw, shape...)
 }
 
-// llama1BSlice is the Llama-3.2-1B shape cut to two layers, as in ../shared/bench/bench.py.
-func llama1BSlice(b *testing.B) *Model {
-	rc, err := rope.ParseScaling([]byte(`{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}`), 500000, 64, 131072)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := &Config{Architecture: "LlamaForCausalLM", VocabSize: 128256, HiddenSize: 2048, IntermediateSize: 8192,
-		NumLayers: 2, NumHeads: 32, NumKVHeads: 8, HeadDim: 64, RMSNormEps: 1e-5, Rope: rc,
-		MaxPositionEmbeddings: 131072, TieWordEmbeddings: true}
-	m, err := New(cfg, randomSource{rand.New(rand.NewPCG(0, 0))})
+// randomSlice is a random slice of a target's shape (../shared/bench/bench.py's SLICES): a few decoder
+// layers and the full vocabulary.
+func randomSlice(b *testing.B, cfg *Config, bf16 bool) *Model {
+	m, err := New(cfg, randomSource{rand.New(rand.NewPCG(0, 0)), bf16})
 	if err != nil {
 		b.Fatal(err)
 	}
 	return m
 }
 
+// llama1BConfig is the Llama-3.2-1B shape cut to two layers, as in ../shared/bench/bench.py.
+func llama1BConfig(b *testing.B) *Config {
+	rc, err := rope.ParseScaling([]byte(`{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}`), 500000, 64, 131072)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &Config{Architecture: "LlamaForCausalLM", VocabSize: 128256, HiddenSize: 2048, IntermediateSize: 8192,
+		NumLayers: 2, NumHeads: 32, NumKVHeads: 8, HeadDim: 64, RMSNormEps: 1e-5, Rope: rc,
+		MaxPositionEmbeddings: 131072, TieWordEmbeddings: true}
+}
+
+// llama8BConfig is the Llama-3.1-8B shape cut to four layers, as in ../shared/bench/bench.py.
+func llama8BConfig(b *testing.B) *Config {
+	rc, err := rope.ParseScaling([]byte(`{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}`), 500000, 128, 131072)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &Config{Architecture: "LlamaForCausalLM", VocabSize: 128256, HiddenSize: 4096, IntermediateSize: 14336,
+		NumLayers: 4, NumHeads: 32, NumKVHeads: 8, HeadDim: 128, RMSNormEps: 1e-5, Rope: rc,
+		MaxPositionEmbeddings: 131072}
+}
+
+func llama1BSlice(b *testing.B) *Model     { return randomSlice(b, llama1BConfig(b), false) }
+func llama1BSliceBF16(b *testing.B) *Model { return randomSlice(b, llama1BConfig(b), true) }
+func llama8BSlice(b *testing.B) *Model     { return randomSlice(b, llama8BConfig(b), false) }
+func llama8BSliceBF16(b *testing.B) *Model { return randomSlice(b, llama8BConfig(b), true) }
+
 // BenchmarkPrefill measures a full forward (all logits, aux states) in tokens/s, with the process's peak
-// resident memory. Run one sub-benchmark per process for a per-shape peak: -bench 'Prefill/1b'.
+// resident memory. Run one sub-benchmark per process for a per-shape peak: -bench 'Prefill/1b_2layer_T1024$'.
+// The _bf16 slices hold bf16 matrices and multiply in bf16 products, as the peer's *_bf16 configurations do.
 func BenchmarkPrefill(b *testing.B) {
 	cases := []struct {
 		name  string
@@ -63,6 +97,9 @@ func BenchmarkPrefill(b *testing.B) {
 		vocab int
 	}{
 		{name: "1b_2layer_T1024", B: 1, T: 1024, load: llama1BSlice, aux: []int{0, 1, 1}},
+		{name: "1b_2layer_T1024_bf16", B: 1, T: 1024, load: llama1BSliceBF16, aux: []int{0, 1, 1}},
+		{name: "8b_4layer_T1024", B: 1, T: 1024, load: llama8BSlice, aux: []int{0, 2, 3}},
+		{name: "8b_4layer_T1024_bf16", B: 1, T: 1024, load: llama8BSliceBF16, aux: []int{0, 2, 3}},
 		{name: "stories260k_B8_T512", B: 8, T: 512, load: loadStories},
 		{name: "stories260k_B1_T256", B: 1, T: 256, load: loadStories},
 	}
@@ -110,12 +147,15 @@ func loadStories(b *testing.B) *Model {
 // the Llama-3.2-1B-shaped slice, mostly the lm_head over 128,256 tokens, which verification needs for every
 // row.
 func BenchmarkDecodeStep(b *testing.B) {
-	for _, name := range []string{"stories", "1b"} {
+	for _, name := range []string{"stories", "1b", "1b_bf16"} {
 		b.Run(name, func(b *testing.B) {
 			var m *Model
-			if name == "1b" {
+			switch name {
+			case "1b":
 				m = llama1BSlice(b)
-			} else {
+			case "1b_bf16":
+				m = llama1BSliceBF16(b)
+			default:
 				var err error
 				if m, err = Load(goldentest.Shared(b, "assets", "models", "stories260K")); err != nil {
 					b.Fatal(err)
