@@ -24,7 +24,7 @@
 
 int sf_bf16_available(void) {
 	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
 	       __builtin_cpu_supports("avx512bf16");
 }
 
@@ -40,7 +40,7 @@ static inline uint32_t elem(const void *x, int bf, long i) {
 }
 
 // load_pairs loads np <= 16 pairs (2*np elements from x[off]) as dwords of two bf16, zeros beyond.
-__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline __m512i
 load_pairs(const void *x, int bf, long off, int np) {
 	if (bf) return _mm512_maskz_loadu_epi32(np >= 16 ? 0xFFFF : (__mmask16)((1u << np) - 1), (const uint16_t *)x + off);
 	const float *f = (const float *)x + off;
@@ -76,7 +76,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void transpose16
 
 // pack_lanes16 is pack's transpose for lane counts that are multiples of 16 (B panels): blocks of 16
 // lanes x 16 pairs are loaded as rows and transposed in registers.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 pack_lanes16(uint32_t *dst, int L, int nl, int p0, int kc, const void *x, int bf, long rs) {
 	int full = kc / 2;
 	for (int l0 = 0; l0 < L; l0 += 16) {
@@ -95,7 +95,7 @@ pack_lanes16(uint32_t *dst, int L, int nl, int p0, int kc, const void *x, int bf
 
 // pack_f32_rows is pack for float32 lanes contiguous in k and any lane count: each lane's pairs are
 // rounded 16 at a time and scattered to their rows of the panel.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 pack_f32_rows(uint32_t *dst, int L, int nl, int p0, int kc, const float *x, long rs) {
 	int kp = (kc + 1) / 2, full = kc / 2;
 	uint32_t tmp[16] __attribute__((aligned(64)));
@@ -115,11 +115,40 @@ pack_f32_rows(uint32_t *dst, int L, int nl, int p0, int kc, const float *x, long
 }
 
 // sf_bf16_round rounds n float32 values to bf16 (to nearest, ties to even).
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void sf_bf16_round(uint16_t *dst, const float *src, long n) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void sf_bf16_round(uint16_t *dst, const float *src, long n) {
 	long i = 0;
 	for (; i + 32 <= n; i += 32)
 		_mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i)));
 	for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+// load16 loads n <= 16 elements of x from element off on as 16 zero-extended bf16 dwords, zeros beyond.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline __m512i
+load16(const void *x, int bf, long off, int n) {
+	__mmask16 m = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+	if (bf) return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)x + off));
+	return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, (const float *)x + off)));
+}
+
+// pack_interleave is pack for lanes contiguous in memory (each k a row of lanes: a transposed A, a B
+// stored [k, n]): the rows of k and k+1 are interleaved 16 lanes at a time.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+pack_interleave(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const void *x, int bf, long cs) {
+	int kp = (kc + 1) / 2;
+	for (int pp = 0; pp < kp; pp++) {
+		long p = p0 + 2 * pp;
+		int second = p + 1 < kend;
+		for (int l0 = 0; l0 < L; l0 += 16) {
+			int n = nl - l0 < 16 ? nl - l0 : 16;
+			__m512i v = _mm512_setzero_si512();
+			if (n > 0) {
+				v = load16(x, bf, p * cs + l0, n);
+				if (second) v = _mm512_or_si512(v, _mm512_slli_epi32(load16(x, bf, (p + 1) * cs + l0, n), 16));
+			}
+			int w = L - l0 < 16 ? L - l0 : 16;
+			_mm512_mask_storeu_epi32(dst + (size_t)pp * L + l0, w >= 16 ? 0xFFFF : (__mmask16)((1u << w) - 1), v);
+		}
+	}
 }
 
 // pack writes the panel dst[pp*L + l] = (X(l, p0+2pp), X(l, p0+2pp+1)) as two bf16 (low half first) for
@@ -127,6 +156,10 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void sf_bf16_round(uint16
 // on are zero, so padded rows, columns and an odd k contribute nothing.
 static void pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const void *x, int bf, long rs, long cs) {
 	int kp = (kc + 1) / 2;
+	if (rs == 1) {
+		pack_interleave(dst, L, nl, p0, kc, kend, x, bf, cs);
+		return;
+	}
 	if (cs == 1 && L % 16 == 0) {
 		pack_lanes16(dst, L, nl, p0, kc, x, bf, rs);
 		return;
@@ -175,7 +208,7 @@ static void pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const v
 
 // kernel multiplies the packed A tile (R <= MR valid rows) by the packed B panel over kp pairs and
 // stores into c [R, nv]: c = alpha*acc (+ beta*c) on the first k block, c += alpha*acc after.
-__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
 kernel(const int R, int kp, const uint32_t *ap, const uint32_t *bp, float *c, long ldc, int nv, float alpha,
        float beta, int first) {
 	__m512 acc0[MR], acc1[MR];
@@ -212,7 +245,7 @@ kernel(const int R, int kp, const uint32_t *ap, const uint32_t *bp, float *c, lo
 	}
 }
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 tile(int R, int kp, const uint32_t *ap, const uint32_t *bp, float *c, long ldc, int nv, float alpha, float beta, int first) {
 	switch (R) {
 #define CASE(n) case n: kernel(n, kp, ap, bp, c, ldc, nv, alpha, beta, first); break;
@@ -238,7 +271,7 @@ static uint32_t *grow_a(size_t dwords) {
 
 // dot4 computes the R x 4 dot products of rows a[r] (bf16, k long) with rows w[c] and stores
 // c[r*ldc + c] = alpha*dot (+ beta*c) for r < R, c < nc.
-__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
 dot4(const int R, int k, const uint16_t *const *a, const uint16_t *const *w, int nc, float alpha, float beta, float *c, long ldc) {
 	__m512 acc[4][4];
 	for (int r = 0; r < R; r++)
@@ -271,7 +304,7 @@ dot4(const int R, int k, const uint16_t *const *a, const uint16_t *const *w, int
 
 // few_dot is the product of m (at most the caller's few) rows of a (bf16 [m, k], rows contiguous) by rows n0..n1 of w
 // (bf16, row stride ldw) into columns n0..n1 of c.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 few_dot(int m, int n0, int n1, int k, float alpha, const uint16_t *a, const uint16_t *w, long ldw, float beta, float *c, long ldc) {
 	for (int j0 = n0; j0 < n1; j0 += 4) {
 		int nc = n1 - j0 < 4 ? n1 - j0 : 4;
@@ -315,7 +348,7 @@ static void pack_a(uint32_t *dst, int i0, int mc, int p0, int kc, int k, const v
 // B stored [n, k] take dot products; other products are packed, and both packed loop orders give every
 // element of C the same operations in the same order: k blocks of KC ascending, pairs ascending within
 // a block.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void
 sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa,
              const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc, int few) {
 	const char *bb = (const char *)b;
