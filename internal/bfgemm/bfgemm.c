@@ -168,29 +168,17 @@ static void pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const v
 		pack_f32_rows(dst, L, nl, p0, kc, (const float *)x, rs);
 		return;
 	}
-	if (cs == 1) { // each lane is contiguous in k: a transpose of dword pairs
+	if (cs == 1) { // bf16 lanes contiguous in k, a lane count that is not a multiple of 16: copy the pairs
 		for (int l = 0; l < L; l++) {
-			if (l >= nl) {
-				for (int pp = 0; pp < kp; pp++) dst[pp * L + l] = 0;
-				continue;
-			}
-			long base = l * rs + p0;
+			const uint16_t *row = (const uint16_t *)x + l * rs + p0;
 			int full = kc / 2;
-			if (bf) {
-				const uint16_t *row = (const uint16_t *)x + base;
-				for (int pp = 0; pp < full; pp++) {
-					uint32_t v;
-					memcpy(&v, row + 2 * pp, 4);
-					dst[pp * L + l] = v;
-				}
-			} else {
-				const float *row = (const float *)x + base;
-				for (int pp = 0; pp < full; pp++)
-					dst[pp * L + l] = bf16_round(row[2 * pp]) | (uint32_t)bf16_round(row[2 * pp + 1]) << 16;
+			for (int pp = 0; pp < full; pp++) {
+				uint32_t v = 0;
+				if (l < nl) memcpy(&v, row + 2 * pp, 4);
+				dst[pp * L + l] = v;
 			}
-			if (kc & 1) dst[full * L + l] = elem(x, bf, base + kc - 1);
+			if (kc & 1) dst[full * L + l] = l < nl ? row[kc - 1] : 0;
 		}
-		(void)kend;
 		return;
 	}
 	for (int pp = 0; pp < kp; pp++) {
