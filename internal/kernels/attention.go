@@ -35,7 +35,7 @@ func (m *Mask) visible(T, i, j int) bool {
 // single query: by the few-query kernel where it applies, else by blocks of one query. A verification forward
 // of up to fewQueries drafted tokens then gives each row bit for bit what decoding them one by one gives,
 // whatever the heads per KV head; longer forwards (prefill) take blocks of many queries.
-const fewQueries = 32
+const fewQueries = 32 // at most 32: forwardFew keeps the queries that see a key in a uint32
 
 // queryBlockRows bounds the rows of one score block (queries times heads of a group), so that memory stays
 // O(rows * keys) for any sequence length.
