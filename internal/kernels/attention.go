@@ -31,6 +31,12 @@ func (m *Mask) visible(T, i, j int) bool {
 	return true
 }
 
+// fewQueries is the most new queries of a forward that are attended to one at a time in the arithmetic of a
+// single query: by the few-query kernel where it applies, else by blocks of one query. A verification forward
+// of up to fewQueries drafted tokens then gives each row bit for bit what decoding them one by one gives,
+// whatever the heads per KV head; longer forwards (prefill) take blocks of many queries.
+const fewQueries = 32 // at most 32: forwardFew keeps the queries that see a key in a uint32
+
 // queryBlockRows bounds the rows of one score block (queries times heads of a group), so that memory stays
 // O(rows * keys) for any sequence length.
 const queryBlockRows = 512
@@ -59,6 +65,9 @@ func (a Attention) forwardBlocked(gemm gemmFunc, softmax func([]float32), out, q
 	d := a.HeadDim
 	qStride, kvStride := a.Heads*d, a.KVHeads*d
 	tb := max(1, min(T, queryBlockRows/group))
+	if T <= fewQueries {
+		tb = 1 // the products and softmaxes of each query have the shapes of a one-query forward
+	}
 	qg := make([]float32, group*tb*d)
 	og := make([]float32, group*tb*d)
 	var scores []float32

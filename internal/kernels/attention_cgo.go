@@ -70,34 +70,39 @@ __attribute__((always_inline)) static inline void sf_attn_head(const int D, int 
 }
 
 // sf_attn_few is attention for a few queries (decoding, draft verification): per KV head, the G*T query
-// rows of its group are the 16 lanes of every vector, so each key costs d multiply-adds for its scores and
-// d for its values, whatever the head size, and the scores stay in a [nk][16] scratch s. mask[j] has bit
-// hh*T+i set when query i sees key j; keys before from are seen by every query. q and out are [T, heads*d];
-// k and v [nk, kvheads*d].
+// rows of its group, lane hh*T+i for head hh at query i, fill the 16 lanes of vectors, sixteen at a time, so
+// each key costs d multiply-adds for its scores and d for its values, whatever the head size, and the scores
+// stay in a [nk][16] scratch s. Lanes never mix, so a row's result does not depend on T or on the rows
+// sharing its vector. mask[c*nk+j] has bit l set when lane 16*c+l sees key j; keys before from are seen by
+// every query. q and out are [T, heads*d]; k and v [nk, kvheads*d].
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void sf_attn_few(int T, int heads, int kvheads, int d, int nk, int from, float scale, const float *q, const float *k,
 		 const float *v, const unsigned short *mask, float *s, float *out) {
-	int G = heads / kvheads, qs = heads * d, kvs = kvheads * d;
+	int G = heads / kvheads, lanes = G * T, qs = heads * d, kvs = kvheads * d;
 	v16 qt[d], ot[d], zero = {0}, sum;
 	for (int kh = 0; kh < kvheads; kh++) {
-		for (int dd = 0; dd < d; dd++) qt[dd] = zero;
-		for (int hh = 0; hh < G; hh++)
-			for (int i = 0; i < T; i++)
-				for (int dd = 0; dd < d; dd++) qt[dd][hh * T + i] = q[i * qs + (kh * G + hh) * d + dd] * scale;
 		const float *kh0 = k + kh * d, *vh0 = v + kh * d;
-		switch (d) {
-		case 8: sf_attn_head(8, nk, from, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
-		case 16: sf_attn_head(16, nk, from, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
-		case 32: sf_attn_head(32, nk, from, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
-		case 64: sf_attn_head(64, nk, from, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
-		case 128: sf_attn_head(128, nk, from, qt, ot, kh0, vh0, kvs, mask, s, &sum); break;
-		default: sf_attn_head(d, nk, from, qt, ot, kh0, vh0, kvs, mask, s, &sum);
-		}
-		for (int hh = 0; hh < G; hh++)
-			for (int i = 0; i < T; i++) {
-				float inv = 1.0f / sum[hh * T + i];
-				for (int dd = 0; dd < d; dd++) out[i * qs + (kh * G + hh) * d + dd] = ot[dd][hh * T + i] * inv;
+		for (int l0 = 0; l0 < lanes; l0 += 16) {
+			int n = lanes - l0 < 16 ? lanes - l0 : 16;
+			const unsigned short *cm = mask + (long)(l0 / 16) * nk;
+			for (int dd = 0; dd < d; dd++) qt[dd] = zero;
+			for (int l = 0; l < n; l++) {
+				const float *ql = q + (long)((l0 + l) % T) * qs + (kh * G + (l0 + l) / T) * d;
+				for (int dd = 0; dd < d; dd++) qt[dd][l] = ql[dd] * scale;
 			}
+			switch (d) {
+			case 8: sf_attn_head(8, nk, from, qt, ot, kh0, vh0, kvs, cm, s, &sum); break;
+			case 16: sf_attn_head(16, nk, from, qt, ot, kh0, vh0, kvs, cm, s, &sum); break;
+			case 32: sf_attn_head(32, nk, from, qt, ot, kh0, vh0, kvs, cm, s, &sum); break;
+			case 64: sf_attn_head(64, nk, from, qt, ot, kh0, vh0, kvs, cm, s, &sum); break;
+			case 128: sf_attn_head(128, nk, from, qt, ot, kh0, vh0, kvs, cm, s, &sum); break;
+			default: sf_attn_head(d, nk, from, qt, ot, kh0, vh0, kvs, cm, s, &sum);
+			}
+			for (int l = 0; l < n; l++) {
+				float inv = 1.0f / sum[l], *ol = out + (long)((l0 + l) % T) * qs + (kh * G + (l0 + l) / T) * d;
+				for (int dd = 0; dd < d; dd++) ol[dd] = ot[dd][l] * inv;
+			}
+		}
 	}
 }
 */
@@ -116,12 +121,11 @@ var (
 	fewMasks   = sync.Pool{New: func() any { return new([]uint16) }}
 )
 
-// forwardFew runs Forward on the few-query kernel when the queries of a group fit its 16 lanes and every
-// query sees a prefix of the cache plus part of the new block (no padding, no window); it reports whether
-// it did.
+// forwardFew runs Forward on the few-query kernel when there are at most fewQueries queries and every query
+// sees a prefix of the cache plus part of the new block (no padding, no window); it reports whether it did.
 func (a Attention) forwardFew(out, q, k, v []float32, T int, m Mask) bool {
 	G, d := a.Heads/a.KVHeads, a.HeadDim
-	if G*T > 16 || m.KeyValid != nil || m.Window > 0 || d > 256 {
+	if T > fewQueries || m.KeyValid != nil || m.Window > 0 || d > 256 {
 		return false
 	}
 	nk := m.Past + T
@@ -141,22 +145,28 @@ func (a Attention) forwardFew(out, q, k, v []float32, T int, m Mask) bool {
 	if m.Tree != nil {
 		from = min(from, m.TreeFrom)
 	}
+	lanes := G * T
+	chunks := (lanes + 15) / 16
 	mp := fewMasks.Get().(*[]uint16)
 	defer fewMasks.Put(mp)
-	if cap(*mp) < nk {
-		*mp = make([]uint16, nk)
+	if cap(*mp) < chunks*nk {
+		*mp = make([]uint16, chunks*nk)
 	}
-	masks := (*mp)[:nk] // the kernel reads the masks of keys from on
+	masks := (*mp)[:chunks*nk] // the kernel reads the masks of keys from on
 	for j := from; j < nk; j++ {
-		var bits uint16
+		var seen uint32 // bit i: query i sees key j
 		for i := 0; i < T; i++ {
 			if m.visible(T, i, j) {
-				for hh := 0; hh < G; hh++ {
-					bits |= 1 << (hh*T + i)
-				}
+				seen |= 1 << i
 			}
 		}
-		masks[j] = bits
+		for c := 0; c < chunks; c++ {
+			var bits uint16
+			for l := 16 * c; l < min(lanes, 16*c+16); l++ {
+				bits |= uint16(seen>>(l%T)&1) << (l - 16*c)
+			}
+			masks[c*nk+j] = bits
+		}
 	}
 	C.sf_attn_few(C.int(T), C.int(a.Heads), C.int(a.KVHeads), C.int(d), C.int(nk), C.int(from), C.float(a.Scale),
 		(*C.float)(unsafe.Pointer(&q[0])), (*C.float)(unsafe.Pointer(&k[0])), (*C.float)(unsafe.Pointer(&v[0])),

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -210,6 +211,11 @@ func TestAttention(t *testing.T) {
 		{"odd head", 4, 2, 24, 5, 7, false, false, 0},
 		{"small tree", 4, 2, 8, 8, 13, false, true, 0},
 		{"tree over cached rows", 4, 2, 8, 6, 13, false, true, -3}, // window -3: TreeFrom 3 rows before Past
+		// More query rows per KV head than one vector has lanes.
+		{"verify gqa", 8, 2, 64, 6, 40, false, false, 0},
+		{"one query, 32 heads per kv head", 32, 1, 16, 1, 20, false, false, 0},
+		{"tree of 20, 8 heads per kv head", 16, 2, 8, 20, 9, false, true, 0},
+		{"few queries with padding", 8, 2, 16, 6, 10, true, false, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -248,9 +254,52 @@ func TestAttention(t *testing.T) {
 			clear(out)
 			if ran := a.forwardFew(out, q, k, v, c.T, m); ran {
 				close64(t, "few-query attention", out, want, 2e-6, 2e-5)
-			} else if haveFewKernel && c.heads/c.kv*c.T <= 16 && !c.keyValid && c.window <= 0 {
+			} else if haveFewKernel && c.T <= fewQueries && !c.keyValid && c.window <= 0 {
 				t.Errorf("the few-query kernel declined a case it serves")
 			}
 		})
+	}
+}
+
+// TestAttentionFewMatchesSteps: up to fewQueries new queries, each row of a forward is bit for bit that of a
+// one-query forward over the same keys, whatever the heads per KV head, in every implementation. Speculative
+// verification relies on it: its rows must equal the decoding steps they replace exactly.
+func TestAttentionFewMatchesSteps(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	impls := []struct {
+		name    string
+		forward func(a Attention, out, q, k, v []float32, T int, m Mask)
+	}{
+		{"Forward", Attention.Forward},
+		{"blocked", func(a Attention, out, q, k, v []float32, T int, m Mask) {
+			a.forwardBlocked(blas.Sgemm, Softmax, out, q, k, v, T, m)
+		}},
+		{"ForwardGo", Attention.ForwardGo},
+	}
+	for _, group := range []int{1, 2, 4, 8} {
+		for _, d := range []int{16, 128} {
+			for _, T := range []int{1, 2, 5, 6, 8, 17, fewQueries} {
+				for _, past := range []int{0, 3, 40} {
+					a := Attention{Heads: 2 * group, KVHeads: 2, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d)))}
+					S, qs := past+T, a.Heads*d
+					q, k, v := randn(r, T*qs, 1), randn(r, S*a.KVHeads*d, 1), randn(r, S*a.KVHeads*d, 1)
+					for _, impl := range impls {
+						name := fmt.Sprintf("%s/group%d/d%d/T%d/past%d", impl.name, group, d, T, past)
+						all := make([]float32, T*qs)
+						impl.forward(a, all, q, k, v, T, Mask{Past: past})
+						one := make([]float32, qs)
+						for i := 0; i < T; i++ {
+							n := (past + i + 1) * a.KVHeads * d
+							impl.forward(a, one, q[i*qs:(i+1)*qs], k[:n], v[:n], 1, Mask{Past: past + i})
+							for c, x := range one {
+								if y := all[i*qs+c]; x != y {
+									t.Fatalf("%s: row %d value %d: %g in one step, %g in the forward of %d", name, i, c, x, y, T)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
 	}
 }

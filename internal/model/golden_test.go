@@ -1,7 +1,9 @@
 package model
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,7 +176,8 @@ func TestGoldenGreedy(t *testing.T) {
 
 // TestVerifyMatchesSteps: the logits and aux states a cached forward of T tokens gives each row are bit for
 // bit those of decoding the tokens one at a time. Speculative decoding verifies drafted tokens in one forward,
-// and its greedy output equals target-only decoding exactly because of this, not only up to ties.
+// and its greedy output equals target-only decoding exactly because of this, not only up to ties. Besides
+// the golden models (at most 2 query heads per KV head), random-weight models have Llama-3's 4 and 8.
 func TestVerifyMatchesSteps(t *testing.T) {
 	goldentest.ForEach(t, goldentest.Forward, func(t *testing.T, c *goldentest.Case) {
 		m, err := Load(goldenModelDirs(t, c)[0])
@@ -184,46 +187,69 @@ func TestVerifyMatchesSteps(t *testing.T) {
 		defer m.Close()
 		var aux []int
 		c.Hyper(t, "aux_layer_ids_explicit", &aux)
-		V := m.Config.VocabSize
-		ctx := make([]int32, 37)
-		for i := range ctx {
-			ctx[i] = int32(1 + i*13%(V-1))
-		}
-		for _, T := range []int{2, 3, 6, 8} {
-			span := ctx[len(ctx)-T:]
-			prefill := Batch{B: 1, T: len(ctx) - T, IDs: ctx[:len(ctx)-T]}
-			together, steps := m.NewCache(1, 64), m.NewCache(1, 64)
-			for _, cache := range []*KVCache{together, steps} {
-				if _, err := m.Forward(prefill, cache, Request{}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			all, err := m.Forward(Batch{B: 1, T: T, IDs: span}, together, Request{AuxLayers: aux, Logits: AllLogits})
+		verifyMatchesSteps(t, m, aux)
+	})
+	for _, kv := range []int{2, 1} {
+		t.Run(fmt.Sprintf("random_8heads_%dkv", kv), func(t *testing.T) {
+			rc, err := rope.ParseScaling(nil, 10000, 16, 256)
 			if err != nil {
 				t.Fatal(err)
 			}
-			width := len(aux) * m.Config.HiddenSize
-			for i, id := range span {
-				one, err := m.Forward(Batch{B: 1, T: 1, IDs: []int32{id}}, steps, Request{AuxLayers: aux, Logits: AllLogits})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, cmp := range []struct {
-					name      string
-					got, want []float32
-				}{
-					{"logit", one.Logits, all.Logits[i*V : (i+1)*V]},
-					{"aux", one.Aux, all.Aux[i*width : (i+1)*width]},
-				} {
-					for j := range cmp.got {
-						if cmp.got[j] != cmp.want[j] {
-							t.Fatalf("T=%d row %d %s %d: %g in one step, %g in the forward of %d", T, i, cmp.name, j, cmp.got[j], cmp.want[j], T)
-						}
+			cfg := &Config{Architecture: "LlamaForCausalLM", VocabSize: 300, HiddenSize: 128, IntermediateSize: 256,
+				NumLayers: 2, NumHeads: 8, NumKVHeads: kv, HeadDim: 16, RMSNormEps: 1e-5, Rope: rc,
+				MaxPositionEmbeddings: 256}
+			m, err := New(cfg, randomSource{rand.New(rand.NewPCG(5, uint64(kv)))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			verifyMatchesSteps(t, m, []int{0, 1})
+		})
+	}
+}
+
+// verifyMatchesSteps checks TestVerifyMatchesSteps's property on m after a 37-token context less the T
+// verified ones.
+func verifyMatchesSteps(t *testing.T, m *Model, aux []int) {
+	V := m.Config.VocabSize
+	ctx := make([]int32, 37)
+	for i := range ctx {
+		ctx[i] = int32(1 + i*13%(V-1))
+	}
+	for _, T := range []int{2, 3, 6, 8} {
+		span := ctx[len(ctx)-T:]
+		prefill := Batch{B: 1, T: len(ctx) - T, IDs: ctx[:len(ctx)-T]}
+		together, steps := m.NewCache(1, 64), m.NewCache(1, 64)
+		for _, cache := range []*KVCache{together, steps} {
+			if _, err := m.Forward(prefill, cache, Request{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, err := m.Forward(Batch{B: 1, T: T, IDs: span}, together, Request{AuxLayers: aux, Logits: AllLogits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		width := len(aux) * m.Config.HiddenSize
+		for i, id := range span {
+			one, err := m.Forward(Batch{B: 1, T: 1, IDs: []int32{id}}, steps, Request{AuxLayers: aux, Logits: AllLogits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, cmp := range []struct {
+				name      string
+				got, want []float32
+			}{
+				{"logit", one.Logits, all.Logits[i*V : (i+1)*V]},
+				{"aux", one.Aux, all.Aux[i*width : (i+1)*width]},
+			} {
+				for j := range cmp.got {
+					if cmp.got[j] != cmp.want[j] {
+						t.Fatalf("T=%d row %d %s %d: %g in one step, %g in the forward of %d", T, i, cmp.name, j, cmp.got[j], cmp.want[j], T)
 					}
 				}
 			}
 		}
-	})
+	}
 }
 
 func greedy(t *testing.T, m *Model, prompt []int32, n int) []int32 {
