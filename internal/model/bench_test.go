@@ -51,7 +51,7 @@ func (s randomSource) Get(name string, optional bool, shape ...int) (tensor.Tens
 // randomSlice is a random slice of a target's shape (../shared/bench/bench.py's SLICES): a few decoder
 // layers and the full vocabulary.
 func randomSlice(b *testing.B, cfg *Config, bf16 bool) *Model {
-	m, err := New(cfg, randomSource{rand.New(rand.NewPCG(0, 0)), bf16})
+	m, err := New(cfg, randomSource{r: rand.New(rand.NewPCG(0, 0)), bf16: bf16})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -189,8 +189,17 @@ func TestVerifyMatchesSteps(t *testing.T) {
 		c.Hyper(t, "aux_layer_ids_explicit", &aux)
 		verifyMatchesSteps(t, m, aux)
 	})
-	for _, kv := range []int{2, 1} {
-		t.Run(fmt.Sprintf("random_8heads_%dkv", kv), func(t *testing.T) {
+	// bf16 matrices multiply in bf16 products, whose rows are as independent of each other (package bfgemm).
+	for _, c := range []struct {
+		kv   int
+		bf16 bool
+	}{{2, false}, {1, false}, {2, true}} {
+		kv := c.kv
+		name := fmt.Sprintf("random_8heads_%dkv", kv)
+		if c.bf16 {
+			name += "_bf16"
+		}
+		t.Run(name, func(t *testing.T) {
 			rc, err := rope.ParseScaling(nil, 10000, 16, 256)
 			if err != nil {
 				t.Fatal(err)
@@ -198,7 +207,7 @@ func TestVerifyMatchesSteps(t *testing.T) {
 			cfg := &Config{Architecture: "LlamaForCausalLM", VocabSize: 300, HiddenSize: 128, IntermediateSize: 256,
 				NumLayers: 2, NumHeads: 8, NumKVHeads: kv, HeadDim: 16, RMSNormEps: 1e-5, Rope: rc,
 				MaxPositionEmbeddings: 256}
-			m, err := New(cfg, randomSource{rand.New(rand.NewPCG(5, uint64(kv)))})
+			m, err := New(cfg, randomSource{r: rand.New(rand.NewPCG(5, uint64(kv))), bf16: c.bf16})
 			if err != nil {
 				t.Fatal(err)
 			}
