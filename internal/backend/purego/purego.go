@@ -23,7 +23,9 @@ var _ backend.Backend = (*Backend)(nil)
 func New() *Backend { return &Backend{} }
 
 // Name implements backend.Backend.
-func (*Backend) Name() string { return "purego (gonum; bf16 products: float32 products of widened tiles)" }
+func (*Backend) Name() string {
+	return "purego (gonum; bf16 products: float32 products of widened tiles)"
+}
 
 // MatMul implements backend.Backend.
 func (*Backend) MatMul(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda int, b tensor.Tensor, ldb int, beta float32, c tensor.Tensor, ldc int) {
