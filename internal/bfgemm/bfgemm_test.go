@@ -181,7 +181,7 @@ func BenchmarkGemm(b *testing.B) {
 	for _, s := range []struct {
 		name    string
 		m, n, k int
-	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096}} {
+	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"prefill_1024x4096x4096", 1024, 4096, 4096}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096}} {
 		x := newTestMatrix(r, s.m*s.k)
 		w := newTestMatrix(r, s.n*s.k)
 		c := make([]float32, s.m*s.n)
