@@ -156,7 +156,7 @@ func Defaults() Run {
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
-			MaxGradNorm: 0.5, TTTLength: 7, Precision: "f32", LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
+			MaxGradNorm: 0.5, TTTLength: 7, Precision: "bf16", LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
 			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
