@@ -21,9 +21,12 @@ var available = C.sf_bf16_available() != 0
 // Available reports whether this CPU runs the AVX512-BF16 kernels.
 func Available() bool { return available }
 
-// tileCols is the column width of the kernels' register tile; parallel splits keep to its multiples so
-// that no tile straddles two goroutines.
-const tileCols = 32
+// tileCols and tileRows are the shape of the kernels' register tile; parallel splits keep to their
+// multiples so that no tile straddles two goroutines.
+const (
+	tileCols = 32
+	tileRows = 12
+)
 
 // FewRows is the row count up to which a product by a BF16 weight stored [n, k] (op(b) = b^T, the layout
 // of Linear) takes dot products that read the weight as stored; each of those rows gets the result it
@@ -72,17 +75,23 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 	}
 	ap, abf := operand(a)
 	bp, bbf := operand(b)
+	aSize := uintptr(a.DType().Size())
 	cp := unsafe.Pointer(&c[0])
-	run := func(lo, hi int) {
-		C.sf_bf16_gemm(C.int(m), C.int(lo), C.int(hi), C.int(k), C.float(alpha), ap, abf, C.long(rsa), C.long(csa),
-			bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(cp), C.long(ldc), FewRows)
+	// run computes rows [r0, r1) and columns [lo, hi) of c.
+	run := func(r0, r1, lo, hi int) {
+		C.sf_bf16_gemm(C.int(r1-r0), C.int(lo), C.int(hi), C.int(k), C.float(alpha), unsafe.Add(ap, uintptr(r0*rsa)*aSize), abf,
+			C.long(rsa), C.long(csa), bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(unsafe.Add(cp, r0*ldc*4)), C.long(ldc), FewRows)
 	}
-	if 2*m*n*k < minParallelFlops || n <= tileCols {
-		run(0, n)
-		return
+	switch {
+	case 2*m*n*k < minParallelFlops || n <= tileCols && m <= FewRows:
+		run(0, m, 0, n)
+	case m > n && m > FewRows:
+		// Each goroutine packs the whole of the operand it does not split: split the larger side, so
+		// that the copy is of the smaller one (a weight gradient dy^T x has many more rows than columns).
+		parallel.For((m+tileRows-1)/tileRows, 1, func(lo, hi int) { run(lo*tileRows, min(hi*tileRows, m), 0, n) })
+	default:
+		parallel.For((n+tileCols-1)/tileCols, 1, func(lo, hi int) { run(0, m, lo*tileCols, min(hi*tileCols, n)) })
 	}
-	tiles := (n + tileCols - 1) / tileCols
-	parallel.For(tiles, 1, func(lo, hi int) { run(lo*tileCols, min(hi*tileCols, n)) })
 }
 
 // Round rounds src to bf16 bit patterns in dst (to nearest, ties to even; the kernels' rounding, which
