@@ -136,6 +136,17 @@ func (h stepHyper) adamW(sizes []int) *optim.AdamW {
 	return optim.NewAdamW(sizes, h.Betas[0], h.Betas[1], h.Eps, h.WD)
 }
 
+// step applies one AdamW step of the (clipped) gradients gs to d's weights and returns the optimiser.
+func (h stepHyper) step(d *Draft, gs [][]float32, lr float64) *optim.AdamW {
+	var sizes []int
+	for _, s := range gs {
+		sizes = append(sizes, len(s))
+	}
+	opt := h.adamW(sizes)
+	opt.Update(d.W.Slices(&d.Config), gs, lr)
+	return opt
+}
+
 // checkStep compares one TTT step (metrics, gradients, clip, AdamW) with a case's expected tensors, whose
 // names carry prefix ("" or "step0.").
 func checkStep(t *testing.T, c *goldentest.Case, d *Draft, b *Batch, prefix string, lr float64) *optim.AdamW {
@@ -173,12 +184,7 @@ func checkStep(t *testing.T, c *goldentest.Case, d *Draft, b *Batch, prefix stri
 	norm, coef := optim.ClipGradNorm(gs, hp.MaxGradNorm)
 	c.Compare(t, exp, prefix+"grad_norm", []float32{float32(norm)}, nil)
 	c.Compare(t, exp, prefix+"clip_coef", []float32{float32(coef)}, nil)
-	var sizes []int
-	for _, s := range gs {
-		sizes = append(sizes, len(s))
-	}
-	opt := hp.adamW(sizes)
-	opt.Update(d.W.Slices(&d.Config), gs, lr)
+	opt := hp.step(d, gs, lr)
 	for i, p := range d.W.Params(&d.Config) {
 		c.Compare(t, exp, prefix+"updated."+p.Name, *p.Data, nil)
 		c.Compare(t, exp, prefix+"adam_m."+p.Name, opt.M[i], nil)

@@ -52,12 +52,7 @@ func TestGoldenTTTBF16(t *testing.T) {
 		norm, coef := optim.ClipGradNorm(gs, hp.MaxGradNorm)
 		c.CompareScaled(t, exp, "grad_norm", []float32{float32(norm)}, bf16LossRel, 0)
 		c.CompareScaled(t, exp, "clip_coef", []float32{float32(coef)}, bf16LossRel, 0)
-		var sizes []int
-		for _, s := range gs {
-			sizes = append(sizes, len(s))
-		}
-		opt := hp.adamW(sizes)
-		opt.Update(d.W.Slices(&d.Config), gs, lr)
+		opt := hp.step(d, gs, lr)
 		for i, p := range d.W.Params(&d.Config) {
 			// One AdamW step moves a weight by about lr*sign(g) where |g| is well above eps, so a gradient
 			// whose sign bf16 flips moves it 2 lr away: the PyTorch bf16 run's largest deviation is 1.999e-3

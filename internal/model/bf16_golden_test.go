@@ -2,12 +2,9 @@ package model
 
 import (
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/specforge/specforge/internal/goldentest"
-	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
@@ -27,21 +24,7 @@ const (
 // folder as it is, a float32 one converted (its values are bf16-representable, so the conversion is exact).
 func TestGoldenForwardBF16(t *testing.T) {
 	goldentest.ForEach(t, goldentest.Forward, func(t *testing.T, c *goldentest.Case) {
-		dir := goldenModelDirs(t, c)[0]
-		src, err := safetensors.OpenCheckpoint(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer src.Close()
-		ts := map[string]*safetensors.Tensor{}
-		for _, name := range src.Names() {
-			ts[name], _ = src.Tensor(name)
-		}
-		cfg, err := os.ReadFile(filepath.Join(dir, "config.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bf16Dir, _ := writeBF16(t, cfg, ts)
+		bf16Dir := bf16Copy(t, goldenModelDirs(t, c)[0])
 		m, err := Load(bf16Dir)
 		if err != nil {
 			t.Fatal(err)

@@ -45,6 +45,26 @@ func writeBF16(t *testing.T, cfg []byte, ts map[string]*safetensors.Tensor) (str
 
 // checkStoredBF16 fails unless every matrix of m is BF16 and aliases the checkpoint's mapping (the very
 // bytes the file's tensor points at), and every vector is F32.
+// bf16Copy writes the model folder srcDir with every tensor in bf16 to a temporary folder and returns it.
+func bf16Copy(t *testing.T, srcDir string) string {
+	t.Helper()
+	src, err := safetensors.OpenCheckpoint(srcDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ts := map[string]*safetensors.Tensor{}
+	for _, name := range src.Names() {
+		ts[name], _ = src.Tensor(name)
+	}
+	cfg, err := os.ReadFile(filepath.Join(srcDir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := writeBF16(t, cfg, ts)
+	return dir
+}
+
 func checkStoredBF16(t *testing.T, m *Model) {
 	t.Helper()
 	mapped := func(what string, got tensor.Tensor, name string) {
@@ -93,20 +113,7 @@ func checkStoredBF16(t *testing.T, m *Model) {
 // (a wrong widening, a misread tile) moves logits by far more.
 func TestBF16StoriesCheckpoint(t *testing.T) {
 	srcDir := goldentest.Shared(t, "assets", "models", "stories260K")
-	src, err := safetensors.OpenCheckpoint(srcDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	ts := map[string]*safetensors.Tensor{}
-	for _, name := range src.Names() {
-		ts[name], _ = src.Tensor(name)
-	}
-	cfg, err := os.ReadFile(filepath.Join(srcDir, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, _ := writeBF16(t, cfg, ts)
+	dir := bf16Copy(t, srcDir)
 
 	ref, err := Load(srcDir)
 	if err != nil {
