@@ -1,6 +1,6 @@
 // Package backend is the compute seam of specforge: the interface over the operations the target model and
 // the draft run (matrix products, RMSNorm, RoPE, attention, SwiGLU, softmax, cross-entropy, embedding, with
-// the backwards training needs), written against tensor.Tensor. Implementations are packages of their own:
+// the backwards training needs, dtype conversion and the AdamW step), written against tensor.Tensor. Implementations are packages of their own:
 // backend/cpu (OpenBLAS and C vector kernels, cgo) and backend/purego (pure Go, the reference); package
 // backend/auto picks one by build. A model holds a Backend and calls nothing below it.
 //
@@ -93,6 +93,10 @@ type Backend interface {
 	// even (a bf16 training step's copies of its weights and gradients); BF16 and F16 to F32 are exact.
 	Convert(dst, src tensor.Tensor)
 
+	// AdamW applies one AdamW step to param from grad, updating the moments m and v (all F32, the same
+	// length), with the step's scalars s (package optim computes them from the step count).
+	AdamW(param, grad, m, v tensor.Tensor, s AdamWStep)
+
 	// Embedding copies rows ids[i] of table [V, dim] into out [len(ids), dim].
 	Embedding(out, table tensor.Tensor, ids []int32, dim int)
 	// Add computes dst += src elementwise.
@@ -123,6 +127,13 @@ func (p Product) String() string {
 		return "bf16"
 	}
 	return fmt.Sprintf("Product(%d)", uint8(p))
+}
+
+// AdamWStep is one step's scalars of AdamW: p *= Decay; m = Beta1 m + (1-Beta1) g; v = Beta2 v +
+// (1-Beta2) g^2; p -= StepSize * m / (sqrt(v)/SqrtBC2 + Eps), with Decay = 1-lr*wd, StepSize =
+// lr/(1-Beta1^t), SqrtBC2 = sqrt(1-Beta2^t).
+type AdamWStep struct {
+	Decay, Beta1, Beta2, StepSize, SqrtBC2, Eps float32
 }
 
 // Weight is a linear layer's weight [Out, In] as a backend prepared it.

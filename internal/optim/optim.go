@@ -5,7 +5,10 @@ package optim
 import (
 	"math"
 
+	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/backend/auto"
 	"github.com/specforge/specforge/internal/parallel"
+	"github.com/specforge/specforge/internal/tensor"
 )
 
 // ClipGradNorm scales every gradient by min(1, maxNorm/(norm+1e-6)), norm being the global L2 norm of all
@@ -50,16 +53,23 @@ func sumSquares(g []float32) float64 {
 	return total
 }
 
-// AdamW is torch.optim.AdamW with float32 moments.
+// AdamW is torch.optim.AdamW with float32 moments, stepping on a backend.
 type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float64
 	Step                           int
 	M, V                           [][]float32
+	be                             backend.Backend
 }
 
-// NewAdamW returns an optimiser with zero moments for parameters of the given sizes.
+// NewAdamW returns an optimiser with zero moments for parameters of the given sizes, on the backend of this
+// build (backend/auto).
 func NewAdamW(sizes []int, beta1, beta2, eps, weightDecay float64) *AdamW {
-	o := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay}
+	return NewAdamWOn(auto.Default(), sizes, beta1, beta2, eps, weightDecay)
+}
+
+// NewAdamWOn is NewAdamW stepping on backend be (the model's).
+func NewAdamWOn(be backend.Backend, sizes []int, beta1, beta2, eps, weightDecay float64) *AdamW {
+	o := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay, be: be}
 	for _, n := range sizes {
 		o.M = append(o.M, make([]float32, n))
 		o.V = append(o.V, make([]float32, n))
@@ -73,24 +83,10 @@ func (o *AdamW) Update(params, grads [][]float32, lr float64) {
 	o.Step++
 	bc1 := 1 - math.Pow(o.Beta1, float64(o.Step))
 	bc2 := 1 - math.Pow(o.Beta2, float64(o.Step))
-	b1, b2 := float32(o.Beta1), float32(o.Beta2)
-	decay := float32(1 - lr*o.WeightDecay)
-	stepSize := float32(lr / bc1)
-	sqrtBC2 := float32(math.Sqrt(bc2))
-	eps := float32(o.Eps)
+	s := backend.AdamWStep{Decay: float32(1 - lr*o.WeightDecay), Beta1: float32(o.Beta1), Beta2: float32(o.Beta2),
+		StepSize: float32(lr / bc1), SqrtBC2: float32(math.Sqrt(bc2)), Eps: float32(o.Eps)}
 	for k, p := range params {
-		g, m, v := grads[k], o.M[k], o.V[k]
-		parallel.For(len(p), 1<<14, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				if decay != 1 {
-					p[i] *= decay
-				}
-				m[i] = b1*m[i] + (1-b1)*g[i]
-				v[i] = b2*v[i] + (1-b2)*g[i]*g[i]
-				denom := float32(math.Sqrt(float64(v[i])))/sqrtBC2 + eps
-				p[i] -= stepSize * m[i] / denom
-			}
-		})
+		o.be.AdamW(tensor.Vec(p), tensor.Vec(grads[k]), tensor.Vec(o.M[k]), tensor.Vec(o.V[k]), s)
 	}
 }
 

@@ -71,7 +71,7 @@ func NewTrainer(o Options) *Trainer {
 	for _, s := range d.W.Slices(&d.Config) {
 		sizes = append(sizes, len(s))
 	}
-	t.opt = optim.NewAdamW(sizes, 0.9, 0.999, 1e-8, cfg.WeightDecay)
+	t.opt = optim.NewAdamWOn(d.Backend(), sizes, 0.9, 0.999, 1e-8, cfg.WeightDecay)
 	t.loader = NewLoader(o.Train.Len(), cfg.BatchSize, cfg.Seed)
 	t.totalSteps = cfg.MaxSteps
 	if t.totalSteps <= 0 {

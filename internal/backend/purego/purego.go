@@ -182,5 +182,14 @@ func (*Backend) Convert(dst, src tensor.Tensor) {
 	}
 }
 
+// AdamW implements backend.Backend.
+func (*Backend) AdamW(param, grad, m, v tensor.Tensor, s backend.AdamWStep) {
+	p := param.F32()
+	if grad.Len() != len(p) || m.Len() != len(p) || v.Len() != len(p) {
+		panic(fmt.Sprintf("backend: AdamW of %v with gradient %v and moments %v, %v", param, grad, m, v))
+	}
+	kernels.AdamW(p, grad.F32(), m.F32(), v.F32(), s)
+}
+
 // Argmax implements backend.Backend.
 func (*Backend) Argmax(x tensor.Tensor) int { return kernels.Argmax(x.F32()) }
