@@ -1,8 +1,8 @@
 // Package backend is the compute seam of specforge: the interface over the operations the target model and
 // the draft run (matrix products, RMSNorm, RoPE, attention, SwiGLU, softmax, cross-entropy, embedding, with
-// the backwards training needs, dtype conversion and the AdamW step), written against tensor.Tensor. Implementations are packages of their own:
-// backend/cpu (OpenBLAS and C vector kernels, cgo) and backend/purego (pure Go, the reference); package
-// backend/auto picks one by build. A model holds a Backend and calls nothing below it.
+// the backwards training needs, dtype conversion and the AdamW step), written against tensor.Tensor.
+// Implementations are packages of their own: backend/cpu (OpenBLAS, C vector kernels and bf16 products,
+// cgo) and backend/purego (pure Go, the reference); package backend/auto picks one by build. A model holds a Backend and calls nothing below it.
 //
 // Signatures follow llm.c: outputs first, then inputs, then the shapes, spelt out (rows, dim, heads...);
 // tensors are row-major and their sizes must cover the shapes given. An optional operand is the nil Tensor
