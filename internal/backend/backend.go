@@ -83,6 +83,10 @@ type Backend interface {
 	Softmax(x tensor.Tensor, rows, n int)
 	// LogSumExp returns log(sum(exp(x))) over all of x (-Inf when x is empty or only -Inf).
 	LogSumExp(x tensor.Tensor) float64
+	// GatherSoftmax computes, for each row r of logits [rows, v], the softmax of the row's values at ids
+	// into p [rows, len(ids)] (exponentials summed in float64: the teacher's probabilities), the index of
+	// each p row's largest value into argmax [rows] and of each logits row's into fullArgmax [rows].
+	GatherSoftmax(p, logits tensor.Tensor, ids []int64, argmax, fullArgmax []int32, rows, v int)
 	// SoftCrossEntropy computes, for each row r of logits [rows, v] with coef[r] != 0, the cross-entropy
 	// against the distribution targets [rows, v], replaces the logits row by its gradient
 	// coef[r]*(softmax - targets) (rows with coef 0 become 0), writes each row's argmax into pred [rows],

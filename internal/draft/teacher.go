@@ -1,12 +1,9 @@
 package draft
 
 import (
-	"math"
-
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/backend/auto"
 	"github.com/specforge/specforge/internal/batch"
-	"github.com/specforge/specforge/internal/parallel"
 )
 
 // Teacher is what the target teaches one batch, on the draft vocabulary: row r = b*T+t holds the target's
@@ -21,8 +18,11 @@ type Teacher struct {
 
 // NewTeacher allocates a teacher for rows rows and a draft vocabulary of vd tokens, computing on the backend
 // of this build (backend/auto).
-func NewTeacher(rows, vd int) *Teacher {
-	return &Teacher{P: make([]float32, rows*vd), Argmax: make([]int32, rows), TargetID: make([]int32, rows), be: auto.Default()}
+func NewTeacher(rows, vd int) *Teacher { return NewTeacherOn(auto.Default(), rows, vd) }
+
+// NewTeacherOn is NewTeacher computing on backend be (the target's, whose logits it reads).
+func NewTeacherOn(be backend.Backend, rows, vd int) *Teacher {
+	return &Teacher{P: make([]float32, rows*vd), Argmax: make([]int32, rows), TargetID: make([]int32, rows), be: be}
 }
 
 // SetRows fills teacher rows [from, from+n) from full-vocabulary target logits [n, V]; used lists the
@@ -30,34 +30,7 @@ func NewTeacher(rows, vd int) *Teacher {
 // never needs to exist.
 func (tc *Teacher) SetRows(from int, logits []float32, n, v int, used []int64) {
 	vd := len(used)
-	parallel.For(n, max(1, 16384/v), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			z := logits[i*v : (i+1)*v]
-			r := from + i
-			tc.TargetID[r] = int32(tc.be.Argmax(t32(z)))
-			p := tc.P[r*vd : (r+1)*vd]
-			m := float32(math.Inf(-1))
-			for j, id := range used {
-				p[j] = z[id]
-				m = max(m, p[j])
-			}
-			var sum float64
-			for j := range p {
-				e := float32(math.Exp(float64(p[j] - m)))
-				p[j] = e
-				sum += float64(e)
-			}
-			inv := float32(1 / sum)
-			arg := 0
-			for j := range p {
-				p[j] *= inv
-				if p[j] > p[arg] {
-					arg = j
-				}
-			}
-			tc.Argmax[r] = int32(arg)
-		}
-	})
+	tc.be.GatherSoftmax(t32(tc.P[from*vd:(from+n)*vd]), t32(logits[:n*v]), used, tc.Argmax[from:from+n], tc.TargetID[from:from+n], n, v)
 }
 
 // Batch is one TTT training batch: B rows of T tokens (right-padded), what the target produced for them,

@@ -43,7 +43,7 @@ func (o *Online) batchOf(p *batch.Tokens) (*draft.Batch, error) {
 		return nil, fmt.Errorf("target forward: %w", err)
 	}
 	o.out = out
-	b := &draft.Batch{Tokens: *p, Aux: out.Aux, Teacher: draft.NewTeacher(p.B*p.T, len(o.Used))}
+	b := &draft.Batch{Tokens: *p, Aux: out.Aux, Teacher: draft.NewTeacherOn(o.Target.Backend(), p.B*p.T, len(o.Used))}
 	o.hidden, o.logits = TeacherFromHidden(b.Teacher, out.Hidden, p.B, p.T, o.Target, o.Used, o.hidden, o.logits)
 	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/specforge/specforge/internal/blas"
 	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/kernels"
+	"github.com/specforge/specforge/internal/parallel"
 	"github.com/specforge/specforge/internal/rope"
 	"github.com/specforge/specforge/internal/tensor"
 )
@@ -180,6 +181,18 @@ func (*Backend) Convert(dst, src tensor.Tensor) {
 	default:
 		panic(fmt.Sprintf("backend: no conversion from %s to %s", s, d))
 	}
+}
+
+// GatherSoftmax implements backend.Backend.
+func (*Backend) GatherSoftmax(p, logits tensor.Tensor, ids []int64, argmax, fullArgmax []int32, rows, v int) {
+	ps, z, vd := p.F32(), logits.F32(), len(ids)
+	parallel.For(rows, max(1, 16384/v), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := z[r*v : (r+1)*v]
+			fullArgmax[r] = int32(kernels.Argmax(row))
+			argmax[r] = int32(kernels.GatherSoftmax(ps[r*vd:(r+1)*vd], row, ids))
+		}
+	})
 }
 
 // AdamW implements backend.Backend.
