@@ -296,6 +296,17 @@ func halfOf(t *testing.T, d tensor.DType, x []float32, dims ...int) tensor.Tenso
 // with purego (tiles on gonum) at shapes within one tile and across several, and the embedding of a 16-bit
 // table is the same.
 func TestHalfAgrees(t *testing.T) {
+	// Once on the bf16 kernels (where the CPU has them), once on the fallback of CPUs without them.
+	for _, kernels := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bf16_kernels_%v", kernels), func(t *testing.T) {
+			cpu.SetBF16Kernels(kernels)
+			defer cpu.SetBF16Kernels(true)
+			testHalfAgrees(t)
+		})
+	}
+}
+
+func testHalfAgrees(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, d := range []tensor.DType{tensor.BF16, tensor.F16} {
 		for _, s := range []struct{ out, in int }{{48, 64}, {300, 96}, {256, 40}} {
