@@ -406,15 +406,40 @@ static void pack_a(uint32_t *dst, int i0, int mc, int p0, int kc, int k, const v
 		     (const char *)a + (a_bf16 ? 2 : 4) * (long)(i0 + t * MR) * rsa, a_bf16, rsa, csa);
 }
 
+// packed_block is the offset of the A block of k block kb and row block ib in a buffer of sf_bf16_pack_a.
+static size_t packed_block(int m, int kb, int ib) {
+	size_t blocks = (size_t)(m + MC - 1) / MC;
+	return ((size_t)kb * blocks + ib) * MC * (KC / 2);
+}
+
+// sf_bf16_block_rows is the height of the A blocks of packed products (MC).
+int sf_bf16_block_rows(void) { return MC; }
+
+// sf_bf16_packed_a_dwords is the size of a buffer sf_bf16_pack_a packs all of an m x k A into.
+size_t sf_bf16_packed_a_dwords(int m, int k) { return packed_block(m, (k + KC - 1) / KC, 0); }
+
+// sf_bf16_pack_a packs the row blocks [ib0, ib1) (of MC rows) of A over every k block into dst, as
+// sf_bf16_gemm's blocked path packs them one at a time: goroutines that split a product's columns share one
+// packing of A instead of each making its own.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void
+sf_bf16_pack_a(uint32_t *dst, int m, int k, int ib0, int ib1, const void *a, int a_bf16, long rsa, long csa) {
+	for (int p0 = 0; p0 < k; p0 += KC)
+		for (int ib = ib0; ib < ib1; ib++)
+			pack_a(dst + packed_block(m, p0 / KC, ib), ib * MC, min_int(MC, m - ib * MC), p0, min_int(KC, k - p0), k, a,
+			       a_bf16, rsa, csa);
+}
+
 // sf_bf16_gemm sets C(i, j) = alpha * sum_p A(i,p) B(p,j) + beta * C(i, j) for i < m and n0 <= j < n1,
 // with A(i,p) = a[i*rsa + p*csa] and B(p,j) = b[p*rsb + j*csb]; an operand is bf16 bits when its flag
-// is set and float32 (rounded to bf16 as it is packed) otherwise. k >= 1. Up to few rows of A by a bf16
+// is set and float32 (rounded to bf16 as it is packed) otherwise; apacked, when not NULL, is all of A as
+// sf_bf16_pack_a packed it (used by products of more than FEW_ROWS rows). k >= 1. Up to few rows of A by a bf16
 // B stored [n, k] take dot products; other products are packed, and both packed loop orders give every
 // element of C the same operations in the same order: k blocks of KC ascending, pairs ascending within
 // a block.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void
 sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa,
-             const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc, int few) {
+             const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc, int few,
+             const uint32_t *apacked) {
 	const char *bb = (const char *)b;
 	int bsize = b_bf16 ? 2 : 4;
 	if (m <= few && b_bf16 && rsb == 1 && csa == 1) {
@@ -456,12 +481,15 @@ sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf1
 		}
 		return;
 	}
-	uint32_t *ap = grow_a((size_t)MC * (KC / 2));
+	uint32_t *ap = grow_a(apacked ? 0 : (size_t)MC * (KC / 2)); // also makes the B panel buffer
 	for (int p0 = 0; p0 < k; p0 += KC) {
 		int kc = min_int(KC, k - p0), kp = (kc + 1) / 2;
 		for (int i0 = 0; i0 < m; i0 += MC) {
 			int mc = min_int(MC, m - i0);
-			pack_a(ap, i0, mc, p0, kc, k, a, a_bf16, rsa, csa);
+			if (apacked)
+				ap = (uint32_t *)apacked + packed_block(m, p0 / KC, i0 / MC);
+			else
+				pack_a(ap, i0, mc, p0, kc, k, a, a_bf16, rsa, csa);
 			for (int j0 = n0; j0 < n1; j0 += NR) {
 				int nv = min_int(NR, n1 - j0);
 				pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);

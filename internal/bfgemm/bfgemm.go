@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/specforge/specforge/internal/parallel"
@@ -77,21 +78,48 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 	bp, bbf := operand(b)
 	aSize := uintptr(a.DType().Size())
 	cp := unsafe.Pointer(&c[0])
-	// run computes rows [r0, r1) and columns [lo, hi) of c.
-	run := func(r0, r1, lo, hi int) {
+	// run computes rows [r0, r1) and columns [lo, hi) of c, from A as packed when packed is not nil.
+	run := func(r0, r1, lo, hi int, packed *C.uint32_t) {
 		C.sf_bf16_gemm(C.int(r1-r0), C.int(lo), C.int(hi), C.int(k), C.float(alpha), unsafe.Add(ap, uintptr(r0*rsa)*aSize), abf,
-			C.long(rsa), C.long(csa), bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(unsafe.Add(cp, r0*ldc*4)), C.long(ldc), FewRows)
+			C.long(rsa), C.long(csa), bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(unsafe.Add(cp, r0*ldc*4)), C.long(ldc),
+			FewRows, packed)
 	}
 	switch {
 	case 2*m*n*k < minParallelFlops || n <= tileCols && m <= FewRows:
-		run(0, m, 0, n)
+		run(0, m, 0, n, nil)
 	case m > n && m > FewRows:
-		// Each goroutine packs the whole of the operand it does not split: split the larger side, so
-		// that the copy is of the smaller one (a weight gradient dy^T x has many more rows than columns).
-		parallel.For((m+tileRows-1)/tileRows, 1, func(lo, hi int) { run(lo*tileRows, min(hi*tileRows, m), 0, n) })
+		// Split the larger side: each goroutine packs the operand it does not split, a copy of the smaller
+		// one (a weight gradient dy^T x has many more rows than columns).
+		parallel.For((m+tileRows-1)/tileRows, 1, func(lo, hi int) { run(lo*tileRows, min(hi*tileRows, m), 0, n, nil) })
+	case m > packedRows:
+		// The goroutines that split the columns share one packing of A, which they make together.
+		buf := packedBuffers.Get().(*[]uint32)
+		defer packedBuffers.Put(buf)
+		*buf = tensor.Resize(*buf, int(C.sf_bf16_packed_a_dwords(C.int(m), C.int(k)))+16)
+		packed := alignedAt64(*buf)
+		parallel.For((m+packBlockRows-1)/packBlockRows, 1, func(lo, hi int) {
+			C.sf_bf16_pack_a(packed, C.int(m), C.int(k), C.int(lo), C.int(hi), ap, abf, C.long(rsa), C.long(csa))
+		})
+		parallel.For((n+tileCols-1)/tileCols, 1, func(lo, hi int) { run(0, m, lo*tileCols, min(hi*tileCols, n), packed) })
 	default:
-		parallel.For((n+tileCols-1)/tileCols, 1, func(lo, hi int) { run(0, m, lo*tileCols, min(hi*tileCols, n)) })
+		parallel.For((n+tileCols-1)/tileCols, 1, func(lo, hi int) { run(0, m, lo*tileCols, min(hi*tileCols, n), nil) })
 	}
+}
+
+// packedRows is the row count from which the kernels take their A blocks from a shared packing (below it,
+// every goroutine packs all its rows at once anyway).
+const packedRows = 4 * tileRows
+
+// packBlockRows is the height of an A block, the unit the shared packing is split in.
+var packBlockRows = int(C.sf_bf16_block_rows())
+
+// packedBuffers pools the shared packings of A.
+var packedBuffers = sync.Pool{New: func() any { return new([]uint32) }}
+
+// alignedAt64 is a pointer into buf at its first 64-byte boundary (buf has 16 elements to spare).
+func alignedAt64(buf []uint32) *C.uint32_t {
+	p := unsafe.Pointer(&buf[0])
+	return (*C.uint32_t)(unsafe.Add(p, (64-uintptr(p)%64)%64))
 }
 
 // Round rounds src to bf16 bit patterns in dst (to nearest, ties to even; the kernels' rounding, which

@@ -93,7 +93,9 @@ func TestGemmMatchesReference(t *testing.T) {
 		{false, false, 25, 33, 300, 0.5, 0},
 		{true, false, 17, 65, 513, 1, 0.25},
 		{true, true, 12, 32, 256, 2, 1},
-		{false, true, 400, 100, 600, 1, 0}, // more rows than one packed A block, k over two blocks
+		{false, true, 400, 100, 600, 1, 0},   // more rows than columns: the rows split across goroutines
+		{false, true, 100, 300, 700, 1, 0.5}, // the columns split, sharing one packing of A
+		{false, false, 60, 200, 2500, 1, 1},  // the same with k over two blocks
 	} {
 		for _, bfA := range []bool{false, true} {
 			for _, bfB := range []bool{false, true} {
