@@ -91,7 +91,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 		// Split the larger side: each goroutine packs the operand it does not split, a copy of the smaller
 		// one (a weight gradient dy^T x has many more rows than columns).
 		parallel.For((m+tileRows-1)/tileRows, 1, func(lo, hi int) { run(lo*tileRows, min(hi*tileRows, m), 0, n, nil) })
-	case m > packedRows:
+	case m > packedRows && m*k <= sharedPackElems:
 		// The goroutines that split the columns share one packing of A, which they make together.
 		buf := packedBuffers.Get().(*[]uint32)
 		defer packedBuffers.Put(buf)
@@ -107,8 +107,14 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 }
 
 // packedRows is the row count from which the kernels take their A blocks from a shared packing (below it,
-// every goroutine packs all its rows at once anyway).
-const packedRows = 4 * tileRows
+// every goroutine packs all its rows at once anyway), and sharedPackElems the size of A up to which they do:
+// a shared packing saves each goroutine its own copy, but read from another core's cache it is slower than
+// a copy in one's own once it outgrows the caches (measured on Zen 5: 512x2048 shared is faster, 1024x4096
+// slower).
+const (
+	packedRows      = 4 * tileRows
+	sharedPackElems = 2 << 20
+)
 
 // packBlockRows is the height of an A block, the unit the shared packing is split in.
 var packBlockRows = int(C.sf_bf16_block_rows())
