@@ -49,6 +49,9 @@ type Backend interface {
 	// Linear computes y = x w^T for x [rows, w.In()] into y [rows, w.Out()], or adds it to y when acc is set.
 	// w must come from this backend's PrepareWeight.
 	Linear(y, x tensor.Tensor, w Weight, rows int, acc bool)
+	// Linears runs independent Linear calls, whose outputs must not overlap, spread across the cores (each
+	// call computes what Linear would): the per-expert products of a mixture-of-experts layer.
+	Linears(calls []LinearCall)
 
 	// RMSNormForward computes out[r] = w * x[r] / sqrt(mean(x[r]^2) + eps) for rows of length dim (out may
 	// alias x), and stores each row's 1/rms in rstd [rows] unless rstd is nil (inference).
@@ -107,6 +110,9 @@ type Backend interface {
 	Add(dst, src tensor.Tensor)
 	// AddBias adds bias [dim] to every row of y [rows, dim].
 	AddBias(y, bias tensor.Tensor, rows, dim int)
+	// AddWeightedRows adds to each row r of dst [rows, dim], in order of j < k, weight[r*k+j] times row
+	// from[r*k+j] of src: the combine of a mixture-of-experts layer, whose experts' outputs src holds.
+	AddWeightedRows(dst, src tensor.Tensor, from []int32, weight []float32, rows, k, dim int)
 	// Argmax returns the index of the largest element of x (the first on ties).
 	Argmax(x tensor.Tensor) int
 }
@@ -138,6 +144,14 @@ func (p Product) String() string {
 // lr/(1-Beta1^t), SqrtBC2 = sqrt(1-Beta2^t).
 type AdamWStep struct {
 	Decay, Beta1, Beta2, StepSize, SqrtBC2, Eps float32
+}
+
+// LinearCall is one product of Linears: Y = X W^T over Rows rows, or Y += X W^T when Acc is set.
+type LinearCall struct {
+	Y, X tensor.Tensor
+	W    Weight
+	Rows int
+	Acc  bool
 }
 
 // Weight is a linear layer's weight [Out, In] as a backend prepared it.

@@ -25,8 +25,7 @@ const (
 // brings them; a case needing one is skipped with that reason, and only such a case. Remove the entry with
 // the feature.
 var pending = map[string]string{
-	"moe": "MoE targets: issue 13",
-	"lk":  "LK losses: issue 15",
+	"lk": "LK losses: issue 15",
 }
 
 // KindOf tells the kind of the case from its hyper-parameters, and the pending feature it needs ("" if none).
@@ -35,13 +34,6 @@ func (c *Case) KindOf() (Kind, string, error) {
 	has := func(k string) bool { _, ok := hp[k]; return ok }
 	switch {
 	case has("aux_layer_ids_default"):
-		moe, err := c.moeTarget()
-		if err != nil {
-			return "", "", err
-		}
-		if moe {
-			return Forward, "moe", nil
-		}
 		return Forward, "", nil
 	case has("draft_config") && has("target") && has("steps"):
 		return OnlineE2E, "", nil
@@ -64,33 +56,6 @@ func (c *Case) KindOf() (Kind, string, error) {
 		return Vocab, "", nil
 	}
 	return "", "", fmt.Errorf("%s: no known kind of case has these hyper-parameters", c.Manifest.Case)
-}
-
-// moeTarget reports whether the case's target routes tokens to experts, from the manifest's config or the
-// model folder's config.json.
-func (c *Case) moeTarget() (bool, error) {
-	raw, ok := c.Manifest.Hyperparams["config"]
-	if !ok {
-		var rel string
-		if err := json.Unmarshal(c.Manifest.Hyperparams["model"], &rel); err != nil {
-			return false, fmt.Errorf("%s: neither a config nor a model folder: %w", c.Manifest.Case, err)
-		}
-		rel, _, _ = strings.Cut(rel, " ") // "../models/x (relative to this case folder)"
-		var err error
-		if raw, err = os.ReadFile(filepath.Join(c.Dir, rel, "config.json")); err != nil {
-			return false, fmt.Errorf("%s: %w", c.Manifest.Case, err)
-		}
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return false, fmt.Errorf("%s: target config: %w", c.Manifest.Case, err)
-	}
-	for _, k := range []string{"num_experts", "num_local_experts", "n_routed_experts"} {
-		if n, ok := cfg[k].(float64); ok && n > 0 {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // Names lists the cases of the suite: every folder of Dir with a manifest.json, sorted.

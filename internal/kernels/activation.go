@@ -61,3 +61,19 @@ func AddBias(y, bias []float32, rows, dim int) {
 		}
 	}
 }
+
+// AddWeightedRows adds to each row r of dst [rows, dim], in order of j < k, weight[r*k+j] times row
+// from[r*k+j] of src.
+func AddWeightedRows(dst, src []float32, from []int32, weight []float32, rows, k, dim int) {
+	parallel.For(rows, max(1, 8192/(k*dim)), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			out := dst[r*dim : (r+1)*dim]
+			for j := r * k; j < (r+1)*k; j++ {
+				w, in := weight[j], src[int(from[j])*dim:int(from[j]+1)*dim]
+				for i := range out {
+					out[i] += w * in[i]
+				}
+			}
+		}
+	})
+}

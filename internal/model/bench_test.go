@@ -80,14 +80,32 @@ func llama8BConfig(b *testing.B) *Config {
 		MaxPositionEmbeddings: 131072}
 }
 
-func llama1BSlice(b *testing.B) *Model     { return randomSlice(b, llama1BConfig(b), false) }
-func llama1BSliceBF16(b *testing.B) *Model { return randomSlice(b, llama1BConfig(b), true) }
-func llama8BSlice(b *testing.B) *Model     { return randomSlice(b, llama8BConfig(b), false) }
-func llama8BSliceBF16(b *testing.B) *Model { return randomSlice(b, llama8BConfig(b), true) }
+// qwen3MoeConfig is the Qwen3-30B-A3B shape (128 experts, top-8 of moe_intermediate_size 768) cut to two
+// layers, as in ../shared/bench/bench.py.
+func qwen3MoeConfig(b *testing.B) *Config {
+	cfg, err := ParseConfig("qwen3moe", []byte(`{"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 151936,
+		"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 2, "num_attention_heads": 32,
+		"num_key_value_heads": 4, "head_dim": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+		"max_position_embeddings": 40960, "tie_word_embeddings": false, "num_experts": 128, "num_experts_per_tok": 8,
+		"moe_intermediate_size": 768, "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": []}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cfg
+}
+
+func llama1BSlice(b *testing.B) *Model      { return randomSlice(b, llama1BConfig(b), false) }
+func llama1BSliceBF16(b *testing.B) *Model  { return randomSlice(b, llama1BConfig(b), true) }
+func llama8BSlice(b *testing.B) *Model      { return randomSlice(b, llama8BConfig(b), false) }
+func llama8BSliceBF16(b *testing.B) *Model  { return randomSlice(b, llama8BConfig(b), true) }
+func qwen3MoeSlice(b *testing.B) *Model     { return randomSlice(b, qwen3MoeConfig(b), false) }
+func qwen3MoeSliceBF16(b *testing.B) *Model { return randomSlice(b, qwen3MoeConfig(b), true) }
 
 // BenchmarkPrefill measures a full forward (all logits, aux states) in tokens/s, with the process's peak
 // resident memory. Run one sub-benchmark per process for a per-shape peak: -bench 'Prefill/1b_2layer_T1024$'.
 // The _bf16 slices hold bf16 matrices and multiply in bf16 products, as the peer's *_bf16 configurations do.
+// The qwen3moe slices route each token to 8 of 128 experts: their router is random, so tokens spread over the
+// experts about evenly (a trained router is less even, which the grouped products do not mind).
 func BenchmarkPrefill(b *testing.B) {
 	cases := []struct {
 		name  string
@@ -100,6 +118,8 @@ func BenchmarkPrefill(b *testing.B) {
 		{name: "1b_2layer_T1024_bf16", B: 1, T: 1024, load: llama1BSliceBF16, aux: []int{0, 1, 1}},
 		{name: "8b_4layer_T1024", B: 1, T: 1024, load: llama8BSlice, aux: []int{0, 2, 3}},
 		{name: "8b_4layer_T1024_bf16", B: 1, T: 1024, load: llama8BSliceBF16, aux: []int{0, 2, 3}},
+		{name: "qwen3moe_2layer_T1024", B: 1, T: 1024, load: qwen3MoeSlice, aux: []int{0, 1, 1}},
+		{name: "qwen3moe_2layer_T1024_bf16", B: 1, T: 1024, load: qwen3MoeSliceBF16, aux: []int{0, 1, 1}},
 		{name: "stories260k_B8_T512", B: 8, T: 512, load: loadStories},
 		{name: "stories260k_B1_T256", B: 1, T: 256, load: loadStories},
 	}

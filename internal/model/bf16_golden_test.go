@@ -15,9 +15,18 @@ import (
 // most 1.72e-2 of the scale anywhere and 3.16e-3 in rms (b_qwen3_forward's logits and final hidden state).
 // Our products round the same operands but keep their outputs in float32, so the bounds are those
 // deviations with a margin of 2.5x.
+//
+// A mixture-of-experts target routes each token to its top-k experts, a discrete choice: rounding to bf16
+// moves router probabilities that lie 3e-4 apart (the cases' router_min_gap_f64) past each other, and a
+// token that changes experts changes its output by O(its size). The same PyTorch bf16 run deviates on the
+// MoE cases by at most 1.23e-1 of the scale and 9.07e-3 in rms (m3_qwen2_moe_shared_expert_forward's final
+// hidden state; m2_mixtral_forward 4.86e-2 and 4.30e-3); with the same margin, MoE targets are held to
+// those bounds.
 const (
-	bf16ForwardMaxRel = 0.04
-	bf16ForwardRMSRel = 0.008
+	bf16ForwardMaxRel    = 0.04
+	bf16ForwardRMSRel    = 0.008
+	bf16MoEForwardMaxRel = 0.31
+	bf16MoEForwardRMSRel = 0.023
 )
 
 // TestGoldenForwardBF16 runs every forward case's model as a bf16 checkpoint with bf16 products: a bf16
@@ -63,8 +72,12 @@ func TestGoldenForwardBF16(t *testing.T) {
 			}
 			rms := math.Sqrt(sq / float64(n))
 			t.Logf("%s: max |diff| %.2e, rms %.2e of the scale %.3g", x.name, worst/scale, rms/scale, scale)
-			if worst > bf16ForwardMaxRel*scale || rms > bf16ForwardRMSRel*scale {
-				t.Errorf("%s: max |diff| %.3g, rms %.3g: over %g and %g of the scale %.3g", x.name, worst, rms, bf16ForwardMaxRel, bf16ForwardRMSRel, scale)
+			maxRel, rmsRel := bf16ForwardMaxRel, bf16ForwardRMSRel
+			if m.Config.MoE != nil {
+				maxRel, rmsRel = bf16MoEForwardMaxRel, bf16MoEForwardRMSRel
+			}
+			if worst > maxRel*scale || rms > rmsRel*scale {
+				t.Errorf("%s: max |diff| %.3g, rms %.3g: over %g and %g of the scale %.3g", x.name, worst, rms, maxRel, rmsRel, scale)
 			}
 		}
 	})

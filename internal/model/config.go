@@ -38,9 +38,12 @@ type Config struct {
 	// SlidingWindow > 0 limits attention to that many keys in the layers where SlidingLayers is true.
 	SlidingWindow int
 	SlidingLayers []bool
-	BOSTokenID    int
-	EOSTokenIDs   []int
-	TorchDType    string
+	// MoE is the mixture-of-experts MLP of the layers it marks sparse (Qwen3-MoE, Qwen2-MoE, Mixtral); nil
+	// for a dense model.
+	MoE         *MoE `json:",omitempty"`
+	BOSTokenID  int
+	EOSTokenIDs []int
+	TorchDType  string
 	// RopeScaling is config.json's rope_scaling object as written (nil when absent or null), for drafts that
 	// copy it into their own config. Rope holds its meaning, so it stays out of the config's encoding, which
 	// cache keys hash (regen.Key).
@@ -76,16 +79,30 @@ type rawConfig struct {
 	TorchDType            string           `json:"torch_dtype"`
 	DType                 string           `json:"dtype"`
 	QuantizationConfig    json.RawMessage  `json:"quantization_config"`
+	// Mixture-of-experts fields (moe.go); num_local_experts is Mixtral's spelling of num_experts.
+	NumExperts                   *int  `json:"num_experts"`
+	NumLocalExperts              *int  `json:"num_local_experts"`
+	NumExpertsPerTok             *int  `json:"num_experts_per_tok"`
+	MoEIntermediateSize          *int  `json:"moe_intermediate_size"`
+	NormTopKProb                 *bool `json:"norm_topk_prob"`
+	DecoderSparseStep            *int  `json:"decoder_sparse_step"`
+	MLPOnlyLayers                []int `json:"mlp_only_layers"`
+	SharedExpertIntermediateSize *int  `json:"shared_expert_intermediate_size"`
+	// fields holds every field of the file, for the checks of fields no supported architecture reads.
+	fields map[string]json.RawMessage
 }
 
 // architecture decodes the architecture-specific parts of a config. Each lives in its own file.
 type architecture func(path string, raw *rawConfig, c *Config) error
 
 var architectures = map[string]architecture{
-	"LlamaForCausalLM":   decodeLlama,
-	"MistralForCausalLM": decodeMistral,
-	"Qwen2ForCausalLM":   decodeQwen2,
-	"Qwen3ForCausalLM":   decodeQwen3,
+	"LlamaForCausalLM":    decodeLlama,
+	"MistralForCausalLM":  decodeMistral,
+	"Qwen2ForCausalLM":    decodeQwen2,
+	"Qwen3ForCausalLM":    decodeQwen3,
+	"Qwen3MoeForCausalLM": decodeQwen3Moe,
+	"Qwen2MoeForCausalLM": decodeQwen2Moe,
+	"MixtralForCausalLM":  decodeMixtral,
 }
 
 // SupportedArchitectures lists the architectures Load accepts.
@@ -112,6 +129,9 @@ func LoadConfig(dir string) (*Config, error) {
 func ParseConfig(path string, data []byte) (*Config, error) {
 	var raw rawConfig
 	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
+	}
+	if err := json.Unmarshal(data, &raw.fields); err != nil {
 		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
 	}
 	if len(raw.Architectures) != 1 {

@@ -35,6 +35,36 @@ func TestParseConfig(t *testing.T) {
 			}},
 		{"qwen3 head_dim default", `{"architectures": ["Qwen3ForCausalLM"], ` + llamaBase + `}`,
 			func(c *Config) bool { return c.QKNorm && c.HeadDim == 128 && c.Rope.Dim == 128 && !c.QKVBias }},
+		{"qwen3-moe defaults", `{"architectures": ["Qwen3MoeForCausalLM"], ` + llamaBase + `}`,
+			func(c *Config) bool {
+				m := c.MoE
+				return c.QKNorm && c.HeadDim == 16 && m.Experts == 128 && m.TopK == 8 && m.IntermediateSize == 768 &&
+					!m.NormTopK && m.SharedIntermediateSize == 0 && equalBools(m.Sparse, true, true, true, true) &&
+					m.Module == "mlp" && m.Proj == [3]string{"gate_proj", "up_proj", "down_proj"}
+			}},
+		{"qwen3-moe sparse step and dense layers", `{"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 8, "num_experts_per_tok": 2,
+			"moe_intermediate_size": 48, "norm_topk_prob": true, "decoder_sparse_step": 2, "mlp_only_layers": [3], ` + llamaBase + `}`,
+			func(c *Config) bool {
+				m := c.MoE
+				return m.Experts == 8 && m.TopK == 2 && m.IntermediateSize == 48 && m.NormTopK && equalBools(m.Sparse, false, true, false, false)
+			}},
+		{"qwen2-moe shared expert", `{"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 6, "num_experts_per_tok": 2,
+			"moe_intermediate_size": 32, "shared_expert_intermediate_size": 64, ` + llamaBase + `}`,
+			func(c *Config) bool {
+				m := c.MoE
+				return c.QKVBias && !c.QKNorm && m.Experts == 6 && !m.NormTopK && m.SharedIntermediateSize == 64
+			}},
+		{"qwen2-moe without experts is dense", `{"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 0, ` + llamaBase + `}`,
+			func(c *Config) bool { return c.MoE == nil }},
+		{"mixtral", `{"architectures": ["MixtralForCausalLM"], "num_local_experts": 4, "norm_topk_prob": false, "sliding_window": 16,
+			"router_jitter_noise": 0.1, "output_router_logits": true, ` + llamaBase + `}`,
+			func(c *Config) bool {
+				m := c.MoE
+				return m.Experts == 4 && m.TopK == 2 && m.IntermediateSize == 128 && m.NormTopK && c.SlidingWindow == 16 &&
+					equalBools(m.Sparse, true, true, true, true) && m.Module == "block_sparse_moe" && m.Proj == [3]string{"w1", "w3", "w2"}
+			}},
+		{"neutral routing fields of other families", `{"architectures": ["Qwen3MoeForCausalLM"], "scoring_func": "softmax", "routed_scaling_factor": 1.0, "n_shared_experts": null, ` + llamaBase + `}`,
+			func(c *Config) bool { return c.MoE != nil }},
 	}
 	for _, c := range cases {
 		cfg, err := ParseConfig("config.json", []byte(c.json))
@@ -50,7 +80,17 @@ func TestParseConfig(t *testing.T) {
 
 func TestParseConfigErrors(t *testing.T) {
 	cases := []struct{ json, want string }{
-		{`{"architectures": ["GPT2LMHeadModel"], ` + llamaBase + `}`, `architecture "GPT2LMHeadModel" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)`},
+		{`{"architectures": ["GPT2LMHeadModel"], ` + llamaBase + `}`, `architecture "GPT2LMHeadModel" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)`},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 8, "num_experts_per_tok": 9, ` + llamaBase + `}`, "num_experts_per_tok must be in [1, num_experts = 8], got 9"},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "num_experts": -2, ` + llamaBase + `}`, "num_experts must be positive, got -2"},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "moe_intermediate_size": 0, ` + llamaBase + `}`, "moe_intermediate_size must be positive"},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "decoder_sparse_step": 0, ` + llamaBase + `}`, "decoder_sparse_step must be positive"},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "mlp_only_layers": [4], ` + llamaBase + `}`, "mlp_only_layers: layer 4 out of range [0, 4)"},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "shared_expert_intermediate_size": 64, ` + llamaBase + `}`, "shared_expert_intermediate_size is set, but Qwen3MoeForCausalLM has no shared expert"},
+		{`{"architectures": ["Qwen3MoeForCausalLM"], "scoring_func": "sigmoid", ` + llamaBase + `}`, `scoring_func = "sigmoid" is not supported by Qwen3MoeForCausalLM`},
+		{`{"architectures": ["Qwen2MoeForCausalLM"], "n_shared_experts": 2, ` + llamaBase + `}`, "n_shared_experts = 2 is not supported"},
+		{`{"architectures": ["MixtralForCausalLM"], "num_experts": 4, "num_local_experts": 8, ` + llamaBase + `}`, "num_experts 4 and num_local_experts 8 disagree"},
+		{`{"architectures": ["MixtralForCausalLM"], "decoder_sparse_step": 2, ` + llamaBase + `}`, "decoder_sparse_step is not a field of MixtralForCausalLM"},
 		{`{"architectures": ["LlamaForCausalLM"], "hidden_act": "gelu", ` + llamaBase + `}`, `hidden_act "gelu" is not supported (supported: silu)`},
 		{`{"architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "longrope", "factor": 4}, ` + llamaBase + `}`, `rope_scaling: rope type "longrope" is not supported`},
 		{`{"architectures": ["LlamaForCausalLM"], "quantization_config": {"quant_method": "awq"}, ` + llamaBase + `}`, "quantized checkpoints"},
@@ -74,4 +114,16 @@ func TestDefaultAuxLayers(t *testing.T) {
 			t.Errorf("N=%d: %v, want %v", n, got, want)
 		}
 	}
+}
+
+func equalBools(got []bool, want ...bool) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return false
+		}
+	}
+	return true
 }

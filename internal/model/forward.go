@@ -247,8 +247,12 @@ func (m *Model) layer(li int, hs []float32, s *scratch, b Batch, cache *KVCache,
 	be.Linear(h, tensor.Vec(s.attn), l.o, N, true)
 	m.addBias(h, w.Bo, N)
 
-	gate, up := tensor.Vec(s.gate), tensor.Vec(s.up)
 	be.RMSNormForward(x, none, h, w.PostNorm, N, H, eps)
+	if cfg.sparse(li) {
+		m.experts(li, h, x, N)
+		return
+	}
+	gate, up := tensor.Vec(s.gate), tensor.Vec(s.up)
 	m.linear(gate, x, l.gate, w.Bgate, N)
 	m.linear(up, x, l.up, w.Bup, N)
 	be.SwiGLUForward(gate, gate, up)

@@ -24,6 +24,12 @@ type Layer struct {
 	QNorm, KNorm        tensor.Tensor
 	Wgate, Wup, Wdown   tensor.Tensor
 	Bgate, Bup, Bdown   tensor.Tensor
+	// A sparse layer of a mixture-of-experts model has, instead of the dense MLP above, a Router [E, H],
+	// its Experts and, in Qwen2-MoE, a Shared expert gated by SharedGate [1, H].
+	Router     tensor.Tensor
+	Experts    []Expert
+	Shared     Expert
+	SharedGate tensor.Tensor
 }
 
 // Head is the part of a target that offline training needs: the token embedding and lm_head, of the
@@ -50,6 +56,7 @@ type Model struct {
 	ckpt      *safetensors.Checkpoint
 	mu        sync.Mutex // serialises forwards, which share ws and rotations
 	ws        *scratch
+	moe       *moeScratch
 	rotations rope.Rotations
 	layers    []preparedLayer
 }
@@ -57,6 +64,9 @@ type Model struct {
 // preparedLayer is a layer's matrices prepared by the backend for products.
 type preparedLayer struct {
 	q, k, v, o, gate, up, down backend.Weight
+	router, sharedGate         backend.Weight
+	experts                    []preparedExpert
+	shared                     preparedExpert
 }
 
 // LoadHead reads only the embedding and lm_head of a model folder (memory-mapped, of the stored dtype); the
@@ -246,12 +256,16 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource, p backend.Product)
 		l.Bo = want(cfg.OBias, p+"self_attn.o_proj.bias", H)
 		l.QNorm = want(cfg.QKNorm, p+"self_attn.q_norm.weight", cfg.HeadDim)
 		l.KNorm = want(cfg.QKNorm, p+"self_attn.k_norm.weight", cfg.HeadDim)
-		l.Wgate = get(p+"mlp.gate_proj.weight", false, I, H)
-		l.Wup = get(p+"mlp.up_proj.weight", false, I, H)
-		l.Wdown = get(p+"mlp.down_proj.weight", false, H, I)
-		l.Bgate = want(cfg.MLPBias, p+"mlp.gate_proj.bias", I)
-		l.Bup = want(cfg.MLPBias, p+"mlp.up_proj.bias", I)
-		l.Bdown = want(cfg.MLPBias, p+"mlp.down_proj.bias", H)
+		if cfg.sparse(i) {
+			cfg.readExperts(l, i, get)
+		} else {
+			l.Wgate = get(p+"mlp.gate_proj.weight", false, I, H)
+			l.Wup = get(p+"mlp.up_proj.weight", false, I, H)
+			l.Wdown = get(p+"mlp.down_proj.weight", false, H, I)
+			l.Bgate = want(cfg.MLPBias, p+"mlp.gate_proj.bias", I)
+			l.Bup = want(cfg.MLPBias, p+"mlp.up_proj.bias", I)
+			l.Bdown = want(cfg.MLPBias, p+"mlp.down_proj.bias", H)
+		}
 		if len(errs) > 3 {
 			break // a wrong checkpoint fails on every layer; a few lines say enough
 		}
@@ -269,14 +283,25 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource, p backend.Product)
 	for i := range m.Layers {
 		l := &m.Layers[i]
 		lt := &m.layers[i]
-		for _, w := range []struct {
+		weights := []struct {
 			dst     *backend.Weight
 			w       tensor.Tensor
 			out, in int
 		}{
 			{&lt.q, l.Wq, qDim, H}, {&lt.k, l.Wk, kvDim, H}, {&lt.v, l.Wv, kvDim, H}, {&lt.o, l.Wo, H, qDim},
-			{&lt.gate, l.Wgate, I, H}, {&lt.up, l.Wup, I, H}, {&lt.down, l.Wdown, H, I},
-		} {
+		}
+		if cfg.sparse(i) {
+			if err := m.prepareExperts(lt, l, p); err != nil {
+				return nil, fmt.Errorf("load %s weights: layer %d: %w", cfg.Architecture, i, err)
+			}
+		} else {
+			weights = append(weights, []struct {
+				dst     *backend.Weight
+				w       tensor.Tensor
+				out, in int
+			}{{&lt.gate, l.Wgate, I, H}, {&lt.up, l.Wup, I, H}, {&lt.down, l.Wdown, H, I}}...)
+		}
+		for _, w := range weights {
 			var err error
 			if *w.dst, err = be.PrepareWeight(w.w, w.out, w.in, p); err != nil {
 				return nil, fmt.Errorf("load %s weights: layer %d: %w", cfg.Architecture, i, err)

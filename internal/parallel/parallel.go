@@ -4,7 +4,18 @@ package parallel
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
+
+// running counts the goroutines For and Items have started that have not finished. A loop started while
+// they already occupy every core runs on its caller: nested loops (a product inside a loop over experts)
+// then split no further than the cores, and a core that frees up is used by the next loop that starts.
+var running atomic.Int32
+
+// free returns how many more goroutines would find a core of their own, at most want.
+func free(want int) int {
+	return min(want, runtime.GOMAXPROCS(0)-int(running.Load()))
+}
 
 // For calls fn on disjoint ranges [lo, hi) that together cover [0, n). Ranges hold at least grain items,
 // so cheap loops are not split finer than is worth a goroutine; with one range fn runs on the caller.
@@ -20,7 +31,7 @@ func For(n, grain int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	workers := min(runtime.GOMAXPROCS(0), most)
+	workers := free(most)
 	if workers <= 1 {
 		fn(0, n)
 		return
@@ -30,9 +41,40 @@ func For(n, grain int, fn func(lo, hi int)) {
 	for lo := 0; lo < n; lo += chunk {
 		hi := min(lo+chunk, n)
 		wg.Add(1)
+		running.Add(1)
 		go func() {
 			defer wg.Done()
+			defer running.Add(-1)
 			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// Items calls fn(i) for every i in [0, n), each worker taking the next item when it finishes one: for items
+// of uneven cost, listed costliest first so that none is left for last.
+func Items(n int, fn func(i int)) {
+	workers := 0
+	if n > 1 {
+		workers = free(n)
+	}
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		running.Add(1)
+		go func() {
+			defer wg.Done()
+			defer running.Add(-1)
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
 		}()
 	}
 	wg.Wait()

@@ -1,6 +1,7 @@
 package parallel
 
 import (
+	"runtime"
 	"sync/atomic"
 	"testing"
 )
@@ -18,5 +19,44 @@ func TestForCoversEachIndexOnce(t *testing.T) {
 				t.Fatalf("n=%d grain=%d: index %d visited %d times", c.n, c.grain, i, h)
 			}
 		}
+	}
+}
+
+func TestItemsCoversEachIndexOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 7, 1000} {
+		hits := make([]int32, n)
+		Items(n, func(i int) { atomic.AddInt32(&hits[i], 1) })
+		for i, h := range hits {
+			if h != 1 {
+				t.Fatalf("n=%d: index %d visited %d times", n, i, h)
+			}
+		}
+	}
+}
+
+// TestNestedLoopsStayWithinTheCores checks that loops started inside loops that occupy every core run on
+// their callers, and that every index is still visited once.
+func TestNestedLoopsStayWithinTheCores(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	var peak, now atomic.Int32
+	hits := make([]int32, 64*64)
+	Items(64, func(i int) {
+		For(64, 1, func(lo, hi int) {
+			if n := now.Add(1); n > peak.Load() {
+				peak.Store(n)
+			}
+			for j := lo; j < hi; j++ {
+				atomic.AddInt32(&hits[i*64+j], 1)
+			}
+			now.Add(-1)
+		})
+	})
+	for k, h := range hits {
+		if h != 1 {
+			t.Fatalf("index %d visited %d times", k, h)
+		}
+	}
+	if int(peak.Load()) > procs {
+		t.Errorf("%d inner ranges ran at once on %d cores", peak.Load(), procs)
 	}
 }

@@ -84,6 +84,9 @@ func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool)
 	}
 }
 
+// Linears implements backend.Backend.
+func (b *Backend) Linears(calls []backend.LinearCall) { purego.Linears(b.Linear, calls) }
+
 // bf16Kernels says whether bf16 products run on package bfgemm's AVX512-BF16 kernels; without them they
 // run as the purego backend's tiled products (tiles of the bf16 operand widened, the other rounded to
 // bf16) on OpenBLAS's sgemm: the same numbers up to the order of the sums, about half the speed.

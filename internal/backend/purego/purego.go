@@ -5,6 +5,7 @@ package purego
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/specforge/specforge/internal/backend"
 	"github.com/specforge/specforge/internal/blas"
@@ -90,6 +91,23 @@ func (*Backend) Linear(y, x tensor.Tensor, w backend.Weight, rows int, acc bool)
 	blas.SgemmGo(false, true, rows, pw.out, pw.in, 1, x.F32(), pw.in, pw.w, pw.in, beta, y.F32(), pw.out)
 }
 
+// Linears implements backend.Backend.
+func (b *Backend) Linears(calls []backend.LinearCall) { Linears(b.Linear, calls) }
+
+// Linears runs calls on linear spread across the cores, the costliest first.
+func Linears(linear func(y, x tensor.Tensor, w backend.Weight, rows int, acc bool), calls []backend.LinearCall) {
+	cost := func(c *backend.LinearCall) int { return c.Rows * c.W.Out() * c.W.In() }
+	order := make([]int, len(calls))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool { return cost(&calls[order[i]]) > cost(&calls[order[j]]) })
+	parallel.Items(len(order), func(i int) {
+		c := &calls[order[i]]
+		linear(c.Y, c.X, c.W, c.Rows, c.Acc)
+	})
+}
+
 // RMSNormForward implements backend.Backend.
 func (*Backend) RMSNormForward(out, rstd, x, w tensor.Tensor, rows, dim int, eps float32) {
 	kernels.RMSNormForward(out.F32(), rstd.F32(), x.F32(), w.F32(), rows, dim, eps)
@@ -162,6 +180,11 @@ func (*Backend) Add(dst, src tensor.Tensor) { kernels.Add(dst.F32(), src.F32()) 
 // AddBias implements backend.Backend.
 func (*Backend) AddBias(y, bias tensor.Tensor, rows, dim int) {
 	kernels.AddBias(y.F32(), bias.F32(), rows, dim)
+}
+
+// AddWeightedRows implements backend.Backend.
+func (*Backend) AddWeightedRows(dst, src tensor.Tensor, from []int32, weight []float32, rows, k, dim int) {
+	kernels.AddWeightedRows(dst.F32(), src.F32(), from, weight, rows, k, dim)
 }
 
 // Convert implements backend.Backend.
