@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bfgemm.h"
+#include "transpose.h"
 
 #define MR 12   // rows of the register tile
 #define NR 32   // columns of the register tile: two zmm of float32
@@ -48,30 +49,6 @@ load_pairs(const void *x, int bf, long off, int np) {
 	__mmask16 m0 = ne >= 16 ? 0xFFFF : (__mmask16)((1u << ne) - 1);
 	__mmask16 m1 = ne >= 32 ? 0xFFFF : ne > 16 ? (__mmask16)((1u << (ne - 16)) - 1) : 0;
 	return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, f + 16), _mm512_maskz_loadu_ps(m0, f));
-}
-
-// transpose16 transposes 16 rows of 16 dwords in place.
-__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512i *r) {
-	__m512i a[16], b[16];
-	for (int i = 0; i < 8; i++) {
-		a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-		a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-	}
-	for (int i = 0; i < 4; i++) {
-		b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-		b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-		b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-		b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-	}
-	// b[4i+j], 128-bit lane L, holds column 4L+j of rows 4i..4i+3.
-	for (int j = 0; j < 4; j++) {
-		__m512i s0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44), s1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
-		__m512i s2 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44), s3 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
-		r[j] = _mm512_shuffle_i32x4(s0, s2, 0x88);
-		r[4 + j] = _mm512_shuffle_i32x4(s0, s2, 0xDD);
-		r[8 + j] = _mm512_shuffle_i32x4(s1, s3, 0x88);
-		r[12 + j] = _mm512_shuffle_i32x4(s1, s3, 0xDD);
-	}
 }
 
 // pack_lanes16 is pack's transpose for lane counts that are multiples of 16 (B panels): blocks of 16
@@ -151,10 +128,10 @@ pack_interleave(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const vo
 	}
 }
 
-// pack writes the panel dst[pp*L + l] = (X(l, p0+2pp), X(l, p0+2pp+1)) as two bf16 (low half first) for
+// sf_bf16_pack writes the panel dst[pp*L + l] = (X(l, p0+2pp), X(l, p0+2pp+1)) as two bf16 (low half first) for
 // lanes l < L and pairs pp < (kc+1)/2, where X(l, p) = x[l*rs + p*cs]; lanes from nl on and k from kend
 // on are zero, so padded rows, columns and an odd k contribute nothing.
-static void pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const void *x, int bf, long rs, long cs) {
+void sf_bf16_pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const void *x, int bf, long rs, long cs) {
 	int kp = (kc + 1) / 2;
 	if (rs == 1) {
 		pack_interleave(dst, L, nl, p0, kc, kend, x, bf, cs);
@@ -402,7 +379,7 @@ static inline int min_int(int a, int b) { return a < b ? a : b; }
 static void pack_a(uint32_t *dst, int i0, int mc, int p0, int kc, int k, const void *a, int a_bf16, long rsa, long csa) {
 	int kp = (kc + 1) / 2;
 	for (int t = 0; t * MR < mc; t++)
-		pack(dst + (size_t)t * kp * MR, MR, min_int(MR, mc - t * MR), p0, kc, k,
+		sf_bf16_pack(dst + (size_t)t * kp * MR, MR, min_int(MR, mc - t * MR), p0, kc, k,
 		     (const char *)a + (a_bf16 ? 2 : 4) * (long)(i0 + t * MR) * rsa, a_bf16, rsa, csa);
 }
 
@@ -440,6 +417,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void
 sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa,
              const void *b, int b_bf16, long rsb, long csb, float beta, float *c, long ldc, int few,
              const uint32_t *apacked) {
+	if (sf_amx_on) {
+		sf_amx_gemm(m, n0, n1, k, alpha, a, a_bf16, rsa, csa, b, b_bf16, rsb, csb, beta, c, ldc);
+		return;
+	}
 	const char *bb = (const char *)b;
 	int bsize = b_bf16 ? 2 : 4;
 	if (m <= few && b_bf16 && rsb == 1 && csa == 1) {
@@ -472,7 +453,7 @@ sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf1
 			int nv = min_int(NR, n1 - j0);
 			for (int p0 = 0; p0 < k; p0 += KC) {
 				int kc = min_int(KC, k - p0), kp = (kc + 1) / 2;
-				pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);
+				sf_bf16_pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);
 				const uint32_t *apb = ap + (size_t)(p0 / KC) * tiles * MR * (KC / 2);
 				for (int t = 0; t < tiles; t++)
 					tile(min_int(MR, m - t * MR), kp, apb + (size_t)t * kp * MR, bbuf, c + (long)t * MR * ldc + j0, ldc, nv,
@@ -492,7 +473,7 @@ sf_bf16_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf1
 				pack_a(ap, i0, mc, p0, kc, k, a, a_bf16, rsa, csa);
 			for (int j0 = n0; j0 < n1; j0 += NR) {
 				int nv = min_int(NR, n1 - j0);
-				pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);
+				sf_bf16_pack(bbuf, NR, nv, p0, kc, k, bb + bsize * (long)j0 * csb, b_bf16, csb, rsb);
 				for (int t = 0; t * MR < mc; t++)
 					tile(min_int(MR, mc - t * MR), kp, ap + (size_t)t * kp * MR, bbuf, c + (long)(i0 + t * MR) * ldc + j0, ldc, nv,
 					     alpha, beta, p0 == 0);

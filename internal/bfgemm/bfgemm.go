@@ -19,8 +19,32 @@ import (
 
 var available = C.sf_bf16_available() != 0
 
+// amx says whether this CPU has AMX-BF16 tiles that this process may use; products then run on them.
+var amx = available && C.sf_amx_available() != 0
+
+func init() { setAMX(amx) }
+
 // Available reports whether this CPU runs the AVX512-BF16 kernels.
 func Available() bool { return available }
+
+// Kernels names the kernels products run on: AMX-BF16 tiles where the CPU has them, else AVX512-BF16.
+func Kernels() string {
+	if C.sf_amx_on != 0 {
+		return "AMX-BF16 tiles"
+	}
+	return "AVX512-BF16"
+}
+
+// setAMX turns the AMX kernels on or off (off where the CPU has none) and returns whether they were on;
+// tests and benchmarks compare them with the AVX512-BF16 ones.
+func setAMX(on bool) bool {
+	was := C.sf_amx_on != 0
+	C.sf_amx_on = 0
+	if on && amx {
+		C.sf_amx_on = 1
+	}
+	return was
+}
 
 // tileCols and tileRows are the shape of the kernels' register tile; parallel splits keep to their
 // multiples so that no tile straddles two goroutines.
@@ -91,7 +115,7 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 		// Split the larger side: each goroutine packs the operand it does not split, a copy of the smaller
 		// one (a weight gradient dy^T x has many more rows than columns).
 		parallel.For((m+tileRows-1)/tileRows, 1, func(lo, hi int) { run(lo*tileRows, min(hi*tileRows, m), 0, n, nil) })
-	case m > packedRows && m*k <= sharedPackElems:
+	case m > packedRows && m*k <= sharedPackElems && C.sf_amx_on == 0:
 		// The goroutines that split the columns share one packing of A, which they make together.
 		buf := packedBuffers.Get().(*[]uint32)
 		defer packedBuffers.Put(buf)

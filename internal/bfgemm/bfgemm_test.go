@@ -79,8 +79,24 @@ func reference(transA, transB bool, m, n, k int, alpha float32, a []float32, lda
 	return want, bound
 }
 
-func TestGemmMatchesReference(t *testing.T) {
+// forEachKernel runs f on the AVX512-BF16 kernels and, where the CPU has them, on the AMX ones.
+func forEachKernel(t *testing.T, f func(t *testing.T, amxOn bool)) {
 	needKernels(t)
+	kernels := []bool{false}
+	if amx {
+		kernels = append(kernels, true)
+	}
+	for _, on := range kernels {
+		t.Run(map[bool]string{false: "avx512bf16", true: "amx"}[on], func(t *testing.T) {
+			defer setAMX(setAMX(on))
+			f(t, on)
+		})
+	}
+}
+
+func TestGemmMatchesReference(t *testing.T) { forEachKernel(t, testGemmMatchesReference) }
+
+func testGemmMatchesReference(t *testing.T, _ bool) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, c := range []struct {
 		transA, transB bool
@@ -96,6 +112,8 @@ func TestGemmMatchesReference(t *testing.T) {
 		{false, true, 400, 100, 600, 1, 0},   // more rows than columns: the rows split across goroutines
 		{false, true, 100, 300, 700, 1, 0.5}, // the columns split, sharing one packing of A
 		{false, false, 60, 200, 2500, 1, 1},  // the same with k over two blocks
+		{false, true, 300, 70, 2100, 1, 0.5}, // AMX: k over three blocks, rows over two panel sets
+		{true, false, 40, 290, 1100, 1, 0},   // AMX: a transposed A copied into rows, two k blocks
 	} {
 		for _, bfA := range []bool{false, true} {
 			for _, bfB := range []bool{false, true} {
@@ -136,15 +154,23 @@ func TestGemmMatchesReference(t *testing.T) {
 // covers: a speculative verification of several tokens must equal one-token steps bit for bit. That holds
 // up to FewRows rows by a bf16 weight (dot products) and for any row count in packed products (an f32
 // weight, or more rows).
+// On AMX every row count takes the same path.
 func TestGemmRowsAndColumnsIndependent(t *testing.T) {
-	needKernels(t)
+	forEachKernel(t, testGemmRowsAndColumnsIndependent)
+}
+
+func testGemmRowsAndColumnsIndependent(t *testing.T, amxOn bool) {
 	r := rand.New(rand.NewPCG(3, 4))
 	const n, k = 300, 1000
 	w := newTestMatrix(r, n*k)
-	for _, c := range []struct {
+	cases := []struct {
 		bf16 bool
 		rows []int
-	}{{true, []int{2, 5, 12, 13, 30, FewRows}}, {false, []int{2, 13, 30, FewRows + 1, 500}}} {
+	}{{true, []int{2, 5, 12, 13, 30, FewRows}}, {false, []int{2, 13, 30, FewRows + 1, 500}}}
+	if amxOn {
+		cases[0].rows = append(cases[0].rows, FewRows+1, 500)
+	}
+	for _, c := range cases {
 		wt := w.tensor(c.bf16)
 		for _, m := range c.rows {
 			x := newTestMatrix(r, m*k)
@@ -183,19 +209,26 @@ func BenchmarkGemm(b *testing.B) {
 	for _, s := range []struct {
 		name    string
 		m, n, k int
-	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"prefill_1024x4096x4096", 1024, 4096, 4096}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096}} {
+	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"prefill_1024x4096x4096", 1024, 4096, 4096}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096},
+		{"expert_64x768x2048", 64, 768, 2048}} {
 		x := newTestMatrix(r, s.m*s.k)
 		w := newTestMatrix(r, s.n*s.k)
 		c := make([]float32, s.m*s.n)
 		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
-		b.Run(s.name+"/bf16", func(b *testing.B) {
-			needKernels(b)
-			wt, xt := w.tensor(true), x.tensor(false)
-			for b.Loop() {
-				Gemm(false, true, s.m, s.n, s.k, 1, xt, s.k, wt, s.k, 0, c, s.n)
-			}
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		})
+		for _, on := range []bool{false, true} {
+			b.Run(s.name+map[bool]string{false: "/avx512bf16", true: "/amx"}[on], func(b *testing.B) {
+				needKernels(b)
+				if on && !amx {
+					b.Skip("this CPU has no AMX-BF16")
+				}
+				defer setAMX(setAMX(on))
+				wt, xt := w.tensor(true), x.tensor(false)
+				for b.Loop() {
+					Gemm(false, true, s.m, s.n, s.k, 1, xt, s.k, wt, s.k, 0, c, s.n)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
 		b.Run(s.name+"/sgemm", func(b *testing.B) {
 			for b.Loop() {
 				blas.Sgemm(false, true, s.m, s.n, s.k, 1, x.f32, s.k, w.f32, s.k, 0, c, s.n)

@@ -23,7 +23,7 @@ func New() *Backend { return &Backend{} }
 
 // Name implements backend.Backend.
 func (*Backend) Name() string {
-	products := "bf16 products: AVX512-BF16 kernels"
+	products := "bf16 products: " + bfgemm.Kernels() + " kernels"
 	if !bf16Kernels {
 		products = "bf16 products: float32 sgemm of widened tiles (this CPU has no AVX512-BF16)"
 	}

@@ -1,0 +1,219 @@
+// bf16 matrix products with float32 accumulation on AMX (tdpbf16ps), for CPUs that have it (Intel Xeon
+// from Sapphire Rapids on): a tile instruction multiplies 16x32 bf16 by 32x16 bf16 into 16x16 float32,
+// 16 times the work of a vdpbf16ps.
+//
+// A product C = A B is computed as 32x32 blocks of four accumulator tiles. One operand, "rows", is read
+// as tile rows, each 32 consecutive k of one of its rows (a bf16 weight stored [n, k] is read in place; a
+// float32 one, or a layout not contiguous in k, is copied into bf16 rows first); the other, "lanes", is
+// packed into the pair-interleaved panels of sf_bf16_pack, which are tdpbf16ps's B layout. When the rows
+// operand is the weight (Linear: C = X W^T), the tiles hold C transposed and are transposed as they are
+// stored.
+//
+// Every element of C gets the same operations in the same order whatever m, the column range or the
+// block it falls in: k blocks of KA ascending, 32 k at a time within a block.
+
+#pragma GCC optimize("O3")
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cpuid.h>
+#include "bfgemm.h"
+#include "transpose.h"
+
+#define KA 1024  // k per block: a lanes panel of VA lanes is VA*KA*2 bytes, a rows block 32*KA*2
+#define VA 256   // lanes per packed panel set (a multiple of 32)
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+int sf_amx_on;
+
+// sf_amx_available reports whether the CPU has AMX-BF16 and the kernel lets this process use its tiles
+// (Linux asks each process to request the tile state, 8 KiB per thread).
+int sf_amx_available(void) {
+	unsigned a, b, c, d;
+	if (!sf_bf16_available() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+	if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0; // AMX-BF16, AMX-TILE
+	return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+struct tilecfg {
+	uint8_t palette, start_row, reserved[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+};
+
+// Tiles 0-3 accumulate (rows 0-15 and 16-31 by lanes 0-15 and 16-31), 4-5 hold rows, 6-7 lanes; all
+// 16 rows of 64 bytes.
+__attribute__((target("amx-tile"))) static void configure(void) {
+	struct tilecfg cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.palette = 1;
+	for (int t = 0; t < 8; t++) {
+		cfg.rows[t] = 16;
+		cfg.colsb[t] = 64;
+	}
+	_tile_loadconfig(&cfg);
+}
+
+// Per-thread buffers: the lanes panels and one block of rows copied to bf16.
+static __thread uint32_t *lanes_buf;
+static __thread uint16_t *rows_buf;
+
+static inline int min_i(int a, int b) { return a < b ? a : b; }
+
+// copy_rows writes dst[r*kc32 + p] = X(r, p0+p) as bf16 for r < 32 and p < kc32, X(r, p) = x[r*rs +
+// p*cs]; rows from nr on and k from kc on are zero.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+copy_rows(uint16_t *dst, int nr, int p0, int kc, int kc32, const void *x, int bf, long rs, long cs) {
+	memset(dst, 0, (size_t)32 * kc32 * 2);
+	if (cs == 1) {
+		for (int r = 0; r < nr; r++) {
+			if (bf)
+				memcpy(dst + (size_t)r * kc32, (const uint16_t *)x + r * rs + p0, (size_t)kc * 2);
+			else
+				sf_bf16_round(dst + (size_t)r * kc32, (const float *)x + r * rs + p0, kc);
+		}
+		return;
+	}
+	for (int p = 0; p < kc; p++) // k is the slow index: read the rows of a transposed operand in order
+		for (int r = 0; r < nr; r++) {
+			long i = r * rs + (long)(p0 + p) * cs;
+			uint16_t v;
+			if (bf)
+				v = ((const uint16_t *)x)[i];
+			else {
+				float f = ((const float *)x)[i];
+				sf_bf16_round(&v, &f, 1);
+			}
+			dst[(size_t)r * kc32 + p] = v;
+		}
+}
+
+// block multiplies 32 rows (bf16, stride rstride bytes, kc32 of k) by a lanes panel of 32 lanes over kc32/2
+// pairs into acc [32][32] float32 (row-major: acc[r*32 + l]).
+__attribute__((target("amx-tile,amx-bf16"))) static void
+block(const uint16_t *rows, long rstride, const uint32_t *panel, int kc32, float *acc) {
+	_tile_zero(0);
+	_tile_zero(1);
+	_tile_zero(2);
+	_tile_zero(3);
+	const char *r0 = (const char *)rows, *r1 = r0 + 16 * rstride;
+	for (int p = 0; p < kc32; p += 32) {
+		const uint32_t *q = panel + (size_t)(p / 2) * 32;
+		_tile_loadd(4, r0 + 2 * p, rstride);
+		_tile_loadd(5, r1 + 2 * p, rstride);
+		_tile_loadd(6, q, 128);
+		_tile_loadd(7, q + 16, 128);
+		_tile_dpbf16ps(0, 4, 6);
+		_tile_dpbf16ps(1, 4, 7);
+		_tile_dpbf16ps(2, 5, 6);
+		_tile_dpbf16ps(3, 5, 7);
+	}
+	_tile_stored(0, acc, 128);
+	_tile_stored(1, acc + 16, 128);
+	_tile_stored(2, acc + 16 * 32, 128);
+	_tile_stored(3, acc + 16 * 32 + 16, 128);
+}
+
+// store_block writes acc [32 rows][32 lanes] into c for nr rows and nl lanes: element (r, l) is c[r*ldc +
+// l], or c[l*ldc + r] when transposed; c = alpha*acc (+ beta*c) on the first k block, c += alpha*acc after.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+store_block(float *acc, int nr, int nl, int transposed, float *c, long ldc, float alpha, float beta, int first) {
+	if (transposed) { // transpose acc in place, 16x16 at a time: then row l of acc is row l of c
+		for (int bi = 0; bi < 2; bi++)
+			for (int bj = bi; bj < 2; bj++) {
+				__m512i x[16], y[16];
+				for (int i = 0; i < 16; i++) x[i] = _mm512_loadu_si512(acc + (bi * 16 + i) * 32 + bj * 16);
+				transpose16(x);
+				if (bi != bj) {
+					for (int i = 0; i < 16; i++) y[i] = _mm512_loadu_si512(acc + (bj * 16 + i) * 32 + bi * 16);
+					transpose16(y);
+					for (int i = 0; i < 16; i++) _mm512_storeu_si512(acc + (bi * 16 + i) * 32 + bj * 16, y[i]);
+				}
+				for (int i = 0; i < 16; i++) _mm512_storeu_si512(acc + (bj * 16 + i) * 32 + bi * 16, x[i]);
+			}
+		int t = nr;
+		nr = nl;
+		nl = t;
+	}
+	__mmask16 m0 = nl >= 16 ? 0xFFFF : (__mmask16)((1u << nl) - 1);
+	__mmask16 m1 = nl >= 32 ? 0xFFFF : nl > 16 ? (__mmask16)((1u << (nl - 16)) - 1) : 0;
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+	for (int r = 0; r < nr; r++) {
+		float *cr = c + r * ldc;
+		__m512 a0 = _mm512_loadu_ps(acc + r * 32), a1 = _mm512_loadu_ps(acc + r * 32 + 16), v0, v1;
+		if (first && beta == 0) {
+			v0 = _mm512_mul_ps(va, a0);
+			v1 = _mm512_mul_ps(va, a1);
+		} else {
+			__m512 c0 = _mm512_maskz_loadu_ps(m0, cr), c1 = _mm512_maskz_loadu_ps(m1, cr + 16);
+			if (first && beta != 1) {
+				c0 = _mm512_mul_ps(vb, c0);
+				c1 = _mm512_mul_ps(vb, c1);
+			}
+			v0 = _mm512_fmadd_ps(va, a0, c0);
+			v1 = _mm512_fmadd_ps(va, a1, c1);
+		}
+		_mm512_mask_storeu_ps(cr, m0, v0);
+		_mm512_mask_storeu_ps(cr + 16, m1, v1);
+	}
+}
+
+// sf_amx_gemm is sf_bf16_gemm on AMX (same contract, without the few-row and shared-packing options).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16"))) void
+sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa, const void *b,
+            int b_bf16, long rsb, long csb, float beta, float *c, long ldc) {
+	// The rows operand: B's columns when they run along k (a weight stored [n, k]), else A's rows.
+	int transposed = rsb == 1;
+	const char *rx, *lx;
+	int rbf, lbf, nu, nv;
+	long rrs, rcs, lrs, lcs;
+	if (transposed) {
+		rx = (const char *)b + (b_bf16 ? 2 : 4) * (long)n0 * csb, rbf = b_bf16, rrs = csb, rcs = rsb, nu = n1 - n0;
+		lx = a, lbf = a_bf16, lrs = rsa, lcs = csa, nv = m;
+	} else {
+		rx = a, rbf = a_bf16, rrs = rsa, rcs = csa, nu = m;
+		lx = (const char *)b + (b_bf16 ? 2 : 4) * (long)n0 * csb, lbf = b_bf16, lrs = csb, lcs = rsb, nv = n1 - n0;
+	}
+	int rsize = rbf ? 2 : 4, lsize = lbf ? 2 : 4;
+	if (!lanes_buf && !(lanes_buf = aligned_alloc(64, (size_t)VA * KA * 2))) abort();
+	if (!rows_buf && !(rows_buf = aligned_alloc(64, (size_t)32 * KA * 2))) abort();
+	float acc[32 * 32] __attribute__((aligned(64)));
+	float *c0 = c + n0;
+	configure();
+	for (int p0 = 0; p0 < k; p0 += KA) {
+		int kc = min_i(KA, k - p0), kc32 = (kc + 31) / 32 * 32, kp = (kc + 1) / 2;
+		int first = p0 == 0;
+		for (int v0 = 0; v0 < nv; v0 += VA) {
+			int vb = min_i(VA, nv - v0), groups = (vb + 31) / 32;
+			for (int g = 0; g < groups; g++) {
+				uint32_t *panel = lanes_buf + (size_t)g * (kc32 / 2) * 32;
+				sf_bf16_pack(panel, 32, min_i(32, vb - 32 * g), p0, kc, k, lx + lsize * (v0 + 32 * g) * lrs, lbf, lrs, lcs);
+				memset(panel + (size_t)kp * 32, 0, (size_t)(kc32 / 2 - kp) * 32 * 4);
+			}
+			for (int u0 = 0; u0 < nu; u0 += 32) {
+				int ub = min_i(32, nu - u0);
+				const uint16_t *rows;
+				long rstride;
+				if (rbf && rcs == 1 && ub == 32 && kc == kc32) { // bf16 rows in place
+					rows = (const uint16_t *)rx + u0 * rrs + p0;
+					rstride = rrs * 2;
+				} else {
+					copy_rows(rows_buf, ub, p0, kc, kc32, rx + rsize * u0 * rrs, rbf, rrs, rcs);
+					rows = rows_buf;
+					rstride = kc32 * 2;
+				}
+				for (int g = 0; g < groups; g++) {
+					int l0 = v0 + 32 * g;
+					block(rows, rstride, lanes_buf + (size_t)g * (kc32 / 2) * 32, kc32, acc);
+					float *cb = transposed ? c0 + (long)l0 * ldc + u0 : c0 + (long)u0 * ldc + l0;
+					store_block(acc, ub, min_i(32, vb - 32 * g), transposed, cb, ldc, alpha, beta, first);
+				}
+			}
+		}
+	}
+	_tile_release();
+}

@@ -1,0 +1,26 @@
+// Shared by the package's C files.
+#include <immintrin.h>
+
+// transpose16 transposes 16 rows of 16 dwords in place.
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512i *r) {
+	__m512i a[16], b[16];
+	for (int i = 0; i < 8; i++) {
+		a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+		a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+	}
+	for (int i = 0; i < 4; i++) {
+		b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+		b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+		b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+		b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+	}
+	// b[4i+j], 128-bit lane L, holds column 4L+j of rows 4i..4i+3.
+	for (int j = 0; j < 4; j++) {
+		__m512i s0 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0x44), s1 = _mm512_shuffle_i32x4(b[j], b[4 + j], 0xEE);
+		__m512i s2 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0x44), s3 = _mm512_shuffle_i32x4(b[8 + j], b[12 + j], 0xEE);
+		r[j] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+		r[4 + j] = _mm512_shuffle_i32x4(s0, s2, 0xDD);
+		r[8 + j] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+		r[12 + j] = _mm512_shuffle_i32x4(s1, s3, 0xDD);
+	}
+}
