@@ -177,6 +177,24 @@ func TestTrainCommand(t *testing.T) {
 	testExport(t, out, im)
 }
 
+// benchResult is what the tests read of bench's JSON result (--out).
+type benchResult struct {
+	Prompts          int     `json:"prompts"`
+	AcceptanceLength float64 `json:"acceptance_length"`
+	Mismatches       int     `json:"greedy_mismatches"`
+}
+
+func readBenchResult(path string) (benchResult, error) {
+	var res struct {
+		Result benchResult `json:"result"`
+	}
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(raw, &res)
+	}
+	return res.Result, err
+}
+
 // maxDiff is the largest absolute difference between the weights of two drafts.
 func maxDiff(a, b *export.Imported) float64 {
 	var m float64
@@ -229,16 +247,8 @@ func testExport(t *testing.T, out string, final *export.Imported) {
 		if err != nil || !strings.Contains(stdout, "greedy outputs equal   3 of 3") || !strings.Contains(stdout, "speed-up") {
 			t.Errorf("bench %v: %v\n%s", args, err, stdout)
 		}
-		var res struct {
-			Result struct {
-				Prompts          int     `json:"prompts"`
-				AcceptanceLength float64 `json:"acceptance_length"`
-				Mismatches       int     `json:"greedy_mismatches"`
-			} `json:"result"`
-		}
-		raw, _ := os.ReadFile(result)
-		if err := json.Unmarshal(raw, &res); err != nil || res.Result.Prompts != 3 || res.Result.AcceptanceLength < 1 || res.Result.Mismatches != 0 {
-			t.Errorf("bench %v result: %v %+v", args, err, res.Result)
+		if res, err := readBenchResult(result); err != nil || res.Prompts != 3 || res.AcceptanceLength < 1 || res.Mismatches != 0 {
+			t.Errorf("bench %v result: %v %+v", args, err, res)
 		}
 	}
 	if raw, err := os.ReadFile(prof); err != nil || len(raw) < 2 || raw[0] != 0x1f || raw[1] != 0x8b { // pprof files are gzipped
