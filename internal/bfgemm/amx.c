@@ -22,8 +22,8 @@
 #include "bfgemm.h"
 #include "transpose.h"
 
-#define KA 1024  // k per block: a lanes panel of VA lanes is VA*KA*2 bytes, a rows block 32*KA*2
-#define VA 256   // lanes per packed panel set (a multiple of 32)
+#define KA 2048 // k per block: a block of rows is 32*KA*2 bytes (128 KiB, L2), a lanes panel 32*KA*2
+#define VA 128  // lanes whose panels over all of k are packed at once (a multiple of 32): VA*k*2 bytes
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
@@ -60,6 +60,7 @@ __attribute__((target("amx-tile"))) static void configure(void) {
 
 // Per-thread buffers: the lanes panels and one block of rows copied to bf16.
 static __thread uint32_t *lanes_buf;
+static __thread size_t lanes_cap;
 static __thread uint16_t *rows_buf;
 
 static inline int min_i(int a, int b) { return a < b ? a : b; }
@@ -179,23 +180,33 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 		lx = (const char *)b + (b_bf16 ? 2 : 4) * (long)n0 * csb, lbf = b_bf16, lrs = csb, lcs = rsb, nv = n1 - n0;
 	}
 	int rsize = rbf ? 2 : 4, lsize = lbf ? 2 : 4;
-	if (!lanes_buf && !(lanes_buf = aligned_alloc(64, (size_t)VA * KA * 2))) abort();
+	int blocks = (k + KA - 1) / KA;
+	size_t block_dwords = (size_t)(KA / 2) * 32; // one k block of one 32-lane panel
+	size_t need = (size_t)blocks * (VA / 32) * block_dwords;
+	if (need > lanes_cap) {
+		free(lanes_buf);
+		if (!(lanes_buf = aligned_alloc(64, need * 4))) abort();
+		lanes_cap = need;
+	}
 	if (!rows_buf && !(rows_buf = aligned_alloc(64, (size_t)32 * KA * 2))) abort();
 	float acc[32 * 32] __attribute__((aligned(64)));
 	float *c0 = c + n0;
 	configure();
-	for (int p0 = 0; p0 < k; p0 += KA) {
-		int kc = min_i(KA, k - p0), kc32 = (kc + 31) / 32 * 32, kp = (kc + 1) / 2;
-		int first = p0 == 0;
-		for (int v0 = 0; v0 < nv; v0 += VA) {
-			int vb = min_i(VA, nv - v0), groups = (vb + 31) / 32;
+	for (int v0 = 0; v0 < nv; v0 += VA) {
+		int vb = min_i(VA, nv - v0), groups = (vb + 31) / 32;
+		// The panels of these lanes over all of k, so that each block of C is finished before the next.
+		for (int kb = 0; kb < blocks; kb++) {
+			int p0 = kb * KA, kc = min_i(KA, k - p0), kc32 = (kc + 31) / 32 * 32, kp = (kc + 1) / 2;
 			for (int g = 0; g < groups; g++) {
-				uint32_t *panel = lanes_buf + (size_t)g * (kc32 / 2) * 32;
+				uint32_t *panel = lanes_buf + ((size_t)kb * groups + g) * block_dwords;
 				sf_bf16_pack(panel, 32, min_i(32, vb - 32 * g), p0, kc, k, lx + lsize * (v0 + 32 * g) * lrs, lbf, lrs, lcs);
 				memset(panel + (size_t)kp * 32, 0, (size_t)(kc32 / 2 - kp) * 32 * 4);
 			}
-			for (int u0 = 0; u0 < nu; u0 += 32) {
-				int ub = min_i(32, nu - u0);
+		}
+		for (int u0 = 0; u0 < nu; u0 += 32) {
+			int ub = min_i(32, nu - u0);
+			for (int kb = 0; kb < blocks; kb++) {
+				int p0 = kb * KA, kc = min_i(KA, k - p0), kc32 = (kc + 31) / 32 * 32;
 				const uint16_t *rows;
 				long rstride;
 				if (rbf && rcs == 1 && ub == 32 && kc == kc32) { // bf16 rows in place
@@ -208,9 +219,9 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 				}
 				for (int g = 0; g < groups; g++) {
 					int l0 = v0 + 32 * g;
-					block(rows, rstride, lanes_buf + (size_t)g * (kc32 / 2) * 32, kc32, acc);
+					block(rows, rstride, lanes_buf + ((size_t)kb * groups + g) * block_dwords, kc32, acc);
 					float *cb = transposed ? c0 + (long)l0 * ldc + u0 : c0 + (long)u0 * ldc + l0;
-					store_block(acc, ub, min_i(32, vb - 32 * g), transposed, cb, ldc, alpha, beta, first);
+					store_block(acc, ub, min_i(32, vb - 32 * g), transposed, cb, ldc, alpha, beta, kb == 0);
 				}
 			}
 		}

@@ -112,8 +112,8 @@ func testGemmMatchesReference(t *testing.T, _ bool) {
 		{false, true, 400, 100, 600, 1, 0},   // more rows than columns: the rows split across goroutines
 		{false, true, 100, 300, 700, 1, 0.5}, // the columns split, sharing one packing of A
 		{false, false, 60, 200, 2500, 1, 1},  // the same with k over two blocks
-		{false, true, 300, 70, 2100, 1, 0.5}, // AMX: k over three blocks, rows over two panel sets
-		{true, false, 40, 290, 1100, 1, 0},   // AMX: a transposed A copied into rows, two k blocks
+		{false, true, 300, 70, 4500, 1, 0.5}, // AMX: k over three blocks, rows over three panel sets
+		{true, false, 40, 290, 2100, 1, 0},   // AMX: a transposed A copied into rows, two k blocks
 	} {
 		for _, bfA := range []bool{false, true} {
 			for _, bfB := range []bool{false, true} {
@@ -210,7 +210,7 @@ func BenchmarkGemm(b *testing.B) {
 		name    string
 		m, n, k int
 	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"prefill_1024x4096x4096", 1024, 4096, 4096}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096},
-		{"expert_64x768x2048", 64, 768, 2048}} {
+		{"expert_64x768x2048", 64, 768, 2048}, {"lmhead_1024x32000x2048", 1024, 32000, 2048}} {
 		x := newTestMatrix(r, s.m*s.k)
 		w := newTestMatrix(r, s.n*s.k)
 		c := make([]float32, s.m*s.n)

@@ -148,9 +148,31 @@ func BenchmarkPrefill(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(c.B*c.T*b.N)/b.Elapsed().Seconds(), "tokens/s")
+			b.ReportMetric(forwardFlops(m.Config, c.B, c.T)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			b.ReportMetric(memstat.PeakRSSMiB(), "peakRSS_MiB")
 		})
 	}
+}
+
+// forwardFlops is the arithmetic of a prefill of B rows of T tokens with all logits: 2 flops per active
+// weight per token (attention projections, the dense MLP or the router and the top-k experts, lm_head) and
+// the causal attention's products (T(T+1)/2 query-key pairs, two products of head_dim each per head).
+func forwardFlops(c *Config, B, T int) float64 {
+	H, d := c.HiddenSize, c.HeadDim
+	q, kv := c.NumHeads*d, c.NumKVHeads*d
+	attn := float64(H*q + 2*H*kv + q*H)
+	var perToken float64
+	for l := 0; l < c.NumLayers; l++ {
+		mlp := float64(3 * H * c.IntermediateSize)
+		if c.sparse(l) {
+			m := c.MoE
+			mlp = float64(H*m.Experts + m.TopK*3*H*m.IntermediateSize + 3*H*m.SharedIntermediateSize)
+		}
+		perToken += attn + mlp
+	}
+	perToken += float64(H * c.VocabSize)
+	pairs := float64(T) * float64(T+1) / 2
+	return float64(B) * (2*perToken*float64(T) + float64(c.NumLayers)*pairs*4*float64(q))
 }
 
 func loadStories(b *testing.B) *Model {

@@ -300,20 +300,11 @@ func (m *Model) route(s *moeScratch, p []float32, N, slots int) {
 	for t := 0; t < N; t++ {
 		row := p[t*E : (t+1)*E]
 		chosen := s.slotExpert[t*K : (t+1)*K]
-		for k := range chosen {
-			best := -1
-			for e, v := range row {
-				if (best < 0 || v > row[best]) && !contains(chosen[:k], int32(e)) {
-					best = e
-				}
-			}
-			chosen[k] = int32(best)
-		}
 		weights := s.slotWeight[t*slots : t*slots+K]
+		topK(chosen, weights, row)
 		var sum float32
-		for k, e := range chosen {
-			weights[k] = row[e]
-			sum += row[e]
+		for _, w := range weights {
+			sum += w
 		}
 		if c.NormTopK {
 			for k := range weights {
@@ -343,13 +334,21 @@ func (m *Model) route(s *moeScratch, p []float32, N, slots int) {
 	}
 }
 
-func contains(v []int32, x int32) bool {
-	for _, y := range v {
-		if y == x {
-			return true
+// topK sets experts and weights to the len(experts) largest values of p and their indices, largest first;
+// of equal values the lower index ranks first.
+func topK(experts []int32, weights, p []float32) {
+	n := 0
+	for e, v := range p {
+		if n == len(experts) && v <= weights[n-1] {
+			continue
 		}
+		i := min(n, len(experts)-1)
+		for ; i > 0 && v > weights[i-1]; i-- {
+			experts[i], weights[i] = experts[i-1], weights[i-1]
+		}
+		experts[i], weights[i] = int32(e), v
+		n = min(n+1, len(experts))
 	}
-	return false
 }
 
 // sortSlots orders a token's experts ascending, their weights with them (K is small: insertion sort).

@@ -231,3 +231,26 @@ func TestMoEBadCheckpoint(t *testing.T) {
 		}
 	})
 }
+
+func TestTopK(t *testing.T) {
+	for _, c := range []struct {
+		p    []float32
+		k    int
+		want []int32
+	}{
+		{[]float32{0.1, 0.4, 0.2, 0.3}, 2, []int32{1, 3}},
+		{[]float32{0.1, 0.4, 0.2, 0.3}, 4, []int32{1, 3, 2, 0}},
+		{[]float32{0.25, 0.25, 0.25, 0.25}, 3, []int32{0, 1, 2}}, // ties: the lower index first
+		{[]float32{0.5, 0.1, 0.1, 0.3}, 3, []int32{0, 3, 1}},
+		{[]float32{0.9}, 1, []int32{0}},
+	} {
+		experts, weights := make([]int32, c.k), make([]float32, c.k)
+		topK(experts, weights, c.p)
+		for i, e := range experts {
+			if e != c.want[i] || weights[i] != c.p[e] {
+				t.Errorf("topK(%v, %d) = %v %v, want %v", c.p, c.k, experts, weights, c.want)
+				break
+			}
+		}
+	}
+}
