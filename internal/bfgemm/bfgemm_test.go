@@ -210,7 +210,8 @@ func BenchmarkGemm(b *testing.B) {
 		name    string
 		m, n, k int
 	}{{"prefill_512x2048x2048", 512, 2048, 2048}, {"prefill_1024x4096x4096", 1024, 4096, 4096}, {"decode_1x4096x4096", 1, 4096, 4096}, {"verify_8x4096x4096", 8, 4096, 4096},
-		{"expert_64x768x2048", 64, 768, 2048}, {"lmhead_1024x32000x2048", 1024, 32000, 2048}} {
+		{"expert_64x768x2048", 64, 768, 2048}, {"lmhead_1024x32000x2048", 1024, 32000, 2048},
+		{"lmhead_1024x151936x2048", 1024, 151936, 2048}} {
 		x := newTestMatrix(r, s.m*s.k)
 		w := newTestMatrix(r, s.n*s.k)
 		c := make([]float32, s.m*s.n)

@@ -280,12 +280,17 @@ func byteMap(s string) string {
 	return b.String()
 }
 
-// Decode turns ids back into text; skipSpecial drops special added tokens.
+// Decode turns ids back into text; skipSpecial drops special added tokens. Ids past the tokenizer's
+// vocabulary decode to nothing, as in Hugging Face's tokenizers: a model's embedding is often padded beyond
+// its tokenizer (Qwen's 151,936 rows for 151,665 tokens), and an untrained row can still win an argmax.
 func (t *Tokenizer) Decode(ids []int32, skipSpecial bool) (string, error) {
 	tokens := make([]string, 0, len(ids))
 	for _, id := range ids {
-		if id < 0 || int(id) >= len(t.idToToken) {
-			return "", fmt.Errorf("token id %d is outside the vocabulary [0, %d)", id, len(t.idToToken))
+		if id < 0 {
+			return "", fmt.Errorf("token id %d is negative", id)
+		}
+		if int(id) >= len(t.idToToken) {
+			continue
 		}
 		if skipSpecial && t.IsSpecial(id) {
 			continue

@@ -116,3 +116,29 @@ func TestStories260KMatchesLlama2c(t *testing.T) {
 		t.Errorf("special tokens not split out: %v", got)
 	}
 }
+
+// TestDecodeSkipsIdsPastTheVocabulary decodes ids of a padded embedding (rows past the tokenizer's
+// vocabulary) to nothing, as Hugging Face's tokenizers do, and refuses negative ones.
+func TestDecodeSkipsIdsPastTheVocabulary(t *testing.T) {
+	tok, err := Load(goldentest.Shared(t, "assets", "models", "stories260K"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := tok.Encode("Once upon a time", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := tok.Decode(ids, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := int32(tok.VocabSize())
+	padded := append([]int32{V, V + 100}, ids[:2]...)
+	padded = append(append(padded, V+1), ids[2:]...)
+	if got, err := tok.Decode(padded, false); err != nil || got != want {
+		t.Fatalf("Decode with padded ids = %q, %v; want %q", got, err, want)
+	}
+	if _, err := tok.Decode([]int32{-1}, false); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Fatalf("Decode(-1): got %v, want an error", err)
+	}
+}
