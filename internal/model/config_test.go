@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,14 +40,14 @@ func TestParseConfig(t *testing.T) {
 			func(c *Config) bool {
 				m := c.MoE
 				return c.QKNorm && c.HeadDim == 16 && m.Experts == 128 && m.TopK == 8 && m.IntermediateSize == 768 &&
-					!m.NormTopK && m.SharedIntermediateSize == 0 && equalBools(m.Sparse, true, true, true, true) &&
+					!m.NormTopK && m.SharedIntermediateSize == 0 && slices.Equal(m.Sparse, []bool{true, true, true, true}) &&
 					m.Module == "mlp" && m.Proj == [3]string{"gate_proj", "up_proj", "down_proj"}
 			}},
 		{"qwen3-moe sparse step and dense layers", `{"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 8, "num_experts_per_tok": 2,
 			"moe_intermediate_size": 48, "norm_topk_prob": true, "decoder_sparse_step": 2, "mlp_only_layers": [3], ` + llamaBase + `}`,
 			func(c *Config) bool {
 				m := c.MoE
-				return m.Experts == 8 && m.TopK == 2 && m.IntermediateSize == 48 && m.NormTopK && equalBools(m.Sparse, false, true, false, false)
+				return m.Experts == 8 && m.TopK == 2 && m.IntermediateSize == 48 && m.NormTopK && slices.Equal(m.Sparse, []bool{false, true, false, false})
 			}},
 		{"qwen2-moe shared expert", `{"architectures": ["Qwen2MoeForCausalLM"], "num_experts": 6, "num_experts_per_tok": 2,
 			"moe_intermediate_size": 32, "shared_expert_intermediate_size": 64, ` + llamaBase + `}`,
@@ -61,7 +62,7 @@ func TestParseConfig(t *testing.T) {
 			func(c *Config) bool {
 				m := c.MoE
 				return m.Experts == 4 && m.TopK == 2 && m.IntermediateSize == 128 && m.NormTopK && c.SlidingWindow == 16 &&
-					equalBools(m.Sparse, true, true, true, true) && m.Module == "block_sparse_moe" && m.Proj == [3]string{"w1", "w3", "w2"}
+					slices.Equal(m.Sparse, []bool{true, true, true, true}) && m.Module == "block_sparse_moe" && m.Proj == [3]string{"w1", "w3", "w2"}
 			}},
 		{"neutral routing fields of other families", `{"architectures": ["Qwen3MoeForCausalLM"], "scoring_func": "softmax", "routed_scaling_factor": 1.0, "n_shared_experts": null, ` + llamaBase + `}`,
 			func(c *Config) bool { return c.MoE != nil }},
@@ -114,16 +115,4 @@ func TestDefaultAuxLayers(t *testing.T) {
 			t.Errorf("N=%d: %v, want %v", n, got, want)
 		}
 	}
-}
-
-func equalBools(got []bool, want ...bool) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for i := range got {
-		if got[i] != want[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -283,11 +283,12 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource, p backend.Product)
 	for i := range m.Layers {
 		l := &m.Layers[i]
 		lt := &m.layers[i]
-		weights := []struct {
+		type matrix struct {
 			dst     *backend.Weight
 			w       tensor.Tensor
 			out, in int
-		}{
+		}
+		weights := []matrix{
 			{&lt.q, l.Wq, qDim, H}, {&lt.k, l.Wk, kvDim, H}, {&lt.v, l.Wv, kvDim, H}, {&lt.o, l.Wo, H, qDim},
 		}
 		if cfg.sparse(i) {
@@ -295,11 +296,7 @@ func NewOn(be backend.Backend, cfg *Config, src WeightSource, p backend.Product)
 				return nil, fmt.Errorf("load %s weights: layer %d: %w", cfg.Architecture, i, err)
 			}
 		} else {
-			weights = append(weights, []struct {
-				dst     *backend.Weight
-				w       tensor.Tensor
-				out, in int
-			}{{&lt.gate, l.Wgate, I, H}, {&lt.up, l.Wup, I, H}, {&lt.down, l.Wdown, H, I}}...)
+			weights = append(weights, matrix{&lt.gate, l.Wgate, I, H}, matrix{&lt.up, l.Wup, I, H}, matrix{&lt.down, l.Wdown, H, I})
 		}
 		for _, w := range weights {
 			var err error
