@@ -180,14 +180,18 @@ func TestGoldenGreedy(t *testing.T) {
 // the golden models (at most 2 query heads per KV head), random-weight models have Llama-3's 4 and 8.
 func TestVerifyMatchesSteps(t *testing.T) {
 	goldentest.ForEach(t, goldentest.Forward, func(t *testing.T, c *goldentest.Case) {
-		m, err := Load(goldenModelDirs(t, c)[0])
-		if err != nil {
-			t.Fatal(err)
+		for _, dir := range goldenModelDirs(t, c) { // a bf16 folder multiplies in bf16 products
+			t.Run(filepath.Base(dir), func(t *testing.T) {
+				m, err := Load(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Close()
+				var aux []int
+				c.Hyper(t, "aux_layer_ids_explicit", &aux)
+				verifyMatchesSteps(t, m, aux)
+			})
 		}
-		defer m.Close()
-		var aux []int
-		c.Hyper(t, "aux_layer_ids_explicit", &aux)
-		verifyMatchesSteps(t, m, aux)
 	})
 	// bf16 matrices multiply in bf16 products, whose rows are as independent of each other (package bfgemm).
 	for _, c := range []struct {
