@@ -74,6 +74,14 @@ func benchCommand() *cobra.Command {
 		Short: "Measure a draft's acceptance length and speed-up with speculative decoding",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, f := range []struct {
+				name     string
+				v, least int
+			}{{"--num-prompts", n, 1}, {"--skip", skip, 0}, {"--warmup", warmup, 0}, {"--max-new-tokens", maxNew, 1}, {"--prompt-tokens", promptTokens, 0}} {
+				if f.v < f.least {
+					return fmt.Errorf("bench: %s must be at least %d, got %d", f.name, f.least, f.v)
+				}
+			}
 			if err := sampling.Validate(); err != nil {
 				return err
 			}

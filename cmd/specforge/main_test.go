@@ -86,6 +86,18 @@ func TestGenerateCancelled(t *testing.T) {
 	}
 }
 
+// TestBenchRefusesBadCounts checks that negative or zero counts are refused before anything loads, naming
+// the flag.
+func TestBenchRefusesBadCounts(t *testing.T) {
+	for _, c := range []struct{ flag, value string }{{"--skip", "-5"}, {"--warmup", "-1"}, {"--num-prompts", "0"},
+		{"--max-new-tokens", "0"}, {"--prompt-tokens", "-2"}} {
+		_, err := run("bench", "--target", t.TempDir(), "--draft", t.TempDir(), c.flag, c.value)
+		if err == nil || !strings.Contains(err.Error(), c.flag+" must be at least") {
+			t.Errorf("bench %s %s: got %v, want an error naming the flag", c.flag, c.value, err)
+		}
+	}
+}
+
 func TestErrorsAreOneLine(t *testing.T) {
 	dir := goldentest.Shared(t, "assets", "models", "stories260K")
 	bad := filepath.Join(t.TempDir(), "bad.bin")
