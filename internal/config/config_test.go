@@ -90,3 +90,33 @@ func TestTrainPrecision(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateRefusesMeaninglessValues sets values that would train silently wrong (NaN, negative counts)
+// and expects an error naming the field; the defaults themselves are valid.
+func TestValidateRefusesMeaninglessValues(t *testing.T) {
+	if _, err := LoadRun("", nil); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	regen := "data.regenerate.from=x.txt"
+	for _, c := range []struct {
+		sets  []string
+		field string
+	}{
+		{[]string{"train.max_grad_norm=.nan"}, "train.max_grad_norm"},
+		{[]string{"train.max_grad_norm=.inf"}, "train.max_grad_norm"},
+		{[]string{"data.eval_fraction=.nan"}, "data.eval_fraction"},
+		{[]string{"train.lr=.nan"}, "train.lr"},
+		{[]string{"train.warmup_ratio=.nan"}, "train.warmup_ratio"},
+		{[]string{"train.weight_decay=-0.1"}, "train.weight_decay"},
+		{[]string{"train.keep_checkpoints=-1"}, "train.keep_checkpoints"},
+		{[]string{regen, "data.regenerate.opening_tokens=-5"}, "data.regenerate.opening_tokens"},
+		{[]string{regen, "data.regenerate.max_new_tokens=-1"}, "data.regenerate.max_new_tokens"},
+		{[]string{regen, "data.regenerate.temperature=-1"}, "data.regenerate.temperature"},
+		{[]string{regen, "data.regenerate.batch=0"}, "data.regenerate.batch"},
+		{[]string{regen, "data.regenerate.limit=-3"}, "data.regenerate.limit"},
+	} {
+		if _, err := LoadRun("", c.sets); err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%v: got %v, want an error naming %s", c.sets, err, c.field)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 
 	"gopkg.in/yaml.v3"
 
@@ -187,8 +188,22 @@ func (r *Run) Validate() error {
 	if d.MaxLength <= 1 {
 		return fmt.Errorf("data.max_length must be at least 2, got %d", d.MaxLength)
 	}
-	if d.EvalFraction < 0 || d.EvalFraction >= 1 {
+	if !(d.EvalFraction >= 0 && d.EvalFraction < 1) { // NaN fails too
 		return fmt.Errorf("data.eval_fraction must be in [0, 1), got %g", d.EvalFraction)
+	}
+	if g := d.Regenerate; g.From != "" {
+		switch {
+		case g.OpeningTokens < 1:
+			return fmt.Errorf("data.regenerate.opening_tokens must be positive, got %d", g.OpeningTokens)
+		case g.MaxNewTokens < 1:
+			return fmt.Errorf("data.regenerate.max_new_tokens must be positive, got %d", g.MaxNewTokens)
+		case g.Limit < 0:
+			return fmt.Errorf("data.regenerate.limit must not be negative, got %d", g.Limit)
+		case g.Batch < 1:
+			return fmt.Errorf("data.regenerate.batch must be positive, got %d", g.Batch)
+		case !(g.Temperature >= 0) || math.IsInf(g.Temperature, 1):
+			return fmt.Errorf("data.regenerate.temperature must be a finite number >= 0, got %g", g.Temperature)
+		}
 	}
 	if r.Draft.VocabSize <= 0 {
 		return fmt.Errorf("draft.vocab_size must be positive, got %d", r.Draft.VocabSize)
@@ -199,7 +214,7 @@ func (r *Run) Validate() error {
 		return fmt.Errorf("train.batch_size must be positive, got %d", t.BatchSize)
 	case t.GradAccum <= 0:
 		return fmt.Errorf("train.grad_accum must be positive, got %d", t.GradAccum)
-	case t.LR <= 0:
+	case !(t.LR > 0) || math.IsInf(t.LR, 1):
 		return fmt.Errorf("train.lr must be positive, got %g", t.LR)
 	case t.TTTLength <= 0:
 		return fmt.Errorf("train.ttt_length must be positive, got %d", t.TTTLength)
@@ -207,10 +222,14 @@ func (r *Run) Validate() error {
 		return fmt.Errorf("train.precision %q is not one of bf16, f32", t.Precision)
 	case t.Epochs <= 0 && t.MaxSteps <= 0:
 		return fmt.Errorf("train.epochs or train.max_steps must be positive")
-	case t.WarmupRatio < 0 || t.WarmupRatio >= 1:
+	case !(t.WarmupRatio >= 0 && t.WarmupRatio < 1):
 		return fmt.Errorf("train.warmup_ratio must be in [0, 1), got %g", t.WarmupRatio)
-	case t.MaxGradNorm <= 0:
-		return fmt.Errorf("train.max_grad_norm must be positive, got %g", t.MaxGradNorm)
+	case !(t.MaxGradNorm > 0) || math.IsInf(t.MaxGradNorm, 1):
+		return fmt.Errorf("train.max_grad_norm must be a finite positive number, got %g", t.MaxGradNorm)
+	case !(t.WeightDecay >= 0) || math.IsInf(t.WeightDecay, 1):
+		return fmt.Errorf("train.weight_decay must be a finite number >= 0, got %g", t.WeightDecay)
+	case t.KeepCheckpoints < 0:
+		return fmt.Errorf("train.keep_checkpoints must not be negative, got %d", t.KeepCheckpoints)
 	}
 	return nil
 }
