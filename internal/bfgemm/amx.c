@@ -82,14 +82,7 @@ copy_rows(uint16_t *dst, int nr, int p0, int kc, int kc32, const void *x, int bf
 	for (int p = 0; p < kc; p++) // k is the slow index: read the rows of a transposed operand in order
 		for (int r = 0; r < nr; r++) {
 			long i = r * rs + (long)(p0 + p) * cs;
-			uint16_t v;
-			if (bf)
-				v = ((const uint16_t *)x)[i];
-			else {
-				float f = ((const float *)x)[i];
-				sf_bf16_round(&v, &f, 1);
-			}
-			dst[(size_t)r * kc32 + p] = v;
+			dst[(size_t)r * kc32 + p] = bf ? ((const uint16_t *)x)[i] : bf16_round(((const float *)x)[i]);
 		}
 }
 

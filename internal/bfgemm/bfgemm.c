@@ -29,12 +29,6 @@ int sf_bf16_available(void) {
 	       __builtin_cpu_supports("avx512bf16");
 }
 
-static inline uint16_t bf16_round(float f) {
-	uint32_t b;
-	memcpy(&b, &f, 4);
-	if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40); // NaN stays a quiet NaN
-	return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
 
 static inline uint32_t elem(const void *x, int bf, long i) {
 	return bf ? ((const uint16_t *)x)[i] : bf16_round(((const float *)x)[i]);

@@ -1,5 +1,15 @@
 // Shared by the package's C files.
 #include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+// bf16_round rounds f to bf16 (to nearest, ties to even).
+static inline uint16_t bf16_round(float f) {
+	uint32_t b;
+	memcpy(&b, &f, 4);
+	if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40); // NaN stays a quiet NaN
+	return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
 
 // transpose16 transposes 16 rows of 16 dwords in place.
 __attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512i *r) {

@@ -24,6 +24,14 @@ type MoE struct {
 	Proj   [3]string
 }
 
+// slots is how many outputs a token's MLP sums: its TopK experts', and the shared expert's when there is one.
+func (m *MoE) slots() int {
+	if m.SharedIntermediateSize > 0 {
+		return m.TopK + 1
+	}
+	return m.TopK
+}
+
 // moeDefaults are an MoE family's Hugging Face config defaults, used for absent fields.
 type moeDefaults struct {
 	experts, topK, intermediate, shared int
@@ -212,10 +220,7 @@ type moeScratch struct {
 func (m *Model) moeWorkspace(n int) *moeScratch {
 	c := m.Config.MoE
 	H, E, K, I, Is := m.Config.HiddenSize, c.Experts, c.TopK, c.IntermediateSize, c.SharedIntermediateSize
-	slots := K
-	if Is > 0 {
-		slots++
-	}
+	slots := c.slots()
 	if m.moe == nil || m.moe.n < n {
 		m.moe = &moeScratch{
 			n: n, logits: make([]float32, n*E), slotExpert: make([]int32, n*K), slotWeight: make([]float32, n*slots),
@@ -235,10 +240,7 @@ func (m *Model) experts(li int, h, x tensor.Tensor, N int) {
 	c, l := cfg.MoE, &m.layers[li]
 	H, E, K, I, Is := cfg.HiddenSize, c.Experts, c.TopK, c.IntermediateSize, c.SharedIntermediateSize
 	s := m.moeWorkspace(N)
-	slots := K
-	if Is > 0 {
-		slots++
-	}
+	slots := c.slots()
 	logits := s.logits[:N*E]
 	be.Linear(tensor.Vec(logits), x, l.router, N, false)
 	be.Softmax(tensor.Vec(logits), N, E)
