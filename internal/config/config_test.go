@@ -120,3 +120,72 @@ func TestValidateRefusesMeaninglessValues(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsNameTheLine checks that unknown keys, values of the wrong type and values out of range are
+// reported at the user's own line, comments and blank lines included, and --set values as --set.
+func TestErrorsNameTheLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		yaml string
+		sets []string
+		want string
+	}{
+		{"# a run\n\ntrain:\n  # steps\n  lr: 1e-4\n  max_stepz: 5\n", nil, `run.yaml:6: unknown setting "train.max_stepz"`},
+		{"data:\n  max_length: many\n", nil, "run.yaml:2: data.max_length: cannot unmarshal"},
+		{"train:\n  lr: 1e-4\n\n\n  ttt_length: 1000\n", nil, "run.yaml:5: train.ttt_length must be between 1 and 64, got 1000"},
+		{"train:\n  lr: 1e-4\n  lr: 2e-4\n", nil, "run.yaml:3: train.lr is set twice"},
+		{"train: 5\n", nil, "run.yaml:1: train must be a mapping"},
+		{"train:\n  lr: 1e-4\n", []string{"train.batch_size=100000000"}, "--set: train.batch_size must be between 1 and 65536"},
+		{"", []string{"draft.hidden_sise=8"}, `--set: unknown setting "draft.hidden_sise"`},
+		{"draft:\n  hidden_size: 1000000000\n", nil, "run.yaml:2: draft.hidden_size must be between 0 and 131072"},
+		{"draft:\n  aux_layers: [1, -2, 3]\n", nil, "run.yaml:2: draft.aux_layers entry 1"},
+	} {
+		path := filepath.Join(dir, "run.yaml")
+		if err := os.WriteFile(path, []byte(c.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadRun(path, c.sets)
+		if err == nil || !strings.Contains(err.Error(), strings.ReplaceAll(c.want, "run.yaml", path)) {
+			t.Errorf("%q %v: got %v, want %q", c.yaml, c.sets, err, c.want)
+		}
+	}
+}
+
+func TestLoadRefusesHugeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.yaml")
+	if err := os.WriteFile(path, []byte("# "+strings.Repeat("x", maxConfigBytes)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRun(path, nil); err == nil || !strings.Contains(err.Error(), "limited to") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// FuzzLoadRun feeds arbitrary YAML to the loader: it must return a configuration that validates or an
+// error, never panic; a configuration it accepts must validate again.
+func FuzzLoadRun(f *testing.F) {
+	for _, p := range []string{"../../configs/stories260k.yaml"} {
+		if raw, err := os.ReadFile(p); err == nil {
+			f.Add(raw)
+		}
+	}
+	f.Add([]byte("train:\n  lr: .nan\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		path := filepath.Join(dir, "run.yaml")
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := LoadRun(path, nil)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("accepted a configuration that does not validate: %v", err)
+		}
+	})
+}

@@ -1,8 +1,8 @@
 package config
 
 import (
+	"errors"
 	"fmt"
-	"math"
 
 	"gopkg.in/yaml.v3"
 
@@ -163,73 +163,143 @@ func Defaults() Run {
 	}
 }
 
-// LoadRun reads a run configuration over the defaults.
+// LoadRun reads a run configuration over the defaults. A value out of its range is reported at its line.
 func LoadRun(path string, overrides []string) (*Run, error) {
 	r := Defaults()
-	if err := Load(path, overrides, &r); err != nil {
+	src, err := load(path, overrides, &r)
+	if err != nil {
 		return nil, err
 	}
-	return &r, r.Validate()
+	if err := r.Validate(); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("%s: %w", src.Where(fe.Key), err)
+		}
+		return nil, err
+	}
+	return &r, nil
 }
 
-// Validate checks values that have no meaning.
+// FieldError is a setting whose value has no meaning.
+type FieldError struct {
+	Key string // dotted, e.g. train.lr
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Key + " " + e.Msg }
+
+// Ranges of the numeric settings. The upper bounds are far above any real run and exist so that a typo
+// (1e12 for 1e2) is an error at load instead of an allocation that takes the machine's memory.
+const (
+	// maxTokens bounds lengths in tokens: 1M is past the longest context of today's targets.
+	maxTokens = 1 << 20
+	// maxWidth bounds the draft's widths: the widest targets have hidden sizes of 16K-25K, MLPs of ~100K.
+	maxWidth = 1 << 17
+	// maxHeads bounds head counts and head_dim (real drafts use 8-128 heads of 64-256).
+	maxHeads = 1024
+	// maxTTTLength bounds train.ttt_length: EAGLE-3 unrolls 7 steps and memory grows with every step.
+	maxTTTLength = 64
+	// maxBatch bounds batch sizes and gradient accumulation (each batch's activations are in memory).
+	maxBatch = 1 << 16
+	// maxCount bounds other counts (epochs, intervals, prompts, rows): ~1e9.
+	maxCount = 1 << 30
+	// maxWorkers bounds data.workers: goroutines beyond the cores only cost memory.
+	maxWorkers = 4096
+	// maxLayerID bounds aux layer ids: no target has 64K layers.
+	maxLayerID = 1 << 16
+	// maxVocab bounds draft.vocab_size: the largest tokenizers have ~260K entries.
+	maxVocab = 1 << 24
+)
+
+// Validate checks every setting against its range (NaN and infinities refused); errors are *FieldError.
 func (r *Run) Validate() error {
-	d := &r.Data
+	d, g, dr, t := &r.Data, &r.Data.Regenerate, &r.Draft, &r.Train
 	switch d.Format {
 	case "auto", "chat", "preformatted", "text", "completion":
 	default:
-		return fmt.Errorf("data.format %q is not one of auto, chat, preformatted, text, completion", d.Format)
+		return &FieldError{"data.format", fmt.Sprintf("%q is not one of auto, chat, preformatted, text, completion", d.Format)}
 	}
 	switch d.KeepReasoning {
 	case "auto", "true", "false":
 	default:
-		return fmt.Errorf("data.keep_reasoning %q is not one of auto, true, false", d.KeepReasoning)
+		return &FieldError{"data.keep_reasoning", fmt.Sprintf("%q is not one of auto, true, false", d.KeepReasoning)}
 	}
-	if d.MaxLength <= 1 {
-		return fmt.Errorf("data.max_length must be at least 2, got %d", d.MaxLength)
+	if t.Precision != "bf16" && t.Precision != "f32" {
+		return &FieldError{"train.precision", fmt.Sprintf("%q is not one of bf16, f32", t.Precision)}
 	}
-	if !(d.EvalFraction >= 0 && d.EvalFraction < 1) { // NaN fails too
-		return fmt.Errorf("data.eval_fraction must be in [0, 1), got %g", d.EvalFraction)
+	ints := []struct {
+		key     string
+		v       int
+		lo, hi  int
+		enabled bool
+	}{
+		{"data.max_length", d.MaxLength, 2, maxTokens, true},
+		{"data.workers", d.Workers, 0, maxWorkers, true},
+		{"data.regenerate.opening_tokens", g.OpeningTokens, 1, maxTokens, g.From != ""},
+		{"data.regenerate.max_new_tokens", g.MaxNewTokens, 1, maxTokens, g.From != ""},
+		{"data.regenerate.limit", g.Limit, 0, maxCount, g.From != ""},
+		{"data.regenerate.batch", g.Batch, 1, maxBatch, g.From != ""},
+		{"draft.vocab_size", dr.VocabSize, 1, maxVocab, true},
+		{"draft.hidden_size", dr.HiddenSize, 0, maxWidth, true},
+		{"draft.intermediate_size", dr.IntermediateSize, 0, maxWidth, true},
+		{"draft.num_attention_heads", dr.NumHeads, 0, maxHeads, true},
+		{"draft.num_key_value_heads", dr.NumKVHeads, 0, maxHeads, true},
+		{"draft.head_dim", dr.HeadDim, 0, maxHeads, true},
+		{"train.epochs", t.Epochs, 0, maxCount, true},
+		{"train.max_steps", t.MaxSteps, 0, maxCount, true},
+		{"train.batch_size", t.BatchSize, 1, maxBatch, true},
+		{"train.grad_accum", t.GradAccum, 1, maxBatch, true},
+		{"train.ttt_length", t.TTTLength, 1, maxTTTLength, true},
+		{"train.log_interval", t.LogInterval, 0, maxCount, true},
+		{"train.eval_interval", t.EvalInterval, 0, maxCount, true},
+		{"train.save_interval", t.SaveInterval, 0, maxCount, true},
+		{"train.keep_checkpoints", t.KeepCheckpoints, 0, maxCount, true},
+		{"train.eval_batches", t.EvalBatches, 0, maxCount, true},
+		{"train.eval_acceptance_prompts", t.EvalAcceptancePrompts, 0, maxCount, true},
+		{"train.eval_acceptance_steps", t.EvalAcceptanceSteps, 0, maxTTTLength, true},
+		{"train.eval_acceptance_tokens", t.EvalAcceptanceTokens, 0, maxTokens, true},
 	}
-	if g := d.Regenerate; g.From != "" {
-		switch {
-		case g.OpeningTokens < 1:
-			return fmt.Errorf("data.regenerate.opening_tokens must be positive, got %d", g.OpeningTokens)
-		case g.MaxNewTokens < 1:
-			return fmt.Errorf("data.regenerate.max_new_tokens must be positive, got %d", g.MaxNewTokens)
-		case g.Limit < 0:
-			return fmt.Errorf("data.regenerate.limit must not be negative, got %d", g.Limit)
-		case g.Batch < 1:
-			return fmt.Errorf("data.regenerate.batch must be positive, got %d", g.Batch)
-		case !(g.Temperature >= 0) || math.IsInf(g.Temperature, 1):
-			return fmt.Errorf("data.regenerate.temperature must be a finite number >= 0, got %g", g.Temperature)
+	for _, c := range ints {
+		if c.enabled && (c.v < c.lo || c.v > c.hi) {
+			return &FieldError{c.key, fmt.Sprintf("must be between %d and %d, got %d", c.lo, c.hi, c.v)}
 		}
 	}
-	if r.Draft.VocabSize <= 0 {
-		return fmt.Errorf("draft.vocab_size must be positive, got %d", r.Draft.VocabSize)
+	for i, id := range dr.AuxLayers {
+		if id < 0 || id >= maxLayerID {
+			return &FieldError{"draft.aux_layers", fmt.Sprintf("entry %d must be between 0 and %d, got %d", i, maxLayerID-1, id)}
+		}
 	}
-	t := &r.Train
-	switch {
-	case t.BatchSize <= 0:
-		return fmt.Errorf("train.batch_size must be positive, got %d", t.BatchSize)
-	case t.GradAccum <= 0:
-		return fmt.Errorf("train.grad_accum must be positive, got %d", t.GradAccum)
-	case !(t.LR > 0) || math.IsInf(t.LR, 1):
-		return fmt.Errorf("train.lr must be positive, got %g", t.LR)
-	case t.TTTLength <= 0:
-		return fmt.Errorf("train.ttt_length must be positive, got %d", t.TTTLength)
-	case t.Precision != "bf16" && t.Precision != "f32":
-		return fmt.Errorf("train.precision %q is not one of bf16, f32", t.Precision)
-	case t.Epochs <= 0 && t.MaxSteps <= 0:
-		return fmt.Errorf("train.epochs or train.max_steps must be positive")
-	case !(t.WarmupRatio >= 0 && t.WarmupRatio < 1):
-		return fmt.Errorf("train.warmup_ratio must be in [0, 1), got %g", t.WarmupRatio)
-	case !(t.MaxGradNorm > 0) || math.IsInf(t.MaxGradNorm, 1):
-		return fmt.Errorf("train.max_grad_norm must be a finite positive number, got %g", t.MaxGradNorm)
-	case !(t.WeightDecay >= 0) || math.IsInf(t.WeightDecay, 1):
-		return fmt.Errorf("train.weight_decay must be a finite number >= 0, got %g", t.WeightDecay)
-	case t.KeepCheckpoints < 0:
-		return fmt.Errorf("train.keep_checkpoints must not be negative, got %d", t.KeepCheckpoints)
+	floats := []struct {
+		key            string
+		v              float64
+		lo, hi         float64
+		openLo, openHi bool
+		enabled        bool
+	}{
+		{"data.eval_fraction", d.EvalFraction, 0, 1, false, true, true},
+		{"data.regenerate.temperature", g.Temperature, 0, 100, false, false, g.From != ""},
+		{"draft.init_std", dr.InitStd, 0, 1, true, false, true},
+		{"train.lr", t.LR, 0, 10, true, false, true},
+		{"train.warmup_ratio", t.WarmupRatio, 0, 1, false, true, true},
+		{"train.max_grad_norm", t.MaxGradNorm, 0, 1e6, true, false, true},
+		{"train.weight_decay", t.WeightDecay, 0, 10, false, false, true},
+	}
+	for _, c := range floats {
+		low := c.v > c.lo || !c.openLo && c.v == c.lo
+		high := c.v < c.hi || !c.openHi && c.v == c.hi
+		if c.enabled && !(low && high) { // NaN fails both
+			left, right := "[", "]"
+			if c.openLo {
+				left = "("
+			}
+			if c.openHi {
+				right = ")"
+			}
+			return &FieldError{c.key, fmt.Sprintf("must be in %s%g, %g%s, got %g", left, c.lo, c.hi, right, c.v)}
+		}
+	}
+	if t.Epochs == 0 && t.MaxSteps == 0 {
+		return &FieldError{"train.epochs", "or train.max_steps must be positive"}
 	}
 	return nil
 }
