@@ -62,6 +62,16 @@ func (w *Weights) Params(c *Config) []Param {
 	}
 }
 
+// NumParams counts the trained parameters of a draft of this configuration.
+func (c *Config) NumParams() int64 {
+	var w Weights
+	var n int64
+	for _, p := range w.Params(c) {
+		n += int64(safetensors.NumElements(p.Shape))
+	}
+	return n
+}
+
 // NewWeights allocates zero weights (also the shape of a gradient).
 func NewWeights(c *Config) Weights {
 	var w Weights

@@ -12,6 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/hidden"
+	"github.com/specforge/specforge/internal/memstat"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/tokenizer"
 	"github.com/specforge/specforge/internal/train"
@@ -43,6 +44,9 @@ func (in *inputs) newDraft(cfg *config.Run) (*draft.Draft, error) {
 		d.Config = dc
 		return d, nil
 	}
+	if err := fitsInMemory(&dc, memstat.TotalMiB()); err != nil {
+		return nil, err
+	}
 	w := draft.NewWeights(&dc)
 	w.Init(&dc, cfg.Train.Seed, cfg.Draft.InitStd)
 	embed := in.head.Embed
@@ -51,6 +55,26 @@ func (in *inputs) newDraft(cfg *config.Run) (*draft.Draft, error) {
 		embed = draft.RandomEmbedding(dc.VocabSize, dc.HiddenSize, cfg.Train.Seed+1, cfg.Draft.InitStd)
 	}
 	return draft.New(dc, embed, in.vocab, w)
+}
+
+// trainingBytesPerParam is what training holds per draft parameter: float32 weights, gradients and AdamW's
+// two moments.
+const trainingBytesPerParam = 16
+
+// fitsInMemory refuses a draft whose weights, gradients and optimiser state alone exceed the machine's
+// memory (totalMiB; 0: unknown), before any of it is allocated: a typo in draft.hidden_size would otherwise
+// end in an out-of-memory death.
+func fitsInMemory(dc *draft.Config, totalMiB float64) error {
+	need := float64(dc.NumParams()) * trainingBytesPerParam
+	if dc.HiddenSize != dc.TargetHiddenSize { // its own frozen embedding
+		need += float64(dc.VocabSize) * float64(dc.HiddenSize) * 4
+	}
+	need /= 1 << 20
+	if totalMiB > 0 && need > totalMiB {
+		return fmt.Errorf("a draft of hidden_size %d, intermediate_size %d and draft vocabulary %d has %d parameters: training needs %.1f GiB for its weights, gradients and AdamW state, more than this machine's %.1f GiB (draft.hidden_size, draft.intermediate_size, draft.vocab_size)",
+			dc.HiddenSize, dc.IntermediateSize, dc.DraftVocabSize, dc.NumParams(), need/1024, totalMiB/1024)
+	}
+	return nil
 }
 
 // warmVocab is the imported head's vocabulary mapping, nil without one.

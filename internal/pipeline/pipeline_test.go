@@ -9,6 +9,7 @@ import (
 
 	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 )
@@ -111,6 +112,34 @@ func TestExportSource(t *testing.T) {
 		}
 		if err != nil || got != c.want {
 			t.Errorf("%s: %q, %v; want %q", c.dir, got, err, c.want)
+		}
+	}
+}
+
+// TestFitsInMemory checks the refusal of a draft whose training state cannot fit the machine: the 8B-shaped
+// draft (hidden 4096, MLP 14336, 32000-token head: 0.42 G parameters, 6.3 GiB of state) fits 24 GiB but
+// not 4, and a typo-sized hidden_size is refused before anything is allocated.
+func TestFitsInMemory(t *testing.T) {
+	eight := draft.Config{HiddenSize: 4096, IntermediateSize: 14336, NumHeads: 32, NumKVHeads: 8, HeadDim: 128,
+		VocabSize: 128256, DraftVocabSize: 32000, TargetHiddenSize: 4096}
+	// fc, 4 norms, q, k and v (reading 2H), o, the MLP, lm_head.
+	if got, want := eight.NumParams(), int64(3*4096*4096+4*4096+4096*8192+2*1024*8192+4096*4096+3*14336*4096+32000*4096); got != want {
+		t.Fatalf("NumParams %d, want %d", got, want)
+	}
+	for _, c := range []struct {
+		dc    draft.Config
+		total float64
+		ok    bool
+	}{
+		{eight, 24 << 10, true},
+		{eight, 4 << 10, false},
+		{eight, 0, true}, // unknown memory: not refused
+		{draft.Config{HiddenSize: 100000, IntermediateSize: 14336, NumHeads: 32, NumKVHeads: 8, HeadDim: 128,
+			VocabSize: 128256, DraftVocabSize: 32000, TargetHiddenSize: 4096}, 24 << 10, false},
+	} {
+		err := fitsInMemory(&c.dc, c.total)
+		if (err == nil) != c.ok || err != nil && !strings.Contains(err.Error(), "draft.hidden_size") {
+			t.Errorf("hidden %d in %.0f MiB: %v", c.dc.HiddenSize, c.total, err)
 		}
 	}
 }
