@@ -95,6 +95,11 @@ type Backend interface {
 	// coef[r]*(softmax - targets) (rows with coef 0 become 0), writes each row's argmax into pred [rows],
 	// and returns the summed loss.
 	SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64
+	// SoftCrossEntropyAccept is SoftCrossEntropy for the LK losses: it also writes each row's acceptance
+	// sum_v min(targets, softmax(logits)) into accept [rows], and each logits row becomes the gradient of
+	// klCoef[r]*CE_r + w_r*accept_r, with w_r = accCoef[r], or accCoef[r]/accept_r when logAccept (the
+	// gradient of accCoef[r]*log(accept_r); 0 where accept_r is 0). It returns the summed cross-entropy.
+	SoftCrossEntropyAccept(logits, targets, klCoef, accCoef tensor.Tensor, logAccept bool, accept []float64, pred []int32, rows, v int) float64
 
 	// Convert copies src into dst (same length) in dst's dtype: F32 to BF16 rounds to nearest, ties to
 	// even (a bf16 training step's copies of its weights and gradients); BF16 and F16 to F32 are exact.

@@ -189,3 +189,25 @@ func FuzzLoadRun(f *testing.F) {
 		}
 	})
 }
+
+func TestTrainLoss(t *testing.T) {
+	for _, c := range []struct {
+		sets []string
+		ok   bool
+	}{
+		{nil, true},
+		{[]string{"train.loss=lk_lambda", "train.lk_kl_scale=0.5", "train.lk_kl_decay=2"}, true},
+		{[]string{"train.loss=lk_alpha"}, true},
+		{[]string{"train.loss=ce"}, false},
+		{[]string{"train.loss=lk_lambda", "train.lk_kl_decay=.nan"}, false},
+		{[]string{"train.loss=lk_lambda", "train.lk_kl_scale=-1"}, false},
+	} {
+		r, err := LoadRun("", c.sets)
+		if (err == nil) != c.ok {
+			t.Errorf("%v: %v", c.sets, err)
+		}
+		if c.sets == nil && (r.Train.Loss != "kl" || r.Train.LKKLScale != 1 || r.Train.LKKLDecay != 1) {
+			t.Errorf("defaults %q %g %g", r.Train.Loss, r.Train.LKKLScale, r.Train.LKKLDecay)
+		}
+	}
+}

@@ -33,6 +33,12 @@ type TrainConfig struct {
 	WeightDecay float64 `yaml:"weight_decay"`
 	// TTTLength is K, the unrolled draft steps per position.
 	TTTLength int `yaml:"ttt_length"`
+	// Loss of each unrolled step: "kl" (EAGLE-3's), or an LK loss that targets the acceptance rate
+	// (arXiv 2602.23881): "lk_lambda" (LKKLScale*exp(-LKKLDecay*alpha) of KL, the rest 1-alpha) or
+	// "lk_alpha" (-log alpha).
+	Loss      string  `yaml:"loss"`
+	LKKLScale float64 `yaml:"lk_kl_scale"`
+	LKKLDecay float64 `yaml:"lk_kl_decay"`
 	// Precision of the draft's matrix products: "bf16" (operands rounded to bf16, float32 accumulation;
 	// float32 master weights, norms, attention, loss and optimiser) or "f32".
 	Precision string `yaml:"precision"`
@@ -157,7 +163,7 @@ func Defaults() Run {
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
-			MaxGradNorm: 0.5, TTTLength: 7, Precision: "bf16", LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
+			MaxGradNorm: 0.5, TTTLength: 7, Loss: "kl", LKKLScale: 1, LKKLDecay: 1, Precision: "bf16", LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
 			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
@@ -224,6 +230,9 @@ func (r *Run) Validate() error {
 	default:
 		return &FieldError{"data.keep_reasoning", fmt.Sprintf("%q is not one of auto, true, false", d.KeepReasoning)}
 	}
+	if err := (draft.Loss{Kind: draft.LossKind(t.Loss)}).Check(); err != nil || t.Loss == "" {
+		return &FieldError{"train.loss", fmt.Sprintf("%q is not one of kl, lk_lambda, lk_alpha", t.Loss)}
+	}
 	if t.Precision != "bf16" && t.Precision != "f32" {
 		return &FieldError{"train.precision", fmt.Sprintf("%q is not one of bf16, f32", t.Precision)}
 	}
@@ -283,6 +292,8 @@ func (r *Run) Validate() error {
 		{"train.warmup_ratio", t.WarmupRatio, 0, 1, false, true, true},
 		{"train.max_grad_norm", t.MaxGradNorm, 0, 1e6, true, false, true},
 		{"train.weight_decay", t.WeightDecay, 0, 10, false, false, true},
+		{"train.lk_kl_scale", t.LKKLScale, 0, 10, false, false, true},
+		{"train.lk_kl_decay", t.LKKLDecay, 0, 100, false, false, true},
 	}
 	for _, c := range floats {
 		low := c.v > c.lo || !c.openLo && c.v == c.lo

@@ -3,6 +3,7 @@ package draft
 import (
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/specforge/specforge/internal/batch"
@@ -206,6 +207,73 @@ func TestGoldenTTT(t *testing.T) {
 		c.Hyper(t, "lr", &lr)
 		checkStep(t, c, d, tttBatch(t, c, d), "", lr)
 	})
+}
+
+func TestGoldenTTTLossVariants(t *testing.T) {
+	goldentest.ForEach(t, goldentest.TTTLoss, func(t *testing.T, c *goldentest.Case) {
+		var lr float64
+		c.Hyper(t, "lr", &lr)
+		checkLossVariants(t, c, lr)
+	})
+}
+
+// checkLossVariants replays a case's TTT step once per loss variant (hyper-parameter "variants", each
+// named by its loss), from the same initial draft: per-step losses, KL and acceptance, the total, the
+// gradients, their norm and the weights after clip + AdamW, under the names "<loss>.<tensor>".
+func checkLossVariants(t *testing.T, c *goldentest.Case, lr float64) {
+	var variants []struct {
+		Loss    LossKind `json:"loss"`
+		KLScale *float64 `json:"kl_scale"`
+		KLDecay *float64 `json:"kl_decay"`
+	}
+	c.Hyper(t, "variants", &variants)
+	hp := readStepHyper(t, c)
+	exp := "expected_f64.safetensors"
+	for _, v := range variants {
+		t.Run(string(v.Loss), func(t *testing.T) {
+			obj := Loss{Kind: v.Loss, KLScale: 1, KLDecay: 1}
+			if v.KLScale != nil {
+				obj.KLScale = *v.KLScale
+			}
+			if v.KLDecay != nil {
+				obj.KLDecay = *v.KLDecay
+			}
+			d := loadGoldenDraft(t, c)
+			grad, scratch := NewWeights(&d.Config), NewWeights(&d.Config)
+			met, err := d.TTT(tttBatch(t, c, d), hp.K, &scratch, &Workspace{Loss: obj}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Evaluating alone (no gradient: lk_lambda then needs one pass, not two) gives the same metrics.
+			losses := slices.Clone(met.Loss)
+			eval, err := d.TTT(tttBatch(t, c, d), hp.K, nil, &Workspace{Loss: obj}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(eval.Loss, losses) {
+				t.Errorf("evaluation losses %v, training's %v", eval.Loss, losses)
+			}
+			met, err = d.TTT(tttBatch(t, c, d), hp.K, &grad, &Workspace{Loss: obj}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prefix := string(v.Loss) + "."
+			c.Compare(t, exp, prefix+"loss", f32(met.Loss), nil)
+			c.Compare(t, exp, prefix+"kl", f32(met.KL), nil)
+			c.Compare(t, exp, prefix+"alpha", f32(met.Alpha), nil)
+			c.Compare(t, exp, prefix+"total_loss", []float32{float32(met.Total)}, nil)
+			for _, p := range grad.Params(&d.Config) {
+				c.Compare(t, exp, prefix+"grad."+p.Name, *p.Data, nil)
+			}
+			gs := grad.Slices(&d.Config)
+			norm, _ := optim.ClipGradNorm(gs, hp.MaxGradNorm)
+			c.Compare(t, exp, prefix+"grad_norm", []float32{float32(norm)}, nil)
+			hp.step(d, gs, lr)
+			for _, p := range d.W.Params(&d.Config) {
+				c.Compare(t, exp, prefix+"updated."+p.Name, *p.Data, nil)
+			}
+		})
+	}
 }
 
 // TestOptimizerIsolation applies clip + AdamW to the golden gradients of every case that gives an

@@ -27,6 +27,8 @@ type Workspace struct {
 	// of every product to bf16 and accumulates in float32 (mixed precision: float32 master weights,
 	// norms, attention, loss and optimiser).
 	Precision tensor.DType
+	// Loss is each step's objective (zero: KL).
+	Loss Loss
 
 	bf16                 bf16Step
 	steps                []stepState
@@ -70,6 +72,9 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		return nil, err
 	}
 	if err := checkPrecision(ws.Precision); err != nil {
+		return nil, err
+	}
+	if err := ws.Loss.Check(); err != nil {
 		return nil, err
 	}
 	l := newLayer(d, nil)
@@ -123,7 +128,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		l.forwardOut(h, ws.act, &st.acts, N) // h is now h_{k+1}
 
 		st.dDirect = resizeZero(st.dDirect, N*H)
-		l.stepLoss(k, b, ws.pm, h, st.dDirect, grad, &ws.loss, met, gradScale)
+		l.stepLoss(k, b, ws.pm, h, st.dDirect, grad, &ws.loss, met, gradScale, ws.Loss)
 	}
 	met.total()
 	if grad == nil {

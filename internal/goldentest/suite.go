@@ -1,12 +1,10 @@
 package goldentest
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 )
 
@@ -17,45 +15,28 @@ type Kind string
 const (
 	Forward   Kind = "forward"    // target forward: aux, final hidden and logits (aux_layer_ids_default)
 	TTT       Kind = "ttt"        // one training-time-test step of a draft from given inputs (draft_config, K, lr)
+	TTTLoss   Kind = "ttt_loss"   // the same step once per loss variant (variants), tensors named "<loss>.*"
 	Vocab     Kind = "vocab"      // draft vocabulary mapping from token counts (vocab_size, draft_vocab_size)
 	OnlineE2E Kind = "online_e2e" // target forward, vocabulary and several optimiser steps (target, steps)
 )
 
-// pending names the features some cases need that specforge does not implement yet, with the issue that
-// brings them; a case needing one is skipped with that reason, and only such a case. Remove the entry with
-// the feature.
-var pending = map[string]string{
-	"lk": "LK losses: issue 15",
-}
-
-// KindOf tells the kind of the case from its hyper-parameters, and the pending feature it needs ("" if none).
-func (c *Case) KindOf() (Kind, string, error) {
+// KindOf tells the kind of the case from its hyper-parameters.
+func (c *Case) KindOf() (Kind, error) {
 	hp := c.Manifest.Hyperparams
 	has := func(k string) bool { _, ok := hp[k]; return ok }
 	switch {
 	case has("aux_layer_ids_default"):
-		return Forward, "", nil
+		return Forward, nil
 	case has("draft_config") && has("target") && has("steps"):
-		return OnlineE2E, "", nil
+		return OnlineE2E, nil
+	case has("draft_config") && has("K") && has("variants"):
+		return TTTLoss, nil
 	case has("draft_config") && has("K"):
-		if has("variants") {
-			var vs []struct {
-				Loss string `json:"loss"`
-			}
-			if err := json.Unmarshal(hp["variants"], &vs); err != nil {
-				return "", "", fmt.Errorf("%s: variants: %w", c.Manifest.Case, err)
-			}
-			for _, v := range vs {
-				if strings.HasPrefix(v.Loss, "lk_") {
-					return TTT, "lk", nil
-				}
-			}
-		}
-		return TTT, "", nil
+		return TTT, nil
 	case has("vocab_size") && has("draft_vocab_size"):
-		return Vocab, "", nil
+		return Vocab, nil
 	}
-	return "", "", fmt.Errorf("%s: no known kind of case has these hyper-parameters", c.Manifest.Case)
+	return "", fmt.Errorf("%s: no known kind of case has these hyper-parameters", c.Manifest.Case)
 }
 
 // Names lists the cases of the suite: every folder of Dir with a manifest.json, sorted.
@@ -79,14 +60,14 @@ func Names(t testing.TB) []string {
 	return names
 }
 
-// ForEach runs f in a subtest for every case of kind in the suite. A case that needs a pending feature is
-// skipped with the issue that brings it; a suite without a case of kind skips the test, saying so.
+// ForEach runs f in a subtest for every case of kind in the suite; a suite without a case of kind skips
+// the test, saying so.
 func ForEach(t *testing.T, kind Kind, f func(t *testing.T, c *Case)) {
 	t.Helper()
 	ran := 0
 	for _, name := range Names(t) {
 		c := Open(t, name)
-		k, feature, err := c.KindOf()
+		k, err := c.KindOf()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,29 +75,24 @@ func ForEach(t *testing.T, kind Kind, f func(t *testing.T, c *Case)) {
 			continue
 		}
 		ran++
-		t.Run(name, func(t *testing.T) {
-			if feature != "" {
-				t.Skipf("SKIPPED, %s", pending[feature])
-			}
-			f(t, c)
-		})
+		t.Run(name, func(t *testing.T) { f(t, c) })
 	}
 	if ran == 0 {
 		t.Skipf("SKIPPED, the golden suite %s has no %s case", Dir(t), kind)
 	}
 }
 
-// First opens the first case of kind (in name order) that needs no pending feature, for tests that need one
+// First opens the first case of kind (in name order), for tests that need one
 // case's data as a fixture rather than testing every case; it skips the test, saying so, when there is none.
 func First(t testing.TB, kind Kind) *Case {
 	t.Helper()
 	for _, name := range Names(t) {
 		c := Open(t, name)
-		k, feature, err := c.KindOf()
+		k, err := c.KindOf()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if k == kind && feature == "" {
+		if k == kind {
 			return c
 		}
 	}

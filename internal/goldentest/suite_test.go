@@ -6,7 +6,7 @@ import "testing"
 func TestEveryCaseHasAKind(t *testing.T) {
 	kinds := map[Kind]int{}
 	for _, name := range Names(t) {
-		k, _, err := Open(t, name).KindOf()
+		k, err := Open(t, name).KindOf()
 		if err != nil {
 			t.Error(err)
 			continue

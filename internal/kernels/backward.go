@@ -129,3 +129,70 @@ func SoftCrossEntropy(logits, targets []float32, coef []float32, pred []int32, r
 	}
 	return total
 }
+
+// SoftCrossEntropyAccept is SoftCrossEntropy for the LK losses: besides each row's cross-entropy (summed
+// and returned) it measures the row's acceptance accept[r] = sum_v min(p_v, q_v), with q = softmax(z), the
+// probability that a token drafted from q survives verification against p. Each logits row becomes the
+// gradient of klCoef[r]*CE_r + w_r*accept_r, where w_r = accCoef[r], or accCoef[r]/accept_r when logAccept
+// (the gradient of accCoef[r]*log(accept_r); 0 where accept_r is 0, as such rows carry no loss). The min's
+// subgradient is torch.minimum's: 1 where q_v < p_v, 1/2 at ties, 0 elsewhere; through the softmax,
+// d accept/d z_j = q_j (g_j - sum_v g_v q_v).
+func SoftCrossEntropyAccept(logits, targets, klCoef, accCoef []float32, logAccept bool, accept []float64, pred []int32, rows, v int) float64 {
+	parts := parallelRows(rows, max(1, 8192/v), 1, true, func(lo, hi int, acc []float64) {
+		for r := lo; r < hi; r++ {
+			z := logits[r*v : (r+1)*v]
+			best := Argmax(z)
+			pred[r] = int32(best)
+			p := targets[r*v : (r+1)*v]
+			m := z[best]
+			var sum, dot float64
+			for j, x := range z {
+				e := Exp(x - m)
+				sum += float64(e)
+				dot += float64(p[j]) * float64(x)
+				z[j] = e
+			}
+			acc[0] += float64(m) + math.Log(sum) - dot
+			inv := float32(1 / sum)
+			var a, gq float64 // acceptance, sum_v g_v q_v
+			for j := range z {
+				q := z[j] * inv
+				z[j] = q
+				switch {
+				case q < p[j]:
+					a += float64(q)
+					gq += float64(q)
+				case q == p[j]:
+					a += float64(q)
+					gq += float64(q) / 2
+				default:
+					a += float64(p[j])
+				}
+			}
+			accept[r] = a
+			w := float64(accCoef[r])
+			if logAccept {
+				w = 0
+				if a > 0 {
+					w = float64(accCoef[r]) / a
+				}
+			}
+			c, wf, s := klCoef[r], float32(w), float32(gq)
+			for j, q := range z {
+				g := float32(0)
+				switch {
+				case q < p[j]:
+					g = 1
+				case q == p[j]:
+					g = 0.5
+				}
+				z[j] = c*(q-p[j]) + wf*q*(g-s)
+			}
+		}
+	})
+	var total float64
+	for _, p := range parts {
+		total += p[0]
+	}
+	return total
+}

@@ -3,6 +3,7 @@ package kernels
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/specforge/specforge/internal/rope"
@@ -278,5 +279,101 @@ func TestTTTAttentionFD(t *testing.T) {
 				return weightedSum(tttReference(a, q64, kk, vs, valid, B, T), dout)
 			}), 1e-4, 1e-4)
 		}
+	}
+}
+
+// TestSoftCrossEntropyAcceptFD checks the LK kernel against finite differences of a float64 reference, for
+// both forms of the acceptance term (linear, as lk_lambda weighs it, and logarithmic, as lk_alpha), with
+// random inputs that keep every |p - q| far from the min's kink.
+func TestSoftCrossEntropyAcceptFD(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	rows, v := 5, 24
+	z := randn(r, rows*v, 1.5)
+	p := make([]float32, rows*v)
+	for i := 0; i < rows; i++ {
+		var s float32
+		for j := 0; j < v; j++ {
+			p[i*v+j] = float32(math.Exp(1.5 * r.NormFloat64()))
+			s += p[i*v+j]
+		}
+		for j := 0; j < v; j++ {
+			p[i*v+j] /= s
+		}
+	}
+	klCoef := []float32{0.5, 0, 1.25, 0.1, 0.7}
+	accCoef := []float32{-0.3, -1, 0, -0.8, -0.05}
+	for _, logAccept := range []bool{false, true} {
+		// rows computes each row's cross-entropy and acceptance in float64.
+		rowsOf := func(z []float64) (ce, acc []float64) {
+			for i := 0; i < rows; i++ {
+				m := math.Inf(-1)
+				for j := 0; j < v; j++ {
+					m = math.Max(m, z[i*v+j])
+				}
+				var s float64
+				for j := 0; j < v; j++ {
+					s += math.Exp(z[i*v+j] - m)
+				}
+				lse := m + math.Log(s)
+				var c, a float64
+				for j := 0; j < v; j++ {
+					c -= float64(p[i*v+j]) * (z[i*v+j] - lse)
+					a += math.Min(float64(p[i*v+j]), math.Exp(z[i*v+j]-lse))
+				}
+				ce, acc = append(ce, c), append(acc, a)
+			}
+			return ce, acc
+		}
+		loss := func(z []float64) float64 {
+			ce, acc := rowsOf(z)
+			var total float64
+			for i := range ce {
+				a := acc[i]
+				if logAccept {
+					a = math.Log(a)
+				}
+				total += float64(klCoef[i])*ce[i] + float64(accCoef[i])*a
+			}
+			return total
+		}
+		z64 := to64(z)
+		ce, acc := rowsOf(z64)
+		grad := append([]float32(nil), z...)
+		pred := make([]int32, rows)
+		accept := make([]float64, rows)
+		got := SoftCrossEntropyAccept(grad, p, klCoef, accCoef, logAccept, accept, pred, rows, v)
+		var want float64
+		for i := range ce {
+			want += ce[i]
+			if math.Abs(accept[i]-acc[i]) > 1e-6 {
+				t.Errorf("log %v row %d: acceptance %g, want %g", logAccept, i, accept[i], acc[i])
+			}
+		}
+		if math.Abs(got-want) > 1e-5*math.Abs(want) {
+			t.Errorf("log %v: cross-entropy %g, want %g", logAccept, got, want)
+		}
+		close64(t, "dlogits", grad, fdGrad(z64, loss), 1e-5, 1e-4)
+	}
+}
+
+// TestSoftCrossEntropyAcceptTies takes torch.minimum's subgradient at a tie (half to each side) and gives a
+// row of zero acceptance no gradient from log(accept).
+func TestSoftCrossEntropyAcceptTies(t *testing.T) {
+	// Uniform logits against the uniform target: every q_v ties with p_v, g = 1/2, sum g q = 1/2, so the
+	// acceptance gradient q_j (1/2 - 1/2) is 0, as is the cross-entropy's.
+	v := 4
+	z := []float32{0, 0, 0, 0}
+	p := []float32{0.25, 0.25, 0.25, 0.25}
+	accept := make([]float64, 1)
+	SoftCrossEntropyAccept(z, p, []float32{1}, []float32{-1}, false, accept, make([]int32, 1), 1, v)
+	if accept[0] != 1 || slices.ContainsFunc(z, func(x float32) bool { return x != 0 }) {
+		t.Errorf("tie: acceptance %g, gradient %v", accept[0], z)
+	}
+	// A target on a token the logits give probability exp(-200) ~ 0 in float32: acceptance 0, no gradient.
+	z = []float32{200, 0}
+	p = []float32{0, 1}
+	SoftCrossEntropyAccept(z, p, []float32{0}, []float32{-1}, true, accept, make([]int32, 1), 1, 2)
+	if accept[0] != 0 || z[0] != 0 || z[1] != 0 {
+		t.Errorf("zero acceptance: %g, gradient %v", accept[0], z)
 	}
 }

@@ -160,6 +160,11 @@ func (*Backend) Softmax(x tensor.Tensor, rows, n int) { kernels.SoftmaxRowsGo(x.
 // LogSumExp implements backend.Backend.
 func (*Backend) LogSumExp(x tensor.Tensor) float64 { return kernels.LogSumExpGo(x.F32()) }
 
+// SoftCrossEntropyAccept implements backend.Backend.
+func (*Backend) SoftCrossEntropyAccept(logits, targets, klCoef, accCoef tensor.Tensor, logAccept bool, accept []float64, pred []int32, rows, v int) float64 {
+	return kernels.SoftCrossEntropyAccept(logits.F32(), targets.F32(), klCoef.F32(), accCoef.F32(), logAccept, accept, pred, rows, v)
+}
+
 // SoftCrossEntropy implements backend.Backend.
 func (*Backend) SoftCrossEntropy(logits, targets, coef tensor.Tensor, pred []int32, rows, v int) float64 {
 	return kernels.SoftCrossEntropy(logits.F32(), targets.F32(), coef.F32(), pred, rows, v)
