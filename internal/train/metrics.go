@@ -14,13 +14,15 @@ import (
 
 // Record is one line of the metrics log.
 type Record struct {
-	Step      int       `json:"step"`
-	Split     string    `json:"split"`
-	Epoch     int       `json:"epoch"`
-	LR        float64   `json:"lr,omitempty"`
-	Loss      float64   `json:"loss"`
-	PLoss     []float64 `json:"-"` // logged as ploss_0 .. ploss_{K-1}
-	Acc       []float64 `json:"-"` // logged as acc_0 .. acc_{K-1}
+	Step  int       `json:"step"`
+	Split string    `json:"split"`
+	Epoch int       `json:"epoch"`
+	LR    float64   `json:"lr,omitempty"`
+	Loss  float64   `json:"loss"`
+	PLoss []float64 `json:"-"` // logged as ploss_0 .. ploss_{K-1}
+	Acc   []float64 `json:"-"` // logged as acc_0 .. acc_{K-1}
+	// Alpha is the expected acceptance per step, sum_v min(p_v, q_v), logged as alpha_0 .. alpha_{K-1}.
+	Alpha     []float64 `json:"-"`
 	SimAccLen float64   `json:"simulated_acceptance_length"`
 	// AcceptanceLength is the measured tokens per target verification (eval records, online training).
 	AcceptanceLength float64 `json:"acceptance_length,omitempty"`
@@ -32,7 +34,7 @@ type Record struct {
 
 type recordFields Record
 
-// MarshalJSON writes the per-step metrics as ploss_k and acc_k keys, as SpecForge names them.
+// MarshalJSON writes the per-step metrics as ploss_k, acc_k and alpha_k keys, as SpecForge names them.
 func (r Record) MarshalJSON() ([]byte, error) {
 	base, err := json.Marshal(recordFields(r))
 	if err != nil {
@@ -46,6 +48,9 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		m[fmt.Sprintf("ploss_%d", k)] = r.PLoss[k]
 		m[fmt.Sprintf("acc_%d", k)] = r.Acc[k]
 	}
+	for k := range r.Alpha {
+		m[fmt.Sprintf("alpha_%d", k)] = r.Alpha[k]
+	}
 	return json.Marshal(m)
 }
 
@@ -56,15 +61,24 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 	}
 	var m map[string]float64
 	json.Unmarshal(data, &m) // non-numeric fields are skipped
-	r.PLoss, r.Acc = nil, nil
+	r.PLoss, r.Acc, r.Alpha = nil, nil, nil
 	for k := 0; ; k++ {
 		p, ok := m[fmt.Sprintf("ploss_%d", k)]
 		a, ok2 := m[fmt.Sprintf("acc_%d", k)]
 		if !ok || !ok2 {
-			return nil
+			break
 		}
 		r.PLoss, r.Acc = append(r.PLoss, p), append(r.Acc, a)
 	}
+	for k := range r.PLoss {
+		a, ok := m[fmt.Sprintf("alpha_%d", k)]
+		if !ok {
+			r.Alpha = nil // a log written before alpha_k was recorded
+			break
+		}
+		r.Alpha = append(r.Alpha, a)
+	}
+	return nil
 }
 
 // appendRecord writes one record as a line of the log.

@@ -180,12 +180,12 @@ func TestResumeRefusesAnotherRun(t *testing.T) {
 }
 
 func TestRecordJSON(t *testing.T) {
-	r := Record{Step: 3, Split: "train", Loss: 1.5, PLoss: []float64{1, 0.5}, Acc: []float64{0.25, 0.125}, SimAccLen: 0.28}
+	r := Record{Step: 3, Split: "train", Loss: 1.5, PLoss: []float64{1, 0.5}, Acc: []float64{0.25, 0.125}, Alpha: []float64{0.5, 0.375}, SimAccLen: 0.28}
 	raw, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"ploss_1":0.5`, `"acc_0":0.25`, `"simulated_acceptance_length":0.28`} {
+	for _, key := range []string{`"ploss_1":0.5`, `"acc_0":0.25`, `"alpha_1":0.375`, `"simulated_acceptance_length":0.28`} {
 		if !strings.Contains(string(raw), key) {
 			t.Errorf("%s lacks %s", raw, key)
 		}
@@ -194,7 +194,7 @@ func TestRecordJSON(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Step != 3 || len(back.PLoss) != 2 || back.Acc[1] != 0.125 {
+	if back.Step != 3 || len(back.PLoss) != 2 || back.Acc[1] != 0.125 || len(back.Alpha) != 2 || back.Alpha[1] != 0.375 {
 		t.Errorf("round trip %+v", back)
 	}
 }

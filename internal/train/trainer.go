@@ -79,6 +79,7 @@ func NewTrainer(o Options) *Trainer {
 	}
 	t.grad = draft.NewWeights(&d.Config)
 	t.ws.Precision = Precision(cfg.Precision)
+	t.ws.Loss = draft.Loss{Kind: draft.LossKind(cfg.Loss), KLScale: cfg.LKKLScale, KLDecay: cfg.LKKLDecay}
 	t.best = math.Inf(-1)
 	return t
 }
@@ -111,7 +112,7 @@ func (t *Trainer) TrainStep() (*Record, error) {
 	c := &t.draft.Config
 	K := t.cfg.TTTLength
 	t.grad.Zero(c)
-	rec := &Record{Step: t.step + 1, Split: "train", PLoss: make([]float64, K), Acc: make([]float64, K)}
+	rec := &Record{Step: t.step + 1, Split: "train", PLoss: make([]float64, K), Acc: make([]float64, K), Alpha: make([]float64, K)}
 	correct, denom := make([]int, K), make([]int, K)
 	for a := 0; a < t.cfg.GradAccum; a++ {
 		idx := t.loader.Next()
@@ -128,6 +129,7 @@ func (t *Trainer) TrainStep() (*Record, error) {
 		}
 		for k := 0; k < K; k++ {
 			rec.PLoss[k] += met.Loss[k] / float64(t.cfg.GradAccum)
+			rec.Alpha[k] += met.Alpha[k] / float64(t.cfg.GradAccum)
 			correct[k] += met.Correct[k]
 			denom[k] += met.Denom[k]
 		}
@@ -158,7 +160,7 @@ func (t *Trainer) Evaluate() (*Record, error) {
 		return nil, nil
 	}
 	K := t.cfg.TTTLength
-	rec := &Record{Step: t.step, Split: "eval", Epoch: t.loader.Epoch, PLoss: make([]float64, K), Acc: make([]float64, K)}
+	rec := &Record{Step: t.step, Split: "eval", Epoch: t.loader.Epoch, PLoss: make([]float64, K), Acc: make([]float64, K), Alpha: make([]float64, K)}
 	correct, denom := make([]int, K), make([]int, K)
 	batches := 0
 	for lo := 0; lo < t.eval.Len(); lo += t.cfg.BatchSize {
@@ -179,6 +181,7 @@ func (t *Trainer) Evaluate() (*Record, error) {
 		}
 		for k := 0; k < K; k++ {
 			rec.PLoss[k] += met.Loss[k]
+			rec.Alpha[k] += met.Alpha[k]
 			correct[k] += met.Correct[k]
 			denom[k] += met.Denom[k]
 		}
@@ -188,6 +191,7 @@ func (t *Trainer) Evaluate() (*Record, error) {
 	}
 	for k := range rec.PLoss {
 		rec.PLoss[k] /= float64(batches)
+		rec.Alpha[k] /= float64(batches)
 	}
 	rec.Loss /= float64(batches)
 	fillAcc(rec, correct, denom)
