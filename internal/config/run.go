@@ -6,6 +6,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 )
 
@@ -134,6 +135,9 @@ type DataConfig struct {
 	KeepReasoning string `yaml:"keep_reasoning"`
 	CacheDir      string `yaml:"cache_dir"`
 	Workers       int    `yaml:"workers"`
+	// MaxLineBytes bounds one record (a JSONL line, a JSON array element, a parquet row's values): longer
+	// ones are rejected unparsed and counted.
+	MaxLineBytes int `yaml:"max_line_bytes"`
 	// Regenerate, when From is set, makes the training data by letting the target continue openings.
 	Regenerate RegenerateConfig `yaml:"regenerate"`
 	// HiddenStates, when set, trains offline from the shards gen-hidden wrote there (train/ and eval/).
@@ -157,7 +161,7 @@ func Defaults() Run {
 	return Run{
 		Data: DataConfig{
 			Format: "auto", MaxLength: 2048, Shuffle: true, Seed: 42, KeepReasoning: "auto",
-			CacheDir:   "cache",
+			CacheDir: "cache", MaxLineBytes: dataset.DefaultMaxRowBytes,
 			Regenerate: RegenerateConfig{OpeningTokens: 8, MaxNewTokens: 128, Batch: 64},
 		},
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
@@ -215,6 +219,8 @@ const (
 	maxLayerID = 1 << 16
 	// maxVocab bounds draft.vocab_size: the largest tokenizers have ~260K entries.
 	maxVocab = 1 << 24
+	// maxLineBytes bounds data.max_line_bytes: a record decodes to about 10x its bytes.
+	maxLineBytes = 1 << 30
 )
 
 // Validate checks every setting against its range (NaN and infinities refused); errors are *FieldError.
@@ -244,6 +250,7 @@ func (r *Run) Validate() error {
 	}{
 		{"data.max_length", d.MaxLength, 2, maxTokens, true},
 		{"data.workers", d.Workers, 0, maxWorkers, true},
+		{"data.max_line_bytes", d.MaxLineBytes, 1, maxLineBytes, true},
 		{"data.regenerate.opening_tokens", g.OpeningTokens, 1, maxTokens, g.From != ""},
 		{"data.regenerate.max_new_tokens", g.MaxNewTokens, 1, maxTokens, g.From != ""},
 		{"data.regenerate.limit", g.Limit, 0, maxCount, g.From != ""},

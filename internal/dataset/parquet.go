@@ -12,7 +12,7 @@ import (
 
 // readParquet streams the rows of a parquet file (as Hugging Face datasets store them: pyarrow's nested
 // LIST and struct columns) one row group and one page at a time.
-func readParquet(path string, fn func(Row) error) (err error) {
+func readParquet(path string, maxRowBytes int, fn func(Row) error) (err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open dataset: %w", err)
@@ -51,6 +51,9 @@ func readParquet(path string, fn func(Row) error) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := checkParquetPages(f, size, pf); err != nil {
+		return err
+	}
 	schema := pf.Schema()
 	rows := make([]parquet.Row, 256)
 	index := 0
@@ -59,12 +62,22 @@ func readParquet(path string, fn func(Row) error) (err error) {
 		for {
 			n, rerr := rr.ReadRows(rows)
 			for i := 0; i < n; i++ {
+				where := fmt.Sprintf("%s[%d]", path, index)
+				if size := rowBytes(rows[i]); size > int64(maxRowBytes) {
+					index++
+					if err := fn(Row{Where: where, Oversize: size}); err != nil {
+						callerErr = true
+						rr.Close()
+						return err
+					}
+					continue
+				}
 				m := map[string]any{}
 				if err := schema.Reconstruct(&m, rows[i]); err != nil {
 					rr.Close()
 					return fmt.Errorf("row group %d: %w", gi, err)
 				}
-				if err := fn(Row{Where: fmt.Sprintf("%s[%d]", path, index), Fields: m}); err != nil {
+				if err := fn(Row{Where: where, Fields: m}); err != nil {
 					rr.Close()
 					callerErr = true
 					return err
@@ -81,4 +94,16 @@ func readParquet(path string, fn func(Row) error) (err error) {
 		}
 	}
 	return nil
+}
+
+// rowBytes is the size of a row's values: the bytes of its strings, 8 for anything else.
+func rowBytes(row parquet.Row) int64 {
+	var n int64
+	for _, v := range row {
+		n += 8
+		if k := v.Kind(); (k == parquet.ByteArray || k == parquet.FixedLenByteArray) && !v.IsNull() {
+			n += int64(len(v.ByteArray()))
+		}
+	}
+	return n
 }

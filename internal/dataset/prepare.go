@@ -28,7 +28,10 @@ type PrepareOptions struct {
 	Tokenizing
 	Shuffle bool
 	Seed    uint64
-	Workers int // 0: all cores
+	// MaxRowBytes bounds a record (data.max_line_bytes; 0: DefaultMaxRowBytes): longer ones are rejected,
+	// counted under "row over data.max_line_bytes".
+	MaxRowBytes int
+	Workers     int // 0: all cores
 	// CacheDir holds prepared datasets, one folder per cache key.
 	CacheDir string
 	// KeyParts are extra inputs of the cache key: tokenizer files, template text, ...
@@ -95,7 +98,8 @@ func (o *PrepareOptions) CacheKey() (string, error) {
 		LastTurn, Shuffle bool
 		Seed              uint64
 		EvalFraction      float64
-	}{o.Schema, o.MaxLength, o.TrainOnlyLastTurn, o.Shuffle, o.Seed, o.EvalFraction})
+		MaxRowBytes       int
+	}{o.Schema, o.MaxLength, o.TrainOnlyLastTurn, o.Shuffle, o.Seed, o.EvalFraction, max(o.MaxRowBytes, 0)})
 	h.Write(tmpl)
 	h.Write(opts)
 	for _, p := range o.KeyParts {
@@ -119,7 +123,7 @@ func Prepare(o PrepareOptions) (*Prepared, error) {
 		}
 	}
 	start := time.Now()
-	trainRows, err := readAll(o.Train)
+	trainRows, err := readAll(o.Train, o.MaxRowBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +137,7 @@ func Prepare(o PrepareOptions) (*Prepared, error) {
 	var evalRows []Row
 	switch {
 	case len(o.Eval) > 0:
-		if evalRows, err = readAll(o.Eval); err != nil {
+		if evalRows, err = readAll(o.Eval, o.MaxRowBytes); err != nil {
 			return nil, err
 		}
 	case o.EvalFraction > 0:
@@ -188,10 +192,10 @@ func Prepare(o PrepareOptions) (*Prepared, error) {
 	return p, nil
 }
 
-func readAll(files []string) ([]Row, error) {
+func readAll(files []string, maxRowBytes int) ([]Row, error) {
 	var rows []Row
 	for _, path := range files {
-		if err := ReadRows(path, func(r Row) error { rows = append(rows, r); return nil }); err != nil {
+		if err := ReadRows(path, maxRowBytes, func(r Row) error { rows = append(rows, r); return nil }); err != nil {
 			return nil, err
 		}
 	}

@@ -21,11 +21,25 @@ type Row struct {
 	// Where names the record for messages: "file:line" for JSONL, "file[index]" for JSON arrays and parquet.
 	Where  string
 	Fields map[string]any
+	// Oversize, when not 0, is the size in bytes of a record longer than the reader's limit: it was skipped
+	// unparsed (Fields is nil), so that one huge line costs neither its size in memory nor the whole run.
+	Oversize int64
 }
 
+// DefaultMaxRowBytes is data.max_line_bytes' default: 16 MiB holds the longest conversations of real chat
+// datasets (ShareGPT's longest rows are about 1 MB; a row of max_length 1<<20 tokens is about 4 MB of
+// text) while keeping a garbage line from costing more than that (decoded, a record takes about 10x its
+// bytes).
+const DefaultMaxRowBytes = 16 << 20
+
 // ReadRows calls fn for every record of path, in file order. JSONL and JSON arrays (optionally gzip'd) and
-// parquet files are read; a syntax error stops with the file and line.
-func ReadRows(path string, fn func(Row) error) error {
+// parquet files are read; a syntax error stops with the file and line. A record of more than maxRowBytes
+// bytes (0: DefaultMaxRowBytes; for parquet, the bytes of its values) reaches fn unparsed, with Oversize
+// set.
+func ReadRows(path string, maxRowBytes int, fn func(Row) error) error {
+	if maxRowBytes <= 0 {
+		maxRowBytes = DefaultMaxRowBytes
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open dataset: %w", err)
@@ -36,7 +50,7 @@ func ReadRows(path string, fn func(Row) error) error {
 	switch {
 	case bytes.Equal(magic, []byte("PAR1")):
 		f.Close()
-		return readParquet(path, fn)
+		return readParquet(path, maxRowBytes, fn)
 	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
@@ -53,9 +67,9 @@ func ReadRows(path string, fn func(Row) error) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if first == '[' {
-		return readJSONArray(path, br, fn)
+		return readJSONArray(path, br, maxRowBytes, fn)
 	}
-	return readJSONL(path, br, fn)
+	return readJSONL(path, br, maxRowBytes, fn)
 }
 
 func firstNonSpace(br *bufio.Reader) (byte, error) {
@@ -76,56 +90,139 @@ func firstNonSpace(br *bufio.Reader) (byte, error) {
 	}
 }
 
-func readJSONL(path string, br *bufio.Reader, fn func(Row) error) error {
-	line := 0
-	for {
-		raw, err := br.ReadBytes('\n')
-		if len(raw) > 0 {
-			line++
-			raw = bytes.TrimSpace(raw)
-			if len(raw) > 0 {
-				var fields map[string]any
-				if jerr := json.Unmarshal(raw, &fields); jerr != nil {
-					return fmt.Errorf("%s:%d: %s", path, line, describeJSONError(jerr, raw))
-				}
-				if fields == nil {
-					return fmt.Errorf("%s:%d: want a JSON object, got null", path, line)
-				}
-				if ferr := fn(Row{Where: fmt.Sprintf("%s:%d", path, line), Fields: fields}); ferr != nil {
-					return ferr
-				}
+func readJSONL(path string, br *bufio.Reader, maxRowBytes int, fn func(Row) error) error {
+	for line := 1; ; line++ {
+		raw, size, err := readLine(br, maxRowBytes)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		where := fmt.Sprintf("%s:%d", path, line)
+		switch raw = bytes.TrimSpace(raw); {
+		case size > int64(maxRowBytes):
+			if ferr := fn(Row{Where: where, Oversize: size}); ferr != nil {
+				return ferr
+			}
+		case len(raw) > 0:
+			var fields map[string]any
+			if jerr := json.Unmarshal(raw, &fields); jerr != nil {
+				return fmt.Errorf("%s: %s", where, describeJSONError(jerr, raw))
+			}
+			if fields == nil {
+				return fmt.Errorf("%s: want a JSON object, got null", where)
+			}
+			if ferr := fn(Row{Where: where, Fields: fields}); ferr != nil {
+				return ferr
 			}
 		}
 		if err == io.EOF {
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("%s:%d: %w", path, line+1, err)
+	}
+}
+
+// readLine returns the next line and its length in bytes; of a line longer than max it keeps nothing,
+// reading past the rest of it.
+func readLine(br *bufio.Reader, max int) ([]byte, int64, error) {
+	var line []byte
+	var size int64
+	for {
+		chunk, err := br.ReadSlice('\n')
+		size += int64(len(chunk))
+		if size <= int64(max) {
+			line = append(line, chunk...)
+		} else {
+			line = nil
+		}
+		if err != bufio.ErrBufferFull {
+			return line, size, err
 		}
 	}
 }
 
-func readJSONArray(path string, r io.Reader, fn func(Row) error) error {
-	dec := json.NewDecoder(r)
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("%s: %v", path, err)
-	}
-	for i := 0; dec.More(); i++ {
-		var fields map[string]any
-		if err := dec.Decode(&fields); err != nil {
-			return fmt.Errorf("%s[%d]: %s", path, i, describeJSONError(err, nil))
-		}
-		if fields == nil {
-			return fmt.Errorf("%s[%d]: want a JSON object, got null", path, i)
-		}
-		if err := fn(Row{Where: fmt.Sprintf("%s[%d]", path, i), Fields: fields}); err != nil {
-			return err
+// readJSONArray reads the records of a JSON array one at a time: nextElement cuts each out of the stream
+// without decoding it, so an oversized record is skipped at the cost of reading it.
+func readJSONArray(path string, br *bufio.Reader, maxRowBytes int, fn func(Row) error) error {
+	for { // up to the '[' ReadRows saw
+		if c, err := br.ReadByte(); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		} else if c == '[' {
+			break
 		}
 	}
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("%s: unterminated JSON array: %v", path, err)
+	for i := 0; ; i++ {
+		raw, size, last, err := nextElement(br, maxRowBytes)
+		if err != nil {
+			return fmt.Errorf("%s[%d]: %w", path, i, err)
+		}
+		if size == 0 && last && i == 0 {
+			return nil // []
+		}
+		where := fmt.Sprintf("%s[%d]", path, i)
+		switch {
+		case size == 0:
+			return fmt.Errorf("%s: invalid JSON: a missing value", where)
+		case size > int64(maxRowBytes):
+			if err := fn(Row{Where: where, Oversize: size}); err != nil {
+				return err
+			}
+		default:
+			var fields map[string]any
+			if err := json.Unmarshal(raw, &fields); err != nil {
+				return fmt.Errorf("%s: %s", where, describeJSONError(err, nil))
+			}
+			if fields == nil {
+				return fmt.Errorf("%s: want a JSON object, got null", where)
+			}
+			if err := fn(Row{Where: where, Fields: fields}); err != nil {
+				return err
+			}
+		}
+		if last {
+			return nil
+		}
 	}
-	return nil
+}
+
+// nextElement reads the next value of a JSON array, after its '[' or a ',', up to and including the ',' or
+// ']' that ends it. It returns the value's bytes (nil past max) and size without the surrounding space;
+// last reports that a ']' ended it. The scan tracks strings and nesting only: the value itself is checked
+// when it is decoded.
+func nextElement(br *bufio.Reader, max int) (raw []byte, size int64, last bool, err error) {
+	depth, inString, escaped := 0, false, false
+	for {
+		c, err := br.ReadByte()
+		if err == io.EOF {
+			return nil, 0, false, errors.New("unterminated JSON array")
+		}
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if !inString && depth == 0 && (c == ',' || c == ']') {
+			trimmed := bytes.TrimRight(raw, " \t\r\n")
+			return trimmed, size - int64(len(raw)-len(trimmed)), c == ']', nil
+		}
+		if size == 0 && (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+			continue
+		}
+		size++
+		if size <= int64(max) {
+			raw = append(raw, c)
+		} else {
+			raw = nil
+		}
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case !inString && (c == '{' || c == '['):
+			depth++
+		case !inString && (c == '}' || c == ']'):
+			depth--
+		}
+	}
 }
 
 func describeJSONError(err error, raw []byte) string {

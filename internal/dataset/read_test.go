@@ -12,7 +12,7 @@ import (
 func collect(t *testing.T, path string) []Row {
 	t.Helper()
 	var rows []Row
-	if err := ReadRows(path, func(r Row) error { rows = append(rows, r); return nil }); err != nil {
+	if err := ReadRows(path, 0, func(r Row) error { rows = append(rows, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return rows
@@ -60,12 +60,12 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 	for name, c := range cases {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte(c.content), 0o644)
-		err := ReadRows(p, func(Row) error { return nil })
+		err := ReadRows(p, 0, func(Row) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want %q", name, err, c.want)
 		}
 	}
-	if err := ReadRows(filepath.Join(dir, "missing.jsonl"), func(Row) error { return nil }); err == nil {
+	if err := ReadRows(filepath.Join(dir, "missing.jsonl"), 0, func(Row) error { return nil }); err == nil {
 		t.Error("missing file read")
 	}
 }
@@ -104,7 +104,7 @@ func TestReadParquet(t *testing.T) {
 	raw, _ := os.ReadFile("testdata/messages_sample.parquet")
 	p := filepath.Join(t.TempDir(), "cut.parquet")
 	os.WriteFile(p, raw[:len(raw)/2], 0o644)
-	if err := ReadRows(p, func(Row) error { return nil }); err == nil || !strings.Contains(err.Error(), p) {
+	if err := ReadRows(p, 0, func(Row) error { return nil }); err == nil || !strings.Contains(err.Error(), p) {
 		t.Errorf("truncated parquet: %v", err)
 	}
 }

@@ -85,6 +85,7 @@ const (
 	reasonEmpty     = "empty text, completion or conversation"
 	reasonMessage   = "malformed message"
 	reasonTools     = "malformed tools"
+	reasonTooLong   = "row over data.max_line_bytes"
 )
 
 func reject(where, reason, format string, args ...any) *Rejection {
@@ -94,6 +95,9 @@ func reject(where, reason, format string, args ...any) *Rejection {
 // ToSample interprets a row. Rows that do not fit the schema return a *Rejection.
 func ToSample(row Row, opt SchemaOptions) (*Sample, error) {
 	opt.defaults()
+	if row.Oversize > 0 {
+		return nil, reject(row.Where, reasonTooLong, "the record has %d bytes", row.Oversize)
+	}
 	f := row.Fields
 	s := &Sample{Where: row.Where}
 	str := func(key string) (string, bool, *Rejection) {

@@ -47,7 +47,7 @@ func PrepareData(cfg *config.Run, log io.Writer) (*Data, error) {
 		Train: d.Train, Eval: d.Eval, EvalFraction: d.EvalFraction,
 		Schema:     dataset.SchemaOptions{Format: dataset.Format(d.Format), TextField: d.TextField, PromptField: d.PromptField, CompletionField: d.CompletionField},
 		Tokenizing: dataset.Tokenizing{Tokenizer: tok, MaxLength: d.MaxLength, TrainOnlyLastTurn: d.TrainOnlyLastTurn},
-		Shuffle:    d.Shuffle, Seed: d.Seed, Workers: d.Workers, CacheDir: d.CacheDir,
+		Shuffle:    d.Shuffle, Seed: d.Seed, MaxRowBytes: d.MaxLineBytes, Workers: d.Workers, CacheDir: d.CacheDir,
 	}
 	for _, name := range []string{"tokenizer.json", "tokenizer.json.gz", "tokenizer_config.json"} {
 		if raw, err := os.ReadFile(filepath.Join(tokDir, name)); err == nil {

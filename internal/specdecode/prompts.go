@@ -44,7 +44,7 @@ func LoadPrompts(nameOrFile, datasetsDir string, skip, n int) ([]string, error) 
 	}
 	seen := 0
 	stop := fmt.Errorf("enough")
-	err := dataset.ReadRows(path, func(r dataset.Row) error {
+	err := dataset.ReadRows(path, 0, func(r dataset.Row) error {
 		fields := []string{field}
 		if field == "" {
 			fields = []string{"prompt", "text", "question", "problem", "turns"}
