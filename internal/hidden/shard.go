@@ -198,6 +198,8 @@ type Shard struct {
 	f     *os.File
 	index shardIndex
 	dec   *zstd.Decoder
+	// vocabSize, when set, bounds the token ids read.
+	vocabSize int
 }
 
 // OpenShard reads a shard's index.
@@ -237,13 +239,66 @@ func OpenShard(path string) (*Shard, error) {
 	if err := json.Unmarshal(js, &s.index); err != nil {
 		return fail("corrupt index: %v", err)
 	}
-	if len(s.index.AuxSlots)*s.index.HiddenSize != s.index.AuxWidth {
-		return fail("corrupt index: %d aux slots of %d for width %d", len(s.index.AuxSlots), s.index.HiddenSize, s.index.AuxWidth)
+	largest, err := s.index.check(at)
+	if err != nil {
+		return fail("corrupt index: %v", err)
 	}
-	if s.dec, err = zstd.NewReader(nil); err != nil {
+	// A sample's states decode to at most largest bytes; the bound stops a forged zstd frame from
+	// expanding further. It also bounds the window a frame may declare, and the encoder declares up to 8 MiB.
+	if s.dec, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(uint64(max(largest, 8<<20)))); err != nil {
 		return fail("%v", err)
 	}
 	return s, nil
+}
+
+// Limits on what a shard index may declare, checked before anything is sized from it.
+const (
+	// maxHiddenSize is well above the widest published models (Llama 3.1 405B: 16,384).
+	maxHiddenSize = 1 << 16
+	// maxAuxSlots: EAGLE-3 reads three layers; drafts that read more read a handful.
+	maxAuxSlots = 64
+	// maxExpansion bounds how many bytes of states one stored byte may decode to. Hidden states are
+	// noisy floats: byte-plane zstd stores them in 50-90% of their size, and even states of all zeros
+	// stay under 1:100 at these record sizes, so a record that claims more is forged.
+	maxExpansion = 1024
+)
+
+// check validates the index of a shard whose records end at end, and returns the most bytes a record's
+// states decode to.
+func (x *shardIndex) check(end int64) (int64, error) {
+	if x.HiddenSize < 1 || x.HiddenSize > maxHiddenSize {
+		return 0, fmt.Errorf("hidden_size %d, want 1 to %d", x.HiddenSize, maxHiddenSize)
+	}
+	if len(x.AuxSlots) < 1 || len(x.AuxSlots) > maxAuxSlots {
+		return 0, fmt.Errorf("%d aux slots, want 1 to %d", len(x.AuxSlots), maxAuxSlots)
+	}
+	if len(x.AuxSlots)*x.HiddenSize != x.AuxWidth {
+		return 0, fmt.Errorf("%d aux slots of %d for width %d", len(x.AuxSlots), x.HiddenSize, x.AuxWidth)
+	}
+	// Slots name stored blocks first occurrence first, as auxSlots numbers them.
+	stored := 0
+	for i, b := range x.AuxSlots {
+		if b < 0 || b > stored {
+			return 0, fmt.Errorf("aux_slots[%d] = %d, want 0 to %d", i, b, stored)
+		}
+		stored = max(stored, b+1)
+	}
+	perToken := int64(stored+1) * int64(x.HiddenSize) * int64(x.DType.Size())
+	var largest int64
+	for i, r := range x.Records {
+		if r.Offset < 0 || r.Tokens < 0 || r.AuxBytes < 0 || r.HiddenBytes < 0 || r.Offset > end ||
+			int64(r.Tokens) > end || int64(r.AuxBytes) > end || int64(r.HiddenBytes) > end ||
+			r.Offset+5*int64(r.Tokens)+int64(r.AuxBytes)+int64(r.HiddenBytes) > end {
+			return 0, fmt.Errorf("records[%d]: offset %d, %d tokens, %d + %d bytes of states: outside the %d bytes of records",
+				i, r.Offset, r.Tokens, r.AuxBytes, r.HiddenBytes, end)
+		}
+		if allowed := maxExpansion * (int64(r.AuxBytes) + int64(r.HiddenBytes) + 1); int64(r.Tokens) > allowed/perToken {
+			return 0, fmt.Errorf("records[%d]: %d tokens of states (%d bytes each) stored in %d bytes: more than %dx (maxExpansion)",
+				i, r.Tokens, perToken, r.AuxBytes+r.HiddenBytes, maxExpansion)
+		}
+		largest = max(largest, int64(r.Tokens)*perToken)
+	}
+	return largest, nil
 }
 
 // Len is the number of samples in the shard.
@@ -259,9 +314,8 @@ func (s *Shard) Read(i int) (*Sample, error) {
 	}
 	out := &Sample{IDs: make([]int32, T), LossMask: make([]bool, T),
 		Aux: make([]float32, T*s.index.AuxWidth), Hidden: make([]float32, T*s.index.HiddenSize)}
-	for t := 0; t < T; t++ {
-		out.IDs[t] = int32(binary.LittleEndian.Uint32(buf[4*t:]))
-		out.LossMask[t] = buf[4*T+t] == 1
+	if err := s.decodeTokens(i, buf[:5*T], out.IDs, out.LossMask); err != nil {
+		return nil, err
 	}
 	blob := buf[5*T:]
 	h := s.index.HiddenSize
@@ -290,11 +344,24 @@ func (s *Shard) ReadTokens(i int) ([]int32, []bool, error) {
 		return nil, nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
 	}
 	ids, mask := make([]int32, T), make([]bool, T)
-	for t := 0; t < T; t++ {
-		ids[t] = int32(binary.LittleEndian.Uint32(buf[4*t:]))
-		mask[t] = buf[4*T+t] == 1
+	if err := s.decodeTokens(i, buf, ids, mask); err != nil {
+		return nil, nil, err
 	}
 	return ids, mask, nil
+}
+
+// decodeTokens reads the ids and loss mask of sample i from buf, refusing ids outside the vocabulary.
+func (s *Shard) decodeTokens(i int, buf []byte, ids []int32, mask []bool) error {
+	T := len(ids)
+	for t := range T {
+		id := binary.LittleEndian.Uint32(buf[4*t:])
+		if s.vocabSize > 0 && id >= uint32(s.vocabSize) {
+			return fmt.Errorf("%s: sample %d, token %d: id %d outside the target's vocabulary of %d", s.path, i, t, int32(id), s.vocabSize)
+		}
+		ids[t] = int32(id)
+		mask[t] = buf[4*T+t] == 1
+	}
+	return nil
 }
 
 // Close releases the file.

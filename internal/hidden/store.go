@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	"github.com/specforge/specforge/internal/vocab"
 )
@@ -11,8 +12,12 @@ import (
 // Store reads the samples of a complete shard folder by their index in the dataset.
 type Store struct {
 	Manifest *Manifest
+	dir      string
 	shards   []*Shard
 	first    []int // first sample of each shard
+	// Each shard's size and checksum are checked against the manifest once, when it is first read.
+	verified  []sync.Once
+	verifyErr []error
 }
 
 // Open opens every shard of dir; the manifest must say the generation is complete.
@@ -24,21 +29,48 @@ func Open(dir string) (*Store, error) {
 	if !m.Complete {
 		return nil, fmt.Errorf("%s: generation incomplete (%d of %d samples): run gen-hidden again to finish it", dir, shardSamples(m), m.Samples)
 	}
-	s := &Store{Manifest: m}
+	s := &Store{Manifest: m, dir: dir, verified: make([]sync.Once, len(m.Shards)), verifyErr: make([]error, len(m.Shards))}
 	for _, info := range m.Shards {
 		sh, err := OpenShard(filepath.Join(dir, info.File))
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
-		if sh.Len() != info.Samples {
-			s.Close()
-			return nil, fmt.Errorf("%s: %d samples, the manifest says %d", info.File, sh.Len(), info.Samples)
-		}
 		s.shards = append(s.shards, sh)
+		switch x := sh.index; {
+		case sh.Len() != info.Samples:
+			err = fmt.Errorf("%d samples, the manifest says %d", sh.Len(), info.Samples)
+		case x.HiddenSize != m.Target.HiddenSize || len(x.AuxSlots) != len(m.AuxLayers) || x.DType != m.DType:
+			err = fmt.Errorf("%d aux slots of %d %s values, the manifest says %d of %d %s",
+				len(x.AuxSlots), x.HiddenSize, x.DType.ShortName(), len(m.AuxLayers), m.Target.HiddenSize, m.DType.ShortName())
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, info.File), err)
+		}
+		sh.vocabSize = m.Target.VocabSize
 		s.first = append(s.first, info.FirstSample)
 	}
 	return s, nil
+}
+
+// verify checks shard k against the manifest's size and checksum, the first time only: reading a shard
+// once costs little beside decoding it, and a corrupted shard stops training instead of feeding it garbage.
+func (s *Store) verify(k int) error {
+	s.verified[k].Do(func() {
+		info := s.Manifest.Shards[k]
+		path := filepath.Join(s.dir, info.File)
+		sum, size, err := FileSHA256(path)
+		switch {
+		case err != nil:
+			s.verifyErr[k] = err
+		case size != info.Bytes:
+			s.verifyErr[k] = fmt.Errorf("%s: %d bytes, the manifest says %d: the shard was changed or damaged; run `specforge inspect` on the folder", path, size, info.Bytes)
+		case sum != info.SHA256:
+			s.verifyErr[k] = fmt.Errorf("%s: checksum mismatch (sha256 %s, the manifest says %s): the shard was changed or damaged; run gen-hidden again", path, sum, info.SHA256)
+		}
+	})
+	return s.verifyErr[k]
 }
 
 func shardSamples(m *Manifest) int {
@@ -58,12 +90,18 @@ func (s *Store) Sample(i int) (*Sample, error) {
 	if k < 0 || i >= s.Len() {
 		return nil, fmt.Errorf("sample %d outside [0, %d)", i, s.Len())
 	}
+	if err := s.verify(k); err != nil {
+		return nil, err
+	}
 	return s.shards[k].Read(i - s.first[k])
 }
 
 // CountLossTokens counts, per target id, the stored tokens that carry loss (for the draft vocabulary).
 func (s *Store) CountLossTokens(counter *vocab.Counter) error {
 	for k, sh := range s.shards {
+		if err := s.verify(k); err != nil {
+			return err
+		}
 		for i := 0; i < sh.Len(); i++ {
 			ids, mask, err := sh.ReadTokens(i)
 			if err != nil {
