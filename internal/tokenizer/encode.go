@@ -218,9 +218,14 @@ func composeAlign(outer, inner []int) []int {
 // encodePiece runs the pre-tokenizer and the model over normalised text that starts at byte base of the
 // normalised segment; orig maps normalised positions to the original text.
 func (t *Tokenizer) encodePiece(e *Encoding, text string, base int, orig func(int) int) error {
-	pieces := []string{text}
+	var pieces []string
 	if t.split != nil {
-		pieces = t.split.split(text)
+		var err error
+		if pieces, err = t.split.split(text); err != nil {
+			return err
+		}
+	} else {
+		pieces = chunk(text)
 	}
 	at := base
 	for _, p := range pieces {
@@ -239,6 +244,29 @@ func (t *Tokenizer) encodePiece(e *Encoding, text string, base int, orig func(in
 		}
 	}
 	return nil
+}
+
+// chunk cuts text that has no pre-tokenizer (SentencePiece-style models, which run BPE over the whole
+// normalised text) into pieces of at most maxChunkBytes, so one long input does not become one BPE word
+// (about 30 bytes of memory per byte). The cut is, when the window has one, where a ▁ (U+2581, the
+// metaspace) follows another character: SentencePiece pieces start at ▁ and only runs of ▁ contain more
+// than one, so no token spans such a point and the cut changes nothing. Otherwise it is at the last
+// character boundary.
+func chunk(text string) []string {
+	const meta = "\u2581"
+	var out []string
+	for len(text) > maxChunkBytes {
+		cut := runeStartBefore(text, maxChunkBytes)
+		for i := strings.LastIndex(text[:cut], meta); i > 0; i = strings.LastIndex(text[:i], meta) {
+			if !strings.HasSuffix(text[:i], meta) {
+				cut = i
+				break
+			}
+		}
+		out = append(out, text[:cut])
+		text = text[cut:]
+	}
+	return append(out, text)
 }
 
 // maxCached bounds the pre-token cache, as the tokenizers library's does.

@@ -343,6 +343,11 @@ func parseDecoder(raw json.RawMessage) ([]decoder, error) {
 		return []decoder{func(ts []string) []string { return []string{strings.Join(ts, "")} }}, nil
 	case "Strip":
 		content, start, stop := c.Content, c.Start, c.Stop
+		// The tokenizers library reads content as one char; an empty one would strip nothing start times,
+		// a loop that never ends for a start of 1<<62.
+		if utf8.RuneCountInString(content) != 1 {
+			return nil, fmt.Errorf("Strip content %q is not one character", content)
+		}
 		return []decoder{func(ts []string) []string {
 			for i := range ts {
 				s := ts[i]

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // pattern is a compiled pre-tokenizer regex. Go's regexp has no look-ahead, and Hugging Face's patterns
@@ -13,6 +14,7 @@ import (
 // greedy quantifiers ? * + {n,m}, and look-ahead (?=...) / (?!...). Alternatives are tried in order and the
 // first that matches wins, as in Oniguruma, which the tokenizers library uses.
 type pattern struct {
+	src  string
 	alts [][]atom
 }
 
@@ -106,22 +108,37 @@ func wordClass(negated bool) *charClass {
 	return c
 }
 
+// maxPatternNesting bounds how deeply groups nest in a pattern. The parser and the matcher recurse once per
+// level, so a pattern of a million '(' would overflow the goroutine stack, a fatal error rather than a
+// panic; the shipped patterns nest at most 2 deep.
+const maxPatternNesting = 256
+
 type parser struct {
-	src  []rune
-	pos  int
-	fold bool
+	src   []rune
+	pos   int
+	fold  bool
+	depth int // groups open at pos
 }
 
 func compilePattern(src string) (p *pattern, err error) {
 	ps := &parser{src: []rune(src)}
 	alts, err := ps.alternation()
 	if err != nil {
-		return nil, fmt.Errorf("pre-tokenizer regex %q: %w", src, err)
+		return nil, fmt.Errorf("pre-tokenizer regex %s: %w", quoteShort(src), err)
 	}
 	if ps.pos != len(ps.src) {
-		return nil, fmt.Errorf("pre-tokenizer regex %q: unexpected %q at %d", src, string(ps.src[ps.pos]), ps.pos)
+		return nil, fmt.Errorf("pre-tokenizer regex %s: unexpected %q at %d", quoteShort(src), string(ps.src[ps.pos]), ps.pos)
 	}
-	return &pattern{alts: alts}, nil
+	return &pattern{src: src, alts: alts}, nil
+}
+
+// quoteShort quotes a pattern for an error message, cut to its first 200 bytes: a hostile one may be
+// megabytes long.
+func quoteShort(src string) string {
+	if len(src) <= 200 {
+		return strconv.Quote(src)
+	}
+	return strconv.Quote(src[:runeStartBefore(src, 200)]) + "..."
 }
 
 func (p *parser) more() bool { return p.pos < len(p.src) }
@@ -182,6 +199,10 @@ func newlineASCII() (a [128]bool) {
 }
 
 func (p *parser) group() (atom, error) {
+	if p.depth++; p.depth > maxPatternNesting {
+		return atom{}, fmt.Errorf("groups nest more than %d deep (maxPatternNesting)", maxPatternNesting)
+	}
+	defer func() { p.depth-- }()
 	kind, negative, fold := atomGroup, false, p.fold
 	if p.more() && p.peek() == '?' {
 		p.pos++
@@ -351,26 +372,33 @@ func (p *parser) quantifier(a *atom) error {
 	case '+':
 		a.min, a.max = 1, -1
 	case '{':
-		end := strings.IndexRune(string(p.src[p.pos:]), '}')
+		// p.src holds runes: look for the brace there, not in a string, whose indices are bytes.
+		end := -1
+		for i := p.pos; i < len(p.src); i++ {
+			if p.src[i] == '}' {
+				end = i
+				break
+			}
+		}
 		if end < 0 {
 			return fmt.Errorf("unterminated {")
 		}
-		body := string(p.src[p.pos+1 : p.pos+end])
+		body := string(p.src[p.pos+1 : end])
 		lo, hi, comma := strings.Cut(body, ",")
 		n, err := strconv.Atoi(lo)
-		if err != nil {
+		if err != nil || n < 0 {
 			return fmt.Errorf("bad repetition {%s}", body)
 		}
 		a.min, a.max = n, n
 		if comma {
 			a.max = -1
 			if hi != "" {
-				if a.max, err = strconv.Atoi(hi); err != nil {
+				if a.max, err = strconv.Atoi(hi); err != nil || a.max < n {
 					return fmt.Errorf("bad repetition {%s}", body)
 				}
 			}
 		}
-		p.pos += end
+		p.pos = end
 	default:
 		return nil
 	}
@@ -384,24 +412,97 @@ func (p *parser) quantifier(a *atom) error {
 	return nil
 }
 
-// match returns the end of the first match starting at pos, or -1.
-func (p *pattern) match(s []rune, pos int) int {
-	end := -1
-	matchAlts(p.alts, s, pos, func(e int) bool { end = e; return true })
-	return end
+// The matcher backtracks, so a hostile pattern (nested quantifiers such as (a+)+b) can take exponential time
+// and an ordinary one quadratic time on long text (a+b against a run of a's fails at every start after
+// scanning the run). These limits keep one split linear in its input and bounded in memory; passing one is
+// an error naming the pattern, not a silently different split:
+const (
+	// maxMatchSteps bounds one match attempt (one start position); a step is one atom tried or one rune
+	// tested. The tokenizers' own patterns (GPT-2, Llama 3, Qwen, GPT-4o) take at most 4 steps per byte of
+	// the longest match, so under 1<<18 for a whole maxChunkBytes window; 1<<22 is 16 times that and a few
+	// tens of milliseconds of work.
+	maxMatchSteps = 1 << 22
+	// matchStepsPerByte bounds a whole split to this many steps per input byte (plus maxMatchSteps), so
+	// a pattern that fails expensively at every start cannot take quadratic time: the same patterns
+	// average at most 16 steps per byte on random text of spaces, newlines, letters, digits and quotes,
+	// and 1 to 12 on long runs of one class.
+	matchStepsPerByte = 64
+	// maxMatchDepth bounds the matcher's recursion, which grows with every repetition of a quantified
+	// group ((?:\p{L}\p{M}*)+ recurses about 4 levels per letter); without it a 64 KiB window could need
+	// hundreds of MB of goroutine stack. 1<<16 levels is about 10 MB of stack; the shipped patterns
+	// quantify no group beyond ? and stay under 50 levels.
+	maxMatchDepth = 1 << 16
+	// maxChunkBytes is the longest piece the pre-tokenizer yields: a match attempt sees at most this many
+	// bytes from its start (so a look-ahead sees the window's end as the text's end), and text between
+	// matches is cut at this length too. A 50 MB run of letters is then many pieces instead of one, so the
+	// BPE model (about 30 bytes of memory per input byte and O(n log n) merges per piece) and the matcher
+	// work on bounded inputs. Over-long pieces are split rather than refused because long runs are
+	// legitimate text (indentation, ASCII rulers, DNA, base64); the cost is that a run longer than 64 KiB
+	// may tokenize differently from Hugging Face's at the cuts.
+	maxChunkBytes = 1 << 16
+)
+
+// matcher runs one split's match attempts against s with a step budget; s may be cut short of the text to
+// keep a match inside maxChunkBytes.
+type matcher struct {
+	p     *pattern
+	s     string
+	steps int // left for the current attempt
+	total int // left for the whole split
+	depth int
+	// overrun is set when a limit is passed (tooDeep: maxMatchDepth); every function then returns false
+	// at once.
+	overrun, tooDeep bool
 }
 
-func matchAlts(alts [][]atom, s []rune, pos int, k func(int) bool) bool {
+// step spends one step and reports whether the limits allow going on.
+func (m *matcher) step() bool {
+	if m.steps <= 0 || m.depth > maxMatchDepth {
+		m.overrun, m.tooDeep = true, m.depth > maxMatchDepth
+		return false
+	}
+	m.steps--
+	return true
+}
+
+// match returns the end of the first match starting at byte pos of s, or -1.
+func (m *matcher) match(s string, pos int) (int, error) {
+	m.s = s
+	m.steps = min(maxMatchSteps, m.total)
+	start := m.steps
+	end := -1
+	m.alts(m.p.alts, pos, func(e int) bool { end = e; return true })
+	m.total -= start - m.steps
+	switch {
+	case !m.overrun:
+		return end, nil
+	case m.tooDeep:
+		return -1, fmt.Errorf("pre-tokenizer regex %s: the match at byte %d nests more than %d levels deep (maxMatchDepth): a quantified group repeats too often", quoteShort(m.p.src), pos, maxMatchDepth)
+	case m.total <= 0:
+		return -1, fmt.Errorf("pre-tokenizer regex %s: splitting took more than %d steps per input byte (matchStepsPerByte): the pattern backtracks too much on this text", quoteShort(m.p.src), matchStepsPerByte)
+	}
+	return -1, fmt.Errorf("pre-tokenizer regex %s: the match at byte %d took more than %d steps (maxMatchSteps): the pattern backtracks catastrophically on this text", quoteShort(m.p.src), pos, maxMatchSteps)
+}
+
+func (m *matcher) alts(alts [][]atom, pos int, k func(int) bool) bool {
 	for _, seq := range alts {
-		if matchSeq(seq, s, pos, k) {
+		if m.seq(seq, pos, k) {
 			return true
+		}
+		if m.overrun {
+			return false
 		}
 	}
 	return false
 }
 
-// matchSeq matches seq at pos and calls k with each candidate end, greedy first, until k accepts one.
-func matchSeq(seq []atom, s []rune, pos int, k func(int) bool) bool {
+// seq matches seq at pos and calls k with each candidate end, greedy first, until k accepts one.
+func (m *matcher) seq(seq []atom, pos int, k func(int) bool) bool {
+	m.depth++
+	defer func() { m.depth-- }()
+	if !m.step() {
+		return false
+	}
 	if len(seq) == 0 {
 		return k(pos)
 	}
@@ -409,36 +510,59 @@ func matchSeq(seq []atom, s []rune, pos int, k func(int) bool) bool {
 	rest := seq[1:]
 	switch a.kind {
 	case atomLookahead:
-		found := matchAlts(a.alts, s, pos, func(int) bool { return true })
-		if found == a.negative {
+		found := m.alts(a.alts, pos, func(int) bool { return true })
+		if m.overrun || found == a.negative {
 			return false
 		}
-		return matchSeq(rest, s, pos, k)
+		return m.seq(rest, pos, k)
 	case atomGroup:
-		return matchGroup(a, rest, s, pos, 0, k)
+		return m.group(a, rest, pos, 0, k)
 	}
-	// A single-character atom: take as many as allowed, then give back one at a time.
-	n := 0
-	for pos+n < len(s) && (a.max < 0 || n < a.max) && a.matchRune(s[pos+n]) {
-		n++
+	// A single-character atom: take as many as allowed, then give back one at a time. Stepping back with
+	// DecodeLastRune finds the same boundaries as decoding forward, invalid bytes included (one byte each).
+	end, n := pos, 0
+	for end < len(m.s) && (a.max < 0 || n < a.max) {
+		if !m.step() {
+			return false
+		}
+		r, w := utf8.DecodeRuneInString(m.s[end:])
+		if !a.matchRune(r) {
+			break
+		}
+		end, n = end+w, n+1
 	}
 	for ; n >= a.min; n-- {
-		if matchSeq(rest, s, pos+n, k) {
+		if m.seq(rest, end, k) {
 			return true
+		}
+		if m.overrun {
+			return false
+		}
+		if n > 0 {
+			_, w := utf8.DecodeLastRuneInString(m.s[:end])
+			end -= w
 		}
 	}
 	return false
 }
 
-func matchGroup(a *atom, rest []atom, s []rune, pos, count int, k func(int) bool) bool {
+func (m *matcher) group(a *atom, rest []atom, pos, count int, k func(int) bool) bool {
+	m.depth++
+	defer func() { m.depth-- }()
+	if !m.step() {
+		return false
+	}
 	if a.max < 0 || count < a.max {
-		if matchAlts(a.alts, s, pos, func(e int) bool {
-			return e > pos && matchGroup(a, rest, s, e, count+1, k)
+		if m.alts(a.alts, pos, func(e int) bool {
+			return e > pos && m.group(a, rest, e, count+1, k)
 		}) {
 			return true
 		}
+		if m.overrun {
+			return false
+		}
 	}
-	return count >= a.min && matchSeq(rest, s, pos, k)
+	return count >= a.min && m.seq(rest, pos, k)
 }
 
 func (a *atom) matchRune(r rune) bool {
@@ -461,31 +585,47 @@ func equalFold(a, b rune) bool {
 }
 
 // split cuts s into the pieces of the Split pre-tokenizer with behaviour "Isolated": every match is a
-// piece, and so is every stretch of text between matches.
-func (p *pattern) split(s string) []string {
-	// byteAt[i] is where rune i starts in s; an invalid byte is a rune (U+FFFD) of one byte.
-	rs := make([]rune, 0, len(s))
-	byteAt := make([]int, 0, len(s)+1)
-	for b, r := range s {
-		rs, byteAt = append(rs, r), append(byteAt, b)
-	}
-	byteAt = append(byteAt, len(s))
+// piece, and so is every stretch of text between matches. No piece is longer than maxChunkBytes (a gap may
+// exceed it by the rest of one character).
+func (p *pattern) split(s string) ([]string, error) {
+	m := &matcher{p: p, total: maxMatchSteps + matchStepsPerByte*len(s)}
 	var out []string
 	gap := 0
-	for pos := 0; pos < len(rs); {
-		end := p.match(rs, pos)
+	for pos := 0; pos < len(s); {
+		if pos-gap >= maxChunkBytes {
+			out = append(out, s[gap:pos])
+			gap = pos
+		}
+		end, err := m.match(s[:runeStartBefore(s, pos+maxChunkBytes)], pos)
+		if err != nil {
+			return nil, err
+		}
 		if end <= pos {
-			pos++
+			_, w := utf8.DecodeRuneInString(s[pos:])
+			pos += w
 			continue
 		}
 		if gap < pos {
-			out = append(out, s[byteAt[gap]:byteAt[pos]])
+			out = append(out, s[gap:pos])
 		}
-		out = append(out, s[byteAt[pos]:byteAt[end]])
+		out = append(out, s[pos:end])
 		pos, gap = end, end
 	}
-	if gap < len(rs) {
-		out = append(out, s[byteAt[gap]:])
+	if gap < len(s) {
+		out = append(out, s[gap:])
 	}
-	return out
+	return out, nil
+}
+
+// runeStartBefore returns the largest i <= limit, i <= len(s), at which s does not cut a character in two.
+func runeStartBefore(s string, limit int) int {
+	if limit >= len(s) {
+		return len(s)
+	}
+	for i := limit; i > limit-utf8.UTFMax && i > 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return i
+		}
+	}
+	return limit // not UTF-8 here: any byte boundary is a character boundary
 }

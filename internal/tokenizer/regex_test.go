@@ -31,7 +31,10 @@ func TestPatternSplitsMatchReference(t *testing.T) {
 			for _, w := range c[1].([]any) {
 				want = append(want, w.(string))
 			}
-			got := p.split(text)
+			got, err := p.split(text)
+			if err != nil {
+				t.Fatalf("%s: split(%q): %v", name, text, err)
+			}
 			if strings.Join(got, "\x00") != strings.Join(want, "\x00") || len(got) != len(want) {
 				t.Errorf("%s: split(%q) = %q, want %q", name, text, got, want)
 			}

@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -50,15 +52,30 @@ type Tokenizer struct {
 	cacheMu  sync.Mutex
 }
 
+// Limits on what a tokenizer file may hold, so that a hostile or corrupt file is an error rather than a
+// panic or an out-of-memory kill.
+const (
+	// maxFileBytes bounds a tokenizer file, and what a gzip-compressed one expands to: the largest in use
+	// (Gemma 3's tokenizer.json) is 33 MB, and decoding JSON takes several times the file in memory.
+	maxFileBytes = 128 << 20
+	// maxVocabSize bounds token ids (id < maxVocabSize): 64 times the largest vocabularies in use
+	// (Gemma's 262,144), and small enough that the id -> token table (16 bytes a slot) stays under 256 MiB.
+	maxVocabSize = 1 << 24
+	// maxUnusedIDs is how many ids below the largest may have no token. Ids index a table sized by the
+	// largest one, so a sparse vocabulary ({"a": 0, "b": 16000000}) would allocate for ids it does not
+	// have; real vocabularies are dense, and 65,536 unused slots cost 1 MiB.
+	maxUnusedIDs = 1 << 16
+)
+
 type tokenizerJSON struct {
-	AddedTokens   []AddedToken    `json:"added_tokens"`
-	Normalizer    json.RawMessage `json:"normalizer"`
-	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
-	PostProcessor json.RawMessage `json:"post_processor"`
-	Decoder       json.RawMessage `json:"decoder"`
+	AddedTokens   []addedTokenJSON `json:"added_tokens"`
+	Normalizer    json.RawMessage  `json:"normalizer"`
+	PreTokenizer  json.RawMessage  `json:"pre_tokenizer"`
+	PostProcessor json.RawMessage  `json:"post_processor"`
+	Decoder       json.RawMessage  `json:"decoder"`
 	Model         struct {
 		Type         string           `json:"type"`
-		Vocab        map[string]int32 `json:"vocab"`
+		Vocab        map[string]int64 `json:"vocab"`
 		Merges       json.RawMessage  `json:"merges"`
 		UnkToken     *string          `json:"unk_token"`
 		FuseUnk      bool             `json:"fuse_unk"`
@@ -68,6 +85,13 @@ type tokenizerJSON struct {
 		Prefix       *string          `json:"continuing_subword_prefix"`
 		Suffix       *string          `json:"end_of_word_suffix"`
 	} `json:"model"`
+}
+
+// addedTokenJSON reads an added token with a wide id, so that an id out of int32's range is refused with
+// the limit and the token named rather than a bare JSON type error.
+type addedTokenJSON struct {
+	AddedToken
+	ID int64 `json:"id"`
 }
 
 // Load reads dir/tokenizer.json (or tokenizer.json.gz) and, when present, dir/tokenizer_config.json.
@@ -83,12 +107,37 @@ func Load(dir string) (*Tokenizer, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "tokenizer_config.json")
-	if raw, err := os.ReadFile(cfgPath); err == nil {
+	raw, err := readFile(cfgPath)
+	switch {
+	case err == nil:
 		if err := t.applyConfig(cfgPath, raw); err != nil {
 			return nil, err
 		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
 	}
 	return t, nil
+}
+
+// readFile reads a file of at most maxFileBytes.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readLimited(path, f)
+}
+
+func readLimited(path string, r io.Reader) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, maxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(raw) > maxFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d MiB (maxFileBytes), too large for a tokenizer file", path, maxFileBytes>>20)
+	}
+	return raw, nil
 }
 
 // LoadIfPresent is Load for folders that may have no tokenizer (a target converted without one): nil, nil
@@ -104,7 +153,7 @@ func LoadIfPresent(dir string) (*Tokenizer, error) {
 
 // LoadFile reads a tokenizer.json, gzip-compressed or not.
 func LoadFile(path string) (*Tokenizer, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read tokenizer: %w", err)
 	}
@@ -113,10 +162,15 @@ func LoadFile(path string) (*Tokenizer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if raw, err = io.ReadAll(zr); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+		if raw, err = readLimited(path+" (decompressed)", zr); err != nil {
+			return nil, err
 		}
 	}
+	return parse(path, raw)
+}
+
+// parse builds a tokenizer from the bytes of a tokenizer.json; path names it in errors.
+func parse(path string, raw []byte) (*Tokenizer, error) {
 	var tj tokenizerJSON
 	if err := json.Unmarshal(raw, &tj); err != nil {
 		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
@@ -140,9 +194,13 @@ func build(tj *tokenizerJSON) (*Tokenizer, error) {
 		return nil, fmt.Errorf("continuing_subword_prefix and end_of_word_suffix are not supported")
 	}
 	t := &Tokenizer{addedByID: map[int32]*AddedToken{}, BOS: -1, EOS: -1}
-	t.model = bpe{vocab: m.Vocab, unk: -1, fuseUnk: m.FuseUnk, byteFallback: m.ByteFallback, ignoreMerges: m.IgnoreMerges}
+	vocab, size, err := checkIDs(tj)
+	if err != nil {
+		return nil, err
+	}
+	t.model = bpe{vocab: vocab, unk: -1, fuseUnk: m.FuseUnk, byteFallback: m.ByteFallback, ignoreMerges: m.IgnoreMerges}
 	if m.UnkToken != nil {
-		id, ok := m.Vocab[*m.UnkToken]
+		id, ok := vocab[*m.UnkToken]
 		if !ok {
 			return nil, fmt.Errorf("unk_token %q is not in the vocabulary", *m.UnkToken)
 		}
@@ -150,7 +208,7 @@ func build(tj *tokenizerJSON) (*Tokenizer, error) {
 	}
 	for b := range t.model.byteIDs {
 		t.model.byteIDs[b] = -1
-		if id, ok := m.Vocab[fmt.Sprintf("<0x%02X>", b)]; ok {
+		if id, ok := vocab[fmt.Sprintf("<0x%02X>", b)]; ok {
 			t.model.byteIDs[b] = id
 		}
 	}
@@ -161,16 +219,13 @@ func build(tj *tokenizerJSON) (*Tokenizer, error) {
 	if err := t.setMerges(merges); err != nil {
 		return nil, err
 	}
-	t.added = tj.AddedTokens
-	size := 0
-	for _, id := range m.Vocab {
-		size = max(size, int(id)+1)
-	}
-	for _, a := range t.added {
-		size = max(size, int(a.ID)+1)
+	t.added = make([]AddedToken, len(tj.AddedTokens))
+	for i, a := range tj.AddedTokens {
+		t.added[i] = a.AddedToken
+		t.added[i].ID = int32(a.ID)
 	}
 	t.idToToken = make([]string, size)
-	for s, id := range m.Vocab {
+	for s, id := range vocab {
 		t.idToToken[id] = s
 	}
 	for i := range t.added {
@@ -200,10 +255,46 @@ func build(tj *tokenizerJSON) (*Tokenizer, error) {
 	if err := t.parsePostProcessor(tj.PostProcessor); err != nil {
 		return nil, fmt.Errorf("post_processor: %w", err)
 	}
+	for _, ids := range [][]int32{t.prefix, t.suffix} {
+		for _, id := range ids {
+			if id < 0 || int(id) >= size {
+				return nil, fmt.Errorf("post_processor: special token id %d is not a token id (the vocabulary has ids 0 to %d)", id, size-1)
+			}
+		}
+	}
 	if t.decoders, err = parseDecoder(tj.Decoder); err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	return t, nil
+}
+
+// checkIDs checks every token id of the vocabulary and the added tokens against the limits and returns the
+// vocabulary with int32 ids and the id table's size (one more than the largest id).
+func checkIDs(tj *tokenizerJSON) (map[string]int32, int, error) {
+	size := 0
+	check := func(field, token string, id int64) error {
+		if id < 0 || id >= maxVocabSize {
+			return fmt.Errorf("%s: token %q has id %d, want 0 <= id < %d (maxVocabSize)", field, token, id, maxVocabSize)
+		}
+		size = max(size, int(id)+1)
+		return nil
+	}
+	vocab := make(map[string]int32, len(tj.Model.Vocab))
+	for s, id := range tj.Model.Vocab {
+		if err := check("model.vocab", s, id); err != nil {
+			return nil, 0, err
+		}
+		vocab[s] = int32(id)
+	}
+	for i, a := range tj.AddedTokens {
+		if err := check(fmt.Sprintf("added_tokens[%d]", i), a.Content, a.ID); err != nil {
+			return nil, 0, err
+		}
+	}
+	if limit := len(tj.Model.Vocab) + len(tj.AddedTokens) + maxUnusedIDs; size > limit {
+		return nil, 0, fmt.Errorf("model.vocab and added_tokens: largest id %d leaves more than %d ids (maxUnusedIDs) without a token (%d vocabulary and %d added tokens)", size-1, maxUnusedIDs, len(tj.Model.Vocab), len(tj.AddedTokens))
+	}
+	return vocab, size, nil
 }
 
 // parseMerges accepts both merge encodings: "a b" strings and ["a", "b"] pairs.
@@ -370,11 +461,11 @@ func (t *Tokenizer) ByteTokenIDs() []int32 {
 // LoadVocabMerges builds a GPT-2 style byte-level BPE tokenizer from vocab.json and merges.txt (the files
 // of the original GPT-2 release), with <|endoftext|> as a special token when the vocabulary has it.
 func LoadVocabMerges(vocabPath, mergesPath string) (*Tokenizer, error) {
-	rawVocab, err := os.ReadFile(vocabPath)
+	rawVocab, err := readFile(vocabPath)
 	if err != nil {
 		return nil, fmt.Errorf("read vocabulary: %w", err)
 	}
-	rawMerges, err := os.ReadFile(mergesPath)
+	rawMerges, err := readFile(mergesPath)
 	if err != nil {
 		return nil, fmt.Errorf("read merges: %w", err)
 	}
@@ -395,7 +486,7 @@ func LoadVocabMerges(vocabPath, mergesPath string) (*Tokenizer, error) {
 		return nil, err
 	}
 	if id, ok := tj.Model.Vocab["<|endoftext|>"]; ok {
-		tj.AddedTokens = []AddedToken{{ID: id, Content: "<|endoftext|>", Special: true}}
+		tj.AddedTokens = []addedTokenJSON{{AddedToken: AddedToken{Content: "<|endoftext|>", Special: true}, ID: id}}
 	}
 	tj.PreTokenizer = json.RawMessage(`{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}`)
 	tj.Decoder = json.RawMessage(`{"type": "ByteLevel"}`)
