@@ -3,7 +3,6 @@ package export
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -48,9 +47,9 @@ func Read(dir string) (*Imported, error) {
 		return readCheckpoint(dir)
 	}
 	path := filepath.Join(dir, "config.json")
-	raw, err := os.ReadFile(path)
+	raw, err := model.ReadConfigFile(path, "draft")
 	if err != nil {
-		return nil, fmt.Errorf("read draft: %w", err)
+		return nil, err
 	}
 	im := &Imported{Dir: dir}
 	if err := im.parseConfig(path, raw); err != nil {
@@ -105,7 +104,7 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 		SpeculatorsModelType string   `json:"speculators_model_type"`
 	}
 	if err := json.Unmarshal(raw, &probe); err != nil {
-		return fmt.Errorf("%s: invalid JSON: %v", path, err)
+		return model.JSONError(path, raw, err)
 	}
 	var (
 		layer                    LayerConfig
@@ -118,7 +117,7 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 	case probe.SpeculatorsModelType != "" || anyIn(probe.Architectures, speculatorsArchitectures):
 		var j SpeculatorsConfig
 		if err := json.Unmarshal(raw, &j); err != nil {
-			return fmt.Errorf("%s: invalid JSON: %v", path, err)
+			return model.JSONError(path, raw, err)
 		}
 		if j.SpeculatorsModelType != "" && j.SpeculatorsModelType != "eagle3" {
 			return fmt.Errorf("%s: speculators_model_type %q is not supported (want eagle3)", path, j.SpeculatorsModelType)
@@ -143,7 +142,7 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 	case anyIn(probe.Architectures, sglangArchitectures):
 		var j SGLangConfig
 		if err := json.Unmarshal(raw, &j); err != nil {
-			return fmt.Errorf("%s: invalid JSON: %v", path, err)
+			return model.JSONError(path, raw, err)
 		}
 		im.Format = SGLang
 		if j.VLLMAux != nil {
@@ -300,6 +299,9 @@ func (im *Imported) loadTensors(f tensorSource, configPath string) error {
 	}
 	if c.DraftVocabSize == 0 {
 		c.DraftVocabSize = c.VocabSize
+	}
+	if err := checkLimits(configPath, c); err != nil {
+		return err
 	}
 	if err := c.ValidateShape(); err != nil {
 		return fmt.Errorf("%s: %w", configPath, err)

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
 
@@ -30,55 +32,145 @@ type Checkpoint struct {
 
 const magicV1 = 0x616b3432 // "ak42"
 
-// Read parses a llama2.c checkpoint file. The file size must match the header exactly.
+// Header sizes: the legacy header is seven int32s, the v1 header a padded 256 bytes.
+const (
+	legacyHeaderBytes = 28
+	v1HeaderBytes     = 256
+)
+
+// Read parses a llama2.c checkpoint file. The file size must match the header exactly, which is checked
+// from the header alone, before the weights are read into memory.
 func Read(path string) (*Checkpoint, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read llama2.c checkpoint: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read llama2.c checkpoint: %w", err)
+	}
+	head := make([]byte, min(st.Size(), v1HeaderBytes))
+	if _, err := io.ReadFull(f, head); err != nil {
+		return nil, fmt.Errorf("read llama2.c checkpoint: %w", err)
+	}
+	if _, _, err := parseHeader(path, head, st.Size()); err != nil {
+		return nil, err
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read llama2.c checkpoint: %w", err)
 	}
-	if len(data) < 28 {
-		return nil, fmt.Errorf("%s: %d bytes is too short for a llama2.c header", path, len(data))
+	return parse(path, data)
+}
+
+// parseHeader decodes the header at the start of a file of size bytes and checks it: every size positive,
+// the heads dividing the width, and the weights it implies, computed without overflow, filling the file
+// exactly. It returns the parameters and the length of the header.
+func parseHeader(path string, head []byte, size int64) (Params, int, error) {
+	if len(head) < legacyHeaderBytes {
+		return Params{}, 0, fmt.Errorf("%s: %d bytes is too short for a llama2.c header", path, len(head))
 	}
-	i32 := func(off int) int { return int(int32(binary.LittleEndian.Uint32(data[off:]))) }
-	c := &Checkpoint{}
-	var body []byte
-	legacy := binary.LittleEndian.Uint32(data) != magicV1
+	i32 := func(off int) int { return int(int32(binary.LittleEndian.Uint32(head[off:]))) }
+	var p Params
+	hdr := legacyHeaderBytes
+	legacy := binary.LittleEndian.Uint32(head) != magicV1
 	if legacy {
-		c.Params = Params{Dim: i32(0), HiddenDim: i32(4), Layers: i32(8), Heads: i32(12), KVHeads: i32(16), Vocab: i32(20), SeqLen: i32(24)}
-		c.SharedClassifier = c.Vocab > 0
-		if c.Vocab < 0 {
-			c.Vocab = -c.Vocab
+		p = Params{Dim: i32(0), HiddenDim: i32(4), Layers: i32(8), Heads: i32(12), KVHeads: i32(16), Vocab: i32(20), SeqLen: i32(24)}
+		// A negative vocabulary size says the classifier is not shared; int() of an int32 keeps -MinInt32.
+		p.SharedClassifier = p.Vocab > 0
+		if p.Vocab < 0 {
+			p.Vocab = -p.Vocab
 		}
-		body = data[28:]
 	} else {
-		if len(data) < 256 {
-			return nil, fmt.Errorf("%s: truncated v1 header", path)
+		if len(head) < v1HeaderBytes {
+			return Params{}, 0, fmt.Errorf("%s: truncated v1 header", path)
 		}
 		if v := i32(4); v != 1 {
-			return nil, fmt.Errorf("%s: llama2.c format version %d is not supported (supported: legacy v0 and float32 v1; v2 is int8-quantized)", path, v)
+			return Params{}, 0, fmt.Errorf("%s: llama2.c format version %d is not supported (supported: legacy v0 and float32 v1; v2 is int8-quantized)", path, v)
 		}
-		c.Params = Params{Dim: i32(8), HiddenDim: i32(12), Layers: i32(16), Heads: i32(20), KVHeads: i32(24), Vocab: i32(28), SeqLen: i32(32)}
-		c.SharedClassifier = data[36] == 1
-		body = data[256:]
+		p = Params{Dim: i32(8), HiddenDim: i32(12), Layers: i32(16), Heads: i32(20), KVHeads: i32(24), Vocab: i32(28), SeqLen: i32(32)}
+		p.SharedClassifier = head[36] == 1
+		hdr = v1HeaderBytes
 	}
-	p := c.Params
-	if p.Dim <= 0 || p.HiddenDim <= 0 || p.Layers <= 0 || p.Heads <= 0 || p.KVHeads <= 0 || p.Vocab <= 0 || p.SeqLen <= 0 ||
-		p.Dim%p.Heads != 0 || p.Heads%p.KVHeads != 0 || (p.Dim/p.Heads)%2 != 0 {
-		return nil, fmt.Errorf("%s: implausible llama2.c header %+v (not a llama2.c checkpoint?)", path, p)
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"dim", p.Dim}, {"hidden_dim", p.HiddenDim}, {"n_layers", p.Layers}, {"n_heads", p.Heads}, {"n_kv_heads", p.KVHeads}, {"vocab_size", p.Vocab}, {"seq_len", p.SeqLen}} {
+		if f.v <= 0 {
+			return Params{}, 0, fmt.Errorf("%s: header %s = %d, must be positive (not a llama2.c checkpoint?)", path, f.name, f.v)
+		}
 	}
+	if p.Dim%p.Heads != 0 || p.Heads%p.KVHeads != 0 || (p.Dim/p.Heads)%2 != 0 {
+		return Params{}, 0, fmt.Errorf("%s: header dim %d, n_heads %d, n_kv_heads %d: n_heads must divide dim into an even head size and n_kv_heads divide n_heads (not a llama2.c checkpoint?)",
+			path, p.Dim, p.Heads, p.KVHeads)
+	}
+	weights, ok := p.numWeights(legacy)
+	body := size - int64(hdr)
+	if !ok || weights > body/4 || 4*weights != body {
+		need := "more than 2^63"
+		if ok {
+			need = fmt.Sprint(4 * weights)
+		}
+		return Params{}, 0, fmt.Errorf("%s: %d bytes of weights, the header %+v needs %s (truncated or not a llama2.c checkpoint?)", path, body, p, need)
+	}
+	return p, hdr, nil
+}
+
+// numWeights counts the float32 values of the weights that follow the header; ok is false when the count
+// overflows an int64 (a header of random int32s easily asks for 2^70 values).
+func (p Params) numWeights(legacy bool) (n int64, ok bool) {
+	ok = true
+	mul := func(xs ...int64) int64 {
+		prod := uint64(1)
+		for _, x := range xs {
+			hi, lo := bits.Mul64(prod, uint64(x))
+			if hi != 0 || lo > math.MaxInt64 {
+				ok = false
+				return 0
+			}
+			prod = lo
+		}
+		return int64(prod)
+	}
+	add := func(xs ...int64) int64 {
+		var sum int64
+		for _, x := range xs {
+			if sum > math.MaxInt64-x {
+				ok = false
+				return 0
+			}
+			sum += x
+		}
+		return sum
+	}
+	dim, hidden, vocab := int64(p.Dim), int64(p.HiddenDim), int64(p.Vocab)
+	hs := int64(p.Dim / p.Heads)
+	kvDim := int64(p.KVHeads) * hs
+	// Per layer: two norms, wq and wo [dim, dim], wk and wv [kv_dim, dim], w1, w2 and w3 [hidden_dim, dim].
+	layer := add(mul(2, dim), mul(2, dim, dim), mul(2, kvDim, dim), mul(3, dim, hidden))
+	n = add(mul(vocab, dim), mul(layer, int64(p.Layers)), dim)
+	if legacy {
+		n = add(n, mul(int64(p.SeqLen), hs)) // freq_cis_real and freq_cis_imag, [seq_len, hs/2] each
+	}
+	if !p.SharedClassifier {
+		n = add(n, mul(vocab, dim))
+	}
+	return n, ok
+}
+
+// parse decodes a whole llama2.c checkpoint held in data.
+func parse(path string, data []byte) (*Checkpoint, error) {
+	p, hdr, err := parseHeader(path, data, int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	legacy := hdr == legacyHeaderBytes
+	c := &Checkpoint{Params: p}
+	body := data[hdr:]
 	hs := p.Dim / p.Heads
 	kvDim := p.KVHeads * hs
 	L := p.Layers
-	want := p.Vocab*p.Dim + L*(2*p.Dim+p.Dim*p.Dim+2*kvDim*p.Dim+p.Dim*p.Dim+3*p.Dim*p.HiddenDim) + p.Dim
-	if legacy {
-		want += p.SeqLen * hs // freq_cis_real and freq_cis_imag, [seq_len, hs/2] each
-	}
-	if !p.SharedClassifier {
-		want += p.Vocab * p.Dim
-	}
-	if len(body) != 4*want {
-		return nil, fmt.Errorf("%s: %d bytes of weights, the header %+v needs %d (truncated or not a llama2.c checkpoint?)", path, len(body), p, 4*want)
-	}
 	off := 0
 	next := func(n int) []float32 {
 		out := make([]float32, n)

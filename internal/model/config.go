@@ -7,7 +7,6 @@ package model
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -118,21 +117,22 @@ func SupportedArchitectures() []string {
 // LoadConfig reads and validates dir/config.json.
 func LoadConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, "config.json")
-	data, err := os.ReadFile(path)
+	data, err := ReadConfigFile(path, "model config")
 	if err != nil {
-		return nil, fmt.Errorf("read model config: %w", err)
+		return nil, err
 	}
 	return ParseConfig(path, data)
 }
 
-// ParseConfig decodes a config.json; path is used in error messages.
+// ParseConfig decodes a config.json; path is used in error messages. Every size is checked against its
+// limit (MaxLayers, MaxHiddenSize, ...) before anything is allocated by it.
 func ParseConfig(path string, data []byte) (*Config, error) {
 	var raw rawConfig
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
+		return nil, JSONError(path, data, err)
 	}
 	if err := json.Unmarshal(data, &raw.fields); err != nil {
-		return nil, fmt.Errorf("%s: invalid JSON: %v", path, err)
+		return nil, JSONError(path, data, err)
 	}
 	if len(raw.Architectures) != 1 {
 		return nil, fmt.Errorf("%s: architectures must name exactly one architecture, got %v (supported: %s)",
@@ -168,19 +168,20 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 		name string
 		v    *int
 		dst  *int
+		max  int
 	}{
-		{"vocab_size", raw.VocabSize, &c.VocabSize},
-		{"hidden_size", raw.HiddenSize, &c.HiddenSize},
-		{"intermediate_size", raw.IntermediateSize, &c.IntermediateSize},
-		{"num_hidden_layers", raw.NumHiddenLayers, &c.NumLayers},
-		{"num_attention_heads", raw.NumAttentionHeads, &c.NumHeads},
+		{"vocab_size", raw.VocabSize, &c.VocabSize, MaxVocabSize},
+		{"hidden_size", raw.HiddenSize, &c.HiddenSize, MaxHiddenSize},
+		{"intermediate_size", raw.IntermediateSize, &c.IntermediateSize, MaxIntermediateSize},
+		{"num_hidden_layers", raw.NumHiddenLayers, &c.NumLayers, MaxLayers},
+		{"num_attention_heads", raw.NumAttentionHeads, &c.NumHeads, MaxHeads},
 	}
 	for _, f := range required {
 		if f.v == nil {
 			return fmt.Errorf("%s: missing required field %s", path, f.name)
 		}
-		if *f.v <= 0 {
-			return fmt.Errorf("%s: %s must be positive, got %d", path, f.name, *f.v)
+		if err := inRange(path, f.name, *f.v, 1, f.max); err != nil {
+			return err
 		}
 		*f.dst = *f.v
 	}
@@ -192,8 +193,14 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 		return fmt.Errorf("%s: num_key_value_heads %d must be positive and divide num_attention_heads %d", path, c.NumKVHeads, c.NumHeads)
 	}
 	c.HeadDim = c.HiddenSize / c.NumHeads
-	if raw.HeadDim != nil && *raw.HeadDim > 0 {
+	if raw.HeadDim != nil && *raw.HeadDim != 0 { // 0, like null, leaves the default
 		c.HeadDim = *raw.HeadDim
+	}
+	if c.HeadDim == 0 {
+		return fmt.Errorf("%s: head_dim defaults to hidden_size / num_attention_heads = %d / %d = 0: set head_dim", path, c.HiddenSize, c.NumHeads)
+	}
+	if err := inRange(path, "head_dim", c.HeadDim, 1, MaxHeadDim); err != nil {
+		return err
 	}
 	if c.HeadDim%2 != 0 {
 		return fmt.Errorf("%s: head_dim %d must be even for rotary embeddings", path, c.HeadDim)
@@ -201,6 +208,10 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 	c.RMSNormEps = 1e-6
 	if raw.RMSNormEps != nil {
 		c.RMSNormEps = *raw.RMSNormEps
+	}
+	// JSON has no NaN or infinities, so a decoded epsilon is finite: only its range needs checking.
+	if !(c.RMSNormEps > 0 && c.RMSNormEps <= MaxRMSNormEps) {
+		return fmt.Errorf("%s: rms_norm_eps must be in (0, %g], got %g", path, float64(MaxRMSNormEps), c.RMSNormEps)
 	}
 	if raw.HiddenAct != nil && *raw.HiddenAct != "silu" {
 		return fmt.Errorf("%s: hidden_act %q is not supported (supported: silu)", path, *raw.HiddenAct)
@@ -211,6 +222,9 @@ func decodeCommon(path string, raw *rawConfig, c *Config) error {
 	c.MaxPositionEmbeddings = 2048
 	if raw.MaxPositionEmbeddings != nil {
 		c.MaxPositionEmbeddings = *raw.MaxPositionEmbeddings
+	}
+	if err := inRange(path, "max_position_embeddings", c.MaxPositionEmbeddings, 1, MaxPositionEmbeddings); err != nil {
+		return err
 	}
 	theta := 10000.0
 	if raw.RopeTheta != nil {

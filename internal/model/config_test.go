@@ -1,9 +1,13 @@
 package model
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/specforge/specforge/internal/safetensors"
 )
 
 const llamaBase = `"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "vocab_size": 100`
@@ -115,4 +119,146 @@ func TestDefaultAuxLayers(t *testing.T) {
 			t.Errorf("N=%d: %v, want %v", n, got, want)
 		}
 	}
+}
+
+// Sizes from a stranger's config.json are refused before they allocate anything (issue 14), each error
+// naming the field and its limit.
+func TestParseConfigLimits(t *testing.T) {
+	const arch = `{"architectures": ["LlamaForCausalLM"], `
+	base := map[string]string{"hidden_size": "64", "intermediate_size": "128", "num_hidden_layers": "4", "num_attention_heads": "4", "vocab_size": "100"}
+	with := func(arch string, set map[string]string) string {
+		var fields []string
+		for k, v := range base {
+			if _, ok := set[k]; !ok {
+				fields = append(fields, `"`+k+`": `+v)
+			}
+		}
+		for k, v := range set {
+			fields = append(fields, `"`+k+`": `+v)
+		}
+		slices.Sort(fields)
+		return arch + strings.Join(fields, ", ") + "}"
+	}
+	cases := []struct {
+		name string
+		json string
+		want string
+	}{
+		{"layers 1e12 as an integer", with(arch, map[string]string{"num_hidden_layers": "1000000000000"}), "num_hidden_layers must be in [1, 1024], got 1000000000000"},
+		{"layers 1e8", with(arch, map[string]string{"num_hidden_layers": "100000000"}), "num_hidden_layers must be in [1, 1024], got 100000000"},
+		{"layers 1e12 as a float", with(arch, map[string]string{"num_hidden_layers": "1e12"}), "num_hidden_layers: want int, got number 1e12"},
+		{"layers beyond int64", with(arch, map[string]string{"num_hidden_layers": "99999999999999999999"}), "num_hidden_layers: want int, got number 99999999999999999999"},
+		{"layers zero", with(arch, map[string]string{"num_hidden_layers": "0"}), "num_hidden_layers must be in [1, 1024], got 0"},
+		{"hidden huge", with(arch, map[string]string{"hidden_size": "4611686018427387904"}), "hidden_size must be in [1, 65536]"},
+		{"hidden negative", with(arch, map[string]string{"hidden_size": "-64"}), "hidden_size must be in [1, 65536], got -64"},
+		{"intermediate huge", with(arch, map[string]string{"intermediate_size": "1000000000"}), "intermediate_size must be in [1, 262144]"},
+		{"vocab huge", with(arch, map[string]string{"vocab_size": "1000000000000"}), "vocab_size must be in [1, 4194304]"},
+		{"heads huge", with(arch, map[string]string{"num_attention_heads": "1048576"}), "num_attention_heads must be in [1, 1024]"},
+		{"kv heads do not divide", with(arch, map[string]string{"num_key_value_heads": "3"}), "num_key_value_heads 3 must be positive and divide num_attention_heads 4"},
+		{"kv heads negative", with(arch, map[string]string{"num_key_value_heads": "-4"}), "num_key_value_heads -4 must be positive"},
+		{"kv heads above heads", with(arch, map[string]string{"num_key_value_heads": "8"}), "num_key_value_heads 8 must be positive and divide num_attention_heads 4"},
+		{"heads above hidden", with(arch, map[string]string{"num_attention_heads": "128"}), "head_dim defaults to hidden_size / num_attention_heads = 64 / 128 = 0"},
+		{"head_dim huge", with(arch, map[string]string{"head_dim": "1048576"}), "head_dim must be in [1, 1024], got 1048576"},
+		{"head_dim negative", with(arch, map[string]string{"head_dim": "-16"}), "head_dim must be in [1, 1024], got -16"},
+		{"head_dim odd", with(arch, map[string]string{"head_dim": "15"}), "head_dim 15 must be even"},
+		{"eps negative", with(arch, map[string]string{"rms_norm_eps": "-1e-6"}), "rms_norm_eps must be in (0, 1], got -1e-06"},
+		{"eps zero", with(arch, map[string]string{"rms_norm_eps": "0"}), "rms_norm_eps must be in (0, 1], got 0"},
+		{"eps huge", with(arch, map[string]string{"rms_norm_eps": "1e30"}), "rms_norm_eps must be in (0, 1], got 1e+30"},
+		{"eps beyond float64", with(arch, map[string]string{"rms_norm_eps": "1e999"}), "rms_norm_eps: want float64, got number 1e999"},
+		{"max positions negative", with(arch, map[string]string{"max_position_embeddings": "-1"}), "max_position_embeddings must be in [1, 16777216], got -1"},
+		{"max positions huge", with(arch, map[string]string{"max_position_embeddings": "1000000000000"}), "max_position_embeddings must be in [1, 16777216]"},
+		{"rope_theta NaN", with(arch, map[string]string{"rope_theta": "NaN"}), "invalid JSON: invalid character 'N'"},
+		{"rope_theta negative", with(arch, map[string]string{"rope_theta": "-10000"}), "rope_theta must be positive, got -10000"},
+		{"rope_theta infinite", with(arch, map[string]string{"rope_theta": "1e400"}), "rope_theta: want float64, got number 1e400"},
+		{"layer count as string", with(arch, map[string]string{"num_hidden_layers": `"32"`}), "num_hidden_layers: want int, got string"},
+		{"experts huge", with(`{"architectures": ["Qwen3MoeForCausalLM"], `, map[string]string{"num_experts": "1000000000"}), "num_experts must be in [1, 4096], got 1000000000"},
+		{"moe intermediate huge", with(`{"architectures": ["Qwen3MoeForCausalLM"], `, map[string]string{"moe_intermediate_size": "1000000000"}), "moe_intermediate_size must be in [1, 262144]"},
+		{"shared expert huge", with(`{"architectures": ["Qwen2MoeForCausalLM"], `, map[string]string{"shared_expert_intermediate_size": "1000000000"}), "shared_expert_intermediate_size must be in [0, 262144]"},
+		{"shared expert negative", with(`{"architectures": ["Qwen2MoeForCausalLM"], `, map[string]string{"shared_expert_intermediate_size": "-1"}), "shared_expert_intermediate_size must be in [0, 262144], got -1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseConfig("dir/config.json", []byte(c.json))
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "dir/config.json") {
+				t.Errorf("got %v, want an error starting with the path and containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrorPosition(t *testing.T) {
+	data := "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"num_hidden_layers\": 1e12\n}"
+	_, err := ParseConfig("config.json", []byte(data))
+	if err == nil || !strings.HasPrefix(err.Error(), "config.json:3:28: num_hidden_layers: want int") {
+		t.Errorf("got %v, want the line and column of the value", err)
+	}
+}
+
+func TestLoadConfigTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	big := `{"architectures": ["LlamaForCausalLM"], "pad": "` + strings.Repeat("x", MaxConfigBytes) + `"}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(dir)
+	if err == nil || !strings.Contains(err.Error(), "over the limit of 4194304 bytes") || !strings.Contains(err.Error(), "config.json") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// A config whose sizes are within the limits but far above what its checkpoint holds is named as the
+// culprit before any weight is read.
+func TestLoadCheckpointTooSmallForConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"architectures": ["LlamaForCausalLM"], "hidden_size": 65536, "intermediate_size": 262144, "num_hidden_layers": 1024, "num_attention_heads": 128, "vocab_size": 4194304}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := safetensors.FromFloat32("model.embed_tokens.weight", safetensors.F32, []int{2, 2}, make([]float32, 4))
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), []safetensors.Tensor{w}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for name, load := range map[string]func() error{
+		"Load":     func() error { _, err := Load(dir); return err },
+		"LoadHead": func() error { _, _, err := LoadHead(dir); return err },
+	} {
+		err := load()
+		if err == nil || !strings.Contains(err.Error(), "but the checkpoint holds 16 bytes of tensors") || !strings.Contains(err.Error(), dir) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+// FuzzConfig decodes arbitrary bytes as a config.json. It must fail with an error naming the file, or give
+// a config within the limits whose derived sizes can be computed without overflow.
+func FuzzConfig(f *testing.F) {
+	f.Add([]byte(`{"architectures": ["LlamaForCausalLM"], ` + llamaBase + `}`))
+	f.Add([]byte(`{"architectures": ["Qwen3MoeForCausalLM"], "num_experts": 8, "num_experts_per_tok": 2, "decoder_sparse_step": 2, "mlp_only_layers": [3], ` + llamaBase + `}`))
+	f.Add([]byte(`{"architectures": ["Qwen2ForCausalLM"], "sliding_window": 8, "use_sliding_window": true, "layer_types": ["full_attention", "sliding_attention", "full_attention", "full_attention"], ` + llamaBase + `}`))
+	f.Add([]byte(`{"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 1e12}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig("fuzz/config.json", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz/config.json") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if c.NumLayers > MaxLayers || c.HiddenSize > MaxHiddenSize || c.IntermediateSize > MaxIntermediateSize ||
+			c.VocabSize > MaxVocabSize || c.NumHeads > MaxHeads || c.HeadDim > MaxHeadDim || c.MaxPositionEmbeddings > MaxPositionEmbeddings {
+			t.Fatalf("config beyond the limits: %+v", c)
+		}
+		if c.MoE != nil && (c.MoE.Experts > MaxExperts || len(c.MoE.Sparse) != c.NumLayers) {
+			t.Fatalf("mixture beyond the limits: %+v", c.MoE)
+		}
+		if n := c.minWeights(); n <= 0 {
+			t.Fatalf("minWeights = %d for %+v", n, c)
+		}
+		if aux := c.DefaultAuxLayers(); len(aux) != 3 {
+			t.Fatalf("aux layers %v", aux)
+		}
+		if inv, _ := c.Rope.Frequencies(1); len(inv) != c.Rope.Dim/2 {
+			t.Fatalf("%d frequencies for rotary dimension %d", len(inv), c.Rope.Dim)
+		}
+	})
 }

@@ -85,6 +85,10 @@ func LoadHeadWith(dir string, p backend.Product) (*Head, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkCheckpointSize(dir, cfg.headWeights(), ckpt.DataBytes()); err != nil {
+		ckpt.Close()
+		return nil, nil, err
+	}
 	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}
 	h := &Head{be: auto.Default(), product: p}
 	if err := h.read(cfg, src, p); err != nil {
@@ -156,6 +160,10 @@ func LoadWith(dir string, p backend.Product) (*Model, error) {
 	}
 	ckpt, err := safetensors.OpenCheckpoint(dir)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkCheckpointSize(dir, cfg.minWeights(), ckpt.DataBytes()); err != nil {
+		ckpt.Close()
 		return nil, err
 	}
 	src := &checkpointSource{ckpt: ckpt, used: map[string]bool{}}

@@ -97,12 +97,16 @@ func decodeMoE(path string, raw *rawConfig, c *Config, d moeDefaults) error {
 	switch {
 	case m.Experts <= 0:
 		return fmt.Errorf("%s: num_experts must be positive, got %d", path, m.Experts)
+	case m.Experts > MaxExperts:
+		return inRange(path, "num_experts", m.Experts, 1, MaxExperts)
 	case m.TopK <= 0 || m.TopK > m.Experts:
 		return fmt.Errorf("%s: num_experts_per_tok must be in [1, num_experts = %d], got %d", path, m.Experts, m.TopK)
 	case m.IntermediateSize <= 0:
 		return fmt.Errorf("%s: moe_intermediate_size must be positive, got %d", path, m.IntermediateSize)
-	case m.SharedIntermediateSize < 0:
-		return fmt.Errorf("%s: shared_expert_intermediate_size must not be negative, got %d", path, m.SharedIntermediateSize)
+	case m.IntermediateSize > MaxIntermediateSize:
+		return inRange(path, "moe_intermediate_size", m.IntermediateSize, 1, MaxIntermediateSize)
+	case m.SharedIntermediateSize < 0 || m.SharedIntermediateSize > MaxIntermediateSize:
+		return inRange(path, "shared_expert_intermediate_size", m.SharedIntermediateSize, 0, MaxIntermediateSize)
 	}
 	step := 1
 	if raw.DecoderSparseStep != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -43,8 +44,13 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 	return c, nil
 }
 
+// maxIndexBytes bounds model.safetensors.index.json. An index names the tensors that the shards' headers
+// name again, so it is held to the headers' limit (DeepSeek-V3's 91k tensors take 9 MB); a larger one would
+// only be read into memory to be refused later.
+const maxIndexBytes = maxHeaderBytes
+
 func (c *Checkpoint) openSharded(indexPath string) error {
-	raw, err := os.ReadFile(indexPath)
+	raw, err := readLimited(indexPath, maxIndexBytes)
 	if err != nil {
 		return fmt.Errorf("read index: %w", err)
 	}
@@ -86,6 +92,23 @@ func (c *Checkpoint) openSharded(indexPath string) error {
 	return nil
 }
 
+// readLimited reads a file of at most limit bytes.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) > limit {
+		return nil, fmt.Errorf("%s: over the limit of %d bytes", path, limit)
+	}
+	return raw, nil
+}
+
 func (c *Checkpoint) add(path string) error {
 	f, err := Open(path)
 	if err != nil {
@@ -121,6 +144,15 @@ func (c *Checkpoint) Names() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// DataBytes is the size of all the tensors' data, for checking a configuration against the checkpoint.
+func (c *Checkpoint) DataBytes() int64 {
+	var n int64
+	for _, t := range c.byName {
+		n += int64(len(t.Data))
+	}
+	return n
 }
 
 // Close unmaps every file of the checkpoint.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
 	"sort"
 	"unsafe"
@@ -215,11 +216,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open safetensors: %w", err)
 	}
-	size := st.Size()
-	if size < 8 {
-		return nil, fmt.Errorf("%s: not a safetensors file: %d bytes, need at least the 8-byte header length", path, size)
-	}
-	data, unmap, err := mapFile(f, size)
+	data, unmap, err := mapFile(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("map %s: %w", path, err)
 	}
@@ -234,8 +231,14 @@ func Open(path string) (*File, error) {
 
 func parse(path string, data []byte) (*File, error) {
 	size := int64(len(data))
+	if size < 8 {
+		return nil, fmt.Errorf("%s: not a safetensors file: %d bytes, need at least the 8-byte header length", path, size)
+	}
 	hlen := binary.LittleEndian.Uint64(data)
-	if hlen > maxHeaderBytes || int64(hlen) > size-8 {
+	if hlen > maxHeaderBytes {
+		return nil, fmt.Errorf("%s: corrupt header: header length %d exceeds the limit of %d bytes", path, hlen, maxHeaderBytes)
+	}
+	if int64(hlen) > size-8 {
 		return nil, fmt.Errorf("%s: corrupt or truncated header: header length %d, but the file has %d bytes after it", path, hlen, size-8)
 	}
 	var raw map[string]json.RawMessage
@@ -264,19 +267,16 @@ func parse(path string, data []byte) (*File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
-		n := int64(1)
-		for _, d := range e.Shape {
-			if d < 0 {
-				return nil, fmt.Errorf("%s: tensor %q: negative dimension in shape %v", path, name, e.Shape)
-			}
-			n *= int64(d)
+		nbytes, err := byteSize(e.Shape, dtype.Size())
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
 		from, to := e.DataOffsets[0], e.DataOffsets[1]
 		if from < 0 || to < from || to > int64(len(body)) {
 			return nil, fmt.Errorf("%s: tensor %q: data offsets [%d, %d] out of range (data section has %d bytes; file truncated?)", path, name, from, to, len(body))
 		}
-		if want := n * int64(dtype.Size()); to-from != want {
-			return nil, fmt.Errorf("%s: tensor %q: %d bytes for shape %v of %s, want %d", path, name, to-from, e.Shape, dtype, want)
+		if to-from != nbytes {
+			return nil, fmt.Errorf("%s: tensor %q: %d bytes for shape %v of %s, want %d", path, name, to-from, e.Shape, dtype, nbytes)
 		}
 		shape := e.Shape
 		if shape == nil {
@@ -298,6 +298,32 @@ func parse(path string, data []byte) (*File, error) {
 		file.names = append(file.names, s.name)
 	}
 	return file, nil
+}
+
+// byteSize is the size in bytes of a tensor of the given shape and element size. Every dimension must be
+// non-negative and the product of the non-zero ones, in bytes, must fit in an int64: a header is read from a
+// stranger's file, and a product that wraps around (shape [2^62, 64] is 0 elements modulo 2^64) would
+// otherwise pass for a tensor of the size its byte range has.
+func byteSize(shape []int, elemSize int) (int64, error) {
+	total, zero := uint64(elemSize), false
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d == 0 {
+			zero = true
+			continue
+		}
+		hi, lo := bits.Mul64(total, uint64(d))
+		if hi != 0 || lo > math.MaxInt64 {
+			return 0, fmt.Errorf("shape %v: the size overflows int64 bytes", shape)
+		}
+		total = lo
+	}
+	if zero {
+		return 0, nil
+	}
+	return int64(total), nil
 }
 
 // Names lists the tensors in the order of their data.

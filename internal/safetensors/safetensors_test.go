@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,6 +143,14 @@ func TestOpenErrors(t *testing.T) {
 		{"size mismatch", `{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}`, make([]byte, 8), `tensor "w": 8 bytes for shape [3] of F32, want 12`},
 		{"overlap", `{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}`, make([]byte, 12), `overlap`},
 		{"negative dim", `{"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}`, nil, "negative dimension"},
+		// 2^62 x 64 elements wrap to 0 in int64: the byte range [0, 0] must not pass for them.
+		{"element count overflows", `{"w": {"dtype": "F32", "shape": [4611686018427387904, 64], "data_offsets": [0, 0]}}`, nil, "shape [4611686018427387904 64]: the size overflows int64 bytes"},
+		{"byte count overflows", `{"w": {"dtype": "F64", "shape": [2305843009213693952], "data_offsets": [0, 0]}}`, nil, "the size overflows int64 bytes"},
+		{"overflow before a zero dim", `{"w": {"dtype": "F32", "shape": [4611686018427387904, 64, 0], "data_offsets": [0, 0]}}`, nil, "the size overflows int64 bytes"},
+		{"dim beyond int64", `{"w": {"dtype": "F32", "shape": [1e30], "data_offsets": [0, 0]}}`, nil, `tensor "w": bad header entry`},
+		{"huge shape, small range", `{"w": {"dtype": "BF16", "shape": [1048576, 1048576], "data_offsets": [0, 8]}}`, make([]byte, 8), "8 bytes for shape [1048576 1048576] of BF16, want 2199023255552"},
+		{"offsets beyond int64", `{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 1e30]}}`, make([]byte, 4), `tensor "w": bad header entry`},
+		{"negative offset", `{"w": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}}`, make([]byte, 4), "data offsets [-4, 0] out of range"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -158,6 +167,16 @@ func TestOpenErrors(t *testing.T) {
 		os.WriteFile(path, raw[:20], 0o644)
 		if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "truncated header") {
 			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("huge header length", func(t *testing.T) {
+		for _, hlen := range []uint64{maxHeaderBytes + 1, 1 << 63, math.MaxUint64} {
+			buf := binary.LittleEndian.AppendUint64(nil, hlen)
+			path := filepath.Join(t.TempDir(), "huge.safetensors")
+			os.WriteFile(path, append(buf, "{}"...), 0o644)
+			if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "exceeds the limit of 104857600 bytes") || !strings.Contains(err.Error(), path) {
+				t.Errorf("header length %d: got %v", hlen, err)
+			}
 		}
 	})
 	t.Run("tiny file", func(t *testing.T) {
