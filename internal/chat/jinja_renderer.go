@@ -12,6 +12,9 @@ type JinjaRenderer struct {
 	template *jinja.Template
 	// Special-token strings the template may print.
 	BOS, EOS string
+	// Source names where the template came from (its file); render errors start with it. A chat template
+	// comes from a model folder, so a user must be told which file a render stopped in.
+	Source string
 }
 
 // NewJinjaRenderer compiles a chat template.
@@ -45,7 +48,11 @@ func (r *JinjaRenderer) Render(c Conversation) (string, error) {
 	if c.EnableThinking {
 		vars["enable_thinking"] = true
 	}
-	return r.template.Render(vars)
+	out, err := r.template.Render(vars)
+	if err != nil && r.Source != "" {
+		return "", fmt.Errorf("%s: %w", r.Source, err)
+	}
+	return out, err
 }
 
 // messageKeyOrder is the key order of a normalised message (SpecForge builds role, content first).

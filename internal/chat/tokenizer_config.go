@@ -57,3 +57,18 @@ func tokenString(raw json.RawMessage) string {
 	}
 	return ""
 }
+
+// TokenizerRenderer is the renderer of dir/tokenizer_config.json's chat template, with the file named in its
+// compile and render errors; ok is false when there is no template (as for TokenizerTemplate).
+func TokenizerRenderer(dir string) (r *JinjaRenderer, ok bool, err error) {
+	src, bos, eos, ok, err := TokenizerTemplate(dir)
+	if err != nil || !ok {
+		return nil, ok, err
+	}
+	path := filepath.Join(dir, "tokenizer_config.json")
+	if r, err = NewJinjaRenderer(src, bos, eos); err != nil {
+		return nil, false, fmt.Errorf("%s: %w", path, err)
+	}
+	r.Source = path
+	return r, true, nil
+}

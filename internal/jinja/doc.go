@@ -7,7 +7,9 @@
 //
 // and replaces the gonja filters, tests and methods that do not behave like Python's, one file per concern:
 // the data model (value.go, decode.go), the environment (environment.go), compiling and rendering
-// (template.go), the sandbox's limits (sandbox.go), globals (globals.go, strftime.go), filters (filters.go,
+// (template.go), the sandbox's limits (sandbox.go: no file loading, range; limits.go: output, allocation,
+// loop, depth and time limits of a render; bound.go, bound_calls.go: how gonja's parsed template, filters and
+// methods are made to keep them), globals (globals.go, strftime.go), filters (filters.go,
 // tojson.go), tests (tests.go), methods (methods.go), the {% generation %} extension (generation.go) and
 // the error a template raises (errors.go).
 //

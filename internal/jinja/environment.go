@@ -19,22 +19,29 @@ func hfConfig() *config.Config {
 }
 
 // buildEnv is a fresh Environment with the filters, tests, methods, globals and extensions of
-// transformers' environment, each in Python's behaviour.
-func buildEnv() *exec.Environment {
-	// Copy filter/test sets: builtins.* are package-level singletons shared by every gonja user.
-	filters := exec.NewFilterSet(map[string]exec.FilterFunction{}).Update(builtins.Filters)
-	for name, fn := range map[string]exec.FilterFunction{
+// transformers' environment, each in Python's behaviour, every filter, method and global that builds values
+// in the render budget b.
+func buildEnv(b *budget) *exec.Environment {
+	// A new filter set: builtins.* are package-level singletons shared by every gonja user.
+	ours := map[string]exec.FilterFunction{
 		"tojson":   filterToJSON,
 		"items":    filterItems,
 		"dictsort": filterDictSort,
 		"reverse":  filterReverse,
 		"trim":     filterTrim,
 		"round":    filterRound,
-	} {
-		if err := filters.Replace(name, fn); err != nil {
-			panic(err)
-		}
 	}
+	all := map[string]exec.FilterFunction{}
+	for _, name := range gonjaFilters {
+		fn, ok := ours[name]
+		if !ok {
+			if fn, ok = builtins.Filters.Get(name); !ok {
+				panic("gonja has no filter " + name)
+			}
+		}
+		all[name] = boundFilter(b, name, fn)
+	}
+	filters := exec.NewFilterSet(all)
 	tests := exec.NewTestSet(map[string]exec.TestFunction{}).Update(builtins.Tests)
 	for name, fn := range map[string]exec.TestFunction{
 		"sequence": testSequence,
@@ -52,7 +59,9 @@ func buildEnv() *exec.Environment {
 
 	ctx := exec.EmptyContext().Update(builtins.GlobalFunctions).Update(builtins.GlobalVariables)
 	ctx.Set("none", None) // `None` (capitalised) stays gonja's nil literal
-	ctx.Set("range", sandboxRange)
+	ctx.Set("range", sandboxRange(b))
+	lipsum, _ := builtins.GlobalFunctions.Get("lipsum")
+	ctx.Set("lipsum", boundLipsum(b, lipsum.(func(*exec.Evaluator, *exec.VarArgs) *exec.Value)))
 	ctx.Set("strftime_now", strftimeNow)
 
 	return &exec.Environment{
@@ -64,9 +73,9 @@ func buildEnv() *exec.Environment {
 			Bool:  builtins.Methods.Bool,
 			Int:   builtins.Methods.Int,
 			Float: builtins.Methods.Float,
-			Str:   strMethods(),
-			Dict:  dictMethods(),
-			List:  listMethods(),
+			Str:   boundMethods(b, strMethods(), methodSize),
+			Dict:  boundMethods(b, dictMethods(), noSize),
+			List:  boundMethods(b, listMethods(), noSize),
 		},
 	}
 }

@@ -79,7 +79,7 @@ func pySplitWhitespace(s string, maxsplit int, fromRight bool) PyList {
 	return append(append(out, rest), tail...)
 }
 
-func strMethods() *exec.MethodSet[string] {
+func strMethods() map[string]exec.Method[string] {
 	m := map[string]exec.Method[string]{}
 	// keep gonja's implementations that behave like Python for chat-template use
 	for _, name := range []string{"capitalize", "casefold", "center", "encode", "endswith", "expandtabs",
@@ -192,20 +192,20 @@ func strMethods() *exec.MethodSet[string] {
 		}
 		return strings.Count(win, sub), nil
 	}
-	return exec.NewMethodSet(m)
+	return m
 }
 
 // List methods: only copy (append/reverse are mutating -> SecurityError in HF's immutable sandbox).
-func listMethods() *exec.MethodSet[[]any] {
+func listMethods() map[string]exec.Method[[]any] {
 	m := map[string]exec.Method[[]any]{}
 	if fn, ok := builtins.Methods.List.Get("copy"); ok {
 		m["copy"] = fn
 	}
-	return exec.NewMethodSet(m)
+	return m
 }
 
 // Dict methods: gonja passes a map copy (sorted keys); use selfValue to keep insertion order.
-func dictMethods() *exec.MethodSet[map[string]any] {
+func dictMethods() map[string]exec.Method[map[string]any] {
 	m := map[string]exec.Method[map[string]any]{}
 	// HF renders in an ImmutableSandboxedEnvironment: pop/popitem/setdefault/update/clear raise
 	// SecurityError there, so they are left out (they would also mutate the caller's data).
@@ -249,5 +249,5 @@ func dictMethods() *exec.MethodSet[map[string]any] {
 		}
 		return None, nil
 	}
-	return exec.NewMethodSet(m)
+	return m
 }

@@ -35,16 +35,37 @@ func (s sourceLoader) Inherit(from string) (loaders.Loader, error) { return s, n
 
 var _ loaders.Loader = sourceLoader("")
 
-// maxRange mirrors jinja2.sandbox.MAX_RANGE.
+// maxRange mirrors jinja2.sandbox.MAX_RANGE: transformers renders chat templates with it.
 const maxRange = 100000
 
-// sandboxRange replaces gonja's range, which is unbounded (and goroutine/channel based).
-func sandboxRange(args *exec.VarArgs) (PyList, error) {
+// sandboxRange replaces gonja's range, which is unbounded (and goroutine/channel based); its list counts
+// against b.
+func sandboxRange(b *budget) func(args *exec.VarArgs) (PyList, error) {
+	return func(args *exec.VarArgs) (PyList, error) {
+		n, start, step, err := rangeLen(args)
+		if le, ok := err.(*LimitError); ok {
+			return nil, b.fail(le)
+		} else if err != nil {
+			return nil, err
+		}
+		if err := b.allocate(int64(n)*itemBytes, "range()"); err != nil {
+			return nil, err
+		}
+		out := make(PyList, n)
+		for i := range out {
+			out[i] = start + i*step
+		}
+		return out, nil
+	}
+}
+
+// rangeLen is the length, start and step of range(args).
+func rangeLen(args *exec.VarArgs) (n, start, step int, err error) {
 	start, stop, step := 0, 0, 1
 	ints := make([]int, len(args.Args))
 	for i, a := range args.Args {
 		if !a.IsInteger() {
-			return nil, fmt.Errorf("range() arguments must be integers")
+			return 0, 0, 0, fmt.Errorf("range() arguments must be integers")
 		}
 		ints[i] = a.Integer()
 	}
@@ -56,23 +77,18 @@ func sandboxRange(args *exec.VarArgs) (PyList, error) {
 	case 3:
 		start, stop, step = ints[0], ints[1], ints[2]
 	default:
-		return nil, fmt.Errorf("range expected 1 to 3 arguments, got %d", len(ints))
+		return 0, 0, 0, fmt.Errorf("range expected 1 to 3 arguments, got %d", len(ints))
 	}
 	if step == 0 {
-		return nil, fmt.Errorf("range() arg 3 must not be zero")
+		return 0, 0, 0, fmt.Errorf("range() arg 3 must not be zero")
 	}
-	n := 0
 	if step > 0 && stop > start {
 		n = (stop - start + step - 1) / step
 	} else if step < 0 && stop < start {
 		n = (start - stop - step - 1) / -step
 	}
-	if n > maxRange {
-		return nil, fmt.Errorf("Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", maxRange)
+	if n > maxRange || n < 0 {
+		return 0, 0, 0, &LimitError{Limit: "maxRange", What: fmt.Sprintf("range() over %d items (jinja2's sandbox MAX_RANGE)", maxRange)}
 	}
-	out := make(PyList, n)
-	for i := range out {
-		out[i] = start + i*step
-	}
-	return out, nil
+	return n, start, step, nil
 }
