@@ -66,9 +66,12 @@ func PrepareData(cfg *config.Run, log io.Writer) (*Data, error) {
 			return nil, err
 		}
 		if ok {
-			if opt.Renderer, err = chat.NewJinjaRenderer(src, bos, eos); err != nil {
+			r, err := chat.NewJinjaRenderer(src, bos, eos)
+			if err != nil {
 				return nil, fmt.Errorf("%s: %w", filepath.Join(tokDir, "tokenizer_config.json"), err)
 			}
+			r.Source = filepath.Join(tokDir, "tokenizer_config.json") // named in render errors
+			opt.Renderer = r
 		} else {
 			opt.Renderer = chat.HeaderRenderer{Template: tmpl, BOS: bos}
 		}

@@ -65,14 +65,12 @@ func (d *Decoding) EncodePrompts(texts []string, chatTemplate bool, maxTokens in
 	}
 	var renderer chat.Renderer
 	if chatTemplate {
-		src, bos, eos, ok, err := chat.TokenizerTemplate(d.Target.Dir)
+		r, ok, err := chat.TokenizerRenderer(d.Target.Dir)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			if renderer, err = chat.NewJinjaRenderer(src, bos, eos); err != nil {
-				return nil, err
-			}
+			renderer = r
 		}
 	}
 	out := make([][]int32, 0, len(texts))
