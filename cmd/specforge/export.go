@@ -58,6 +58,7 @@ file leaves to the target (default aux layers, the verifier).`,
 	fl.StringVar(&dtype, "dtype", "bf16", "weight dtype: bf16, f16 or f32")
 	fl.StringVar(&o.Verifier, "verifier", "", "speculators: the verifier's hub name or path (default: the target the draft was trained for)")
 	fl.IntVar(&o.SpeculativeTokens, "speculative-tokens", 3, "speculators: the default proposal length")
+	fl.BoolVar(&o.Force, "force", false, "replace an output folder that holds something other than an earlier export (a model, other files)")
 	cmd.MarkFlagRequired("checkpoint")
 	cmd.MarkFlagRequired("out")
 	return cmd

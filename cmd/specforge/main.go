@@ -24,11 +24,24 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	context.AfterFunc(ctx, stop)
 	err := rootCommand().ExecuteContext(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "specforge:", err)
-		os.Exit(1)
 	}
+	os.Exit(exitStatus(err, interrupted))
+}
+
+// exitStatus is 0 on success, 130 (128 + SIGINT, as shells report) for a job stopped by Ctrl-C or SIGTERM
+// after saving what it had, so that scripts can tell an interruption from a failure, and 1 otherwise.
+func exitStatus(err error, interrupted bool) int {
+	switch {
+	case err == nil:
+		return 0
+	case interrupted:
+		return 130
+	}
+	return 1
 }
 
 func rootCommand() *cobra.Command {

@@ -47,7 +47,12 @@ type TrainConfig struct {
 	// Intervals in optimiser steps (0: only at the end).
 	LogInterval  int `yaml:"log_interval"`
 	EvalInterval int `yaml:"eval_interval"`
+	// SaveInterval is the checkpoint interval in steps; 0 (the default) saves after every tenth of the
+	// run, so a killed run loses at most a tenth of its work.
 	SaveInterval int `yaml:"save_interval"`
+	// SaveMinutes also saves when that long has passed since the last checkpoint (0: never), so a long run
+	// whose tenth takes hours loses little when killed.
+	SaveMinutes float64 `yaml:"save_minutes"`
 	// KeepCheckpoints is how many recent checkpoints stay besides the best one.
 	KeepCheckpoints int `yaml:"keep_checkpoints"`
 	// EvalBatches bounds an evaluation (0: the whole eval split).
@@ -167,7 +172,7 @@ func Defaults() Run {
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
-			MaxGradNorm: 0.5, TTTLength: 7, Loss: "kl", LKKLScale: 1, LKKLDecay: 1, Precision: "bf16", LogInterval: 10, KeepCheckpoints: 2, Resume: "auto",
+			MaxGradNorm: 0.5, TTTLength: 7, Loss: "kl", LKKLScale: 1, LKKLDecay: 1, Precision: "bf16", LogInterval: 10, SaveMinutes: 30, KeepCheckpoints: 2, Resume: "auto",
 			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
@@ -301,6 +306,7 @@ func (r *Run) Validate() error {
 		{"train.weight_decay", t.WeightDecay, 0, 10, false, false, true},
 		{"train.lk_kl_scale", t.LKKLScale, 0, 10, false, false, true},
 		{"train.lk_kl_decay", t.LKKLDecay, 0, 100, false, false, true},
+		{"train.save_minutes", t.SaveMinutes, 0, 1e6, false, false, true},
 	}
 	for _, c := range floats {
 		low := c.v > c.lo || !c.openLo && c.v == c.lo

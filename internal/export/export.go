@@ -55,6 +55,9 @@ type Options struct {
 	SpeculativeTokens int
 	// DType of the weights: BF16 (default), F16 or F32.
 	DType safetensors.DType
+	// Force replaces an output folder that holds something other than an earlier export (a model, other
+	// files); without it Write refuses such a folder.
+	Force bool
 }
 
 // weightName maps an export name to the layout's: the speculators format says layers.0 where the others
@@ -90,20 +93,86 @@ func Write(dir string, d *draft.Draft, f Format, o Options) error {
 	if o.DType == "" {
 		o.DType = safetensors.BF16
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if !o.Force {
+		if err := checkReplaceable(dir); err != nil {
+			return err
+		}
+	}
+	// The export is written and validated in a folder beside dir and then put in its place, so dir holds
+	// either the old export or the whole new one, never new weights beside an old config.
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", parent, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), Tensors(d, f, o.DType), map[string]string{"format": "pt"}); err != nil {
+	defer os.RemoveAll(tmp) // nothing is left to remove once it is renamed
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := safetensors.Write(filepath.Join(tmp, "model.safetensors"), Tensors(d, f, o.DType), map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
 	raw, err := json.MarshalIndent(Config(d, f, o), "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, "config.json"), append(raw, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(tmp, "config.json"), append(raw, '\n')); err != nil {
 		return err
 	}
-	return Validate(dir, d, f)
+	if err := Validate(tmp, d, f); err != nil {
+		return err
+	}
+	return replaceDir(tmp, dir)
+}
+
+// replaceDir puts the folder tmp in the place of dir, which may exist.
+func replaceDir(tmp, dir string) error {
+	old := ""
+	if _, err := os.Stat(dir); err == nil {
+		old = tmp + "-old" // still a ".tmp-" name: a run killed between the renames leaves nothing that looks kept
+		if err := os.Rename(dir, old); err != nil {
+			return fmt.Errorf("replace %s: %w", dir, err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if old != "" {
+			os.Rename(old, dir)
+		}
+		return fmt.Errorf("replace %s: %w", dir, err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("remove the previous %s: %w", dir, err)
+		}
+	}
+	return atomicfile.SyncDir(filepath.Dir(dir))
+}
+
+// checkReplaceable refuses an output folder that holds anything but an earlier export: pointing --out at
+// the target's own folder would otherwise replace its weights and config.
+func checkReplaceable(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("output folder %s: %w", dir, err)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	for _, e := range entries {
+		if n := e.Name(); n != "config.json" && n != "model.safetensors" {
+			return fmt.Errorf("output folder %s holds %s, which an export does not write: choose an empty or new folder, or pass --force to replace the folder as a whole", dir, n)
+		}
+	}
+	if _, err := Read(dir); err != nil {
+		return fmt.Errorf("output folder %s holds a model that is not an EAGLE-3 draft export (%v): choose an empty or new folder, or pass --force to replace the folder as a whole", dir, err)
+	}
+	return nil
 }
 
 // Validate reads an export back and checks every tensor name, shape and dtype, the config fields the

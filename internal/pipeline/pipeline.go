@@ -13,11 +13,13 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/checkpoint"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
+	"github.com/specforge/specforge/internal/runlock"
 	"github.com/specforge/specforge/internal/train"
 )
 
@@ -39,6 +41,7 @@ type Run struct {
 	trainer *train.Trainer
 	// trainStats describes the prepared training split (online runs; offline ones read shards).
 	trainStats *dataset.Stats
+	log        io.Writer
 }
 
 // Result is what a finished run produced.
@@ -81,7 +84,7 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 	if err := resume(tr, cfg.Train); err != nil {
 		return nil, err
 	}
-	return &Run{cfg: cfg, mode: mode, draft: d, trainer: tr, trainStats: in.trainStats}, nil
+	return &Run{cfg: cfg, mode: mode, draft: d, trainer: tr, trainStats: in.trainStats, log: log}, nil
 }
 
 // Mode is where the run's hidden states come from.
@@ -100,10 +103,25 @@ func (r *Run) TrainStats() *dataset.Stats { return r.trainStats }
 // folder. Cancelling ctx stops training after the current step with a checkpoint and returns
 // train.ErrInterrupted.
 func (r *Run) Train(ctx context.Context) (*Result, error) {
+	out := r.cfg.Train.OutputDir
+	lock, err := runlock.Acquire(out)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	// Holding the folder, whatever temporary files and folders it has were left by a killed run.
+	for _, dir := range []string{out, checkpoint.Root(out), filepath.Join(out, "draft")} {
+		removed, err := atomicfile.RemoveStale(dir)
+		if err != nil {
+			return nil, err
+		}
+		if len(removed) > 0 && r.log != nil {
+			fmt.Fprintf(r.log, "removed %d temporary entries a killed run left in %s\n", len(removed), dir)
+		}
+	}
 	if err := r.trainer.Run(ctx); err != nil {
 		return nil, err
 	}
-	out := r.cfg.Train.OutputDir
 	history := r.trainer.History()
 	if err := train.WritePlot(filepath.Join(out, "metrics.png"), history); err != nil {
 		return nil, fmt.Errorf("plot: %w", err)
@@ -129,11 +147,7 @@ func resume(tr *train.Trainer, tc config.TrainConfig) error {
 	case "never", "":
 		return nil
 	case "auto":
-		latest, err := checkpoint.Latest(tc.OutputDir)
-		if err != nil || latest == "" {
-			return err
-		}
-		return tr.Resume(latest)
+		return tr.ResumeLatest(tc.OutputDir)
 	default:
 		return tr.Resume(tc.Resume)
 	}

@@ -38,6 +38,30 @@ func finite(x float64) float64 {
 	return x
 }
 
+// ResumeLatest resumes from the newest checkpoint of runDir that loads, saying which it skipped: a
+// checkpoint damaged after it was published (a bad disk, a hand-edited file) costs the steps since the one
+// before, not the run. A run folder without checkpoints is a fresh start.
+func (t *Trainer) ResumeLatest(runDir string) error {
+	all, err := checkpoint.List(runDir)
+	if err != nil {
+		return err
+	}
+	var first error
+	for i := len(all) - 1; i >= 0; i-- {
+		err := t.Resume(all[i])
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+		if i > 0 {
+			t.logf("checkpoint %s does not load (%v); trying the one before", all[i], err)
+		}
+	}
+	return first
+}
+
 // Resume restores the trainer from a checkpoint folder: weights, optimiser moments, step, data position and
 // best metric. The run's seed and batch size must match the checkpoint's, or the data order would differ.
 func (t *Trainer) Resume(dir string) error {

@@ -113,13 +113,17 @@ func readHistory(path string, upTo int) []Record {
 	}
 	defer f.Close()
 	var out []Record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
+	// Lines of any length: a Scanner would stop at its buffer's limit and the rewrite on resume would drop
+	// every record after it. A line that does not parse (the torn last line of a killed run) is skipped.
+	br := bufio.NewReaderSize(f, 1<<20)
+	for {
+		line, err := br.ReadBytes('\n')
 		var r Record
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Step <= upTo {
+		if len(line) > 0 && json.Unmarshal(line, &r) == nil && r.Step <= upTo {
 			out = append(out, r)
 		}
+		if err != nil {
+			return out
+		}
 	}
-	return out
 }

@@ -198,3 +198,92 @@ func TestRecordJSON(t *testing.T) {
 		t.Errorf("round trip %+v", back)
 	}
 }
+
+// TestHistoryLongLines: a metrics.jsonl line over the old 16 MiB scanner limit stopped the history reader,
+// and resume rewrote the file without every record after it; now all records up to the step are kept and
+// a torn last line is dropped.
+func TestHistoryLongLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metrics.jsonl")
+	long := `{"step": 2, "split": "train", "note": "` + strings.Repeat("x", 20<<20) + `"}`
+	content := `{"step": 1, "split": "train"}` + "\n" + long + "\n" + `{"step": 3, "split": "eval"}` + "\n" +
+		`{"step": 4, "split": "train"}` + "\n" + `{"step": 5, "spl`
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := readHistory(path, 4)
+	var steps []int
+	for _, r := range got {
+		steps = append(steps, r.Step)
+	}
+	if len(steps) != 4 || steps[0] != 1 || steps[1] != 2 || steps[2] != 3 || steps[3] != 4 {
+		t.Errorf("steps %v, want [1 2 3 4]", steps)
+	}
+	if got := readHistory(path, 2); len(got) != 2 {
+		t.Errorf("up to step 2: %d records", len(got))
+	}
+}
+
+// TestDefaultSavesPeriodically: with the default save_interval (0) a run saves after every tenth of its
+// steps, so a killed run resumes near where it stopped; with save_interval the interval is the user's.
+func TestDefaultSavesPeriodically(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	for _, c := range []struct {
+		steps, interval int
+		want            []int
+	}{
+		{20, 0, []int{2, 4, 6, 8, 10, 12, 14, 16, 18, 20}},
+		{7, 0, []int{1, 2, 3, 4, 5, 6, 7}},
+		{7, 3, []int{3, 6, 7}},
+	} {
+		cfg := config.Defaults().Train
+		cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.KeepCheckpoints, cfg.OutputDir = c.steps, 1, c.interval, 100, t.TempDir()
+		d := newDraft()
+		tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+		if err := tr.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		all, _ := checkpoint.List(cfg.OutputDir)
+		var got []string
+		for _, s := range c.want {
+			got = append(got, checkpoint.Name(s))
+		}
+		var names []string
+		for _, p := range all {
+			names = append(names, filepath.Base(p))
+		}
+		if strings.Join(names, " ") != strings.Join(got, " ") {
+			t.Errorf("%d steps, save_interval %d: checkpoints %v, want %v", c.steps, c.interval, names, got)
+		}
+	}
+}
+
+// TestResumeFallsBack: when the newest checkpoint no longer loads, resume takes the one before it.
+func TestResumeFallsBack(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	cfg := config.Defaults().Train
+	cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.OutputDir = 4, 1, 2, t.TempDir()
+	d := newDraft()
+	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	if err := tr.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := checkpoint.List(cfg.OutputDir)
+	if len(all) != 2 {
+		t.Fatalf("checkpoints %v", all)
+	}
+	weights := filepath.Join(all[1], checkpoint.WeightsFile)
+	raw, _ := os.ReadFile(weights)
+	os.WriteFile(weights, raw[:len(raw)/2], 0o644) // damaged after it was published
+	var log strings.Builder
+	again := NewTrainer(Options{Config: cfg, Draft: newDraft(), Train: tr.train, Log: &log})
+	if err := again.ResumeLatest(cfg.OutputDir); err != nil {
+		t.Fatal(err)
+	}
+	if again.Step() != 2 || !strings.Contains(log.String(), "does not load") {
+		t.Errorf("resumed at step %d, log %q", again.Step(), log.String())
+	}
+	os.RemoveAll(all[0])
+	if err := NewTrainer(Options{Config: cfg, Draft: newDraft(), Train: tr.train}).ResumeLatest(cfg.OutputDir); err == nil {
+		t.Error("resumed from a damaged checkpoint alone")
+	}
+}

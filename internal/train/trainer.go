@@ -226,6 +226,11 @@ func (t *Trainer) Run(ctx context.Context) error {
 	t.logf("draft products in %s on %s", t.ws.Precision, t.draft.Backend().Name())
 	start := time.Now()
 	startStep := t.step
+	lastSave := start
+	saveInterval := t.cfg.SaveInterval
+	if saveInterval == 0 {
+		saveInterval = max(1, (t.totalSteps+9)/10)
+	}
 	var tokens int
 	for t.step < t.totalSteps {
 		stepStart := time.Now()
@@ -262,10 +267,11 @@ func (t *Trainer) Run(ctx context.Context) error {
 				t.logf("%s", line)
 			}
 		}
-		if t.cfg.SaveInterval > 0 && t.step%t.cfg.SaveInterval == 0 || last || interrupted {
+		if t.step%saveInterval == 0 || t.cfg.SaveMinutes > 0 && time.Since(lastSave).Minutes() >= t.cfg.SaveMinutes || last || interrupted {
 			if err := t.Save(); err != nil {
-				return err
+				return fmt.Errorf("save the checkpoint of step %d (the run stops; the checkpoints saved before are kept): %w", t.step, err)
 			}
+			lastSave = time.Now()
 		}
 		if interrupted {
 			t.logf("interrupted at step %d; checkpoint saved, run again to resume", t.step)

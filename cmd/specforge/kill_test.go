@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/specforge/specforge/internal/goldentest"
+)
+
+// killArgs trains the tiny run of tinyTrainArgs for longer, with a checkpoint every step, so that kills
+// land in training steps, in checkpoint writes and in the final export.
+func killArgs(t *testing.T, out, cache string) []string {
+	args := tinyTrainArgs(t, out)
+	for i, a := range args {
+		if strings.HasPrefix(a, "train.max_steps=") {
+			args[i] = "train.max_steps=10"
+		}
+		if strings.HasPrefix(a, "data.cache_dir=") {
+			args[i] = "data.cache_dir=" + cache
+		}
+	}
+	return append(args, "--set", "train.save_interval=1", "--set", "train.keep_checkpoints=3")
+}
+
+// startCLI runs the test binary as the specforge command.
+func startCLI(t *testing.T, args []string) (*exec.Cmd, *bytes.Buffer) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), benchChildEnv+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &out
+}
+
+// killWhen runs the command until cond holds (polled every millisecond) or it exits, kills it with
+// SIGKILL, and reports whether the kill landed before the command finished.
+func killWhen(t *testing.T, args []string, cond func() bool) bool {
+	cmd, out := startCLI(t, args)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run failed before the kill: %v\n%s", err, out)
+			}
+			return false
+		default:
+		}
+		if cond() {
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// hasEntry reports whether dir holds an entry whose name has the prefix and contains part.
+func hasEntry(dir, prefix, part string) bool {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && strings.Contains(e.Name(), part) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestKilledTrainingResumesExactly kills a training with SIGKILL while it trains, while it writes a
+// checkpoint, and while it writes the final export, runs it again each time, and requires the final draft
+// to be the bytes an uninterrupted run writes; the stale temporary entries of the kills are gone.
+func TestKilledTrainingResumesExactly(t *testing.T) {
+	goldentest.Shared(t)
+	cache := filepath.Join(t.TempDir(), "cache")
+	whole := t.TempDir()
+	if cmd, out := startCLI(t, killArgs(t, whole, cache)); cmd.Wait() != nil {
+		t.Fatalf("uninterrupted run failed:\n%s", out)
+	}
+	want, err := os.ReadFile(filepath.Join(whole, "run", "draft", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out := t.TempDir()
+	run, ckpts := filepath.Join(out, "run"), filepath.Join(out, "run", "checkpoints")
+	args := killArgs(t, out, cache)
+	kills := []struct {
+		name string
+		cond func() bool
+	}{
+		{"after the third checkpoint", func() bool { return hasEntry(ckpts, "step_00000003", "") }},
+		{"during a checkpoint write", func() bool { return hasEntry(ckpts, ".step_", ".tmp-") }},
+		{"during a checkpoint write", func() bool { return hasEntry(ckpts, ".step_", ".tmp-") }},
+		{"during the final export", func() bool { return hasEntry(run, ".draft", ".tmp-") }},
+	}
+	for _, k := range kills {
+		if killWhen(t, args, k.cond) {
+			t.Logf("killed %s", k.name)
+		} else {
+			t.Logf("the run ended before the kill %s", k.name)
+		}
+	}
+	cmd, log := startCLI(t, args)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("final run: %v\n%s", err, log)
+	}
+	got, err := os.ReadFile(filepath.Join(run, "draft", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the draft after %d kills differs from the uninterrupted run's\n%s", len(kills), log)
+	}
+	for _, dir := range []string{run, ckpts} {
+		if hasEntry(dir, ".", ".tmp-") {
+			t.Errorf("%s keeps temporary entries of the killed runs", dir)
+		}
+	}
+}
+
+// TestInterruptExitsWith130: SIGINT during training saves a checkpoint and exits with status 130, which
+// scripts tell apart from a failure (1).
+func TestInterruptExitsWith130(t *testing.T) {
+	goldentest.Shared(t)
+	out := t.TempDir()
+	args := killArgs(t, out, filepath.Join(out, "cache"))
+	cmd, log := startCLI(t, args)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	ckpts := filepath.Join(out, "run", "checkpoints")
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			t.Fatalf("the run ended (%v) before its second checkpoint\n%s", err, log)
+		default:
+		}
+		if hasEntry(ckpts, "step_00000002", "") {
+			cmd.Process.Signal(os.Interrupt)
+			err = <-done
+			break wait
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Fatalf("exit status %d (%v), want 130\n%s", code, err, log)
+	}
+	if !strings.Contains(log.String(), "interrupted") {
+		t.Errorf("output:\n%s", log)
+	}
+}

@@ -1,0 +1,45 @@
+// Package runlock gives one process at a time a run folder: two trainings writing one folder would
+// interleave their metrics and overwrite each other's checkpoints and draft.
+package runlock
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// FileName is the lock file inside a run folder; it names the holder.
+const FileName = ".specforge.lock"
+
+// Lock is a held run folder.
+type Lock struct {
+	f    *os.File
+	path string
+}
+
+// Acquire takes dir (created if missing) for this process, or says who holds it.
+func Acquire(dir string) (*Lock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create run folder: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	f, err := lockFile(path)
+	if err == errHeld {
+		holder, _ := os.ReadFile(path)
+		return nil, fmt.Errorf("%s is in use by another run (%s, lock %s): wait for it to end or choose another train.output_dir",
+			dir, strings.TrimSpace(string(holder)), path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	host, _ := os.Hostname()
+	if err := f.Truncate(0); err == nil {
+		fmt.Fprintf(f, "specforge pid %d on %s since %s\n", os.Getpid(), host, time.Now().Format(time.RFC3339))
+	}
+	return &Lock{f: f, path: path}, nil
+}
+
+// Release gives the folder back.
+func (l *Lock) Release() error { return unlockFile(l.f, l.path) }
