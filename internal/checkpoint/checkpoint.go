@@ -8,6 +8,7 @@ package checkpoint
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -163,7 +164,32 @@ func ReadState(dir string) (*State, error) {
 	if st.Draft == nil {
 		return nil, fmt.Errorf("%s: no draft_config: not a specforge checkpoint", path)
 	}
+	if err := st.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return &st, nil
+}
+
+// check refuses counters no run writes: a negative loader_pos would index the data order out of range.
+func (st *State) check() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"step", st.Step}, {"total_steps", st.TotalSteps}, {"loader_epoch", st.LoaderEpoch}, {"loader_pos", st.LoaderPos},
+		{"optimizer_step", st.OptimizerStep}, {"best_step", st.BestStep}} {
+		if f.v < 0 {
+			return fmt.Errorf("%s is %d, want 0 or more", f.name, f.v)
+		}
+	}
+	switch {
+	case st.BatchSize < 1:
+		return fmt.Errorf("batch_size is %d, want 1 or more", st.BatchSize)
+	case st.BestStep > st.Step:
+		return fmt.Errorf("best_step %d is after step %d", st.BestStep, st.Step)
+	case math.IsNaN(st.Best) || math.IsInf(st.Best, 0):
+		return fmt.Errorf("best_simulated_acceptance_length is %v", st.Best)
+	}
+	return nil
 }
 
 // OpenWeights opens the draft tensors of a checkpoint folder (SGLang names, float32); the caller closes it.

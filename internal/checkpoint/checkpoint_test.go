@@ -1,8 +1,10 @@
 package checkpoint
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/specforge/specforge/internal/draft"
@@ -19,7 +21,7 @@ func TestSaveListPrune(t *testing.T) {
 		w := []safetensors.Tensor{safetensors.FromFloat32("fc.weight", safetensors.F32, []int{2, 3}, []float32{s, 0, 0, 0, 0, s})}
 		mom := Moments{M: [][]float32{{s, 1, 2, 3, 4, 5}, {s, 0}}, V: [][]float32{{0, 0, 0, 0, 0, s}, {0, s}}}
 		dc := draft.Config{HiddenSize: 2}
-		dir, err := Save(run, State{Step: step, Seed: 7, Draft: &dc}, w, params, mom)
+		dir, err := Save(run, State{Step: step, Seed: 7, BatchSize: 1, Draft: &dc}, w, params, mom)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,5 +79,39 @@ func TestSaveListPrune(t *testing.T) {
 func TestReadStateRefusesForeignState(t *testing.T) {
 	if _, err := ReadState(t.TempDir()); err == nil {
 		t.Error("a folder without state.json read as a checkpoint")
+	}
+}
+
+// TestReadStateRefusesBadCounters: a state.json with a negative loader_pos panicked on resume (the data
+// order indexed at -5); now every counter is checked, naming the file and the field.
+func TestReadStateRefusesBadCounters(t *testing.T) {
+	const good = `"step": 4, "total_steps": 8, "loader_epoch": 1, "loader_pos": 2, "optimizer_step": 4, "best_step": 2, "best_simulated_acceptance_length": 1.5, "batch_size": 2, "draft_config": {}`
+	for _, c := range []struct{ field, value, want string }{
+		{"", "", ""},
+		{"loader_pos", "-5", "loader_pos is -5"},
+		{"step", "-1", "step is -1"},
+		{"loader_epoch", "-2", "loader_epoch is -2"},
+		{"optimizer_step", "-3", "optimizer_step is -3"},
+		{"batch_size", "0", "batch_size is 0"},
+		{"best_step", "9", "best_step 9 is after step 4"},
+	} {
+		dir := t.TempDir()
+		js := "{" + good
+		if c.field != "" {
+			js += `, "` + c.field + `": ` + c.value
+		}
+		if err := os.WriteFile(filepath.Join(dir, StateFile), []byte(js+"}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ReadState(dir)
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("valid state: %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), StateFile) {
+			t.Errorf("%s %s: %v, want %q", c.field, c.value, err, c.want)
+		}
 	}
 }

@@ -69,6 +69,9 @@ func (t *Trainer) Resume(dir string) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
+	if st.LoaderPos > t.loader.n {
+		return fmt.Errorf("resume: checkpoint %s is at sample %d of an epoch of %d: it belongs to other data", dir, st.LoaderPos, t.loader.n)
+	}
 	if st.Seed != t.cfg.Seed || st.BatchSize != t.cfg.BatchSize {
 		return fmt.Errorf("resume: checkpoint %s was trained with seed %d and batch size %d, this run has %d and %d", dir, st.Seed, st.BatchSize, t.cfg.Seed, t.cfg.BatchSize)
 	}
