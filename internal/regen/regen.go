@@ -3,6 +3,7 @@
 package regen
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/specforge/specforge/internal/atomicfile"
@@ -93,38 +95,115 @@ func Key(m *model.Model, openingsPath string, o Options) (string, error) {
 }
 
 // Write generates continuations of prompts in batches and writes them to path (atomically) as JSONL rows
-// {"prompt": opening text, "completion": continuation text}. Cancelling ctx stops it with an error that wraps
-// ctx.Err(), and nothing is written.
+// {"prompt": opening text, "completion": continuation text}. Each finished batch is also appended to a
+// progress file beside path (PartialPath), so that a run stopped by ctx or killed resumes at the first
+// unfinished batch: a batch's continuations depend only on its prompts and the options (its sampler is
+// seeded afresh), so a resumed regeneration writes the rows an uninterrupted one would. Cancelling ctx
+// stops it with an error that wraps ctx.Err(); path is then not written.
 func Write(ctx context.Context, path string, m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int32, o Options) error {
-	return atomicfile.Write(path, func(w io.Writer) error {
-		enc := json.NewEncoder(w)
+	partial := PartialPath(path, o.Batch)
+	rows, err := readPartial(partial, o.Batch)
+	if err != nil {
+		return err
+	}
+	rows = rows[:min(len(rows), len(prompts))]
+	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("regeneration progress: %w", err)
+	}
+	defer f.Close()
+	if o.Progress != nil && len(rows) > 0 {
+		o.Progress(len(rows), len(prompts))
+	}
+	for lo := len(rows); lo < len(prompts); lo += o.Batch {
+		batch := prompts[lo:min(lo+o.Batch, len(prompts))]
+		outs, err := generate.GenerateBatch(ctx, m, batch, o.MaxNewTokens, o.Sampling, m.Config.EOSTokenIDs)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
-		for lo := 0; lo < len(prompts); lo += o.Batch {
-			batch := prompts[lo:min(lo+o.Batch, len(prompts))]
-			outs, err := generate.GenerateBatch(ctx, m, batch, o.MaxNewTokens, o.Sampling, m.Config.EOSTokenIDs)
+		for i, out := range outs {
+			prompt, err := tok.Decode(batch[i], true)
 			if err != nil {
 				return err
 			}
-			for i, out := range outs {
-				prompt, err := tok.Decode(batch[i], true)
-				if err != nil {
-					return err
-				}
-				full, err := tok.Decode(append(append([]int32(nil), batch[i]...), out...), true)
-				if err != nil {
-					return err
-				}
-				if !strings.HasPrefix(full, prompt) {
-					return fmt.Errorf("decoded continuation does not extend its prompt %q", prompt)
-				}
-				if err := enc.Encode(map[string]string{"prompt": prompt, "completion": full[len(prompt):]}); err != nil {
-					return err
-				}
+			full, err := tok.Decode(append(append([]int32(nil), batch[i]...), out...), true)
+			if err != nil {
+				return err
 			}
-			if o.Progress != nil {
-				o.Progress(min(lo+o.Batch, len(prompts)), len(prompts))
+			if !strings.HasPrefix(full, prompt) {
+				return fmt.Errorf("decoded continuation does not extend its prompt %q", prompt)
+			}
+			if err := enc.Encode(map[string]string{"prompt": prompt, "completion": full[len(prompt):]}); err != nil {
+				return err
+			}
+		}
+		// One write and an fsync per batch: a kill leaves whole batches and at most one torn one, which
+		// readPartial drops.
+		if _, err := f.Write(buf.Bytes()); err != nil {
+			return fmt.Errorf("regeneration progress: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("regeneration progress: %w", err)
+		}
+		rows = append(rows, bytes.SplitAfter(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte("\n"))...)
+		if o.Progress != nil {
+			o.Progress(min(lo+o.Batch, len(prompts)), len(prompts))
+		}
+	}
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		for _, r := range rows {
+			if _, err := w.Write(r); err != nil {
+				return err
+			}
+			if !bytes.HasSuffix(r, []byte("\n")) {
+				if _, err := w.Write([]byte("\n")); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(partial)
+}
+
+// PartialPath is the progress file of a regeneration into path in batches of batch prompts (the rows
+// depend on how prompts are batched, so each batch size has its own).
+func PartialPath(path string, batch int) string {
+	return filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.partial-b%d", filepath.Base(path), batch))
+}
+
+// readPartial returns the rows of the whole batches in a progress file (none when it is missing) and cuts
+// the file there, dropping a batch a kill tore.
+func readPartial(path string, batch int) ([][]byte, error) {
+	raw, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("regeneration progress: %w", err)
+	}
+	var rows [][]byte
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 || !json.Valid(raw[:i]) {
+			break
+		}
+		rows, raw = append(rows, raw[:i+1]), raw[i+1:]
+	}
+	rows = rows[:len(rows)/batch*batch]
+	size := 0
+	for _, r := range rows {
+		size += len(r)
+	}
+	if err := os.Truncate(path, int64(size)); err != nil {
+		return nil, fmt.Errorf("regeneration progress: %w", err)
+	}
+	return rows, nil
 }
