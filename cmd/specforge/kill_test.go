@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/specforge/specforge/internal/goldentest"
+	"github.com/specforge/specforge/internal/runlock"
 )
 
 // killArgs trains the tiny run of tinyTrainArgs for longer, with a checkpoint every step, so that kills
@@ -158,4 +159,103 @@ wait:
 	if !strings.Contains(log.String(), "interrupted") {
 		t.Errorf("output:\n%s", log)
 	}
+}
+
+// filesUnder maps the regular files below dir (relative paths) to their bytes, leaving out names that
+// skip reports.
+func filesUnder(t *testing.T, dir string, skip func(name string) bool) map[string]string {
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() || skip(e.Name()) {
+			return err
+		}
+		raw, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = string(raw)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameFiles(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("%s: %s is not in the uninterrupted run's output", what, name)
+		}
+	}
+	for name, w := range want {
+		if g, ok := got[name]; !ok {
+			t.Errorf("%s: %s is missing", what, name)
+		} else if g != w {
+			t.Errorf("%s: %s differs from the uninterrupted run's", what, name)
+			if len(g) < 2000 {
+				t.Logf("got %s\nwant %s", g, w)
+			}
+		}
+	}
+}
+
+// TestKilledGenHiddenAndPrepareResume kills gen-hidden while it writes a shard and after a shard, and
+// prepare-data while it writes its dataset, runs each again, and requires the files an uninterrupted run
+// writes (shards, manifests, datasets) byte for byte.
+func TestKilledGenHiddenAndPrepareResume(t *testing.T) {
+	goldentest.Shared(t)
+	genArgs := func(out, cache string) []string {
+		args := killArgs(t, out, cache)
+		return append(append([]string{"gen-hidden"}, args[1:]...), "--out", filepath.Join(out, "hidden"), "--samples-per-shard", "2")
+	}
+	cache := filepath.Join(t.TempDir(), "cache")
+	whole := t.TempDir()
+	if cmd, log := startCLI(t, genArgs(whole, cache)); cmd.Wait() != nil {
+		t.Fatalf("uninterrupted gen-hidden failed:\n%s", log)
+	}
+	keep := func(name string) bool { return name == runlock.FileName } // it names the pid
+	want := filesUnder(t, filepath.Join(whole, "hidden"), keep)
+
+	out := t.TempDir()
+	train := filepath.Join(out, "hidden", "train")
+	for _, cond := range []func() bool{
+		func() bool { return hasEntry(train, "shard_00001", "") },
+		func() bool { return hasEntry(train, ".shard_", ".tmp-") },
+		func() bool { return hasEntry(train, ".shard_", ".tmp-") },
+	} {
+		if !killWhen(t, genArgs(out, cache), cond) {
+			t.Log("gen-hidden ended before the kill")
+		}
+	}
+	if cmd, log := startCLI(t, genArgs(out, cache)); cmd.Wait() != nil {
+		t.Fatalf("resumed gen-hidden failed:\n%s", log)
+	}
+	sameFiles(t, "gen-hidden", filesUnder(t, filepath.Join(out, "hidden"), keep), want)
+
+	tok := goldentest.Shared(t, "assets", "tokenizers", "qwen3")
+	data := goldentest.Shared(t, "assets", "datasets", "fastchat_dummy_conversation", "dummy_conversation.json")
+	prepArgs := func(cache string) []string {
+		return []string{"prepare-data", "--target", tok, "--data", data, "--chat-template", "qwen3-instruct", "--cache-dir", cache, "--draft-vocab-size", "1000"}
+	}
+	wholeCache := t.TempDir()
+	if cmd, log := startCLI(t, prepArgs(wholeCache)); cmd.Wait() != nil {
+		t.Fatalf("uninterrupted prepare-data failed:\n%s", log)
+	}
+	// prepare-data takes a few tens of milliseconds here: kill it after 25, 50, ... ms until a run ends on
+	// its own, so that kills land throughout it.
+	killedCache := t.TempDir()
+	kills := 0
+	for delay := 25 * time.Millisecond; ; delay += 25 * time.Millisecond {
+		start := time.Now()
+		if !killWhen(t, prepArgs(killedCache), func() bool { return time.Since(start) > delay }) {
+			break
+		}
+		kills++
+	}
+	t.Logf("prepare-data killed %d times", kills)
+	if cmd, log := startCLI(t, prepArgs(killedCache)); cmd.Wait() != nil {
+		t.Fatalf("prepare-data after the kill failed:\n%s", log)
+	}
+	tmp := func(name string) bool { return name == "stats.json" } // it holds the preparation's seconds
+	sameFiles(t, "prepare-data", filesUnder(t, killedCache, tmp), filesUnder(t, wholeCache, tmp))
 }

@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
+	"github.com/specforge/specforge/internal/runlock"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
@@ -61,11 +63,20 @@ func NewHidden(ctx context.Context, cfg *config.Run, o HiddenOptions, log io.Wri
 // after the current shard, and the next run resumes there; the error then says so.
 func (r *HiddenRun) Generate(ctx context.Context, done func(HiddenSplit)) error {
 	cfg, o, target, p := r.cfg, r.o, r.target, r.data
+	lock, err := runlock.Acquire(o.Out)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	splits := []struct{ name, path string }{{"train", p.TrainPath()}}
 	if p.Eval.Samples > 0 {
 		splits = append(splits, struct{ name, path string }{"eval", p.EvalPath()})
 	}
 	for _, split := range splits {
+		// Holding the folder, its temporary shards are a killed run's.
+		if _, err := atomicfile.RemoveStale(filepath.Join(o.Out, split.name)); err != nil {
+			return err
+		}
 		data, err := dataset.OpenTokenized(split.path)
 		if err != nil {
 			return err
