@@ -22,6 +22,9 @@ type Run struct {
 // TrainConfig drives the optimisation.
 type TrainConfig struct {
 	OutputDir string `yaml:"output_dir"`
+	// RescueDir, when set, receives the draft (SGLang layout, float32) if a checkpoint cannot be written (a full
+	// disk), so that a failing run still leaves its weights; best on another disk.
+	RescueDir string `yaml:"rescue_dir"`
 	// Epochs over the training split, unless MaxSteps (optimiser steps) is set.
 	Epochs    int `yaml:"epochs"`
 	MaxSteps  int `yaml:"max_steps"`

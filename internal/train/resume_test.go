@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/fixturetest"
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/vocab"
@@ -285,5 +287,30 @@ func TestResumeFallsBack(t *testing.T) {
 	os.RemoveAll(all[0])
 	if err := NewTrainer(Options{Config: cfg, Draft: newDraft(), Train: tr.train}).ResumeLatest(cfg.OutputDir); err == nil {
 		t.Error("resumed from a damaged checkpoint alone")
+	}
+}
+
+// TestFailedSaveStopsAndRescues: a checkpoint that cannot be written (here its folder's name is taken by a
+// file) stops the run at that step with the reason, and with train.rescue_dir the draft is written there.
+func TestFailedSaveStopsAndRescues(t *testing.T) {
+	target, data, newDraft := storiesSetup(t)
+	cfg := config.Defaults().Train
+	cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.OutputDir = 4, 1, 2, t.TempDir()
+	cfg.RescueDir = filepath.Join(t.TempDir(), "rescued")
+	if err := os.WriteFile(checkpoint.Root(cfg.OutputDir), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := newDraft()
+	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	err := tr.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "checkpoint of step 2") || !strings.Contains(err.Error(), "rescue_dir") || tr.Step() != 2 {
+		t.Fatalf("run with an unwritable checkpoint folder: step %d, %v", tr.Step(), err)
+	}
+	im, err := export.Read(cfg.RescueDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(im.Weights.LMHead, d.W.LMHead) {
+		t.Error("the rescued draft is not the run's")
 	}
 }

@@ -11,8 +11,10 @@ import (
 
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/progress"
+	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
@@ -269,7 +271,14 @@ func (t *Trainer) Run(ctx context.Context) error {
 		}
 		if t.step%saveInterval == 0 || t.cfg.SaveMinutes > 0 && time.Since(lastSave).Minutes() >= t.cfg.SaveMinutes || last || interrupted {
 			if err := t.Save(); err != nil {
-				return fmt.Errorf("save the checkpoint of step %d (the run stops; the checkpoints saved before are kept): %w", t.step, err)
+				err = fmt.Errorf("save the checkpoint of step %d (the run stops; the checkpoints saved before are kept): %w", t.step, err)
+				if t.cfg.RescueDir != "" { // in float32: the weights exactly
+					if rerr := export.Write(t.cfg.RescueDir, t.draft, export.SGLang, export.Options{DType: safetensors.F32}); rerr != nil {
+						return fmt.Errorf("%w; writing the draft to train.rescue_dir failed too: %v", err, rerr)
+					}
+					return fmt.Errorf("%w; the draft of step %d is in %s (train.rescue_dir)", err, t.step, t.cfg.RescueDir)
+				}
+				return err
 			}
 			lastSave = time.Now()
 		}
