@@ -256,6 +256,6 @@ func TestKilledGenHiddenAndPrepareResume(t *testing.T) {
 	if cmd, log := startCLI(t, prepArgs(killedCache)); cmd.Wait() != nil {
 		t.Fatalf("prepare-data after the kill failed:\n%s", log)
 	}
-	tmp := func(name string) bool { return name == "stats.json" } // it holds the preparation's seconds
-	sameFiles(t, "prepare-data", filesUnder(t, killedCache, tmp), filesUnder(t, wholeCache, tmp))
+	volatile := func(name string) bool { return name == "stats.json" || name == runlock.FileName } // seconds, pid
+	sameFiles(t, "prepare-data", filesUnder(t, killedCache, volatile), filesUnder(t, wholeCache, volatile))
 }

@@ -130,3 +130,29 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
+
+// TestParseLimits: 100,000 nested parentheses overflowed the stack in gonja's parser, killing the process;
+// now deep nesting and huge sources are refused before parsing, and real nesting passes.
+func TestParseLimits(t *testing.T) {
+	for _, c := range []struct{ name, src, limit string }{
+		{"parentheses", "{{ " + strings.Repeat("(", 100000) + "1" + strings.Repeat(")", 100000) + " }}", "maxParseNesting"},
+		{"lists", "{{ " + strings.Repeat("[", 300) + strings.Repeat("]", 300) + " }}", "maxParseNesting"},
+		{"ifs", strings.Repeat("{% if true %}", 300) + "x" + strings.Repeat("{% endif %}", 300), "maxParseNesting"},
+		{"fors", strings.Repeat("{%- for i in [1] -%}", 300) + strings.Repeat("{% endfor %}", 300), "maxParseNesting"},
+		{"size", strings.Repeat("x", maxTemplateBytes+1), "maxTemplateBytes"},
+	} {
+		_, err := Compile(c.src)
+		var le *LimitError
+		if !errors.As(err, &le) || le.Limit != c.limit {
+			t.Errorf("%s: %v, want a %s error", c.name, err, c.limit)
+		}
+	}
+	ok := strings.Repeat("{% if true %}(", 200) + "x" + strings.Repeat("){% endif %}", 200) + ":) :) :)" + strings.Repeat("{% if true %}{% endif %}", 1000)
+	tpl, err := Compile(ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := tpl.Render(nil); err != nil || !strings.HasPrefix(out, strings.Repeat("(", 200)+"x") {
+		t.Errorf("render: %q %v", out[:min(len(out), 20)], err)
+	}
+}

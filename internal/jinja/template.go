@@ -25,6 +25,9 @@ type compiled struct {
 
 // Compile parses a chat template; a parse error surfaces here, once.
 func Compile(src string) (*Template, error) {
+	if err := checkSource(src); err != nil {
+		return nil, err
+	}
 	first, err := compile(src)
 	if err != nil {
 		return nil, err

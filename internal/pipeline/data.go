@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/specforge/specforge/internal/atomicfile"
 	"github.com/specforge/specforge/internal/chat"
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/dataset"
@@ -16,6 +17,7 @@ import (
 	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/progress"
 	"github.com/specforge/specforge/internal/regen"
+	"github.com/specforge/specforge/internal/runlock"
 	"github.com/specforge/specforge/internal/tokenizer"
 	"github.com/specforge/specforge/internal/vocab"
 )
@@ -43,6 +45,11 @@ func PrepareData(cfg *config.Run, log io.Writer) (*Data, error) {
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockCache(d.CacheDir, log)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
 	opt := dataset.PrepareOptions{
 		Train: d.Train, Eval: d.Eval, EvalFraction: d.EvalFraction,
 		Schema:     dataset.SchemaOptions{Format: dataset.Format(d.Format), TextField: d.TextField, PromptField: d.PromptField, CompletionField: d.CompletionField},
@@ -132,6 +139,11 @@ func BuildVocab(p *Data, targetVocab int, dc config.DraftConfig) (*vocab.Mapping
 		return nil, "", err
 	}
 	path := filepath.Join(p.Dir, fmt.Sprintf("vocab_%d_s%v_b%v.safetensors", len(m.Used), dc.KeepSpecialTokens, dc.KeepByteTokens))
+	lock, err := lockCache(filepath.Dir(p.Dir), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	defer lock.Release()
 	return m, path, m.Write(path)
 }
 
@@ -181,9 +193,11 @@ func Regenerate(ctx context.Context, cfg *config.Run, target *model.Model, log i
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(cfg.Data.CacheDir, 0o755); err != nil {
+		lock, err := lockCache(cfg.Data.CacheDir, log)
+		if err != nil {
 			return err
 		}
+		defer lock.Release()
 		bar := progress.For(log, int64(len(prompts)), "regenerate")
 		opt.Progress = func(done, total int) { bar.Set(int64(done), "") }
 		err = regen.Write(ctx, path, target, tok, prompts, opt)
@@ -195,4 +209,33 @@ func Regenerate(ctx context.Context, cfg *config.Run, target *model.Model, log i
 	}
 	cfg.Data.Train = append(cfg.Data.Train, path)
 	return nil
+}
+
+// lockCache holds the data cache folder for as long as the caller writes into it, waiting for another
+// process that does, and removes the temporary files a killed writer left there and in its dataset
+// folders: with the cache held, no live writer has any.
+func lockCache(dir string, log io.Writer) (*runlock.Lock, error) {
+	l, err := runlock.Wait(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		l.Release()
+		return nil, err
+	}
+	for _, sub := range append([]os.DirEntry{nil}, entries...) {
+		path := dir
+		if sub != nil {
+			if !sub.IsDir() || atomicfile.IsTemp(sub.Name()) {
+				continue
+			}
+			path = filepath.Join(dir, sub.Name())
+		}
+		if _, err := atomicfile.RemoveStale(path); err != nil {
+			l.Release()
+			return nil, err
+		}
+	}
+	return l, nil
 }

@@ -5,6 +5,7 @@ package runlock
 import (
 	"errors"
 	"os"
+	"time"
 )
 
 var errHeld = errors.New("held")
@@ -17,6 +18,17 @@ func lockFile(path string) (*os.File, error) {
 		return nil, errHeld
 	}
 	return f, err
+}
+
+// waitFile polls until path can be created.
+func waitFile(path string) (*os.File, error) {
+	for {
+		f, err := lockFile(path)
+		if err != errHeld {
+			return f, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func unlockFile(f *os.File, path string) error {

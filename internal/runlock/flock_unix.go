@@ -27,4 +27,17 @@ func lockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// waitFile blocks until path can be held.
+func waitFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 func unlockFile(f *os.File, _ string) error { return f.Close() }

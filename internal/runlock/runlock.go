@@ -1,9 +1,10 @@
-// Package runlock gives one process at a time a run folder: two trainings writing one folder would
-// interleave their metrics and overwrite each other's checkpoints and draft.
+// Package runlock gives one process at a time a run folder or a shared data cache: two trainings writing
+// one folder would interleave their metrics and overwrite each other's checkpoints and draft.
 package runlock
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,24 @@ func Acquire(dir string) (*Lock, error) {
 	host, _ := os.Hostname()
 	if err := f.Truncate(0); err == nil {
 		fmt.Fprintf(f, "specforge pid %d on %s since %s\n", os.Getpid(), host, time.Now().Format(time.RFC3339))
+	}
+	return &Lock{f: f, path: path}, nil
+}
+
+// Wait is Acquire for a folder several runs share (a data cache): when another process holds it, Wait
+// says so on log and blocks until it is free, instead of failing.
+func Wait(dir string, log io.Writer) (*Lock, error) {
+	l, err := Acquire(dir)
+	if err == nil || !strings.Contains(err.Error(), "in use by another run") {
+		return l, err
+	}
+	if log != nil {
+		fmt.Fprintf(log, "waiting for %s: %v\n", dir, err)
+	}
+	path := filepath.Join(dir, FileName)
+	f, err := waitFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return &Lock{f: f, path: path}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSecondRunRefused: while one Lock holds a folder a second Acquire fails naming the holder's pid; after
@@ -28,4 +29,33 @@ func TestSecondRunRefused(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	l.Release()
+}
+
+// TestWaitBlocks: Wait on a held folder says so and returns once the holder releases it.
+func TestWaitBlocks(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		close(released)
+		l.Release()
+	}()
+	var log strings.Builder
+	w, err := Wait(dir, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-released:
+	default:
+		t.Error("Wait returned while the folder was held")
+	}
+	if !strings.Contains(log.String(), "waiting for") {
+		t.Errorf("log %q", log.String())
+	}
+	w.Release()
 }
