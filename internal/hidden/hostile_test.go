@@ -62,6 +62,7 @@ func TestShardIndexLimits(t *testing.T) {
 		}, "records[0]"},
 		{"tokens beyond their bytes", func(x *shardIndex) { x.Records[0].Tokens = 1 << 40 }, "records[0]"},
 		{"forged expansion", func(x *shardIndex) {
+			x.HiddenSize, x.AuxWidth = 4096, 3*4096
 			x.Records[0].Tokens, x.Records[0].AuxBytes, x.Records[0].HiddenBytes = 20, 0, 0
 		}, "maxExpansion"},
 		{"negative hidden size", func(x *shardIndex) { x.HiddenSize, x.AuxWidth = -16, -48 }, "hidden_size -16"},

@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/model"
 	"github.com/specforge/specforge/internal/tensor"
 )
 
@@ -251,23 +252,22 @@ func OpenShard(path string) (*Shard, error) {
 	return s, nil
 }
 
-// Limits on what a shard index may declare, checked before anything is sized from it.
+// Limits on what a shard index may declare, checked before anything is sized from it (its hidden size is
+// bounded by model.MaxHiddenSize).
 const (
-	// maxHiddenSize is well above the widest published models (Llama 3.1 405B: 16,384).
-	maxHiddenSize = 1 << 16
 	// maxAuxSlots: EAGLE-3 reads three layers; drafts that read more read a handful.
 	maxAuxSlots = 64
-	// maxExpansion bounds how many bytes of states one stored byte may decode to. Hidden states are
-	// noisy floats: byte-plane zstd stores them in 50-90% of their size, and even states of all zeros
-	// stay under 1:100 at these record sizes, so a record that claims more is forged.
-	maxExpansion = 1024
+	// maxExpansion bounds how many bytes of states one stored byte may decode to, so that a forged index
+	// cannot have a few bytes sized as gigabytes. zstd itself cannot go much past 32,000:1 (measured: 2^24
+	// bf16 zeros, byte-plane split, store at 32,326:1), so no record zstd wrote is refused.
+	maxExpansion = 1 << 16
 )
 
 // check validates the index of a shard whose records end at end, and returns the most bytes a record's
 // states decode to.
 func (x *shardIndex) check(end int64) (int64, error) {
-	if x.HiddenSize < 1 || x.HiddenSize > maxHiddenSize {
-		return 0, fmt.Errorf("hidden_size %d, want 1 to %d", x.HiddenSize, maxHiddenSize)
+	if x.HiddenSize < 1 || x.HiddenSize > model.MaxHiddenSize {
+		return 0, fmt.Errorf("hidden_size %d, want 1 to %d", x.HiddenSize, model.MaxHiddenSize)
 	}
 	if len(x.AuxSlots) < 1 || len(x.AuxSlots) > maxAuxSlots {
 		return 0, fmt.Errorf("%d aux slots, want 1 to %d", len(x.AuxSlots), maxAuxSlots)
