@@ -17,8 +17,8 @@ import (
 // Limits on one parquet data page. parquet-go sizes its buffers from the counts a page declares (the page
 // header's value count, each run of an RLE/bit-packed run) without checking them against each other, so a
 // few hundred bytes can ask for gigabytes. checkParquetPages walks every page first and refuses a file
-// whose counts disagree. pyarrow writes data pages of about 1 MiB (its default page size); these limits sit far
-// above that.
+// whose counts disagree. pyarrow writes data pages of about 1 MiB (its default page size); these limits
+// sit far above that.
 const (
 	maxPageValues = 1 << 24
 	maxPageBytes  = 1 << 28
