@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,4 +259,51 @@ func TestKilledGenHiddenAndPrepareResume(t *testing.T) {
 	}
 	volatile := func(name string) bool { return name == "stats.json" || name == runlock.FileName } // seconds, pid
 	sameFiles(t, "prepare-data", filesUnder(t, killedCache, volatile), filesUnder(t, wholeCache, volatile))
+}
+
+// TestSecondRunRefused: a second train on a folder another process trains in is refused, naming the
+// holder, and leaves the first run's metrics alone; the first finishes.
+func TestSecondRunRefused(t *testing.T) {
+	goldentest.Shared(t)
+	out := t.TempDir()
+	args := killArgs(t, out, filepath.Join(out, "cache"))
+	first, log := startCLI(t, args)
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	ckpts := filepath.Join(out, "run", "checkpoints")
+	for !hasEntry(ckpts, "step_00000001", "") {
+		select {
+		case err := <-done:
+			t.Fatalf("the first run ended (%v) before its first checkpoint\n%s", err, log)
+		default:
+			time.Sleep(time.Millisecond)
+		}
+	}
+	metrics := filepath.Join(out, "run", "metrics.jsonl")
+	_, err := run(args...)
+	if err == nil || !strings.Contains(err.Error(), "in use by another run") || !strings.Contains(err.Error(), "pid ") {
+		t.Errorf("second run: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("first run: %v\n%s", err, log)
+	}
+	// The first run's records, in order and each once: no second writer interleaved or cut them.
+	raw, _ := os.ReadFile(metrics)
+	last := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var r struct {
+			Step  int    `json:"step"`
+			Split string `json:"split"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		if r.Step <= last[r.Split] {
+			t.Errorf("%s record of step %d after step %d", r.Split, r.Step, last[r.Split])
+		}
+		last[r.Split] = r.Step
+	}
+	if last["train"] != 10 || last["eval"] != 10 {
+		t.Errorf("last records at steps %v, want 10", last)
+	}
 }

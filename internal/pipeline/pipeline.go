@@ -41,7 +41,7 @@ type Run struct {
 	trainer *train.Trainer
 	// trainStats describes the prepared training split (online runs; offline ones read shards).
 	trainStats *dataset.Stats
-	log        io.Writer
+	lock       *runlock.Lock // the output folder, held from New to the end of Train
 }
 
 // Result is what a finished run produced.
@@ -80,11 +80,37 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := train.NewTrainer(train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance})
-	if err := resume(tr, cfg.Train); err != nil {
+	// The folder is taken before resume reads and rewrites its metrics, and kept until Train ends.
+	lock, err := holdRunFolder(cfg.Train.OutputDir, log)
+	if err != nil {
 		return nil, err
 	}
-	return &Run{cfg: cfg, mode: mode, draft: d, trainer: tr, trainStats: in.trainStats, log: log}, nil
+	tr := train.NewTrainer(train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance})
+	if err := resume(tr, cfg.Train); err != nil {
+		lock.Release()
+		return nil, err
+	}
+	return &Run{cfg: cfg, mode: mode, draft: d, trainer: tr, trainStats: in.trainStats, lock: lock}, nil
+}
+
+// holdRunFolder takes a run folder for this process and removes what a killed run left in it: holding the
+// folder, its temporary files and folders are no live writer's.
+func holdRunFolder(out string, log io.Writer) (*runlock.Lock, error) {
+	lock, err := runlock.Acquire(out)
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{out, checkpoint.Root(out), filepath.Join(out, "draft")} {
+		removed, err := atomicfile.RemoveStale(dir)
+		if err != nil {
+			lock.Release()
+			return nil, err
+		}
+		if len(removed) > 0 && log != nil {
+			fmt.Fprintf(log, "removed %d temporary entries a killed run left in %s\n", len(removed), dir)
+		}
+	}
+	return lock, nil
 }
 
 // Mode is where the run's hidden states come from.
@@ -101,24 +127,10 @@ func (r *Run) TrainStats() *dataset.Stats { return r.trainStats }
 
 // Train trains to the last step, then writes the metrics plot and the draft (SGLang layout) into the run
 // folder. Cancelling ctx stops training after the current step with a checkpoint and returns
-// train.ErrInterrupted.
+// train.ErrInterrupted. The run folder, held since New, is given back when Train returns.
 func (r *Run) Train(ctx context.Context) (*Result, error) {
+	defer r.lock.Release()
 	out := r.cfg.Train.OutputDir
-	lock, err := runlock.Acquire(out)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Release()
-	// Holding the folder, whatever temporary files and folders it has were left by a killed run.
-	for _, dir := range []string{out, checkpoint.Root(out), filepath.Join(out, "draft")} {
-		removed, err := atomicfile.RemoveStale(dir)
-		if err != nil {
-			return nil, err
-		}
-		if len(removed) > 0 && r.log != nil {
-			fmt.Fprintf(r.log, "removed %d temporary entries a killed run left in %s\n", len(removed), dir)
-		}
-	}
 	if err := r.trainer.Run(ctx); err != nil {
 		return nil, err
 	}
