@@ -137,7 +137,7 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"train: 5\n", nil, "run.yaml:1: train must be a mapping"},
 		{"train:\n  lr: 1e-4\n", []string{"train.batch_size=100000000"}, "--set: train.batch_size must be between 1 and 65536"},
 		{"", []string{"draft.hidden_sise=8"}, `--set: unknown setting "draft.hidden_sise"`},
-		{"draft:\n  hidden_size: 1000000000\n", nil, "run.yaml:2: draft.hidden_size must be between 0 and 131072"},
+		{"draft:\n  hidden_size: 1000000000\n", nil, "run.yaml:2: draft.hidden_size must be between 0 and 65536"},
 		{"draft:\n  aux_layers: [1, -2, 3]\n", nil, "run.yaml:2: draft.aux_layers entry 1"},
 	} {
 		path := filepath.Join(dir, "run.yaml")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
+	"github.com/specforge/specforge/internal/model"
 )
 
 // Run is the configuration of a specforge run: the target, the data and (for training) the draft and the
@@ -211,10 +212,6 @@ func (e *FieldError) Error() string { return e.Key + " " + e.Msg }
 const (
 	// maxTokens bounds lengths in tokens: 1M is past the longest context of today's targets.
 	maxTokens = 1 << 20
-	// maxWidth bounds the draft's widths: the widest targets have hidden sizes of 16K-25K, MLPs of ~100K.
-	maxWidth = 1 << 17
-	// maxHeads bounds head counts and head_dim (real drafts use 8-128 heads of 64-256).
-	maxHeads = 1024
 	// maxTTTLength bounds train.ttt_length: EAGLE-3 unrolls 7 steps and memory grows with every step.
 	maxTTTLength = 64
 	// maxBatch bounds batch sizes and gradient accumulation (each batch's activations are in memory).
@@ -225,8 +222,6 @@ const (
 	maxWorkers = 4096
 	// maxLayerID bounds aux layer ids: no target has 64K layers.
 	maxLayerID = 1 << 16
-	// maxVocab bounds draft.vocab_size: the largest tokenizers have ~260K entries.
-	maxVocab = 1 << 24
 	// maxLineBytes bounds data.max_line_bytes: a record decodes to about 10x its bytes.
 	maxLineBytes = 1 << 30
 )
@@ -263,12 +258,14 @@ func (r *Run) Validate() error {
 		{"data.regenerate.max_new_tokens", g.MaxNewTokens, 1, maxTokens, g.From != ""},
 		{"data.regenerate.limit", g.Limit, 0, maxCount, g.From != ""},
 		{"data.regenerate.batch", g.Batch, 1, maxBatch, g.From != ""},
-		{"draft.vocab_size", dr.VocabSize, 1, maxVocab, true},
-		{"draft.hidden_size", dr.HiddenSize, 0, maxWidth, true},
-		{"draft.intermediate_size", dr.IntermediateSize, 0, maxWidth, true},
-		{"draft.num_attention_heads", dr.NumHeads, 0, maxHeads, true},
-		{"draft.num_key_value_heads", dr.NumKVHeads, 0, maxHeads, true},
-		{"draft.head_dim", dr.HeadDim, 0, maxHeads, true},
+		// A draft is a model layer: the limits on model configs (model.Max*) hold for it, so a draft that
+		// trains also exports and loads.
+		{"draft.vocab_size", dr.VocabSize, 1, model.MaxVocabSize, true},
+		{"draft.hidden_size", dr.HiddenSize, 0, model.MaxHiddenSize, true},
+		{"draft.intermediate_size", dr.IntermediateSize, 0, model.MaxIntermediateSize, true},
+		{"draft.num_attention_heads", dr.NumHeads, 0, model.MaxHeads, true},
+		{"draft.num_key_value_heads", dr.NumKVHeads, 0, model.MaxHeads, true},
+		{"draft.head_dim", dr.HeadDim, 0, model.MaxHeadDim, true},
 		{"train.epochs", t.Epochs, 0, maxCount, true},
 		{"train.max_steps", t.MaxSteps, 0, maxCount, true},
 		{"train.batch_size", t.BatchSize, 1, maxBatch, true},

@@ -97,21 +97,9 @@ func readJSONL(path string, br *bufio.Reader, maxRowBytes int, fn func(Row) erro
 			return fmt.Errorf("%s:%d: %w", path, line, err)
 		}
 		where := fmt.Sprintf("%s:%d", path, line)
-		switch raw = bytes.TrimSpace(raw); {
-		case size > int64(maxRowBytes):
-			if ferr := fn(Row{Where: where, Oversize: size}); ferr != nil {
-				return ferr
-			}
-		case len(raw) > 0:
-			var fields map[string]any
-			if jerr := json.Unmarshal(raw, &fields); jerr != nil {
-				return fmt.Errorf("%s: %s", where, describeJSONError(jerr, raw))
-			}
-			if fields == nil {
-				return fmt.Errorf("%s: want a JSON object, got null", where)
-			}
-			if ferr := fn(Row{Where: where, Fields: fields}); ferr != nil {
-				return ferr
+		if raw = bytes.TrimSpace(raw); size > int64(maxRowBytes) || len(raw) > 0 {
+			if rerr := record(where, raw, size, maxRowBytes, fn); rerr != nil {
+				return rerr
 			}
 		}
 		if err == io.EOF {
@@ -158,29 +146,32 @@ func readJSONArray(path string, br *bufio.Reader, maxRowBytes int, fn func(Row) 
 			return nil // []
 		}
 		where := fmt.Sprintf("%s[%d]", path, i)
-		switch {
-		case size == 0:
+		if size == 0 {
 			return fmt.Errorf("%s: invalid JSON: a missing value", where)
-		case size > int64(maxRowBytes):
-			if err := fn(Row{Where: where, Oversize: size}); err != nil {
-				return err
-			}
-		default:
-			var fields map[string]any
-			if err := json.Unmarshal(raw, &fields); err != nil {
-				return fmt.Errorf("%s: %s", where, describeJSONError(err, nil))
-			}
-			if fields == nil {
-				return fmt.Errorf("%s: want a JSON object, got null", where)
-			}
-			if err := fn(Row{Where: where, Fields: fields}); err != nil {
-				return err
-			}
+		}
+		if err := record(where, raw, size, maxRowBytes, fn); err != nil {
+			return err
 		}
 		if last {
 			return nil
 		}
 	}
+}
+
+// record hands fn the row of one record of size bytes: unparsed (Oversize) past maxRowBytes, else decoded
+// from raw. fn's errors come back as they are.
+func record(where string, raw []byte, size int64, maxRowBytes int, fn func(Row) error) error {
+	if size > int64(maxRowBytes) {
+		return fn(Row{Where: where, Oversize: size})
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return fmt.Errorf("%s: %s", where, describeJSONError(err, raw))
+	}
+	if fields == nil {
+		return fmt.Errorf("%s: want a JSON object, got null", where)
+	}
+	return fn(Row{Where: where, Fields: fields})
 }
 
 // nextElement reads the next value of a JSON array, after its '[' or a ',', up to and including the ',' or

@@ -31,28 +31,29 @@ func sizeOf(v *exec.Value) int64 {
 	return 0
 }
 
+// argAt is argument pos (none when pos < 0), or else keyword kw.
+func argAt(args *exec.VarArgs, pos int, kw string) (*exec.Value, bool) {
+	if pos >= 0 && len(args.Args) > pos {
+		return args.Args[pos], true
+	}
+	v, ok := args.KwArgs[kw]
+	return v, ok
+}
+
 // intArg is argument pos, or keyword kw, when it is an int.
 func intArg(args *exec.VarArgs, pos int, kw string) (int, bool) {
-	v, ok := args.KwArgs[kw]
-	if pos >= 0 && len(args.Args) > pos {
-		v, ok = args.Args[pos], true
+	if v, ok := argAt(args, pos, kw); ok && v.IsInteger() {
+		return v.Integer(), true
 	}
-	if !ok || !v.IsInteger() {
-		return 0, false
-	}
-	return v.Integer(), true
+	return 0, false
 }
 
 // strArg is argument pos, or keyword kw, when it is a string.
 func strArg(args *exec.VarArgs, pos int, kw string) (string, bool) {
-	v, ok := args.KwArgs[kw]
-	if pos >= 0 && len(args.Args) > pos {
-		v, ok = args.Args[pos], true
+	if v, ok := argAt(args, pos, kw); ok && v.IsString() {
+		return v.String(), true
 	}
-	if !ok || !v.IsString() {
-		return "", false
-	}
-	return v.String(), true
+	return "", false
 }
 
 // replaceSize is the size of s.replace(old, new).

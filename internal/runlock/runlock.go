@@ -22,6 +22,16 @@ type Lock struct {
 
 // Acquire takes dir (created if missing) for this process, or says who holds it.
 func Acquire(dir string) (*Lock, error) {
+	return take(dir, nil, false)
+}
+
+// Wait is Acquire for a folder several runs share (a data cache): when another process holds it, Wait
+// says so on log and blocks until it is free, instead of failing.
+func Wait(dir string, log io.Writer) (*Lock, error) {
+	return take(dir, log, true)
+}
+
+func take(dir string, log io.Writer, wait bool) (*Lock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run folder: %w", err)
 	}
@@ -29,8 +39,14 @@ func Acquire(dir string) (*Lock, error) {
 	f, err := lockFile(path)
 	if err == errHeld {
 		holder, _ := os.ReadFile(path)
-		return nil, fmt.Errorf("%s is in use by another run (%s, lock %s): wait for it to end or choose another train.output_dir",
-			dir, strings.TrimSpace(string(holder)), path)
+		held := fmt.Errorf("%s is in use by another run (%s, lock %s)", dir, strings.TrimSpace(string(holder)), path)
+		if !wait {
+			return nil, fmt.Errorf("%w: wait for it to end or choose another folder", held)
+		}
+		if log != nil {
+			fmt.Fprintf(log, "waiting: %v\n", held)
+		}
+		f, err = waitFile(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
@@ -38,24 +54,6 @@ func Acquire(dir string) (*Lock, error) {
 	host, _ := os.Hostname()
 	if err := f.Truncate(0); err == nil {
 		fmt.Fprintf(f, "specforge pid %d on %s since %s\n", os.Getpid(), host, time.Now().Format(time.RFC3339))
-	}
-	return &Lock{f: f, path: path}, nil
-}
-
-// Wait is Acquire for a folder several runs share (a data cache): when another process holds it, Wait
-// says so on log and blocks until it is free, instead of failing.
-func Wait(dir string, log io.Writer) (*Lock, error) {
-	l, err := Acquire(dir)
-	if err == nil || !strings.Contains(err.Error(), "in use by another run") {
-		return l, err
-	}
-	if log != nil {
-		fmt.Fprintf(log, "waiting for %s: %v\n", dir, err)
-	}
-	path := filepath.Join(dir, FileName)
-	f, err := waitFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return &Lock{f: f, path: path}, nil
 }

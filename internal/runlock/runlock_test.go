@@ -54,7 +54,7 @@ func TestWaitBlocks(t *testing.T) {
 	default:
 		t.Error("Wait returned while the folder was held")
 	}
-	if !strings.Contains(log.String(), "waiting for") {
+	if !strings.Contains(log.String(), "waiting: ") {
 		t.Errorf("log %q", log.String())
 	}
 	w.Release()

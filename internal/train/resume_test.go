@@ -47,6 +47,11 @@ func storiesSetup(t *testing.T) (*model.Model, *dataset.File, func() *draft.Draf
 
 // TestResumeIsExact interrupts a run after 3 of 7 steps, resumes it from the checkpoint, and requires the
 // same weights and optimiser state, bit for bit, as an uninterrupted run.
+// onlineTrainer trains d on data with target beside it.
+func onlineTrainer(cfg config.TrainConfig, target *model.Model, data *dataset.File, d *draft.Draft) *Trainer {
+	return NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+}
+
 func TestResumeIsExact(t *testing.T) {
 	target, data, newDraft := storiesSetup(t)
 	cfg := config.Defaults().Train
@@ -56,7 +61,7 @@ func TestResumeIsExact(t *testing.T) {
 		c := cfg
 		c.OutputDir = out
 		d := newDraft()
-		return NewTrainer(Options{Config: c, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+		return onlineTrainer(c, target, data, d)
 	}
 	whole := newTrainer(t.TempDir())
 	if err := whole.Run(context.Background()); err != nil {
@@ -149,7 +154,7 @@ func TestCancelSavesCheckpoint(t *testing.T) {
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.OutputDir = 4, 2, 0, t.TempDir()
 	d := newDraft()
-	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	tr := onlineTrainer(cfg, target, data, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := tr.Run(ctx); !errors.Is(err, ErrInterrupted) {
@@ -166,7 +171,7 @@ func TestResumeRefusesAnotherRun(t *testing.T) {
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.OutputDir = 2, 2, t.TempDir()
 	d := newDraft()
-	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	tr := onlineTrainer(cfg, target, data, d)
 	if err := tr.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +245,7 @@ func TestDefaultSavesPeriodically(t *testing.T) {
 		cfg := config.Defaults().Train
 		cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.KeepCheckpoints, cfg.OutputDir = c.steps, 1, c.interval, 100, t.TempDir()
 		d := newDraft()
-		tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+		tr := onlineTrainer(cfg, target, data, d)
 		if err := tr.Run(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -265,7 +270,7 @@ func TestResumeFallsBack(t *testing.T) {
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.SaveInterval, cfg.OutputDir = 4, 1, 2, t.TempDir()
 	d := newDraft()
-	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	tr := onlineTrainer(cfg, target, data, d)
 	if err := tr.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +306,7 @@ func TestFailedSaveStopsAndRescues(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDraft()
-	tr := NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	tr := onlineTrainer(cfg, target, data, d)
 	err := tr.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "checkpoint of step 2") || !strings.Contains(err.Error(), "rescue_dir") || tr.Step() != 2 {
 		t.Fatalf("run with an unwritable checkpoint folder: step %d, %v", tr.Step(), err)
