@@ -86,4 +86,14 @@ func printExport(w io.Writer, out string, f export.Format, res *pipeline.Exporte
 		fmt.Fprintf(w, "; eagle_aux_hidden_state_layer_ids = %v (vLLM: input of layer k)\n", ids)
 		fmt.Fprintf(w, "serve: vllm serve %s\n", out)
 	}
+	if c.FCNorm || c.NormOutput {
+		engines := "vLLM since PR #42764, SGLang since PR #24663 (both May 2026)"
+		if f == export.Speculators {
+			engines = "vLLM since PR #46488 (June 2026; before it, speculators configs lose both keys)"
+		}
+		fmt.Fprintf(w, "EAGLE-3.1 options (fc_norm %v, norm_output %v): served by %s; an older engine ignores them and computes another function\n", c.FCNorm, c.NormOutput, engines)
+	}
+	if n := c.Layers(); n > 1 {
+		fmt.Fprintf(w, "%d decoder layers: served by vLLM since PR #26164 (October 2025), not by SGLang\n", n)
+	}
 }

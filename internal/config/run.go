@@ -85,6 +85,13 @@ type DraftConfig struct {
 	NumHeads         int `yaml:"num_attention_heads"`
 	NumKVHeads       int `yaml:"num_key_value_heads"`
 	HeadDim          int `yaml:"head_dim"`
+	// NumLayers is the number of decoder layers (0: one, EAGLE-3's). The first reads [embed; h], later
+	// ones the residual stream of the one before, as vLLM's llama_eagle3 serves them; SGLang serves one.
+	NumLayers int `yaml:"num_layers"`
+	// FCNorm and NormOutput are EAGLE-3.1's options: an RMSNorm on each aux hidden state before fc, and
+	// the final norm of each step's output fed to the next step (see the README).
+	FCNorm     bool `yaml:"fc_norm"`
+	NormOutput bool `yaml:"norm_output"`
 	// AuxLayers overrides the target layers read, counted as AuxLayerConvention says.
 	AuxLayers []int `yaml:"aux_layers"`
 	// AuxLayerConvention is how AuxLayers count: "sglang" (the default: id i is the output of 0-based
@@ -266,6 +273,7 @@ func (r *Run) Validate() error {
 		{"draft.num_attention_heads", dr.NumHeads, 0, model.MaxHeads, true},
 		{"draft.num_key_value_heads", dr.NumKVHeads, 0, model.MaxHeads, true},
 		{"draft.head_dim", dr.HeadDim, 0, model.MaxHeadDim, true},
+		{"draft.num_layers", dr.NumLayers, 0, model.MaxLayers, true},
 		{"train.epochs", t.Epochs, 0, maxCount, true},
 		{"train.max_steps", t.MaxSteps, 0, maxCount, true},
 		{"train.batch_size", t.BatchSize, 1, maxBatch, true},

@@ -28,6 +28,15 @@ type Config struct {
 	RopeTheta        float64         `json:"rope_theta"`
 	RopeScaling      json.RawMessage `json:"rope_scaling"`
 	MaxPositions     int             `json:"max_position_embeddings"`
+	// FCNorm is EAGLE-3.1's fc_norm: each aux hidden state passes its own RMSNorm (weights of
+	// TargetHiddenSize) before fc.
+	FCNorm bool `json:"fc_norm,omitempty"`
+	// NormOutput is EAGLE-3.1's norm_output, as SGLang and vLLM define it: each step's hidden state, fed to
+	// the next, is the final norm of the last layer's residual stream rather than the stream itself (the
+	// logits are lm_head of that norm either way).
+	NormOutput bool `json:"norm_output,omitempty"`
+	// NumLayers is the number of decoder layers (0 means 1, EAGLE-3's).
+	NumLayers int `json:"num_layers,omitempty"`
 	// AuxLayers are the target layers whose outputs feed fc, in AuxConvention: 0-based "output of layer i"
 	// (SGLang's; vLLM counts the same tensors as "input of layer i+1").
 	AuxLayers     []int  `json:"aux_layers"`
@@ -101,6 +110,9 @@ func (c *Config) FitTarget(target *model.Config) error {
 	return c.Validate(target)
 }
 
+// Layers is the number of decoder layers.
+func (c *Config) Layers() int { return max(1, c.NumLayers) }
+
 // Rope returns the rotary embedding of the draft.
 func (c *Config) Rope() (rope.Config, error) {
 	r, err := rope.ParseScaling(c.RopeScaling, c.RopeTheta, c.HeadDim, c.MaxPositions)
@@ -120,6 +132,8 @@ func (c *Config) ValidateShape() error {
 		return fmt.Errorf("draft: num_key_value_heads %d must divide num_attention_heads %d", c.NumKVHeads, c.NumHeads)
 	case c.DraftVocabSize <= 0 || c.DraftVocabSize > c.VocabSize:
 		return fmt.Errorf("draft: draft_vocab_size %d must be in [1, vocab_size %d]", c.DraftVocabSize, c.VocabSize)
+	case c.NumLayers < 0 || c.NumLayers > model.MaxLayers:
+		return fmt.Errorf("draft: num_layers %d must be in [1, %d]", c.NumLayers, model.MaxLayers)
 	case c.TargetHiddenSize <= 0:
 		return fmt.Errorf("draft: target_hidden_size must be positive")
 	case c.AuxConvention != "" && c.AuxConvention != OutputOfLayer:

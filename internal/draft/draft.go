@@ -24,14 +24,22 @@ type Draft struct {
 
 // Weights are the trainable tensors, in PyTorch's [out, in] layout; gradients use the same type.
 type Weights struct {
-	FC                              []float32 // [H, AuxWidth]
+	FC     []float32               // [H, AuxWidth]
+	FCNorm [NumAuxLayers][]float32 // [TargetHiddenSize] each, with Config.FCNorm (else nil)
+	Layers []LayerWeights          // Config.Layers() decoder layers
+	Norm   []float32               // [H]
+	LMHead []float32               // [Vd, H]
+}
+
+// LayerWeights are one decoder layer's tensors. Layer 0 reads [norm(embed) | norm(h)] (2H wide, with
+// HiddenNorm for h); a later layer reads the residual stream of the one before (H wide, no HiddenNorm), as
+// vLLM's llama_eagle3 stacks them.
+type LayerWeights struct {
 	HiddenNorm, InputNorm, PostNorm []float32 // [H]
-	Wq, Wk, Wv                      []float32 // [nh*d | nkv*d, 2H]
+	Wq, Wk, Wv                      []float32 // [nh*d | nkv*d, in]: in = 2H for layer 0, H later
 	Wo                              []float32 // [H, nh*d]
 	Wgate, Wup                      []float32 // [I, H]
 	Wdown                           []float32 // [H, I]
-	Norm                            []float32 // [H]
-	LMHead                          []float32 // [Vd, H]
 }
 
 // Param names one tensor of Weights with its shape.
@@ -41,25 +49,45 @@ type Param struct {
 	Data  *[]float32
 }
 
-// Params lists the tensors of w in a fixed order, with their export names.
+// Params lists the tensors of w in a fixed order, with their export names: a one-layer draft's layer is
+// SGLang's midlayer.*, the layers of a deeper one are layers.{i}.* (vLLM's and speculators' names). It
+// gives w the configuration's number of layers first, so that the pointers it returns are w's.
 func (w *Weights) Params(c *Config) []Param {
 	H, I := c.HiddenSize, c.IntermediateSize
 	q, kv := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	return []Param{
-		{"fc.weight", []int{H, c.AuxWidth()}, &w.FC},
-		{"midlayer.hidden_norm.weight", []int{H}, &w.HiddenNorm},
-		{"midlayer.input_layernorm.weight", []int{H}, &w.InputNorm},
-		{"midlayer.self_attn.q_proj.weight", []int{q, 2 * H}, &w.Wq},
-		{"midlayer.self_attn.k_proj.weight", []int{kv, 2 * H}, &w.Wk},
-		{"midlayer.self_attn.v_proj.weight", []int{kv, 2 * H}, &w.Wv},
-		{"midlayer.self_attn.o_proj.weight", []int{H, q}, &w.Wo},
-		{"midlayer.post_attention_layernorm.weight", []int{H}, &w.PostNorm},
-		{"midlayer.mlp.gate_proj.weight", []int{I, H}, &w.Wgate},
-		{"midlayer.mlp.up_proj.weight", []int{I, H}, &w.Wup},
-		{"midlayer.mlp.down_proj.weight", []int{H, I}, &w.Wdown},
-		{"norm.weight", []int{H}, &w.Norm},
-		{"lm_head.weight", []int{c.DraftVocabSize, H}, &w.LMHead},
+	if n := c.Layers(); len(w.Layers) != n {
+		w.Layers = append(w.Layers, make([]LayerWeights, max(0, n-len(w.Layers)))...)[:n]
 	}
+	ps := []Param{{"fc.weight", []int{H, c.AuxWidth()}, &w.FC}}
+	if c.FCNorm {
+		for i := range w.FCNorm {
+			ps = append(ps, Param{fmt.Sprintf("fc_norm.%d.weight", i), []int{c.TargetHiddenSize}, &w.FCNorm[i]})
+		}
+	}
+	for i := range w.Layers {
+		l, in, prefix := &w.Layers[i], H, fmt.Sprintf("layers.%d.", i)
+		if len(w.Layers) == 1 {
+			prefix = "midlayer."
+		}
+		if i == 0 {
+			in = 2 * H
+			ps = append(ps, Param{prefix + "hidden_norm.weight", []int{H}, &l.HiddenNorm})
+		}
+		ps = append(ps, []Param{
+			{prefix + "input_layernorm.weight", []int{H}, &l.InputNorm},
+			{prefix + "self_attn.q_proj.weight", []int{q, in}, &l.Wq},
+			{prefix + "self_attn.k_proj.weight", []int{kv, in}, &l.Wk},
+			{prefix + "self_attn.v_proj.weight", []int{kv, in}, &l.Wv},
+			{prefix + "self_attn.o_proj.weight", []int{H, q}, &l.Wo},
+			{prefix + "post_attention_layernorm.weight", []int{H}, &l.PostNorm},
+			{prefix + "mlp.gate_proj.weight", []int{I, H}, &l.Wgate},
+			{prefix + "mlp.up_proj.weight", []int{I, H}, &l.Wup},
+			{prefix + "mlp.down_proj.weight", []int{H, I}, &l.Wdown},
+		}...)
+	}
+	return append(ps,
+		Param{"norm.weight", []int{H}, &w.Norm},
+		Param{"lm_head.weight", []int{c.DraftVocabSize, H}, &w.LMHead})
 }
 
 // NumParams counts the trained parameters of a draft of this configuration.

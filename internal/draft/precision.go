@@ -10,8 +10,8 @@ import (
 // afresh at each TTT call from the float32 masters, which the optimiser updates), and the scratch in which
 // each backward rounds its gradient. Norm weights, the attention, the loss and the optimiser stay float32.
 type bf16Step struct {
-	fc, q, k, v, o, gate, up, down, lmHead []byte
-	conv                                   []byte
+	w    [][]byte // per product of layer.linears
+	conv []byte
 }
 
 // checkPrecision accepts the products a Workspace may ask for.
@@ -25,20 +25,18 @@ func checkPrecision(p tensor.DType) error {
 
 // round binds l's products to bf16 copies of its weights, kept in s.
 func (s *bf16Step) round(l *layer) {
-	for _, x := range []struct {
-		lin *linear
-		buf *[]byte
-	}{
-		{&l.fc, &s.fc}, {&l.q, &s.q}, {&l.k, &s.k}, {&l.v, &s.v}, {&l.o, &s.o},
-		{&l.gate, &s.gate}, {&l.up, &s.up}, {&l.down, &s.down}, {&l.lmHead, &s.lmHead},
-	} {
-		n := len(x.lin.w)
-		*x.buf = tensor.Resize(*x.buf, 2*n)
-		t, err := tensor.FromBytes(tensor.BF16, tensor.Host, *x.buf, n)
+	lins := l.linears()
+	for len(s.w) < len(lins) {
+		s.w = append(s.w, nil)
+	}
+	for i, lin := range lins {
+		n := len(lin.w)
+		s.w[i] = tensor.Resize(s.w[i], 2*n)
+		t, err := tensor.FromBytes(tensor.BF16, tensor.Host, s.w[i], n)
 		if err != nil {
 			panic(err) // the buffer was just sized for w
 		}
-		l.be.Convert(t, t32(x.lin.w))
-		x.lin.w16, x.lin.conv = t, &s.conv
+		l.be.Convert(t, t32(lin.w))
+		lin.w16, lin.conv = t, &s.conv
 	}
 }

@@ -9,15 +9,23 @@ import (
 	"github.com/specforge/specforge/internal/tensor"
 )
 
-// stepState is one unrolled step of TTT: the layer's activations over the batch, the gradient of the
-// step's own loss w.r.t. its output, and the rotations of its positions.
+// stepState is one unrolled step of TTT: each decoder layer's activations over the batch, the gradient of
+// the step's own loss w.r.t. its output, and the rotations of its positions.
 type stepState struct {
-	acts
+	layers    []layerState
 	ids       []int32   // [N] the step's input tokens
 	positions []int32   // [N] its RoPE positions
-	lse       []float32 // [N, heads] the attention's log-sum-exp, for its backward
 	dDirect   []float32 // [N, H]
-	rot       rope.Rotations
+	// out and outRstd are the last layer's residual stream [N, H] and its norm's 1/rms [N], kept when the
+	// draft feeds the norm forward (norm_output).
+	out, outRstd []float32
+	rot          rope.Rotations
+}
+
+// layerState is one decoder layer's part of a step.
+type layerState struct {
+	acts
+	lse []float32 // [N, heads] the attention's log-sum-exp, for its backward
 }
 
 // Workspace keeps the TTT buffers between batches, so that training allocates only when a batch is larger
@@ -30,18 +38,44 @@ type Workspace struct {
 	// Loss is each step's objective (zero: KL).
 	Loss Loss
 
-	bf16                 bf16Step
+	bf16 bf16Step
+	// steps[k] is unrolled step k; the attention lists are per decoder layer, then per step: the steps'
+	// keys and values, their gradients [N, kvDim] and the gradients' storage.
 	steps                []stepState
-	keys, values, dK, dV []tensor.Tensor // per step: the steps' k and v; their gradients [N, kvDim]
-	dKs, dVs             [][]float32     // the gradients' storage
-	pm                   []bool          // [N] position mask pm_0
-	h, dh                []float32       // [N, H] the running hidden state, and its gradient
-	act                  []float32       // [N, I] silu(gate)*up of the step being run
-	da, dq               []float32       // [N, qDim]
-	dEN, dHN             []float32       // [N, H]
+	keys, values, dK, dV [][]tensor.Tensor
+	dKs, dVs             [][][]float32
+	pm                   []bool    // [N] position mask pm_0
+	h, dh, dOut          []float32 // [N, H] the running hidden state, its gradient, the gradient of out
+	act                  []float32 // [N, I] silu(gate)*up of the layer being run
+	da, dq               []float32 // [N, qDim]
+	dEN, dHN             []float32 // [N, H]
 	out                  outGrads
+	fc                   fcWork
 	loss                 lossWork
 	met                  Metrics
+}
+
+// grow gives the workspace room for K steps of L layers.
+func (ws *Workspace) grow(K, L int) {
+	for len(ws.steps) < K {
+		ws.steps = append(ws.steps, stepState{})
+	}
+	for k := range ws.steps {
+		for len(ws.steps[k].layers) < L {
+			ws.steps[k].layers = append(ws.steps[k].layers, layerState{})
+		}
+	}
+	for len(ws.keys) < L {
+		ws.keys, ws.values, ws.dK, ws.dV = append(ws.keys, nil), append(ws.values, nil), append(ws.dK, nil), append(ws.dV, nil)
+		ws.dKs, ws.dVs = append(ws.dKs, nil), append(ws.dVs, nil)
+	}
+	for i := range L {
+		ws.keys[i], ws.values[i] = tensor.Resize(ws.keys[i], K), tensor.Resize(ws.values[i], K)
+		ws.dK[i], ws.dV[i] = tensor.Resize(ws.dK[i], K), tensor.Resize(ws.dV[i], K)
+		for len(ws.dKs[i]) < K {
+			ws.dKs[i], ws.dVs[i] = append(ws.dKs[i], nil), append(ws.dVs[i], nil)
+		}
+	}
 }
 
 // resizeZero returns b with length n and every element zero, reallocated only when its capacity is short.
@@ -84,22 +118,16 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 	be := d.be
 	att := backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
 	ws.pm = b.positionMask(ws.pm, d.Vocab.T2D)
-	for len(ws.steps) < K {
-		ws.steps = append(ws.steps, stepState{})
-		ws.keys, ws.values = append(ws.keys, tensor.Tensor{}), append(ws.values, tensor.Tensor{})
-		ws.dK, ws.dV = append(ws.dK, tensor.Tensor{}), append(ws.dV, tensor.Tensor{})
-		ws.dKs, ws.dVs = append(ws.dKs, nil), append(ws.dVs, nil)
-	}
+	L := len(l.blocks)
+	ws.grow(K, L)
 	met := &ws.met
 	met.reset(K)
 
 	ws.h = resizeZero(ws.h, N*H)
 	h := ws.h
-	l.fc.apply(h, b.Aux, N, false)
+	l.fcForward(h, b.Aux, &ws.fc, N)
 	for k := range K {
 		st := &ws.steps[k]
-		st.h = resizeZero(st.h, N*H)
-		copy(st.h, h)
 		st.ids, st.positions = st.ids[:0], st.positions[:0]
 		for r := 0; r < b.B; r++ {
 			for t := 0; t < b.T; t++ {
@@ -114,18 +142,43 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		if st.rot.Config != rc {
 			st.rot = rope.Rotations{Config: rc}
 		}
-		st.rope = st.rot.Table(st.positions)
-		st.e, st.eN, st.eRstd = resizeZero(st.e, N*H), resizeZero(st.eN, N*H), resizeZero(st.eRstd, N)
-		st.hN, st.hRstd = resizeZero(st.hN, N*H), resizeZero(st.hRstd, N)
-		st.q, st.k, st.v = resizeZero(st.q, N*qDim), resizeZero(st.k, N*kvDim), resizeZero(st.v, N*kvDim)
-		l.forwardIn(&st.acts, st.ids, N)
-		ws.keys[k], ws.values[k] = t32(st.k), t32(st.v)
-		st.lse, st.a = resizeZero(st.lse, N*c.NumHeads), resizeZero(st.a, N*qDim)
-		be.TTTAttentionForward(t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
-		st.hp, st.hpRstd, st.y = resizeZero(st.hp, N*H), resizeZero(st.hpRstd, N), resizeZero(st.y, N*H)
-		st.gate, st.up = resizeZero(st.gate, N*I), resizeZero(st.up, N*I)
-		ws.act = resizeZero(ws.act, N*I)
-		l.forwardOut(h, ws.act, &st.acts, N) // h is now h_{k+1}
+		table := st.rot.Table(st.positions)
+		// Each layer reads the one before's out (the first, h); the last writes the step's output, h itself
+		// unless the norm of it is fed forward.
+		out := h
+		if c.NormOutput {
+			st.out = resizeZero(st.out, N*H)
+			out = st.out
+		}
+		for i := range l.blocks {
+			ls := &st.layers[i]
+			if i == 0 {
+				ls.h = resizeZero(ls.h, N*H)
+				copy(ls.h, h)
+			}
+			ls.rope = table
+			ls.e, ls.eN, ls.eRstd = resizeZero(ls.e, N*H), resizeZero(ls.eN, N*H), resizeZero(ls.eRstd, N)
+			ls.hN, ls.hRstd = resizeZero(ls.hN, N*H), resizeZero(ls.hRstd, N)
+			ls.q, ls.k, ls.v = resizeZero(ls.q, N*qDim), resizeZero(ls.k, N*kvDim), resizeZero(ls.v, N*kvDim)
+			l.forwardIn(&l.blocks[i], &ls.acts, st.ids, N)
+			ws.keys[i][k], ws.values[i][k] = t32(ls.k), t32(ls.v)
+			ls.lse, ls.a = resizeZero(ls.lse, N*c.NumHeads), resizeZero(ls.a, N*qDim)
+			be.TTTAttentionForward(t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.B, b.T, att)
+			ls.hp, ls.hpRstd, ls.y = resizeZero(ls.hp, N*H), resizeZero(ls.hpRstd, N), resizeZero(ls.y, N*H)
+			ls.gate, ls.up = resizeZero(ls.gate, N*I), resizeZero(ls.up, N*I)
+			ws.act = resizeZero(ws.act, N*I)
+			dst := out
+			if i+1 < L {
+				next := &st.layers[i+1]
+				next.h = resizeZero(next.h, N*H)
+				dst = next.h
+			}
+			l.forwardOut(&l.blocks[i], dst, ws.act, &ls.acts, N)
+		}
+		if c.NormOutput {
+			st.outRstd = resizeZero(st.outRstd, N)
+			be.RMSNormForward(t32(h), t32(st.outRstd), t32(out), t32(d.W.Norm), N, H, l.eps)
+		} // h is now h_{k+1}
 
 		st.dDirect = resizeZero(st.dDirect, N*H)
 		l.stepLoss(k, b, ws.pm, h, st.dDirect, grad, &ws.loss, met, gradScale, ws.Loss)
@@ -135,27 +188,38 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		return met, nil
 	}
 
-	// Backward through the unrolled steps, last first; dh carries the gradient w.r.t. the step output.
+	// Backward through the unrolled steps, last first, and within a step through its layers, last first;
+	// dh carries the gradient w.r.t. the step output.
 	ws.dh = resizeZero(ws.dh, N*H)
 	dh := ws.dh
-	for k := range K {
-		ws.dKs[k], ws.dVs[k] = resizeZero(ws.dKs[k], N*kvDim), resizeZero(ws.dVs[k], N*kvDim)
-		ws.dK[k], ws.dV[k] = t32(ws.dKs[k]), t32(ws.dVs[k])
+	for i := range L {
+		for k := range K {
+			ws.dKs[i][k], ws.dVs[i][k] = resizeZero(ws.dKs[i][k], N*kvDim), resizeZero(ws.dVs[i][k], N*kvDim)
+			ws.dK[i][k], ws.dV[i][k] = t32(ws.dKs[i][k]), t32(ws.dVs[i][k])
+		}
 	}
 	g := &ws.out
 	for k := K - 1; k >= 0; k-- {
 		st := &ws.steps[k]
 		be.Add(t32(dh), t32(st.dDirect))
-		g.act, g.dact = resizeZero(g.act, N*I), resizeZero(g.dact, N*I)
-		g.dgate, g.dup, g.dy = resizeZero(g.dgate, N*I), resizeZero(g.dup, N*I), resizeZero(g.dy, N*H)
-		ws.da = resizeZero(ws.da, N*qDim)
-		l.backwardOut(dh, ws.da, grad, &st.acts, g, N) // dh is now d hp
-		ws.dq = resizeZero(ws.dq, N*qDim)
-		be.TTTAttentionBackward(t32(ws.dq), ws.dK[:k+1], ws.dV[:k+1], t32(ws.da), t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
-		// Every later step has added to this step's keys and values: their gradients are complete.
-		ws.dEN, ws.dHN = resizeZero(ws.dEN, N*H), resizeZero(ws.dHN, N*H)
-		l.backwardIn(dh, grad, &st.acts, ws.dq, ws.dKs[k], ws.dVs[k], ws.dEN, ws.dHN, N) // dh is now d h_k
+		if c.NormOutput { // dh is d h_{k+1}, the norm of out: make it d out
+			ws.dOut = resizeZero(ws.dOut, N*H)
+			be.RMSNormBackward(t32(ws.dOut), t32(grad.Norm), t32(dh), t32(st.out), t32(d.W.Norm), t32(st.outRstd), N, H)
+			copy(dh, ws.dOut)
+		}
+		for i := L - 1; i >= 0; i-- {
+			ls, blk := &st.layers[i], &l.blocks[i]
+			g.act, g.dact = resizeZero(g.act, N*I), resizeZero(g.dact, N*I)
+			g.dgate, g.dup, g.dy = resizeZero(g.dgate, N*I), resizeZero(g.dup, N*I), resizeZero(g.dy, N*H)
+			ws.da = resizeZero(ws.da, N*qDim)
+			l.backwardOut(blk, dh, ws.da, &grad.Layers[i], &ls.acts, g, N) // dh is now d hp
+			ws.dq = resizeZero(ws.dq, N*qDim)
+			be.TTTAttentionBackward(t32(ws.dq), ws.dK[i][:k+1], ws.dV[i][:k+1], t32(ws.da), t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.B, b.T, att)
+			// Every later step has added to this step's keys and values: their gradients are complete.
+			ws.dEN, ws.dHN = resizeZero(ws.dEN, N*H), resizeZero(ws.dHN, N*H)
+			l.backwardIn(blk, dh, &grad.Layers[i], &ls.acts, ws.dq, ws.dKs[i][k], ws.dVs[i][k], ws.dEN, ws.dHN, N) // dh is now d of the layer's input
+		}
 	}
-	l.fc.backward(nil, grad.FC, dh, b.Aux, N, false)
+	l.fcBackward(grad, dh, b.Aux, &ws.fc, N)
 	return met, nil
 }

@@ -43,6 +43,12 @@ type SGLangConfig struct {
 	// VLLMAux is vLLM's top-level field, "input of layer k"; only the vllm layout has it.
 	VLLMAux []int        `json:"eagle_aux_hidden_state_layer_ids,omitempty"`
 	Eagle   *EagleConfig `json:"eagle_config,omitempty"`
+	// FCNorm, NormBeforeFC and NormOutput are EAGLE-3.1's switches, top-level keys SGLang and vLLM read
+	// (written only when set). specforge trains fc_norm and norm_output; norm_before_fc (one norm over all
+	// aux states, which SGLang ignores) is refused when read.
+	FCNorm       bool `json:"fc_norm,omitempty"`
+	NormBeforeFC bool `json:"norm_before_fc,omitempty"`
+	NormOutput   bool `json:"norm_output,omitempty"`
 	// SpecForge is specforge's own record, which engines ignore.
 	SpecForge *SpecForgeInfo `json:"specforge,omitempty"`
 	// TargetHiddenSize is written only when it differs from hidden_size: engines test for the key and
@@ -66,9 +72,13 @@ type SpeculatorsConfig struct {
 	VLLMAux []int `json:"eagle_aux_hidden_state_layer_ids"`
 	// Eagle is never written in this layout; a file that has it must agree with the other aux fields.
 	Eagle *EagleConfig `json:"eagle_config,omitempty"`
+	// The EAGLE-3.1 switches of Eagle3SpeculatorConfig, as in SGLangConfig.
+	FCNorm       bool `json:"fc_norm,omitempty"`
+	NormBeforeFC bool `json:"norm_before_fc,omitempty"`
 	// NormBeforeResidual is false for the EAGLE-3 layer, which normalises the hidden input inside the
 	// residual branch; vLLM assumes true when the key is absent.
 	NormBeforeResidual   *bool              `json:"norm_before_residual"`
+	NormOutput           bool               `json:"norm_output,omitempty"`
 	SpecForge            *SpecForgeInfo     `json:"specforge,omitempty"`
 	Speculators          *SpeculatorsDetail `json:"speculators_config"`
 	SpeculatorsModelType string             `json:"speculators_model_type"`
@@ -119,7 +129,7 @@ func Config(d *draft.Draft, f Format, o Options) any {
 	layer := LayerConfig{
 		ModelType: "llama", HiddenSize: c.HiddenSize, IntermediateSize: c.IntermediateSize,
 		NumHeads: c.NumHeads, NumKVHeads: c.NumKVHeads, HeadDim: c.HeadDim,
-		NumLayers: 1, HiddenAct: "silu", RMSNormEps: c.RMSNormEps,
+		NumLayers: c.Layers(), HiddenAct: "silu", RMSNormEps: c.RMSNormEps,
 		MaxPositions: c.MaxPositions, RopeTheta: c.RopeTheta, RopeScaling: rawOrNull(c.RopeScaling), VocabSize: c.VocabSize,
 	}
 	info := &SpecForgeInfo{AuxLayers: c.AuxLayers, AuxLayerConvention: draft.OutputOfLayer, TargetNumLayers: c.TargetNumLayers,
@@ -147,11 +157,13 @@ func Config(d *draft.Draft, f Format, o Options) any {
 			},
 			TransformerLayer: &layer, DraftVocabSize: c.DraftVocabSize, TargetHiddenSize: c.TargetHiddenSize,
 			NormBeforeResidual: &notBefore, VLLMAux: draft.VLLMAuxIDs(c.AuxLayers), TorchDType: dtype, SpecForge: info,
+			FCNorm: c.FCNorm, NormOutput: c.NormOutput,
 		}
 	}
 	bos := c.BOS
 	cfg := &SGLangConfig{LayerConfig: layer, Architectures: []string{"LlamaForCausalLMEagle3"}, DraftVocabSize: c.DraftVocabSize,
-		TorchDType: dtype, Eagle: &EagleConfig{AuxLayers: c.AuxLayers, UseAuxHiddenState: true}, SpecForge: info}
+		TorchDType: dtype, Eagle: &EagleConfig{AuxLayers: c.AuxLayers, UseAuxHiddenState: true}, SpecForge: info,
+		FCNorm: c.FCNorm, NormOutput: c.NormOutput}
 	cfg.BOS = &bos
 	if len(c.EOS) == 1 {
 		cfg.EOS, _ = json.Marshal(c.EOS[0])

@@ -8,6 +8,10 @@
 //   - speculators: vLLM's Eagle3Speculator format (layers.0.* weights, transformer_layer_config,
 //     speculators_config with the verifier, norm_before_residual false).
 //
+// A draft of more than one decoder layer names them layers.{i}.* in every layout (vLLM's and speculators'
+// names; SGLang's layout is refused for it, see CheckServes); EAGLE-3.1's fc_norm weights are
+// fc_norm.{0,1,2}.weight, and fc_norm and norm_output are config.json keys.
+//
 // See ../shared/docs/INTEROP.md.
 package export
 
@@ -93,6 +97,9 @@ func Write(dir string, d *draft.Draft, f Format, o Options) error {
 	if o.DType == "" {
 		o.DType = safetensors.BF16
 	}
+	if err := CheckServes(d, f); err != nil {
+		return err
+	}
 	if !o.Force {
 		if err := checkReplaceable(dir); err != nil {
 			return err
@@ -126,6 +133,26 @@ func Write(dir string, d *draft.Draft, f Format, o Options) error {
 		return err
 	}
 	return replaceDir(tmp, dir)
+}
+
+// Served is the layout a trained draft is written in: SGLang's, which SGLang and vLLM both load, or for a
+// draft of more than one layer (which SGLang does not serve as trained) vLLM's.
+func Served(d *draft.Draft) Format {
+	if d.Config.Layers() > 1 {
+		return VLLM
+	}
+	return SGLang
+}
+
+// CheckServes refuses a layout whose engine would not compute the draft d is: SGLang's llama_eagle3 serves
+// one decoder layer (before PR #24663 it refuses more; since, it normalises the input of later layers with
+// hidden_norm where vLLM and speculators use input_layernorm, so a deeper draft's weights would compute
+// another function there without an error).
+func CheckServes(d *draft.Draft, f Format) error {
+	if n := d.Config.Layers(); n > 1 && f == SGLang {
+		return fmt.Errorf("export --to sglang: the draft has %d decoder layers and SGLang's llama_eagle3 serves one (since PR #24663 it loads more, but normalises their input with hidden_norm where vLLM and speculators use input_layernorm, so these weights would compute another function): export --to vllm or --to speculators", n)
+	}
+	return nil
 }
 
 // replaceDir puts the folder tmp in the place of dir, which may exist.
@@ -189,7 +216,8 @@ func Validate(dir string, d *draft.Draft, f Format) error {
 	switch {
 	case c.HiddenSize != want.HiddenSize || c.IntermediateSize != want.IntermediateSize || c.NumHeads != want.NumHeads ||
 		c.NumKVHeads != want.NumKVHeads || c.HeadDim != want.HeadDim || c.VocabSize != want.VocabSize ||
-		c.DraftVocabSize != want.DraftVocabSize || c.TargetHiddenSize != want.TargetHiddenSize:
+		c.DraftVocabSize != want.DraftVocabSize || c.TargetHiddenSize != want.TargetHiddenSize ||
+		c.Layers() != want.Layers() || c.FCNorm != want.FCNorm || c.NormOutput != want.NormOutput:
 		return fmt.Errorf("validate export: %s: shape fields read back as %+v", dir, *c)
 	case !slices.Equal(c.AuxLayers, want.AuxLayers):
 		return fmt.Errorf("validate export: %s: aux layers read back as %v, want %v", dir, c.AuxLayers, want.AuxLayers)

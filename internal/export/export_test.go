@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -309,10 +310,11 @@ func TestImportForeignHeads(t *testing.T) {
 			m["eagle_config"] = map[string]any{"eagle_aux_hidden_state_layer_ids": []int{1, 2, 3}}
 			m["eagle_aux_hidden_state_layer_ids"] = []int{1, 2, 3}
 		}, "disagree"},
-		"vllm id 0":            {"midlayer.", func(m map[string]any) { m["eagle_aux_hidden_state_layer_ids"] = []int{0, 2, 3} }, "at least 1"},
-		"not a draft":          {"midlayer.", func(m map[string]any) { m["architectures"] = []string{"LlamaForCausalLM"} }, "not an EAGLE-3 draft"},
-		"two layers":           {"midlayer.", func(m map[string]any) { m["num_hidden_layers"] = 2 }, "one decoder layer"},
-		"fc of another target": {"midlayer.", func(m map[string]any) { m["target_hidden_size"] = 128 }, "fc.weight"},
+		"vllm id 0":                       {"midlayer.", func(m map[string]any) { m["eagle_aux_hidden_state_layer_ids"] = []int{0, 2, 3} }, "at least 1"},
+		"not a draft":                     {"midlayer.", func(m map[string]any) { m["architectures"] = []string{"LlamaForCausalLM"} }, "not an EAGLE-3 draft"},
+		"two layers in the sglang layout": {"midlayer.", func(m map[string]any) { m["num_hidden_layers"] = 2 }, "hidden_norm"},
+		"norm_before_fc":                  {"midlayer.", func(m map[string]any) { m["norm_before_fc"] = true }, "norm_before_fc"},
+		"fc of another target":            {"midlayer.", func(m map[string]any) { m["target_hidden_size"] = 128 }, "fc.weight"},
 	}
 	for name, tc := range refused {
 		cfg := sglangConfig(c)
@@ -372,5 +374,86 @@ func TestValidateCatchesMisspeltNames(t *testing.T) {
 	}
 	if err := Validate(dir, d, SGLang); err == nil || !strings.Contains(err.Error(), "hiden_norm") {
 		t.Errorf("error %v", err)
+	}
+}
+
+// TestExportVariants writes drafts with EAGLE-3.1's norms and with more than one layer in every layout,
+// reads them back (Write validates every tensor bit for bit) and checks what engines read: the config keys,
+// the tensor names and the refusal of SGLang's layout for a deeper draft.
+func TestExportVariants(t *testing.T) {
+	base := goldenDraft(t)
+	for _, v := range []struct {
+		name string
+		edit func(*draft.Config)
+		keys map[string]any // config.json keys of the sglang/vllm layouts
+		has  []string       // tensors of the vllm layout
+	}{
+		{"fc_norm", func(c *draft.Config) { c.FCNorm = true }, map[string]any{"fc_norm": true, "num_hidden_layers": 1.0},
+			[]string{"fc_norm.0.weight", "fc_norm.2.weight", "midlayer.hidden_norm.weight"}},
+		{"norm_output", func(c *draft.Config) { c.NormOutput = true }, map[string]any{"norm_output": true}, []string{"midlayer.self_attn.q_proj.weight"}},
+		{"two layers", func(c *draft.Config) { c.NumLayers = 2 }, map[string]any{"num_hidden_layers": 2.0},
+			[]string{"layers.0.hidden_norm.weight", "layers.1.input_layernorm.weight", "layers.1.self_attn.q_proj.weight"}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			c := base.Config
+			v.edit(&c)
+			w := draft.NewWeights(&c)
+			w.Init(&c, 5, 0.02)
+			d, err := draft.New(c, base.Embed, base.Vocab, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []Format{SGLang, VLLM, Speculators} {
+				dir := filepath.Join(t.TempDir(), string(f))
+				err := Write(dir, d, f, Options{})
+				if f == SGLang && c.Layers() > 1 {
+					if err == nil || !strings.Contains(err.Error(), "serves one") {
+						t.Errorf("sglang export of %d layers: error %v, want a refusal saying SGLang serves one", c.Layers(), err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				im, err := Read(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if im.Config.Layers() != c.Layers() || im.Config.FCNorm != c.FCNorm || im.Config.NormOutput != c.NormOutput {
+					t.Errorf("%s reads back with %d layers, fc_norm %v, norm_output %v", f, im.Config.Layers(), im.Config.FCNorm, im.Config.NormOutput)
+				}
+				raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var cfg map[string]any
+				if err := json.Unmarshal(raw, &cfg); err != nil {
+					t.Fatal(err)
+				}
+				if f == Speculators {
+					layer, _ := cfg["transformer_layer_config"].(map[string]any)
+					cfg["num_hidden_layers"] = layer["num_hidden_layers"]
+				}
+				for k, want := range v.keys {
+					if cfg[k] != want {
+						t.Errorf("%s config.json: %s = %v, want %v", f, k, cfg[k], want)
+					}
+				}
+				if f != VLLM {
+					continue
+				}
+				st, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				names := st.Names()
+				st.Close()
+				for _, n := range v.has {
+					if !slices.Contains(names, n) {
+						t.Errorf("vllm export lacks %s (has %v)", n, names)
+					}
+				}
+			}
+		})
 	}
 }

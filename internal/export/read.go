@@ -112,6 +112,8 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 		info                     *SpecForgeInfo
 		eagle                    *EagleConfig
 		vllmAux                  []int
+		fcNorm, normBeforeFC     bool
+		normOutput               bool
 	)
 	switch {
 	case probe.SpeculatorsModelType != "" || anyIn(probe.Architectures, speculatorsArchitectures):
@@ -133,6 +135,7 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 		im.Format = Speculators
 		layer, draftVocab, targetHidden = *j.TransformerLayer, j.DraftVocabSize, j.TargetHiddenSize
 		info, eagle, vllmAux = j.SpecForge, j.Eagle, j.VLLMAux
+		fcNorm, normBeforeFC, normOutput = j.FCNorm, j.NormBeforeFC, j.NormOutput
 		if j.Speculators != nil {
 			im.Config.TargetPath = j.Speculators.Verifier.NameOrPath
 			if a := j.Speculators.Verifier.Architectures; len(a) > 0 {
@@ -150,11 +153,18 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 		}
 		layer, draftVocab, targetHidden = j.LayerConfig, j.DraftVocabSize, j.TargetHiddenSize
 		info, eagle, vllmAux = j.SpecForge, j.Eagle, j.VLLMAux
+		fcNorm, normBeforeFC, normOutput = j.FCNorm, j.NormBeforeFC, j.NormOutput
+		if im.Format == SGLang && layer.NumLayers > 1 {
+			return fmt.Errorf("%s: num_hidden_layers %d in the SGLang layout: SGLang's later layers normalise their input with hidden_norm, vLLM's and speculators' with input_layernorm, and specforge trains the latter: read a vLLM or speculators export of the head instead", path, layer.NumLayers)
+		}
 	default:
 		return fmt.Errorf("%s: architectures %v is not an EAGLE-3 draft (want one of %v or %v)", path, probe.Architectures, sglangArchitectures, speculatorsArchitectures)
 	}
-	if layer.NumLayers > 1 {
-		return fmt.Errorf("%s: num_hidden_layers %d: specforge drafts have one decoder layer", path, layer.NumLayers)
+	if layer.NumLayers < 0 || layer.NumLayers > model.MaxLayers {
+		return fmt.Errorf("%s: num_hidden_layers %d must be in [1, %d]", path, layer.NumLayers, model.MaxLayers)
+	}
+	if normBeforeFC {
+		return fmt.Errorf("%s: norm_before_fc is true: one RMSNorm over all aux states before fc (input_norm.weight) is not a draft specforge runs; it runs fc_norm, a norm per aux state", path)
 	}
 	if layer.HiddenAct != "" && layer.HiddenAct != "silu" {
 		return fmt.Errorf("%s: hidden_act %q is not supported (want silu)", path, layer.HiddenAct)
@@ -166,6 +176,10 @@ func (im *Imported) parseConfig(path string, raw []byte) error {
 		DraftVocabSize: draftVocab, TargetHiddenSize: targetHidden,
 		RMSNormEps: layer.RMSNormEps, RopeTheta: layer.RopeTheta, RopeScaling: layer.RopeScaling,
 		MaxPositions: layer.MaxPositions, TargetPath: c.TargetPath, TargetArchitecture: c.TargetArchitecture,
+		FCNorm: fcNorm, NormOutput: normOutput,
+	}
+	if layer.NumLayers > 1 {
+		c.NumLayers = layer.NumLayers
 	}
 	// LlamaConfig's defaults, which a config.json may leave out.
 	if c.RMSNormEps == 0 {
@@ -265,16 +279,21 @@ func (im *Imported) loadTensors(f tensorSource, configPath string) error {
 		has[n] = true
 	}
 	name := func(n string) string { return weightName(im.Format, n) }
-	if !has[name("midlayer.self_attn.q_proj.weight")] {
-		other := "layers.0.*"
-		if im.Format == Speculators {
-			other = "midlayer.*"
+	// The first layer's query weight, as this configuration and layout name it.
+	var q string
+	for _, p := range (&draft.Weights{}).Params(c) {
+		if strings.HasSuffix(p.Name, "self_attn.q_proj.weight") {
+			q = name(p.Name)
+			break
 		}
-		prefix := strings.TrimSuffix(name("midlayer."), ".")
-		if has[weightName(Speculators, "midlayer.self_attn.q_proj.weight")] || has["midlayer.self_attn.q_proj.weight"] {
-			return fmt.Errorf("%s: the weights are named %s but config.json says %s, whose layer is %s.*", im.Dir, other, im.Format, prefix)
+	}
+	if !has[q] {
+		for _, other := range []string{"midlayer.self_attn.q_proj.weight", "layers.0.self_attn.q_proj.weight"} {
+			if has[other] {
+				return fmt.Errorf("%s: the weights are named %s.* but config.json (%s, num_hidden_layers %d) says %s.*", im.Dir, strings.TrimSuffix(other, ".self_attn.q_proj.weight"), im.Format, c.Layers(), strings.TrimSuffix(q, ".self_attn.q_proj.weight"))
+			}
 		}
-		return fmt.Errorf("%s: no %s.self_attn.q_proj.weight: not an EAGLE-3 draft layer", im.Dir, prefix)
+		return fmt.Errorf("%s: no %s: not an EAGLE-3 draft layer", im.Dir, q)
 	}
 	if fc, err := f.Tensor("fc.weight"); err == nil && len(fc.Shape) == 2 && fc.Shape[1]%draft.NumAuxLayers == 0 {
 		if ht := fc.Shape[1] / draft.NumAuxLayers; c.TargetHiddenSize == 0 {

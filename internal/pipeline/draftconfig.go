@@ -43,6 +43,10 @@ func draftConfig(cfg *config.Run, target *model.Head) (draft.Config, *export.Imp
 	if o.HiddenSize > 0 && o.HeadDim == 0 && o.NumHeads > 0 {
 		dc.HeadDim = dc.HiddenSize / dc.NumHeads
 	}
+	if o.NumLayers > 1 {
+		dc.NumLayers = o.NumLayers
+	}
+	dc.FCNorm, dc.NormOutput = o.FCNorm, o.NormOutput
 	if dc.AuxLayers, err = aux.resolve(); err != nil {
 		return dc, nil, aux, err
 	}
@@ -75,6 +79,14 @@ func warmStartConfig(cfg *config.Run, target *model.Head, aux *auxSources) (draf
 		if ov.v > 0 && ov.v != *ov.dst {
 			return dc, nil, fmt.Errorf("draft.%s is %d but draft.checkpoint %s has %d: leave it unset to train the imported head", ov.key, ov.v, im.Dir, *ov.dst)
 		}
+	}
+	switch o := cfg.Draft; {
+	case o.NumLayers > 0 && o.NumLayers != dc.Layers():
+		return dc, nil, fmt.Errorf("draft.num_layers is %d but draft.checkpoint %s has %d layers: leave it unset to train the imported head", o.NumLayers, im.Dir, dc.Layers())
+	case o.FCNorm && !dc.FCNorm:
+		return dc, nil, fmt.Errorf("draft.fc_norm is set but draft.checkpoint %s has no fc_norm weights: leave it unset to train the imported head", im.Dir)
+	case o.NormOutput && !dc.NormOutput:
+		return dc, nil, fmt.Errorf("draft.norm_output is set but draft.checkpoint %s was trained without it (it would compute another function): leave it unset to train the imported head", im.Dir)
 	}
 	aux.warm, aux.warmSource = dc.AuxLayers, im.AuxSource
 	if dc.AuxLayers, err = aux.resolve(); err != nil {

@@ -139,7 +139,7 @@ func (r *Run) Train(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("plot: %w", err)
 	}
 	dir := filepath.Join(out, "draft")
-	if err := export.Write(dir, r.draft, export.SGLang, export.Options{}); err != nil {
+	if err := export.Write(dir, r.draft, export.Served(r.draft), export.Options{}); err != nil {
 		return nil, err
 	}
 	res := &Result{DraftDir: dir, SimAccLen: r.trainer.LastSimAccLen()}

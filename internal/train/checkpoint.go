@@ -76,7 +76,8 @@ func (t *Trainer) Resume(dir string) error {
 		return fmt.Errorf("resume: checkpoint %s was trained with seed %d and batch size %d, this run has %d and %d", dir, st.Seed, st.BatchSize, t.cfg.Seed, t.cfg.BatchSize)
 	}
 	c := &t.draft.Config
-	if st.Draft.HiddenSize != c.HiddenSize || st.Draft.DraftVocabSize != c.DraftVocabSize || st.Draft.IntermediateSize != c.IntermediateSize {
+	if st.Draft.HiddenSize != c.HiddenSize || st.Draft.DraftVocabSize != c.DraftVocabSize || st.Draft.IntermediateSize != c.IntermediateSize ||
+		st.Draft.Layers() != c.Layers() || st.Draft.FCNorm != c.FCNorm || st.Draft.NormOutput != c.NormOutput {
 		return fmt.Errorf("resume: checkpoint %s holds a draft of another shape", dir)
 	}
 	f, err := checkpoint.OpenWeights(dir)

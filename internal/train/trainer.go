@@ -273,7 +273,7 @@ func (t *Trainer) Run(ctx context.Context) error {
 			if err := t.Save(); err != nil {
 				err = fmt.Errorf("save the checkpoint of step %d (the run stops; the checkpoints saved before are kept): %w", t.step, err)
 				if t.cfg.RescueDir != "" { // in float32: the weights exactly
-					if rerr := export.Write(t.cfg.RescueDir, t.draft, export.SGLang, export.Options{DType: safetensors.F32}); rerr != nil {
+					if rerr := export.Write(t.cfg.RescueDir, t.draft, export.Served(t.draft), export.Options{DType: safetensors.F32}); rerr != nil {
 						return fmt.Errorf("%w; writing the draft to train.rescue_dir failed too: %v", err, rerr)
 					}
 					return fmt.Errorf("%w; the draft of step %d is in %s (train.rescue_dir)", err, t.step, t.cfg.RescueDir)
