@@ -125,7 +125,7 @@ func (r *Run) TotalSteps() int { return r.trainer.TotalSteps() }
 // TrainStats describes the prepared training split; nil for offline runs.
 func (r *Run) TrainStats() *dataset.Stats { return r.trainStats }
 
-// Train trains to the last step, then writes the metrics plot and the draft (SGLang layout) into the run
+// Train trains to the last step, then writes the metrics plot and the draft (export.Served's layout) into the run
 // folder. Cancelling ctx stops training after the current step with a checkpoint and returns
 // train.ErrInterrupted. The run folder, held since New, is given back when Train returns.
 func (r *Run) Train(ctx context.Context) (*Result, error) {
