@@ -103,12 +103,14 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		st.ids, st.positions = st.ids[:0], st.positions[:0]
 		for r := 0; r < b.B; r++ {
 			for t := 0; t < b.T; t++ {
+				// The step reads the token k+1 ahead of t within t's sample, at t's position in its sample
+				// plus k: a packed row is its samples side by side, each laid out as if alone.
 				id := int32(0)
-				if t+1+k < b.T {
+				if b.sameSample(r, t, t+1+k) {
 					id = b.IDs[r*b.T+t+1+k]
 				}
 				st.ids = append(st.ids, id)
-				st.positions = append(st.positions, int32(t+k))
+				st.positions = append(st.positions, int32(t-b.start(r*b.T+t)+k))
 			}
 		}
 		if st.rot.Config != rc {
@@ -121,7 +123,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		l.forwardIn(&st.acts, st.ids, N)
 		ws.keys[k], ws.values[k] = t32(st.k), t32(st.v)
 		st.lse, st.a = resizeZero(st.lse, N*c.NumHeads), resizeZero(st.a, N*qDim)
-		be.TTTAttentionForward(t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
+		be.TTTAttentionForward(t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.Starts, b.B, b.T, att)
 		st.hp, st.hpRstd, st.y = resizeZero(st.hp, N*H), resizeZero(st.hpRstd, N), resizeZero(st.y, N*H)
 		st.gate, st.up = resizeZero(st.gate, N*I), resizeZero(st.up, N*I)
 		ws.act = resizeZero(ws.act, N*I)
@@ -151,7 +153,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		ws.da = resizeZero(ws.da, N*qDim)
 		l.backwardOut(dh, ws.da, grad, &st.acts, g, N) // dh is now d hp
 		ws.dq = resizeZero(ws.dq, N*qDim)
-		be.TTTAttentionBackward(t32(ws.dq), ws.dK[:k+1], ws.dV[:k+1], t32(ws.da), t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.B, b.T, att)
+		be.TTTAttentionBackward(t32(ws.dq), ws.dK[:k+1], ws.dV[:k+1], t32(ws.da), t32(st.a), t32(st.lse), t32(st.q), ws.keys[:k+1], ws.values[:k+1], b.AttentionMask, b.Starts, b.B, b.T, att)
 		// Every later step has added to this step's keys and values: their gradients are complete.
 		ws.dEN, ws.dHN = resizeZero(ws.dEN, N*H), resizeZero(ws.dHN, N*H)
 		l.backwardIn(dh, grad, &st.acts, ws.dq, ws.dKs[k], ws.dVs[k], ws.dEN, ws.dHN, N) // dh is now d h_k
