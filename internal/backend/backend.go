@@ -71,11 +71,12 @@ type Backend interface {
 	AttentionForward(out, q, k, v tensor.Tensor, T int, a Attention, m Mask)
 	// TTTAttentionForward is the attention of EAGLE-3's training-time test at step len(keys)-1: q and out
 	// [B*T, Heads*HeadDim]; keys[i], values[i] [B*T, KVHeads*HeadDim] of step i; valid [B*T] marks real rows;
-	// lse [B*T, Heads] is saved for the backward.
-	TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a Attention)
+	// starts [B*T] (nil: all 0) is, in a packed batch, the row index of the first token of each token's
+	// sample: a query sees no step-0 key before its start. lse [B*T, Heads] is saved for the backward.
+	TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, starts []int32, B, T int, a Attention)
 	// TTTAttentionBackward adds the gradients of TTTAttentionForward to dq, dKeys[i] and dValues[i] (same
 	// shapes as q, keys and values) given dout and the forward's out and lse.
-	TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a Attention)
+	TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, starts []int32, B, T int, a Attention)
 
 	// SwiGLUForward computes out = silu(gate) * up elementwise; out may alias gate or up.
 	SwiGLUForward(out, gate, up tensor.Tensor)

@@ -211,3 +211,25 @@ func TestTrainLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestPackingSetting: data.packing is off unless set, and a value that is no boolean is refused.
+func TestPackingSetting(t *testing.T) {
+	for _, c := range []struct {
+		sets []string
+		want bool
+		ok   bool
+	}{
+		{nil, false, true},
+		{[]string{"data.packing=true"}, true, true},
+		{[]string{"data.packing=false"}, false, true},
+		{[]string{"data.packing=sometimes"}, false, false},
+	} {
+		r, err := LoadRun("", c.sets)
+		if (err == nil) != c.ok {
+			t.Fatalf("%v: %v", c.sets, err)
+		}
+		if err == nil && r.Data.Packing != c.want {
+			t.Errorf("%v: packing %v", c.sets, r.Data.Packing)
+		}
+	}
+}

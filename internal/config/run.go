@@ -141,8 +141,12 @@ type DataConfig struct {
 	// template's headers.
 	ChatTemplate string `yaml:"chat_template"`
 	// Tokenizer is the folder with tokenizer.json (default: the target's).
-	Tokenizer         string `yaml:"tokenizer"`
-	MaxLength         int    `yaml:"max_length"`
+	Tokenizer string `yaml:"tokenizer"`
+	MaxLength int    `yaml:"max_length"`
+	// Packing puts several samples in each batch row (up to MaxLength tokens), each attending only to
+	// itself with positions from 0, so that short samples do not train mostly padding. A step still trains
+	// train.batch_size samples: epochs, schedule and resume are as without it.
+	Packing           bool   `yaml:"packing"`
 	Shuffle           bool   `yaml:"shuffle"`
 	Seed              uint64 `yaml:"seed"`
 	TrainOnlyLastTurn bool   `yaml:"train_only_last_turn"`

@@ -101,6 +101,9 @@ func (l *layer) stepLoss(k int, b *Batch, pm []bool, h, dDirect []float32, grad 
 	lw.rows, lw.src = lw.rows[:0], lw.src[:0]
 	for r := 0; r < b.B; r++ {
 		for t := 0; t+k < b.T; t++ {
+			if !b.sameSample(r, t, t+k) { // the step's row t+k would learn from another sample
+				continue
+			}
 			if b.LossMask[r*b.T+t+k] {
 				met.Denom[k]++
 			}

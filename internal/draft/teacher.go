@@ -39,10 +39,28 @@ type Batch struct {
 	batch.Tokens           // IDs are the raw token ids (not shifted); LossMask and AttentionMask are set
 	Aux          []float32 // [B*T, AuxWidth] target hidden states after the aux layers (not shifted)
 	Teacher      *Teacher
+	// Starts [B*T], in a packed batch (Pack), is for each token the index within its row of the first token
+	// of its sample (the row's padding counts as one more sample); it does not decrease along a row. nil
+	// means one sample per row.
+	Starts []int32
+}
+
+// start is the row index of the first token of the sample of token i (flat index b*T+t).
+func (b *Batch) start(i int) int {
+	if b.Starts == nil {
+		return 0
+	}
+	return int(b.Starts[i])
+}
+
+// sameSample reports whether tokens t and u (row positions, t <= u) of row r belong to one sample: u is in
+// the row and no sample starts in (t, u].
+func (b *Batch) sameSample(r, t, u int) bool {
+	return u < b.T && b.start(r*b.T+u) == b.start(r*b.T+t)
 }
 
 // PositionMask is pm_0 of EAGLE3.md §2: a row trains when it carries loss, the target's choice is in the
-// draft vocabulary, and the next token is real.
+// draft vocabulary, and the next token is real and of the same sample.
 func (b *Batch) PositionMask(t2d []bool) []bool { return b.positionMask(nil, t2d) }
 
 // positionMask is PositionMask in pm, reallocated only when its capacity is short.
@@ -51,7 +69,7 @@ func (b *Batch) positionMask(pm []bool, t2d []bool) []bool {
 	for r := 0; r < b.B; r++ {
 		for t := 0; t+1 < b.T; t++ {
 			i := r*b.T + t
-			pm[i] = b.LossMask[i] && t2d[b.Teacher.TargetID[i]] && b.AttentionMask[i+1]
+			pm[i] = b.LossMask[i] && t2d[b.Teacher.TargetID[i]] && b.AttentionMask[i+1] && b.sameSample(r, t, t+1)
 		}
 	}
 	return pm

@@ -131,12 +131,14 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		st.ids, st.positions = st.ids[:0], st.positions[:0]
 		for r := 0; r < b.B; r++ {
 			for t := 0; t < b.T; t++ {
+				// The step reads the token k+1 ahead of t within t's sample, at t's position in its sample
+				// plus k: a packed row is its samples side by side, each laid out as if alone.
 				id := int32(0)
-				if t+1+k < b.T {
+				if b.sameSample(r, t, t+1+k) {
 					id = b.IDs[r*b.T+t+1+k]
 				}
 				st.ids = append(st.ids, id)
-				st.positions = append(st.positions, int32(t+k))
+				st.positions = append(st.positions, int32(t-b.start(r*b.T+t)+k))
 			}
 		}
 		if st.rot.Config != rc {
@@ -163,7 +165,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 			l.forwardIn(&l.blocks[i], &ls.acts, st.ids, N)
 			ws.keys[i][k], ws.values[i][k] = t32(ls.k), t32(ls.v)
 			ls.lse, ls.a = resizeZero(ls.lse, N*c.NumHeads), resizeZero(ls.a, N*qDim)
-			be.TTTAttentionForward(t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.B, b.T, att)
+			be.TTTAttentionForward(t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.Starts, b.B, b.T, att)
 			ls.hp, ls.hpRstd, ls.y = resizeZero(ls.hp, N*H), resizeZero(ls.hpRstd, N), resizeZero(ls.y, N*H)
 			ls.gate, ls.up = resizeZero(ls.gate, N*I), resizeZero(ls.up, N*I)
 			ws.act = resizeZero(ws.act, N*I)
@@ -214,7 +216,7 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 			ws.da = resizeZero(ws.da, N*qDim)
 			l.backwardOut(blk, dh, ws.da, &grad.Layers[i], &ls.acts, g, N) // dh is now d hp
 			ws.dq = resizeZero(ws.dq, N*qDim)
-			be.TTTAttentionBackward(t32(ws.dq), ws.dK[i][:k+1], ws.dV[i][:k+1], t32(ws.da), t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.B, b.T, att)
+			be.TTTAttentionBackward(t32(ws.dq), ws.dK[i][:k+1], ws.dV[i][:k+1], t32(ws.da), t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.Starts, b.B, b.T, att)
 			// Every later step has added to this step's keys and values: their gradients are complete.
 			ws.dEN, ws.dHN = resizeZero(ws.dEN, N*H), resizeZero(ws.dHN, N*H)
 			l.backwardIn(blk, dh, &grad.Layers[i], &ls.acts, ws.dq, ws.dKs[i][k], ws.dVs[i][k], ws.dEN, ws.dHN, N) // dh is now d of the layer's input

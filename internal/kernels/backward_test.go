@@ -246,7 +246,7 @@ func TestTTTAttentionFD(t *testing.T) {
 			values = append(values, randn(r, B*T*kvs, 1))
 		}
 		out, lse := make([]float32, B*T*qs), make([]float32, B*T*a.Heads)
-		a.Forward(out, lse, q, keys, values, valid, B, T)
+		a.Forward(out, lse, q, keys, values, valid, nil, B, T)
 		k64 := func(x [][]float32) [][]float64 {
 			var o [][]float64
 			for _, v := range x {
@@ -262,7 +262,7 @@ func TestTTTAttentionFD(t *testing.T) {
 		for i := range dK {
 			dK[i], dV[i] = make([]float32, B*T*kvs), make([]float32, B*T*kvs)
 		}
-		a.Backward(dq, dK, dV, dout, out, lse, q, keys, values, valid, B, T)
+		a.Backward(dq, dK, dV, dout, out, lse, q, keys, values, valid, nil, B, T)
 		q64, kk, vv := to64(q), k64(keys), k64(values)
 		close64(t, "dq", dq, fdGrad(to64(q), func(x []float64) float64 {
 			return weightedSum(tttReference(a, x, kk, vv, valid, B, T), dout)

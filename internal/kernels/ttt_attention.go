@@ -10,23 +10,31 @@ import (
 )
 
 // TTTAttention is the attention of EAGLE-3's training-time test. At unrolled step k the query of row t sees
-// the step-0 keys of rows s <= t that are not padding, and the step-i key of its own row t for i = 1..k,
-// nothing else. Each step costs O(T*(T+k)) scores per head, computed one block of query rows at a time: no
-// T x T matrix is kept, let alone one per step. The backward pass recomputes the scores from the saved
-// log-sum-exp (as flash attention does).
+// the step-0 keys of rows s in [start(t), t] that are not padding, and the step-i key of its own row t for
+// i = 1..k, nothing else. start(t) is 0 unless the batch is packed (several samples per row): then it is the
+// first row of t's sample, so that no sample sees another. Each step costs O(T*(T+k)) scores per head
+// (O(T*(tttBlockRows+L)) for a packed row of samples of length L), computed one block of query rows at a
+// time over the keys from the block's first start: no T x T matrix is kept, let alone one per step. The
+// backward pass recomputes the scores from the saved log-sum-exp (as flash attention does).
 //
 // Layouts: q and out are [B*T, Heads*HeadDim]; keys[i] and values[i] (step i) are [B*T, KVHeads*HeadDim];
-// valid [B*T] marks real (non-padding) rows; lse is [B*T, Heads].
+// valid [B*T] marks real (non-padding) rows; starts [B*T] (nil: all 0) gives start(t) within the row,
+// non-decreasing along a row; lse is [B*T, Heads].
 type TTTAttention backend.Attention
 
 // tttBlockRows bounds the rows of one score block (query rows times heads of a group).
 const tttBlockRows = 256
 
+// tttBlock is the queries [q0, q0+nq) of row b and kv head kvh, which see at most the step-0 keys
+// [keyStart, keyEnd) of the row: keyStart is the start of q0's sample (starts do not decrease along a row).
 type tttBlock struct {
-	b, kvh, q0, nq, keyEnd int
+	b, kvh, q0, nq, keyStart, keyEnd int
 }
 
-func (a TTTAttention) blocks(B, T int) []tttBlock {
+// width is the number of step-0 keys the block's scores span.
+func (blk tttBlock) width() int { return blk.keyEnd - blk.keyStart }
+
+func (a TTTAttention) blocks(starts []int32, B, T int) []tttBlock {
 	group := a.Heads / a.KVHeads
 	tb := max(1, min(T, tttBlockRows/group))
 	var out []tttBlock
@@ -34,7 +42,11 @@ func (a TTTAttention) blocks(B, T int) []tttBlock {
 		for kvh := 0; kvh < a.KVHeads; kvh++ {
 			for q0 := 0; q0 < T; q0 += tb {
 				nq := min(tb, T-q0)
-				out = append(out, tttBlock{b, kvh, q0, nq, q0 + nq})
+				ks := 0
+				if starts != nil {
+					ks = int(starts[b*T+q0])
+				}
+				out = append(out, tttBlock{b, kvh, q0, nq, ks, q0 + nq})
 			}
 		}
 	}
@@ -73,21 +85,30 @@ func dot32(x, y []float32) float32 {
 	return s
 }
 
-// scores fills s [group*nq, keyEnd] with the masked, scaled step-0 scores of the block and diag
-// [group*nq, k] with the same-row scores of steps 1..k.
-func tttScores[S Steps](a TTTAttention, gemm gemmFunc, s, diag, qg []float32, keys S, valid []bool, blk tttBlock, T int) {
+// kvOffset is the offset in a [B*T, KVHeads*HeadDim] step of the block's first step-0 key.
+func (a TTTAttention) kvOffset(blk tttBlock, T int) int {
+	return (blk.b*T+blk.keyStart)*a.KVHeads*a.HeadDim + blk.kvh*a.HeadDim
+}
+
+// scores fills s [group*nq, width] with the masked, scaled step-0 scores of the block (column j is key
+// keyStart+j) and diag [group*nq, k] with the same-row scores of steps 1..k.
+func tttScores[S Steps](a TTTAttention, gemm gemmFunc, s, diag, qg []float32, keys S, valid []bool, starts []int32, blk tttBlock, T int) {
 	d, kvStride := a.HeadDim, a.KVHeads*a.HeadDim
 	rows := len(qg) / d
 	k := keys.Len() - 1
-	kOff := blk.b*T*kvStride + blk.kvh*d
-	gemm(false, true, rows, blk.keyEnd, d, a.Scale, qg, d, keys.Step(0)[kOff:], kvStride, 0, s, blk.keyEnd)
+	w := blk.width()
+	gemm(false, true, rows, w, d, a.Scale, qg, d, keys.Step(0)[a.kvOffset(blk, T):], kvStride, 0, s, w)
 	negInf := float32(math.Inf(-1))
-	parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
+	parallel.For(rows, max(1, 4096/w), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			t := blk.q0 + r%blk.nq
-			row := s[r*blk.keyEnd : (r+1)*blk.keyEnd]
+			first := 0
+			if starts != nil {
+				first = int(starts[blk.b*T+t])
+			}
+			row := s[r*w : (r+1)*w]
 			for j := range row {
-				if j > t || !valid[blk.b*T+j] {
+				if key := blk.keyStart + j; key > t || key < first || !valid[blk.b*T+key] {
 					row[j] = negInf
 				}
 			}
@@ -101,27 +122,27 @@ func tttScores[S Steps](a TTTAttention, gemm gemmFunc, s, diag, qg []float32, ke
 }
 
 // Forward computes out and lse for step len(keys)-1.
-func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, valid []bool, B, T int) {
-	TTTForward(a, false, out, lse, q, Slices(keys), Slices(values), valid, B, T)
+func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, valid []bool, starts []int32, B, T int) {
+	TTTForward(a, false, out, lse, q, Slices(keys), Slices(values), valid, starts, B, T)
 }
 
 // TTTForward is TTTAttention.Forward over any list of steps (a backend's tensors), with pure-Go (gonum)
 // products when pure is set: the pure-Go backend's.
-func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys, values S, valid []bool, B, T int) {
+func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys, values S, valid []bool, starts []int32, B, T int) {
 	gemm := gemmOf(pure)
 	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
 	k := keys.Len() - 1
 	var s, diag, qg, og []float32
-	for _, blk := range a.blocks(B, T) {
-		rows := group * blk.nq
-		s = tensor.Resize(s, rows*blk.keyEnd)
+	for _, blk := range a.blocks(starts, B, T) {
+		rows, w := group*blk.nq, blk.width()
+		s = tensor.Resize(s, rows*w)
 		diag = tensor.Resize(diag, rows*k)
 		qg, og = tensor.Resize(qg, rows*d), tensor.Resize(og, rows*d)
 		a.gather(qg, q, blk, T)
-		tttScores(a, gemm, s, diag, qg, keys, valid, blk, T)
-		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
+		tttScores(a, gemm, s, diag, qg, keys, valid, starts, blk, T)
+		parallel.For(rows, max(1, 4096/w), func(lo, hi int) {
 			for r := lo; r < hi; r++ {
-				row, dg := s[r*blk.keyEnd:(r+1)*blk.keyEnd], diag[r*k:(r+1)*k]
+				row, dg := s[r*w:(r+1)*w], diag[r*k:(r+1)*k]
 				m := float32(math.Inf(-1))
 				for _, x := range row {
 					m = max(m, x)
@@ -158,8 +179,7 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 				lse[(blk.b*T+t)*a.Heads+h] = m + float32(math.Log(sum))
 			}
 		})
-		vOff := blk.b*T*kvStride + blk.kvh*d
-		gemm(false, false, rows, d, blk.keyEnd, 1, s, blk.keyEnd, values.Step(0)[vOff:], kvStride, 0, og, d)
+		gemm(false, false, rows, d, w, 1, s, w, values.Step(0)[a.kvOffset(blk, T):], kvStride, 0, og, d)
 		for r := 0; r < rows; r++ {
 			t := blk.q0 + r%blk.nq
 			o := og[r*d : (r+1)*d]
@@ -177,37 +197,37 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 
 // Backward adds to dq the query gradient of step len(keys)-1 and to dKeys[i], dValues[i] (i = 0..k) the
 // key and value gradients, given the step's output gradient dout and its forward out and lse.
-func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, out, lse, q []float32, keys, values [][]float32, valid []bool, B, T int) {
-	TTTBackward(a, false, dq, Slices(dKeys), Slices(dValues), dout, out, lse, q, Slices(keys), Slices(values), valid, B, T)
+func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, out, lse, q []float32, keys, values [][]float32, valid []bool, starts []int32, B, T int) {
+	TTTBackward(a, false, dq, Slices(dKeys), Slices(dValues), dout, out, lse, q, Slices(keys), Slices(values), valid, starts, B, T)
 }
 
 // TTTBackward is TTTAttention.Backward over any list of steps, with pure-Go products when pure is set.
-func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValues S, dout, out, lse, q []float32, keys, values S, valid []bool, B, T int) {
+func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValues S, dout, out, lse, q []float32, keys, values S, valid []bool, starts []int32, B, T int) {
 	gemm := gemmOf(pure)
 	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
 	k := keys.Len() - 1
 	var s, dp, diag, dsDiag, qg, og, dog, dqg, dsum []float32
-	for _, blk := range a.blocks(B, T) {
-		rows := group * blk.nq
-		s, dp = tensor.Resize(s, rows*blk.keyEnd), tensor.Resize(dp, rows*blk.keyEnd)
+	for _, blk := range a.blocks(starts, B, T) {
+		rows, w := group*blk.nq, blk.width()
+		s, dp = tensor.Resize(s, rows*w), tensor.Resize(dp, rows*w)
 		diag, dsDiag = tensor.Resize(diag, rows*k), tensor.Resize(dsDiag, rows*k)
 		qg, og, dog, dqg = tensor.Resize(qg, rows*d), tensor.Resize(og, rows*d), tensor.Resize(dog, rows*d), tensor.Resize(dqg, rows*d)
 		dsum = tensor.Resize(dsum, rows)
 		a.gather(qg, q, blk, T)
 		a.gather(og, out, blk, T)
 		a.gather(dog, dout, blk, T)
-		tttScores(a, gemm, s, diag, qg, keys, valid, blk, T)
-		vOff := blk.b*T*kvStride + blk.kvh*d
+		tttScores(a, gemm, s, diag, qg, keys, valid, starts, blk, T)
+		vOff := a.kvOffset(blk, T)
 		// dP0 = dO V0^T
-		gemm(false, true, rows, blk.keyEnd, d, 1, dog, d, values.Step(0)[vOff:], kvStride, 0, dp, blk.keyEnd)
-		parallel.For(rows, max(1, 4096/blk.keyEnd), func(lo, hi int) {
+		gemm(false, true, rows, w, d, 1, dog, d, values.Step(0)[vOff:], kvStride, 0, dp, w)
+		parallel.For(rows, max(1, 4096/w), func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				t := blk.q0 + r%blk.nq
 				h := blk.kvh*group + r/blk.nq
 				l := lse[(blk.b*T+t)*a.Heads+h]
 				do := dog[r*d : (r+1)*d]
 				dsum[r] = dot32(do, og[r*d:(r+1)*d]) // sum_j P_j dP_j = dO . O
-				row, dprow := s[r*blk.keyEnd:(r+1)*blk.keyEnd], dp[r*blk.keyEnd:(r+1)*blk.keyEnd]
+				row, dprow := s[r*w:(r+1)*w], dp[r*w:(r+1)*w]
 				for j, x := range row {
 					p := Exp(x - l)
 					row[j] = p                          // P0
@@ -222,10 +242,10 @@ func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValue
 			}
 		})
 		// dQ = scale (dS0 K0 + sum_i dS_i K_i[t])
-		gemm(false, false, rows, d, blk.keyEnd, a.Scale, dp, blk.keyEnd, keys.Step(0)[vOff:], kvStride, 0, dqg, d)
+		gemm(false, false, rows, d, w, a.Scale, dp, w, keys.Step(0)[vOff:], kvStride, 0, dqg, d)
 		// dK0 += scale dS0^T Q ; dV0 += P0^T dO
-		gemm(true, false, blk.keyEnd, d, rows, a.Scale, dp, blk.keyEnd, qg, d, 1, dKeys.Step(0)[vOff:], kvStride)
-		gemm(true, false, blk.keyEnd, d, rows, 1, s, blk.keyEnd, dog, d, 1, dValues.Step(0)[vOff:], kvStride)
+		gemm(true, false, w, d, rows, a.Scale, dp, w, qg, d, 1, dKeys.Step(0)[vOff:], kvStride)
+		gemm(true, false, w, d, rows, 1, s, w, dog, d, 1, dValues.Step(0)[vOff:], kvStride)
 		if k > 0 {
 			for r := 0; r < rows; r++ {
 				t := blk.q0 + r%blk.nq

@@ -85,7 +85,11 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := train.NewTrainer(train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance})
+	opts := train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance}
+	if cfg.Data.Packing {
+		opts.PackLength = cfg.Data.MaxLength
+	}
+	tr := train.NewTrainer(opts)
 	if err := resume(tr, cfg.Train); err != nil {
 		lock.Release()
 		return nil, err

@@ -36,27 +36,8 @@ func BenchmarkTrainStep(b *testing.B) {
 				cfg := draft.Config{HiddenSize: s.H, IntermediateSize: s.I, NumHeads: s.heads, NumKVHeads: s.kv, HeadDim: s.hd,
 					VocabSize: s.V, DraftVocabSize: s.Vd, TargetHiddenSize: s.H, RMSNormEps: 1e-6, RopeTheta: 500000,
 					MaxPositions: 2048, AuxLayers: []int{1, 1, 1}}
-				w := draft.NewWeights(&cfg)
-				w.Init(&cfg, 1, 0.02)
-				embed := draft.RandomEmbedding(s.V, s.H, 2, 1)
-				t2d := make([]bool, s.V)
-				for _, j := range r.Perm(s.V)[:s.Vd] {
-					t2d[j] = true
-				}
-				var d2t []int64
-				for j, in := range t2d {
-					if in {
-						d2t = append(d2t, int64(j-len(d2t)))
-					}
-				}
-				m, err := vocab.FromD2T(d2t, s.V)
-				if err != nil {
-					b.Fatal(err)
-				}
-				d, err := draft.New(cfg, embed, m, w)
-				if err != nil {
-					b.Fatal(err)
-				}
+				d := randomDraft(b, cfg, r)
+				m := d.Vocab
 				T := s.T
 				batch := &draft.Batch{Tokens: batch.Tokens{B: 1, T: T, IDs: make([]int32, T), LossMask: make([]bool, T), AttentionMask: make([]bool, T)},
 					Aux: make([]float32, T*3*s.H), Teacher: draft.NewTeacher(T, s.Vd)}
@@ -112,4 +93,31 @@ func BenchmarkTrainStep(b *testing.B) {
 			})
 		}
 	}
+}
+
+// randomDraft is a draft of shape cfg with initialised weights, a random embedding and a random draft
+// vocabulary drawn with r.
+func randomDraft(b *testing.B, cfg draft.Config, r *rand.Rand) *draft.Draft {
+	w := draft.NewWeights(&cfg)
+	w.Init(&cfg, 1, 0.02)
+	embed := draft.RandomEmbedding(cfg.VocabSize, cfg.HiddenSize, 2, 1)
+	t2d := make([]bool, cfg.VocabSize)
+	for _, j := range r.Perm(cfg.VocabSize)[:cfg.DraftVocabSize] {
+		t2d[j] = true
+	}
+	var d2t []int64
+	for j, in := range t2d {
+		if in {
+			d2t = append(d2t, int64(j-len(d2t)))
+		}
+	}
+	m, err := vocab.FromD2T(d2t, cfg.VocabSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, err := draft.New(cfg, embed, m, w)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
 }

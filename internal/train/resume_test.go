@@ -45,14 +45,29 @@ func storiesSetup(t *testing.T) (*model.Model, *dataset.File, func() *draft.Draf
 	return target, f, newDraft
 }
 
-// TestResumeIsExact interrupts a run after 3 of 7 steps, resumes it from the checkpoint, and requires the
-// same weights and optimiser state, bit for bit, as an uninterrupted run.
 // onlineTrainer trains d on data with target beside it.
 func onlineTrainer(cfg config.TrainConfig, target *model.Model, data *dataset.File, d *draft.Draft) *Trainer {
-	return NewTrainer(Options{Config: cfg, Draft: d, Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+	return packedTrainer(cfg, 0, target, data, d)
 }
 
+// packedTrainer is onlineTrainer packing batches into rows of packLength tokens (0: no packing).
+func packedTrainer(cfg config.TrainConfig, packLength int, target *model.Model, data *dataset.File, d *draft.Draft) *Trainer {
+	return NewTrainer(Options{Config: cfg, Draft: d, PackLength: packLength,
+		Train: &Online{Target: target, Data: data, AuxLayers: d.Config.AuxLayers, Used: d.Vocab.Used}})
+}
+
+// TestResumeIsExact interrupts a run after 3 of 7 steps, resumes it from the checkpoint, and requires the
+// same weights and optimiser state, bit for bit, as an uninterrupted run; with and without packing.
 func TestResumeIsExact(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		packLength int
+	}{{"unpacked", 0}, {"packed", 96}} {
+		t.Run(c.name, func(t *testing.T) { resumeIsExact(t, c.packLength) })
+	}
+}
+
+func resumeIsExact(t *testing.T, packLength int) {
 	target, data, newDraft := storiesSetup(t)
 	cfg := config.Defaults().Train
 	cfg.MaxSteps, cfg.BatchSize, cfg.GradAccum, cfg.LR, cfg.WarmupRatio = 7, 3, 2, 3e-3, 0.3
@@ -61,7 +76,7 @@ func TestResumeIsExact(t *testing.T) {
 		c := cfg
 		c.OutputDir = out
 		d := newDraft()
-		return onlineTrainer(c, target, data, d)
+		return packedTrainer(c, packLength, target, data, d)
 	}
 	whole := newTrainer(t.TempDir())
 	if err := whole.Run(context.Background()); err != nil {

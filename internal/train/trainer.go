@@ -24,6 +24,9 @@ type Options struct {
 	Draft  *draft.Draft
 	Train  BatchSource
 	Eval   BatchSource // nil: no evaluation
+	// PackLength, when positive, packs every batch the sources yield into rows of at most that many tokens
+	// (draft.Pack; data.packing, at data.max_length). The samples of a step stay those of the loader.
+	PackLength int
 	// Log receives human-readable lines and the progress bar; nil discards them.
 	Log io.Writer
 	// AcceptanceLength, if set, measures the real acceptance length of the current draft (speculative
@@ -38,6 +41,7 @@ type Trainer struct {
 	draft      *draft.Draft
 	train      BatchSource
 	eval       BatchSource
+	packLength int
 	log        io.Writer
 	acceptance func(d *draft.Draft) (float64, error)
 
@@ -68,7 +72,7 @@ func realTokens(b *draft.Batch) int {
 // NewTrainer prepares a run with a new optimiser (Resume continues from a checkpoint).
 func NewTrainer(o Options) *Trainer {
 	cfg, d := o.Config, o.Draft
-	t := &Trainer{cfg: cfg, draft: d, train: o.Train, eval: o.Eval, log: o.Log, acceptance: o.AcceptanceLength}
+	t := &Trainer{cfg: cfg, draft: d, train: o.Train, eval: o.Eval, packLength: o.PackLength, log: o.Log, acceptance: o.AcceptanceLength}
 	var sizes []int
 	for _, s := range d.W.Slices(&d.Config) {
 		sizes = append(sizes, len(s))
@@ -121,7 +125,7 @@ func (t *Trainer) TrainStep() (*Record, error) {
 		if pf, ok := t.train.(Prefetcher); ok {
 			pf.Prefetch(t.loader.Peek())
 		}
-		b, err := t.train.Batch(idx)
+		b, err := t.batch(t.train, idx)
 		if err != nil {
 			return nil, err
 		}
@@ -156,6 +160,15 @@ func fillAcc(rec *Record, correct, denom []int) {
 	rec.SimAccLen = m.SimulatedAcceptanceLength()
 }
 
+// batch is the batch of samples idx from src, packed when the run packs.
+func (t *Trainer) batch(src BatchSource, idx []int) (*draft.Batch, error) {
+	b, err := src.Batch(idx)
+	if err != nil || t.packLength <= 0 {
+		return b, err
+	}
+	return draft.Pack(b, t.packLength)
+}
+
 // Evaluate runs the TTT forward over the eval split (at most EvalBatches batches, in order).
 func (t *Trainer) Evaluate() (*Record, error) {
 	if t.eval == nil || t.eval.Len() == 0 {
@@ -173,7 +186,7 @@ func (t *Trainer) Evaluate() (*Record, error) {
 		for i := lo; i < min(lo+t.cfg.BatchSize, t.eval.Len()); i++ {
 			idx = append(idx, i)
 		}
-		b, err := t.eval.Batch(idx)
+		b, err := t.batch(t.eval, idx)
 		if err != nil {
 			return nil, err
 		}

@@ -121,14 +121,14 @@ func (*Backend) AttentionForward(out, q, k, v tensor.Tensor, T int, a backend.At
 }
 
 // TTTAttentionForward implements backend.Backend.
-func (*Backend) TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
-	kernels.TTTForward(kernels.TTTAttention(a), false, out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, B, T)
+func (*Backend) TTTAttentionForward(out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, starts []int32, B, T int, a backend.Attention) {
+	kernels.TTTForward(kernels.TTTAttention(a), false, out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, starts, B, T)
 }
 
 // TTTAttentionBackward implements backend.Backend.
-func (*Backend) TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, B, T int, a backend.Attention) {
+func (*Backend) TTTAttentionBackward(dq tensor.Tensor, dKeys, dValues []tensor.Tensor, dout, out, lse, q tensor.Tensor, keys, values []tensor.Tensor, valid []bool, starts []int32, B, T int, a backend.Attention) {
 	kernels.TTTBackward(kernels.TTTAttention(a), false, dq.F32(), kernels.Tensors(dKeys), kernels.Tensors(dValues),
-		dout.F32(), out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, B, T)
+		dout.F32(), out.F32(), lse.F32(), q.F32(), kernels.Tensors(keys), kernels.Tensors(values), valid, starts, B, T)
 }
 
 // SwiGLUForward implements backend.Backend.

@@ -245,39 +245,61 @@ func TestAttentionAgrees(t *testing.T) {
 	}
 }
 
+// TestTTTAttentionAgrees compares the backends' TTT attention on padded rows, one sample each (starts nil)
+// and packed with several samples (starts set).
 func TestTTTAttentionAgrees(t *testing.T) {
-	r := rand.New(rand.NewPCG(9, 10))
 	a := backend.Attention{Heads: 4, KVHeads: 2, HeadDim: 8, Scale: 0.35}
 	B, T, K := 2, 40, 3
-	valid := make([]bool, B*T)
-	for i := range valid {
-		valid[i] = i%T < T-5*(i/T)
-	}
-	qs, kvs := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
-	q, dout := randn(r, B*T*qs), randn(r, B*T*qs)
-	var keys, values []tensor.Tensor
-	for range K {
-		keys, values = append(keys, f32(randn(r, B*T*kvs))), append(values, f32(randn(r, B*T*kvs)))
-	}
-	var outs, lses, dqs [2][]float32
-	var dks, dvs [2][][]float32
-	for i, b := range []backend.Backend{backends.cpu, backends.ref} {
-		outs[i], lses[i], dqs[i] = make([]float32, B*T*qs), make([]float32, B*T*a.Heads), make([]float32, B*T*qs)
-		b.TTTAttentionForward(f32(outs[i]), f32(lses[i]), f32(q), keys, values, valid, B, T, a)
-		var dK, dV []tensor.Tensor
-		for range K {
-			dk, dv := make([]float32, B*T*kvs), make([]float32, B*T*kvs)
-			dks[i], dvs[i] = append(dks[i], dk), append(dvs[i], dv)
-			dK, dV = append(dK, f32(dk)), append(dV, f32(dv))
+	packed := make([]int32, B*T) // row 0: samples at 0, 12, 30; row 1: at 0, 7 and padding from 35
+	for i := range packed {
+		switch t := i % T; {
+		case i >= T && t >= 35:
+			packed[i] = 35
+		case i >= T && t >= 7:
+			packed[i] = 7
+		case i < T && t >= 30:
+			packed[i] = 30
+		case i < T && t >= 12:
+			packed[i] = 12
 		}
-		b.TTTAttentionBackward(f32(dqs[i]), dK, dV, f32(dout), f32(outs[i]), f32(lses[i]), f32(q), keys, values, valid, B, T, a)
 	}
-	agree(t, "ttt out", outs[0], outs[1], 1e-5, 1e-4)
-	agree(t, "ttt lse", lses[0], lses[1], 1e-5, 1e-5)
-	agree(t, "ttt dq", dqs[0], dqs[1], 1e-5, 1e-4)
-	for i := range K {
-		agree(t, fmt.Sprintf("ttt dk[%d]", i), dks[0][i], dks[1][i], 1e-5, 1e-4)
-		agree(t, fmt.Sprintf("ttt dv[%d]", i), dvs[0][i], dvs[1][i], 1e-5, 1e-4)
+	for _, c := range []struct {
+		name   string
+		starts []int32
+	}{{"unpacked", nil}, {"packed", packed}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(9, 10))
+			valid := make([]bool, B*T)
+			for i := range valid {
+				valid[i] = i%T < T-5*(i/T)
+			}
+			qs, kvs := a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+			q, dout := randn(r, B*T*qs), randn(r, B*T*qs)
+			var keys, values []tensor.Tensor
+			for range K {
+				keys, values = append(keys, f32(randn(r, B*T*kvs))), append(values, f32(randn(r, B*T*kvs)))
+			}
+			var outs, lses, dqs [2][]float32
+			var dks, dvs [2][][]float32
+			for i, b := range []backend.Backend{backends.cpu, backends.ref} {
+				outs[i], lses[i], dqs[i] = make([]float32, B*T*qs), make([]float32, B*T*a.Heads), make([]float32, B*T*qs)
+				b.TTTAttentionForward(f32(outs[i]), f32(lses[i]), f32(q), keys, values, valid, c.starts, B, T, a)
+				var dK, dV []tensor.Tensor
+				for range K {
+					dk, dv := make([]float32, B*T*kvs), make([]float32, B*T*kvs)
+					dks[i], dvs[i] = append(dks[i], dk), append(dvs[i], dv)
+					dK, dV = append(dK, f32(dk)), append(dV, f32(dv))
+				}
+				b.TTTAttentionBackward(f32(dqs[i]), dK, dV, f32(dout), f32(outs[i]), f32(lses[i]), f32(q), keys, values, valid, c.starts, B, T, a)
+			}
+			agree(t, "ttt out", outs[0], outs[1], 1e-5, 1e-4)
+			agree(t, "ttt lse", lses[0], lses[1], 1e-5, 1e-5)
+			agree(t, "ttt dq", dqs[0], dqs[1], 1e-5, 1e-4)
+			for i := range K {
+				agree(t, fmt.Sprintf("ttt dk[%d]", i), dks[0][i], dks[1][i], 1e-5, 1e-4)
+				agree(t, fmt.Sprintf("ttt dv[%d]", i), dvs[0][i], dvs[1][i], 1e-5, 1e-4)
+			}
+		})
 	}
 }
 
