@@ -155,8 +155,10 @@ func TestTrainMemoryTiny(t *testing.T) {
 			t.Errorf("T=%d: %+v", r.T, r.Result)
 		}
 	}
-	if rows[0].GrowthPerDoubling != 0 || rows[1].GrowthPerDoubling < 1 {
-		t.Errorf("growth per doubling %g, %g: want 0 for the first row, at least 1 after (peaks only grow in one process)", rows[0].GrowthPerDoubling, rows[1].GrowthPerDoubling)
+	// In one process the peak only grows, but Linux reads VmHWM as max(recorded peak, current RSS) with the
+	// current RSS summed from per-CPU counters that lag by a few pages, so a later reading may be a little lower.
+	if rows[0].GrowthPerDoubling != 0 || rows[1].GrowthPerDoubling < 0.99 {
+		t.Errorf("growth per doubling %g, %g: want 0 for the first row, at least 0.99 after", rows[0].GrowthPerDoubling, rows[1].GrowthPerDoubling)
 	}
 }
 
