@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"gopkg.in/yaml.v3"
 
@@ -66,6 +67,9 @@ type TrainConfig struct {
 	EvalAcceptancePrompts int `yaml:"eval_acceptance_prompts"`
 	EvalAcceptanceSteps   int `yaml:"eval_acceptance_steps"`
 	EvalAcceptanceTokens  int `yaml:"eval_acceptance_tokens"`
+	// ReportTo lists where metrics go: "jsonl" (metrics.jsonl, always: resume and metrics.png read it) and
+	// "tensorboard" (event files under output_dir/tensorboard).
+	ReportTo StringList `yaml:"report_to"`
 	// Resume: "auto" continues from the latest checkpoint in output_dir if there is one, "never" starts
 	// afresh, anything else is the checkpoint folder to continue from.
 	Resume string `yaml:"resume"`
@@ -187,7 +191,7 @@ func Defaults() Run {
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
-			MaxGradNorm: 0.5, TTTLength: 7, Loss: "kl", LKKLScale: 1, LKKLDecay: 1, Precision: "bf16", LogInterval: 10, SaveMinutes: 30, KeepCheckpoints: 2, Resume: "auto",
+			MaxGradNorm: 0.5, TTTLength: 7, Loss: "kl", LKKLScale: 1, LKKLDecay: 1, Precision: "bf16", LogInterval: 10, SaveMinutes: 30, KeepCheckpoints: 2, Resume: "auto", ReportTo: StringList{"jsonl"},
 			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
@@ -255,6 +259,9 @@ func (r *Run) Validate() error {
 	}
 	if t.Precision != "bf16" && t.Precision != "f32" {
 		return &FieldError{"train.precision", fmt.Sprintf("%q is not one of bf16, f32", t.Precision)}
+	}
+	if err := checkReportTo(t.ReportTo); err != nil {
+		return err
 	}
 	ints := []struct {
 		key     string
@@ -339,6 +346,27 @@ func (r *Run) Validate() error {
 	}
 	return nil
 }
+
+// checkReportTo accepts train.report_to lists of jsonl and tensorboard that include jsonl.
+func checkReportTo(list StringList) error {
+	jsonl := false
+	for i, r := range list {
+		switch r {
+		case "jsonl":
+			jsonl = true
+		case "tensorboard":
+		default:
+			return &FieldError{"train.report_to", fmt.Sprintf("entry %d: %q is not one of jsonl, tensorboard", i, r)}
+		}
+	}
+	if !jsonl {
+		return &FieldError{"train.report_to", fmt.Sprintf("%q lacks jsonl: metrics.jsonl is always written (resume and metrics.png read it)", []string(list))}
+	}
+	return nil
+}
+
+// Has reports whether the list holds s.
+func (s StringList) Has(v string) bool { return slices.Contains(s, v) }
 
 // StringList accepts one string or a list of strings.
 type StringList []string

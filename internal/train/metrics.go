@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/tensorboard"
 )
 
 // The metrics log (metrics.jsonl in the run folder) holds one Record per line.
@@ -79,6 +82,26 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		r.Alpha = append(r.Alpha, a)
 	}
 	return nil
+}
+
+// scalars are the record's metrics as TensorBoard scalars, one per numeric field of its JSONL line but the
+// step (the events' own), tagged split/name ("train/loss", "eval/acc_0"), in name order.
+func (r *Record) scalars() ([]tensorboard.Scalar, error) {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(line, &m); err != nil {
+		return nil, err
+	}
+	var out []tensorboard.Scalar
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if v, ok := m[k].(float64); ok && k != "step" {
+			out = append(out, tensorboard.Scalar{Tag: r.Split + "/" + k, Value: v})
+		}
+	}
+	return out, nil
 }
 
 // appendRecord writes one record as a line of the log.

@@ -16,6 +16,7 @@ import (
 	"github.com/specforge/specforge/internal/progress"
 	"github.com/specforge/specforge/internal/safetensors"
 	"github.com/specforge/specforge/internal/tensor"
+	"github.com/specforge/specforge/internal/tensorboard"
 )
 
 // Options is what a Trainer is built from.
@@ -55,6 +56,7 @@ type Trainer struct {
 	grad    draft.Weights
 	ws      draft.Workspace
 	metrics *os.File
+	tb      *tensorboard.Writer // nil unless train.report_to lists tensorboard
 	history []Record
 }
 
@@ -232,6 +234,14 @@ func (t *Trainer) Run(ctx context.Context) error {
 		return fmt.Errorf("open metrics log: %w", err)
 	}
 	defer t.metrics.Close()
+	if t.cfg.ReportTo.Has("tensorboard") {
+		// A resumed run writes a new file whose first event tells TensorBoard to drop what an earlier file
+		// logged after the checkpoint (metrics.jsonl is rewritten up to it the same way).
+		if t.tb, err = tensorboard.Create(filepath.Join(t.cfg.OutputDir, "tensorboard"), t.step); err != nil {
+			return err
+		}
+		defer func() { t.tb.Close(); t.tb = nil }()
+	}
 
 	var bar *progress.Reporter
 	if t.log != nil {
@@ -314,7 +324,17 @@ var ErrInterrupted = fmt.Errorf("training interrupted")
 
 func (t *Trainer) record(rec *Record) error {
 	t.history = append(t.history, *rec)
-	return appendRecord(t.metrics, rec)
+	if err := appendRecord(t.metrics, rec); err != nil {
+		return err
+	}
+	if t.tb == nil {
+		return nil
+	}
+	scalars, err := rec.scalars()
+	if err != nil {
+		return err
+	}
+	return t.tb.Scalars(rec.Step, scalars)
 }
 
 func fmtAcc(acc []float64) string {
