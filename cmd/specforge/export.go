@@ -86,6 +86,14 @@ func printExport(w io.Writer, out string, f export.Format, res *pipeline.Exporte
 		fmt.Fprintf(w, "; eagle_aux_hidden_state_layer_ids = %v (vLLM: input of layer k)\n", ids)
 		fmt.Fprintf(w, "serve: vllm serve %s\n", out)
 	}
+	fmt.Fprintln(w, "what each engine hands the draft:")
+	for _, r := range export.AuxReadings(c, f) {
+		mark := "ok"
+		if !r.Reads(c.AuxLayers) {
+			mark = "WRONG"
+		}
+		fmt.Fprintf(w, "  %-5s %s\n", mark, r)
+	}
 	if c.FCNorm || c.NormOutput {
 		engines := "vLLM since PR #42764, SGLang since PR #24663 (both May 2026)"
 		if f == export.Speculators {

@@ -135,10 +135,10 @@ func Write(dir string, d *draft.Draft, f Format, o Options) error {
 	return replaceDir(tmp, dir)
 }
 
-// Served is the layout a trained draft is written in: SGLang's, which SGLang and vLLM both load, or for a
-// draft of more than one layer (which SGLang does not serve as trained) vLLM's.
+// Served is the layout a trained draft is written in: SGLang's, or vLLM's for a draft SGLang does not serve
+// as trained (more than one layer, aux layers its capture loop does not reach).
 func Served(d *draft.Draft) Format {
-	if d.Config.Layers() > 1 {
+	if CheckServes(d, SGLang) != nil {
 		return VLLM
 	}
 	return SGLang
@@ -147,12 +147,13 @@ func Served(d *draft.Draft) Format {
 // CheckServes refuses a layout whose engine would not compute the draft d is: SGLang's llama_eagle3 serves
 // one decoder layer (before PR #24663 it refuses more; since, it normalises the input of later layers with
 // hidden_norm where vLLM and speculators use input_layernorm, so a deeper draft's weights would compute
-// another function there without an error).
+// another function there without an error); and one whose engine would hand the draft other aux layers than
+// it was trained on (CheckAux).
 func CheckServes(d *draft.Draft, f Format) error {
 	if n := d.Config.Layers(); n > 1 && f == SGLang {
 		return fmt.Errorf("export --to sglang: the draft has %d decoder layers and SGLang's llama_eagle3 serves one (since PR #24663 it loads more, but normalises their input with hidden_norm where vLLM and speculators use input_layernorm, so these weights would compute another function): export --to vllm or --to speculators", n)
 	}
-	return nil
+	return CheckAux(&d.Config, f)
 }
 
 // replaceDir puts the folder tmp in the place of dir, which may exist.

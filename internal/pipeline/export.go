@@ -49,6 +49,9 @@ func Export(from, targetDir, out string, f export.Format, o export.Options, log 
 	if err := export.Write(out, d, f, o); err != nil {
 		return nil, err
 	}
+	for _, w := range export.AuxWarnings(&d.Config, f) {
+		fmt.Fprintf(log, "warning: %s\n", w)
+	}
 	return &Exported{Source: src, Imported: im, Draft: d, Options: o}, nil
 }
 
