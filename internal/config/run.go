@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
 	"slices"
 
 	"gopkg.in/yaml.v3"
@@ -162,14 +164,16 @@ type DataConfig struct {
 	// MaxLineBytes bounds one record (a JSONL line, a JSON array element, a parquet row's values): longer
 	// ones are rejected unparsed and counted.
 	MaxLineBytes int `yaml:"max_line_bytes"`
-	// Regenerate, when From is set, makes the training data by letting the target continue openings.
+	// Regenerate, when From is set, makes the training data by letting the target continue openings, or an
+	// OpenAI-compatible server answer the conversations of From.
 	Regenerate RegenerateConfig `yaml:"regenerate"`
 	// HiddenStates, when set, trains offline from the shards gen-hidden wrote there (train/ and eval/).
 	HiddenStates string `yaml:"hidden_states"`
 }
 
 // RegenerateConfig asks the target to write its own training data (SpecForge's regeneration recipe): the
-// first OpeningTokens tokens of each paragraph of From, continued for MaxNewTokens tokens.
+// first OpeningTokens tokens of each paragraph of From, continued for MaxNewTokens tokens. With Server set,
+// From is a chat or prompt/completion data file instead, and the server at that URL answers it.
 type RegenerateConfig struct {
 	From          string  `yaml:"from"`
 	OpeningTokens int     `yaml:"opening_tokens"`
@@ -178,6 +182,20 @@ type RegenerateConfig struct {
 	Batch         int     `yaml:"batch"`
 	Temperature   float64 `yaml:"temperature"`
 	Seed          uint64  `yaml:"seed"`
+	// Server is the API root of an OpenAI-compatible server (SGLang, vLLM, llama.cpp, ollama, a hosted
+	// API, specforge serve), e.g. http://localhost:30000/v1; one without a path gets /v1.
+	Server string `yaml:"server"`
+	Model  string `yaml:"model"`
+	// APIKeyEnv names the environment variable that holds the API key (the key itself is never in a file);
+	// empty: no key is sent.
+	APIKeyEnv   string `yaml:"api_key_env"`
+	Concurrency int    `yaml:"concurrency"`
+	// MaxTokens bounds each answer of the server.
+	MaxTokens int `yaml:"max_tokens"`
+	// TopP is sent when above 0.
+	TopP float64 `yaml:"top_p"`
+	// Timeout of one request attempt, in seconds.
+	Timeout float64 `yaml:"timeout"`
 }
 
 // Defaults returns the configuration used where a file says nothing.
@@ -186,7 +204,7 @@ func Defaults() Run {
 		Data: DataConfig{
 			Format: "auto", MaxLength: 2048, Shuffle: true, Seed: 42, KeepReasoning: "auto",
 			CacheDir: "cache", MaxLineBytes: dataset.DefaultMaxRowBytes,
-			Regenerate: RegenerateConfig{OpeningTokens: 8, MaxNewTokens: 128, Batch: 64},
+			Regenerate: RegenerateConfig{OpeningTokens: 8, MaxNewTokens: 128, Batch: 64, Concurrency: 64, MaxTokens: 4096, Timeout: 600},
 		},
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
 		Train: TrainConfig{
@@ -263,6 +281,9 @@ func (r *Run) Validate() error {
 	if err := checkReportTo(t.ReportTo); err != nil {
 		return err
 	}
+	if err := checkServer(g); err != nil {
+		return err
+	}
 	ints := []struct {
 		key     string
 		v       int
@@ -276,6 +297,8 @@ func (r *Run) Validate() error {
 		{"data.regenerate.max_new_tokens", g.MaxNewTokens, 1, maxTokens, g.From != ""},
 		{"data.regenerate.limit", g.Limit, 0, maxCount, g.From != ""},
 		{"data.regenerate.batch", g.Batch, 1, maxBatch, g.From != ""},
+		{"data.regenerate.concurrency", g.Concurrency, 1, maxWorkers, g.Server != ""},
+		{"data.regenerate.max_tokens", g.MaxTokens, 1, maxTokens, g.Server != ""},
 		// A draft is a model layer: the limits on model configs (model.Max*) hold for it, so a draft that
 		// trains also exports and loads.
 		{"draft.vocab_size", dr.VocabSize, 1, model.MaxVocabSize, true},
@@ -318,6 +341,8 @@ func (r *Run) Validate() error {
 	}{
 		{"data.eval_fraction", d.EvalFraction, 0, 1, false, true, true},
 		{"data.regenerate.temperature", g.Temperature, 0, 100, false, false, g.From != ""},
+		{"data.regenerate.top_p", g.TopP, 0, 1, false, false, g.Server != ""},
+		{"data.regenerate.timeout", g.Timeout, 0, 86400, true, false, g.Server != ""},
 		{"draft.init_std", dr.InitStd, 0, 1, true, false, true},
 		{"train.lr", t.LR, 0, 10, true, false, true},
 		{"train.warmup_ratio", t.WarmupRatio, 0, 1, false, true, true},
@@ -343,6 +368,31 @@ func (r *Run) Validate() error {
 	}
 	if t.Epochs == 0 && t.MaxSteps == 0 {
 		return &FieldError{"train.epochs", "or train.max_steps must be positive"}
+	}
+	return nil
+}
+
+// envName is the shape of an environment variable's name: a value of another shape in api_key_env is
+// most likely the key itself, which must not sit in a file.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// checkServer checks the settings of a regeneration by a server, when data.regenerate.server is set.
+func checkServer(g *RegenerateConfig) error {
+	if g.Server == "" {
+		return nil
+	}
+	u, err := url.Parse(g.Server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &FieldError{"data.regenerate.server", fmt.Sprintf("%q is not an http:// or https:// URL with a host (e.g. http://localhost:30000/v1)", g.Server)}
+	}
+	if g.From == "" {
+		return &FieldError{"data.regenerate.from", "must name the chat or prompt/completion file the server regenerates"}
+	}
+	if g.Model == "" {
+		return &FieldError{"data.regenerate.model", "must name the model the server serves (its GET /v1/models lists them)"}
+	}
+	if g.APIKeyEnv != "" && !envName.MatchString(g.APIKeyEnv) {
+		return &FieldError{"data.regenerate.api_key_env", "must be the name of an environment variable holding the key (e.g. OPENAI_API_KEY), never the key itself"}
 	}
 	return nil
 }

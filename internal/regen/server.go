@@ -1,0 +1,727 @@
+package regen
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/respjson"
+
+	"github.com/specforge/specforge/internal/atomicfile"
+	"github.com/specforge/specforge/internal/dataset"
+)
+
+// ServerOptions of a regeneration by an OpenAI-compatible server.
+type ServerOptions struct {
+	// URL is the API root (http://host:port/v1); a URL without a path gets /v1.
+	URL   string
+	Model string
+	// APIKey is sent as a bearer token when not empty; APIKeyEnv, the variable it came from, is named in
+	// errors.
+	APIKey, APIKeyEnv string
+	// Concurrency is the number of rows in flight.
+	Concurrency int
+	MaxTokens   int
+	Temperature float64
+	// TopP is sent when above 0.
+	TopP float64
+	// Timeout bounds one request attempt (0: DefaultTimeout).
+	Timeout time.Duration
+	// Attempts per request before a retryable failure (429, 5xx, timeout, lost connection) stops the
+	// regeneration (0: DefaultAttempts). Retries wait Backoff (0: DefaultBackoff), doubled at each attempt
+	// up to MaxBackoff (0: DefaultMaxBackoff), with jitter, or what the server's Retry-After asks.
+	Attempts            int
+	Backoff, MaxBackoff time.Duration
+	// Limit caps the number of input rows (0: all).
+	Limit int
+	// Schema says how the input rows are read; the output rows use its prompt and completion fields.
+	Schema      dataset.SchemaOptions
+	MaxRowBytes int
+	// Progress, if set, is called as rows finish (in input order), with the rows failed so far.
+	Progress func(done, total, failed int)
+}
+
+// Defaults of ServerOptions.
+const (
+	DefaultTimeout    = 10 * time.Minute
+	DefaultAttempts   = 10
+	DefaultBackoff    = 500 * time.Millisecond
+	DefaultMaxBackoff = 30 * time.Second
+	// maxRetryAfter is the longest Retry-After honoured: a server that asks for more is down, not busy.
+	maxRetryAfter = 5 * time.Minute
+	// maxResponseBytes bounds one response body: an answer of 1M tokens is a few MB of JSON.
+	maxResponseBytes = 64 << 20
+)
+
+// Summary counts what a regeneration by a server did, the rows of earlier (resumed) runs included.
+type Summary struct {
+	Server string `json:"server"`
+	Model  string `json:"model"`
+	// Rows is the number of input rows; Regenerated of them were written, Failed (by reason) were not.
+	Rows        int            `json:"rows"`
+	Regenerated int            `json:"regenerated"`
+	Failed      map[string]int `json:"failed"`
+	// Resumed rows were found done in the progress file of an earlier run.
+	Resumed int `json:"resumed"`
+	// Answers is the number of answers the server wrote (a chat row has one per user turn); LengthCapped
+	// of them stopped at MaxTokens.
+	Answers          int   `json:"answers"`
+	LengthCapped     int   `json:"length_capped"`
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	// Seconds this run took.
+	Seconds float64 `json:"seconds"`
+}
+
+// FailedRows is the number of rows that failed, whatever the reason.
+func (s *Summary) FailedRows() int {
+	n := 0
+	for _, c := range s.Failed {
+		n += c
+	}
+	return n
+}
+
+// FailureReasons lists "reason: count" by decreasing count.
+func (s *Summary) FailureReasons() []string {
+	var out []string
+	for r, c := range s.Failed {
+		out = append(out, fmt.Sprintf("%s: %d", r, c))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		ci, _ := strconv.Atoi(out[i][strings.LastIndex(out[i], " ")+1:])
+		cj, _ := strconv.Atoi(out[j][strings.LastIndex(out[j], " ")+1:])
+		return ci > cj || ci == cj && out[i] < out[j]
+	})
+	return out
+}
+
+// APIRoot returns the API root of a server URL: a URL without a path gets /v1, where SGLang, vLLM,
+// llama.cpp, ollama and specforge serve the OpenAI API.
+func APIRoot(server string) string {
+	u, err := url.Parse(server)
+	if err == nil && (u.Path == "" || u.Path == "/") {
+		u.Path = "/v1"
+		return u.String()
+	}
+	return strings.TrimSuffix(server, "/")
+}
+
+// ServerKey identifies a regeneration of input by a server, for caching its output: the input's bytes,
+// the server, the model, the sampling settings and how rows are read (not the key, the concurrency or the
+// retry settings, which do not change what is asked).
+func ServerKey(input string, o ServerOptions) (string, error) {
+	h := sha256.New()
+	f, err := os.Open(input)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", input, err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", input, err)
+	}
+	opts, _ := json.Marshal(struct {
+		V, URL, Model    string
+		MaxTokens, Limit int
+		Temp, TopP       float64
+		Schema           dataset.SchemaOptions
+	}{"server-v1", APIRoot(o.URL), o.Model, o.MaxTokens, o.Limit, o.Temperature, o.TopP, o.Schema})
+	h.Write(opts)
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// MetaPath is the file beside a regeneration's output that holds its Summary.
+func MetaPath(out string) string {
+	return strings.TrimSuffix(out, filepath.Ext(out)) + ".meta.json"
+}
+
+// progressPath is the progress file of a regeneration by a server into out.
+func progressPath(out string) string {
+	return filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".progress")
+}
+
+// record is one line of the progress file: the outcome of input row I.
+type record struct {
+	I int `json:"i"`
+	// Row is the regenerated row, as written to the output; absent when the row failed.
+	Row    json.RawMessage `json:"row,omitempty"`
+	Failed string          `json:"failed,omitempty"`
+	Detail string          `json:"detail,omitempty"`
+	// Answers, Capped and the token counts feed the Summary.
+	Answers          int   `json:"answers,omitempty"`
+	Capped           int   `json:"capped,omitempty"`
+	PromptTokens     int64 `json:"prompt_tokens,omitempty"`
+	CompletionTokens int64 `json:"completion_tokens,omitempty"`
+}
+
+func (s *Summary) add(r *record) {
+	if r.Failed != "" {
+		s.Failed[r.Failed]++
+	} else {
+		s.Regenerated++
+	}
+	s.Answers += r.Answers
+	s.LengthCapped += r.Capped
+	s.PromptTokens += r.PromptTokens
+	s.CompletionTokens += r.CompletionTokens
+}
+
+// FromServer regenerates the rows of the data file input with an OpenAI-compatible server and writes them
+// to out (JSONL, atomically) and their Summary to MetaPath(out). A chat row keeps its system and user
+// turns and has each assistant turn replaced by the server's answer to the conversation so far (earlier
+// answers included), as SpecForge's regenerate_train_data.py does: a user turn without an answer after it
+// gets one too. The answer's reasoning_content is kept when the server returns it. A prompt/completion
+// row gets the server's continuation of its prompt (the completions API). A row that cannot be
+// regenerated (a 400 for that request, an empty answer, a conversation that starts with the assistant)
+// is left out and counted by reason.
+//
+// Each finished row is appended, in input order whatever the concurrency, to a progress file beside out
+// with one write and an fsync, so a kill leaves whole lines and at most one torn line, which the next run
+// cuts off; that run resumes after the last whole line, so no row is asked twice and none is written
+// twice. A server that cannot be used (unreachable, 401/403, 404, malformed or truncated answers, 429 or
+// 5xx past the retries) stops the regeneration with an error naming the URL; the rows already finished
+// stay in the progress file. Cancelling ctx stops it with an error wrapping ctx.Err().
+func FromServer(ctx context.Context, input, out string, o ServerOptions) (*Summary, error) {
+	start := time.Now()
+	o = o.withDefaults()
+	sum := &Summary{Server: o.URL, Model: o.Model, Failed: map[string]int{}}
+	var rows []dataset.Row
+	err := dataset.ReadRows(input, o.MaxRowBytes, func(r dataset.Row) error {
+		if o.Limit > 0 && len(rows) == o.Limit {
+			return errLimit
+		}
+		rows = append(rows, r)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errLimit) {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s: no rows to regenerate", input)
+	}
+	sum.Rows = len(rows)
+	progress := progressPath(out)
+	done, err := readProgress(progress, len(rows))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range done {
+		sum.add(r)
+	}
+	sum.Resumed = len(done)
+	if o.Progress != nil {
+		o.Progress(len(done), len(rows), sum.FailedRows())
+	}
+	if len(done) < len(rows) {
+		if err := o.run(ctx, rows, progress, &done, sum); err != nil {
+			return sum, err
+		}
+	}
+	sum.Seconds = time.Since(start).Seconds()
+	meta, _ := json.MarshalIndent(sum, "", "  ")
+	if err := atomicfile.WriteBytes(MetaPath(out), append(meta, '\n')); err != nil {
+		return sum, err
+	}
+	err = atomicfile.Write(out, func(w io.Writer) error {
+		for _, r := range done {
+			if r.Row == nil {
+				continue
+			}
+			if _, err := w.Write(append(r.Row, '\n')); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return sum, err
+	}
+	return sum, os.Remove(progress)
+}
+
+var errLimit = errors.New("limit reached")
+
+func (o ServerOptions) withDefaults() ServerOptions {
+	o.URL = APIRoot(o.URL)
+	o.Concurrency = max(o.Concurrency, 1)
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = DefaultAttempts
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = DefaultBackoff
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = DefaultMaxBackoff
+	}
+	return o
+}
+
+// readProgress returns the records of the whole lines of a progress file (none when it is missing) and
+// cuts the file after them, dropping the line a kill tore.
+func readProgress(path string, rows int) ([]*record, error) {
+	raw, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("regeneration progress: %w", err)
+	}
+	var out []*record
+	size := 0
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		var r record
+		if err := json.Unmarshal(raw[:i], &r); err != nil {
+			break
+		}
+		if r.I != len(out) || r.I >= rows {
+			return nil, fmt.Errorf("%s: line %d is row %d, want row %d of %d: remove the file to start afresh", path, len(out)+1, r.I, len(out), rows)
+		}
+		out = append(out, &r)
+		size += i + 1
+		raw = raw[i+1:]
+	}
+	if err := os.Truncate(path, int64(size)); err != nil {
+		return nil, fmt.Errorf("regeneration progress: %w", err)
+	}
+	return out, nil
+}
+
+// run regenerates rows[len(*done):] with o.Concurrency workers, appending each row's record to the
+// progress file in input order and to *done and sum.
+func (o ServerOptions) run(ctx context.Context, rows []dataset.Row, progress string, done *[]*record, sum *Summary) error {
+	f, err := os.OpenFile(progress, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("regeneration progress: %w", err)
+	}
+	defer f.Close()
+	c := newClient(o)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	// A row is handed out only when fewer than window rows wait to be written, which bounds the records
+	// held for reordering while one slow row holds the others back.
+	window := 4 * o.Concurrency
+	slots := make(chan struct{}, window)
+	jobs := make(chan int)
+	results := make(chan *record)
+	go func() {
+		defer close(jobs)
+		for i := len(*done); i < len(rows); i++ {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range o.Concurrency {
+		wg.Go(func() {
+			for i := range jobs {
+				r, err := c.regenerate(ctx, rows[i], o.Schema)
+				if err != nil {
+					cancel(fmt.Errorf("%s: %w", rows[i].Where, err))
+					return
+				}
+				r.I = i
+				select {
+				case results <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+
+	pending := map[int]*record{}
+	next := len(*done)
+	var buf bytes.Buffer
+	writeErr := false
+	for r := range results {
+		pending[r.I] = r
+		if writeErr {
+			continue // drain the workers
+		}
+		buf.Reset()
+		var batch []*record
+		for ; pending[next] != nil; next++ {
+			line, _ := json.Marshal(pending[next]) // Row is JSON this package encoded
+			buf.Write(line)
+			buf.WriteByte('\n')
+			batch = append(batch, pending[next])
+			delete(pending, next)
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		// One write and an fsync for the records that became writable: a kill tears at most the last line.
+		_, err := f.Write(buf.Bytes())
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			cancel(fmt.Errorf("regeneration progress: %w", err))
+			writeErr = true
+			continue
+		}
+		for _, r := range batch {
+			*done = append(*done, r)
+			sum.add(r)
+			<-slots
+		}
+		if o.Progress != nil {
+			o.Progress(len(*done), len(rows), sum.FailedRows())
+		}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// client asks one server, with retries.
+type client struct {
+	o   ServerOptions
+	api openai.Client
+}
+
+func newClient(o ServerOptions) *client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = o.Concurrency
+	return &client{o: o, api: openai.NewClient(
+		option.WithBaseURL(o.URL),
+		option.WithAPIKey(o.APIKey), // also clears an OPENAI_API_KEY of the environment: only api_key_env counts
+		option.WithHTTPClient(&http.Client{Transport: tr}),
+		option.WithMaxRetries(0), // retries are ours: the SDK does not retry a timed-out attempt
+		option.WithMiddleware(limitBody),
+	)}
+}
+
+// limitBody bounds the response body a server may send.
+func limitBody(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+	res, err := next(req)
+	if res != nil && res.Body != nil {
+		res.Body = &limitedBody{rc: res.Body, left: maxResponseBytes}
+	}
+	return res, err
+}
+
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+var errTooLarge = fmt.Errorf("the response is larger than %d MiB", maxResponseBytes>>20)
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// rowError is a row that cannot be regenerated: it is counted by Reason and left out.
+type rowError struct{ reason, detail string }
+
+func (e *rowError) Error() string { return e.reason + ": " + e.detail }
+
+// regenerate returns the record of one input row; an error stops the whole regeneration.
+func (c *client) regenerate(ctx context.Context, row dataset.Row, schema dataset.SchemaOptions) (*record, error) {
+	r := &record{}
+	var out any
+	s, err := dataset.ToSample(row, schema)
+	if err == nil {
+		switch s.Kind {
+		case dataset.Chat:
+			out, err = c.chat(ctx, s, r)
+		case dataset.Completion:
+			out, err = c.complete(ctx, s, schema, r)
+		default:
+			err = &rowError{"not a chat or prompt/completion row", "a text row has no prompt to answer"}
+		}
+	}
+	var rej *dataset.Rejection
+	var re *rowError
+	switch {
+	case errors.As(err, &rej):
+		r.Failed, r.Detail = "unreadable row: "+rej.Reason, rej.Error()
+		return r, nil
+	case errors.As(err, &re):
+		r.Failed, r.Detail = re.reason, row.Where+": "+re.detail
+		return r, nil
+	case err != nil:
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	r.Row = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return r, nil
+}
+
+// message is a turn of a regenerated conversation.
+type message struct {
+	Role             string `json:"role"`
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content,omitempty"`
+}
+
+// chat regenerates the assistant turns of a conversation, in order.
+func (c *client) chat(ctx context.Context, s *dataset.Sample, r *record) (any, error) {
+	if role, _ := s.Messages[0]["role"].(string); role == "assistant" {
+		return nil, &rowError{"starts with an assistant turn", "the conversation has no question to answer first"}
+	}
+	var conv []message
+	var params []openai.ChatCompletionMessageParamUnion
+	for i, m := range s.Messages {
+		role, _ := m["role"].(string)
+		content, _ := m["content"].(string)
+		switch role {
+		case "system":
+			conv = append(conv, message{Role: role, Content: content})
+			params = append(params, openai.SystemMessage(content))
+		case "assistant": // replaced by the answer to the user turn before it
+		case "user":
+			conv = append(conv, message{Role: role, Content: content})
+			params = append(params, openai.UserMessage(content))
+			req := openai.ChatCompletionNewParams{Model: c.o.Model, Messages: params, MaxTokens: openai.Int(int64(c.o.MaxTokens)),
+				Temperature: openai.Float(c.o.Temperature)}
+			if c.o.TopP > 0 {
+				req.TopP = openai.Float(c.o.TopP)
+			}
+			var resp *openai.ChatCompletion
+			err := c.retry(ctx, "chat/completions", func(ctx context.Context) (err error) {
+				resp, err = c.api.Chat.Completions.New(ctx, req)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			if len(resp.Choices) == 0 {
+				return nil, fmt.Errorf("%s/chat/completions: the answer has no choices: not an OpenAI chat completion", c.o.URL)
+			}
+			ch := resp.Choices[0]
+			answer := message{Role: "assistant", Content: ch.Message.Content, ReasoningContent: reasoning(ch.Message.JSON.ExtraFields)}
+			if err := c.account(r, ch.FinishReason, answer.Content+answer.ReasoningContent, resp.Usage, fmt.Sprintf("turn %d", i)); err != nil {
+				return nil, err
+			}
+			conv = append(conv, answer)
+			params = append(params, openai.AssistantMessage(answer.Content))
+		default:
+			return nil, &rowError{"unsupported role", fmt.Sprintf("turn %d has role %q (only system, user and assistant are regenerated)", i, role)}
+		}
+	}
+	if r.Answers == 0 {
+		return nil, &rowError{"no user turn", "the conversation has nothing to answer"}
+	}
+	return map[string]any{"messages": conv}, nil
+}
+
+// reasoning returns the reasoning an answer carries besides its content: SGLang's and vLLM's
+// reasoning_content, or the reasoning field of newer vLLM and ollama.
+func reasoning(extra map[string]respjson.Field) string {
+	for _, k := range []string{"reasoning_content", "reasoning"} {
+		var s string
+		if f, ok := extra[k]; ok && json.Unmarshal([]byte(f.Raw()), &s) == nil && s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// complete continues the prompt of a completion row.
+func (c *client) complete(ctx context.Context, s *dataset.Sample, schema dataset.SchemaOptions, r *record) (any, error) {
+	req := openai.CompletionNewParams{Model: openai.CompletionNewParamsModel(c.o.Model),
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String(s.Prompt)},
+		MaxTokens: openai.Int(int64(c.o.MaxTokens)), Temperature: openai.Float(c.o.Temperature)}
+	if c.o.TopP > 0 {
+		req.TopP = openai.Float(c.o.TopP)
+	}
+	var resp *openai.Completion
+	err := c.retry(ctx, "completions", func(ctx context.Context) (err error) {
+		resp, err = c.api.Completions.New(ctx, req)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Choices) == 0 {
+		return nil, fmt.Errorf("%s/completions: the answer has no choices: not an OpenAI completion", c.o.URL)
+	}
+	ch := resp.Choices[0]
+	if err := c.account(r, string(ch.FinishReason), ch.Text, resp.Usage, "the prompt"); err != nil {
+		return nil, err
+	}
+	pf, cf := schema.PromptField, schema.CompletionField
+	if pf == "" {
+		pf = "prompt"
+	}
+	if cf == "" {
+		cf = "completion"
+	}
+	return map[string]string{pf: s.Prompt, cf: ch.Text}, nil
+}
+
+// account counts one answer into r, or refuses it.
+func (c *client) account(r *record, finish, text string, u openai.CompletionUsage, what string) error {
+	switch {
+	case finish == "content_filter":
+		return &rowError{"content filter", "the server filtered its answer to " + what}
+	case strings.TrimSpace(text) == "":
+		return &rowError{"empty answer", "the server answered " + what + " with nothing"}
+	}
+	r.Answers++
+	if finish == "length" {
+		r.Capped++
+	}
+	r.PromptTokens += u.PromptTokens
+	r.CompletionTokens += u.CompletionTokens
+	return nil
+}
+
+// retry runs one request (to endpoint, for messages) until it succeeds, fails for good or runs out of
+// attempts: 408, 409, 429, 5xx, timeouts, lost connections and truncated answers are retried with
+// exponential backoff and jitter (or after the server's Retry-After); a 400-class answer other than those
+// is the row's failure; 401, 403, 404, malformed answers and exhausted retries are errors naming the URL.
+func (c *client) retry(ctx context.Context, endpoint string, do func(context.Context) error) error {
+	where := c.o.URL + "/" + endpoint
+	var last error
+	for attempt := range c.o.Attempts {
+		actx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+		err := do(actx)
+		timedOut := actx.Err() != nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("regenerate with %s: %w", where, context.Cause(ctx))
+		}
+		retry, wait, err := c.classify(where, err, timedOut)
+		if !retry {
+			return err
+		}
+		last = err
+		if attempt == c.o.Attempts-1 {
+			break
+		}
+		if wait < 0 {
+			wait = min(c.o.Backoff<<min(attempt, 20), c.o.MaxBackoff)
+			wait = wait/2 + rand.N(wait/2+1) // jitter, so that concurrent rows do not retry together
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("regenerate with %s: %w", where, context.Cause(ctx))
+		}
+	}
+	return fmt.Errorf("%s: gave up after %d attempts: %w", where, c.o.Attempts, last)
+}
+
+// classify says what to do about a failed attempt: retry after wait (< 0: the backoff), or return err (the
+// row's failure, a *rowError, or the regeneration's).
+func (c *client) classify(where string, err error, timedOut bool) (retry bool, wait time.Duration, _ error) {
+	var apiErr *openai.Error
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &apiErr):
+		status := apiErr.StatusCode
+		detail := fmt.Sprintf("HTTP %d %s", status, http.StatusText(status))
+		if apiErr.Message != "" {
+			detail += ": " + apiErr.Message
+		}
+		switch {
+		case status == http.StatusUnauthorized || status == http.StatusForbidden:
+			if c.o.APIKeyEnv == "" {
+				return false, 0, fmt.Errorf("%s: %s: the server wants an API key: name the environment variable holding it in data.regenerate.api_key_env", where, detail)
+			}
+			return false, 0, fmt.Errorf("%s: %s: the server refused the API key of $%s", where, detail, c.o.APIKeyEnv)
+		case status == http.StatusNotFound:
+			return false, 0, fmt.Errorf("%s: %s: is %s the API root (often ending in /v1), serving model %q?", where, detail, c.o.URL, c.o.Model)
+		case status == http.StatusRequestTimeout || status == http.StatusConflict || status == http.StatusTooManyRequests || status >= 500:
+			wait, ok := retryAfter(apiErr.Response)
+			if !ok {
+				wait = -1
+			} else if wait > maxRetryAfter {
+				return false, 0, fmt.Errorf("%s: %s: the server asks to retry in %s", where, detail, wait)
+			}
+			return true, wait, errors.New(detail)
+		}
+		return false, 0, &rowError{fmt.Sprintf("HTTP %d", status), detail}
+	case timedOut:
+		return true, -1, fmt.Errorf("no answer within %s (data.regenerate.timeout)", c.o.Timeout)
+	case errors.Is(err, errTooLarge):
+		return false, 0, fmt.Errorf("%s: %w", where, err)
+	case errors.As(err, &syntax) || errors.As(err, &typeErr):
+		return false, 0, fmt.Errorf("%s: the server's answer is malformed JSON, not an OpenAI response: %v", where, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return true, -1, fmt.Errorf("the answer was truncated (the connection closed before its end): %v", err)
+	}
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return true, -1, fmt.Errorf("cannot reach the server: %v", uerr.Err)
+	}
+	return false, 0, fmt.Errorf("%s: %w", where, err)
+}
+
+// retryAfter reads the wait a 429 or 503 asks for: Retry-After-Ms, or Retry-After in seconds or as a date.
+func retryAfter(res *http.Response) (time.Duration, bool) {
+	if res == nil {
+		return 0, false
+	}
+	if ms, err := strconv.ParseFloat(res.Header.Get("Retry-After-Ms"), 64); err == nil && ms >= 0 && ms < 1e12 {
+		return time.Duration(ms * float64(time.Millisecond)), true
+	}
+	v := res.Header.Get("Retry-After")
+	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 && s < 1e9 {
+		return time.Duration(s * float64(time.Second)), true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0), true
+	}
+	return 0, false
+}
