@@ -48,6 +48,9 @@ func prepareDataCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := pipeline.RegenerateFromServer(cmd.Context(), cfg, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
 			p, err := pipeline.PrepareData(cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -166,11 +166,14 @@ func PrepareVocab(cfg *config.Run, p *Data) (m *vocab.Mapping, targetVocab int, 
 	return m, targetVocab, path, err
 }
 
-// Regenerate lets the target write the training data when data.regenerate.from is set: the result is cached
-// by its inputs and its file is added to cfg.Data.Train. Cancelling ctx stops it with an error wrapping
-// ctx.Err().
+// Regenerate lets the target write the training data when data.regenerate.from is set (or the server of
+// data.regenerate.server: see RegenerateFromServer): the result is cached by its inputs and its file is
+// added to cfg.Data.Train. Cancelling ctx stops it with an error wrapping ctx.Err().
 func Regenerate(ctx context.Context, cfg *config.Run, target *model.Model, log io.Writer) error {
 	rc := cfg.Data.Regenerate
+	if rc.Server != "" {
+		return RegenerateFromServer(ctx, cfg, log)
+	}
 	if rc.From == "" {
 		return nil
 	}

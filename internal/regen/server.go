@@ -101,16 +101,18 @@ func (s *Summary) FailedRows() int {
 
 // FailureReasons lists "reason: count" by decreasing count.
 func (s *Summary) FailureReasons() []string {
-	var out []string
-	for r, c := range s.Failed {
-		out = append(out, fmt.Sprintf("%s: %d", r, c))
+	reasons := make([]string, 0, len(s.Failed))
+	for r := range s.Failed {
+		reasons = append(reasons, r)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		ci, _ := strconv.Atoi(out[i][strings.LastIndex(out[i], " ")+1:])
-		cj, _ := strconv.Atoi(out[j][strings.LastIndex(out[j], " ")+1:])
-		return ci > cj || ci == cj && out[i] < out[j]
+	sort.Slice(reasons, func(i, j int) bool {
+		ci, cj := s.Failed[reasons[i]], s.Failed[reasons[j]]
+		return ci > cj || ci == cj && reasons[i] < reasons[j]
 	})
-	return out
+	for i, r := range reasons {
+		reasons[i] = fmt.Sprintf("%s: %d", r, s.Failed[r])
+	}
+	return reasons
 }
 
 // APIRoot returns the API root of a server URL: a URL without a path gets /v1, where SGLang, vLLM,
