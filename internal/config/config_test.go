@@ -98,6 +98,10 @@ func TestValidateRefusesMeaninglessValues(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	regen := "data.regenerate.from=x.txt"
+	srv := "data.regenerate.server=http://localhost:30000/v1 data.regenerate.model=m"
+	if _, err := LoadRun("", append([]string{regen}, strings.Fields(srv)...)); err != nil {
+		t.Fatalf("a server regeneration with the defaults: %v", err)
+	}
 	for _, c := range []struct {
 		sets  []string
 		field string
@@ -114,9 +118,26 @@ func TestValidateRefusesMeaninglessValues(t *testing.T) {
 		{[]string{regen, "data.regenerate.temperature=-1"}, "data.regenerate.temperature"},
 		{[]string{regen, "data.regenerate.batch=0"}, "data.regenerate.batch"},
 		{[]string{regen, "data.regenerate.limit=-3"}, "data.regenerate.limit"},
+		{[]string{regen, srv, "data.regenerate.server=localhost:30000"}, "data.regenerate.server"},
+		{[]string{regen, srv, "data.regenerate.server=ftp://host/v1"}, "data.regenerate.server"},
+		{[]string{regen, srv, "data.regenerate.server=http:///v1"}, "data.regenerate.server"},
+		{[]string{srv}, "data.regenerate.from"},
+		{[]string{regen, "data.regenerate.server=http://localhost:30000/v1"}, "data.regenerate.model"},
+		{[]string{regen, srv, "data.regenerate.api_key_env=sk-proj-abc123"}, "data.regenerate.api_key_env"},
+		{[]string{regen, srv, "data.regenerate.concurrency=0"}, "data.regenerate.concurrency"},
+		{[]string{regen, srv, "data.regenerate.max_tokens=0"}, "data.regenerate.max_tokens"},
+		{[]string{regen, srv, "data.regenerate.top_p=1.5"}, "data.regenerate.top_p"},
+		{[]string{regen, srv, "data.regenerate.timeout=0"}, "data.regenerate.timeout"},
+		{[]string{regen, srv, "data.regenerate.timeout=.nan"}, "data.regenerate.timeout"},
 	} {
-		if _, err := LoadRun("", c.sets); err == nil || !strings.Contains(err.Error(), c.field) {
+		var sets []string
+		for _, s := range c.sets {
+			sets = append(sets, strings.Fields(s)...)
+		}
+		if _, err := LoadRun("", sets); err == nil || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%v: got %v, want an error naming %s", c.sets, err, c.field)
+		} else if strings.Contains(err.Error(), "sk-proj") {
+			t.Errorf("%v: the error %q shows what may be a key", c.sets, err)
 		}
 	}
 }

@@ -329,7 +329,7 @@ func (o ServerOptions) run(ctx context.Context, rows []dataset.Row, progress str
 	window := 4 * o.Concurrency
 	slots := make(chan struct{}, window)
 	jobs := make(chan int)
-	results := make(chan *record)
+	results := make(chan *record, window)
 	go func() {
 		defer close(jobs)
 		for i := len(*done); i < len(rows); i++ {
@@ -376,6 +376,19 @@ func (o ServerOptions) run(ctx context.Context, rows []dataset.Row, progress str
 		pending[r.I] = r
 		if writeErr {
 			continue // drain the workers
+		}
+		// Take the rows that finished during the last fsync too, so that one fsync covers them all.
+	drain:
+		for {
+			select {
+			case r, ok := <-results:
+				if !ok {
+					break drain
+				}
+				pending[r.I] = r
+			default:
+				break drain
+			}
 		}
 		buf.Reset()
 		var batch []*record
