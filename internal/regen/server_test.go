@@ -423,14 +423,21 @@ func TestServerResume(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "regen.jsonl")
 	ctx, cancel := context.WithCancel(context.Background())
-	o := fastOptions(p.URL())
-	o.Progress = func(done, total, failed int) {
-		if done == 3 {
-			cancel()
+	// The run is stopped while the server works on row 3.
+	p.fault = func(w http.ResponseWriter, r *http.Request, body map[string]any, n int) bool {
+		if lastUser(body) != "row3" {
+			return false
 		}
+		cancel()
+		<-r.Context().Done()
+		return true
 	}
+	o := fastOptions(p.URL())
 	if _, err := FromServer(ctx, in, out, o); !errors.Is(err, context.Canceled) {
 		t.Fatalf("stopped run: %v, want context.Canceled", err)
+	}
+	if n := strings.Count(readFile(t, progressPath(out)), "\n"); n != 3 {
+		t.Fatalf("the stopped run left %d rows, want 3", n)
 	}
 	f, err := os.OpenFile(progressPath(out), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -438,10 +445,10 @@ func TestServerResume(t *testing.T) {
 	}
 	f.WriteString(`{"i":3,"row":{"messages":[{"role":"user","con`)
 	f.Close()
+	p.fault = nil
 	p.mu.Lock()
 	p.bodies = nil
 	p.mu.Unlock()
-	o.Progress = nil
 	sum, err := FromServer(context.Background(), in, out, o)
 	if err != nil {
 		t.Fatal(err)
