@@ -1,5 +1,6 @@
-// Package regen builds training data the way SpecForge recommends: the target itself continues openings
-// taken from a corpus, so the draft learns from text the target would produce.
+// Package regen builds training data the way SpecForge recommends, so the draft learns from text the target
+// would produce: the target itself continues openings taken from a corpus (Write), or an OpenAI-compatible
+// server running it answers the conversations of a dataset (FromServer).
 package regen
 
 import (

@@ -183,7 +183,10 @@ func TestServerChatTurns(t *testing.T) {
 		t.Errorf("output:\n%s\nwant\n%s", g, wantOut)
 	}
 	wantSum := Summary{Server: p.URL(), Model: "m", Rows: 6, Regenerated: 3, Answers: 7, PromptTokens: 49, CompletionTokens: 21,
-		Failed: map[string]int{"starts with an assistant turn": 1, "unsupported role": 1, "unreadable row: empty text, completion or conversation": 1}}
+		Failed: map[string]int{"starts with an assistant turn": 1, "unsupported role": 1, "unreadable row: empty text, completion or conversation": 1},
+		FailedExamples: []string{in + ":2: starts with an assistant turn: the conversation has no question to answer first",
+			in + `:4: unsupported role: turn 1 has role "tool" (only system, user and assistant are regenerated)`,
+			in + `:5: empty text, completion or conversation: field "messages" is empty`}}
 	sum.Seconds = 0
 	if !reflect.DeepEqual(*sum, wantSum) {
 		t.Errorf("summary %+v, want %+v", *sum, wantSum)
@@ -240,6 +243,14 @@ func TestServerCompletion(t *testing.T) {
 	}
 	if !reflect.DeepEqual(p.auth[2:], []string{"Bearer k3y", "Bearer k3y"}) {
 		t.Errorf("Authorization headers %q, want the key", p.auth[2:])
+	}
+	o.Limit = 1
+	limited := filepath.Join(t.TempDir(), "regen.jsonl")
+	if sum, err := FromServer(context.Background(), in, limited, o); err != nil || sum.Rows != 1 {
+		t.Fatalf("limit 1: %v, %+v", err, sum)
+	}
+	if g, want := readFile(t, limited), `{"a":"Once upon continued","q":"Once upon"}`+"\n"; g != want {
+		t.Errorf("limit 1: %s, want %s", g, want)
 	}
 }
 
