@@ -42,6 +42,8 @@ type ServerOptions struct {
 	// up to MaxBackoff (0: DefaultMaxBackoff), with jitter, or what the server's Retry-After asks.
 	Attempts            int
 	Backoff, MaxBackoff time.Duration
+	// MaxResponseBytes bounds one response body (0: DefaultMaxResponseBytes).
+	MaxResponseBytes int64
 	// Limit caps the number of input rows (0: all).
 	Limit int
 	// Schema says how the input rows are read; the output rows use its prompt and completion fields.
@@ -59,8 +61,8 @@ const (
 	DefaultMaxBackoff = 30 * time.Second
 	// maxRetryAfter is the longest Retry-After honoured: a server that asks for more is down, not busy.
 	maxRetryAfter = 5 * time.Minute
-	// maxResponseBytes bounds one response body: an answer of 1M tokens is a few MB of JSON.
-	maxResponseBytes = 64 << 20
+	// DefaultMaxResponseBytes: an answer of 1M tokens is a few MB of JSON.
+	DefaultMaxResponseBytes = 64 << 20
 	// maxFailureExamples bounds Summary.FailedExamples.
 	maxFailureExamples = 100
 )
@@ -274,6 +276,9 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = DefaultMaxBackoff
+	}
+	if o.MaxResponseBytes <= 0 {
+		o.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	return o
 }

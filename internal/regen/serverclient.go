@@ -35,25 +35,23 @@ func newClient(o ServerOptions) *client {
 		option.WithAPIKey(o.APIKey), // also clears an OPENAI_API_KEY of the environment: only api_key_env counts
 		option.WithHTTPClient(&http.Client{Transport: tr}),
 		option.WithMaxRetries(0), // retries are ours: the SDK does not retry a timed-out attempt
-		option.WithMiddleware(limitBody),
+		option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			res, err := next(req)
+			if res != nil && res.Body != nil {
+				res.Body = &limitedBody{rc: res.Body, left: o.MaxResponseBytes}
+			}
+			return res, err
+		}),
 	)}
 }
 
-// limitBody bounds the response body a server may send.
-func limitBody(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
-	res, err := next(req)
-	if res != nil && res.Body != nil {
-		res.Body = &limitedBody{rc: res.Body, left: maxResponseBytes}
-	}
-	return res, err
-}
-
+// limitedBody fails a read past the bound on what a server may send.
 type limitedBody struct {
 	rc   io.ReadCloser
 	left int64
 }
 
-var errTooLarge = fmt.Errorf("the response is larger than %d MiB", maxResponseBytes>>20)
+var errTooLarge = errors.New("the answer is too large")
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
@@ -304,7 +302,7 @@ func (c *client) classify(where string, err error, timedOut bool) (retry bool, w
 	case timedOut:
 		return true, -1, fmt.Errorf("no answer within %s (data.regenerate.timeout)", c.o.Timeout)
 	case errors.Is(err, errTooLarge):
-		return false, 0, fmt.Errorf("%s: %w", where, err)
+		return false, 0, fmt.Errorf("%s: the answer is larger than %d bytes", where, c.o.MaxResponseBytes)
 	case errors.As(err, &syntax) || errors.As(err, &typeErr):
 		return false, 0, fmt.Errorf("%s: the server's answer is malformed JSON, not an OpenAI response: %v", where, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
