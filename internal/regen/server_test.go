@@ -136,7 +136,7 @@ func fastOptions(url string) ServerOptions {
 func TestServerChatTurns(t *testing.T) {
 	p := newPeer(t)
 	in := writeInput(t,
-		`{"conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "hi"}, {"from": "gpt", "value": "old 1"}, {"from": "human", "value": "more"}, {"from": "gpt", "value": "old 2"}]}`,
+		`{"id": "r0", "conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "hi"}, {"from": "gpt", "value": "old 1"}, {"from": "human", "value": "more"}, {"from": "gpt", "value": "old 2"}]}`,
 		`{"messages": [{"role": "assistant", "content": "I start"}, {"role": "user", "content": "q"}]}`,
 		`{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}`,
 		`{"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]}`,
@@ -175,7 +175,7 @@ func TestServerChatTurns(t *testing.T) {
 			t.Errorf("request %d:\n%s\nwant\n%s", i, asJSON(got[i]), want[i])
 		}
 	}
-	wantOut := `{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"},{"role":"assistant","content":"re:hi#2"},{"role":"user","content":"more"},{"role":"assistant","content":"re:more#4"}]}
+	wantOut := `{"id":"r0","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"},{"role":"assistant","content":"re:hi#2"},{"role":"user","content":"more"},{"role":"assistant","content":"re:more#4"}]}
 {"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"re:a#1"},{"role":"user","content":"b"},{"role":"assistant","content":"re:b#3"}]}
 {"messages":[{"role":"user","content":"think twice"},{"role":"assistant","content":"re:think twice#1","reasoning_content":"because think twice"},{"role":"user","content":"so?"},{"role":"assistant","content":"re:so?#3"}]}
 `
@@ -210,7 +210,7 @@ func TestServerChatTurns(t *testing.T) {
 func TestServerCompletion(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "ambient")
 	p := newPeer(t)
-	in := writeInput(t, `{"q": "Once upon", "a": "old"}`, `{"q": "The cat", "a": "old"}`)
+	in := writeInput(t, `{"q": "Once upon", "a": "old", "source": "tinystories"}`, `{"q": "The cat", "a": "old"}`)
 	out := filepath.Join(t.TempDir(), "regen.jsonl")
 	o := fastOptions(p.URL())
 	o.Temperature, o.TopP = 0.5, 0.9
@@ -225,7 +225,7 @@ func TestServerCompletion(t *testing.T) {
 			t.Errorf("request %d: %s, want %s", i, g, want)
 		}
 	}
-	want := `{"a":"Once upon continued","q":"Once upon"}
+	want := `{"a":"Once upon continued","q":"Once upon","source":"tinystories"}
 {"a":"The cat continued","q":"The cat"}
 `
 	if g := readFile(t, out); g != want {
@@ -249,7 +249,7 @@ func TestServerCompletion(t *testing.T) {
 	if sum, err := FromServer(context.Background(), in, limited, o); err != nil || sum.Rows != 1 {
 		t.Fatalf("limit 1: %v, %+v", err, sum)
 	}
-	if g, want := readFile(t, limited), `{"a":"Once upon continued","q":"Once upon"}`+"\n"; g != want {
+	if g, want := readFile(t, limited), `{"a":"Once upon continued","q":"Once upon","source":"tinystories"}`+"\n"; g != want {
 		t.Errorf("limit 1: %s, want %s", g, want)
 	}
 }

@@ -72,17 +72,34 @@ type rowError struct{ reason, detail string }
 
 func (e *rowError) Error() string { return e.reason + ": " + e.detail }
 
-// regenerate returns the record of one input row; an error stops the whole regeneration.
+// regenerate returns the record of one input row; an error stops the whole regeneration. The row's other
+// fields (an id, metadata) are kept, as SpecForge keeps them.
 func (c *client) regenerate(ctx context.Context, row dataset.Row, schema dataset.SchemaOptions) (*record, error) {
 	r := &record{}
-	var out any
+	out := map[string]any{}
+	for k, v := range row.Fields {
+		out[k] = v
+	}
 	s, err := dataset.ToSample(row, schema)
 	if err == nil {
 		switch s.Kind {
 		case dataset.Chat:
-			out, err = c.chat(ctx, s, r)
+			var conv []message
+			if conv, err = c.chat(ctx, s, r); err == nil {
+				for _, k := range []string{"conversations", "messages", "question", "answer"} {
+					delete(out, k)
+				}
+				out["messages"] = conv
+			}
 		case dataset.Completion:
-			out, err = c.complete(ctx, s, schema, r)
+			var text string
+			if text, err = c.complete(ctx, s, r); err == nil {
+				cf := schema.CompletionField
+				if cf == "" {
+					cf = "completion"
+				}
+				out[cf] = text
+			}
 		default:
 			err = &rowError{"not a chat or prompt/completion row", "a text row has no prompt to answer"}
 		}
@@ -117,7 +134,7 @@ type message struct {
 }
 
 // chat regenerates the assistant turns of a conversation, in order.
-func (c *client) chat(ctx context.Context, s *dataset.Sample, r *record) (any, error) {
+func (c *client) chat(ctx context.Context, s *dataset.Sample, r *record) ([]message, error) {
 	if role, _ := s.Messages[0]["role"].(string); role == "assistant" {
 		return nil, &rowError{"starts with an assistant turn", "the conversation has no question to answer first"}
 	}
@@ -164,7 +181,7 @@ func (c *client) chat(ctx context.Context, s *dataset.Sample, r *record) (any, e
 	if r.Answers == 0 {
 		return nil, &rowError{"no user turn", "the conversation has nothing to answer"}
 	}
-	return map[string]any{"messages": conv}, nil
+	return conv, nil
 }
 
 // reasoning returns the reasoning an answer carries besides its content: SGLang's and vLLM's
@@ -180,7 +197,7 @@ func reasoning(extra map[string]respjson.Field) string {
 }
 
 // complete continues the prompt of a completion row.
-func (c *client) complete(ctx context.Context, s *dataset.Sample, schema dataset.SchemaOptions, r *record) (any, error) {
+func (c *client) complete(ctx context.Context, s *dataset.Sample, r *record) (string, error) {
 	req := openai.CompletionNewParams{Model: openai.CompletionNewParamsModel(c.o.Model),
 		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String(s.Prompt)},
 		MaxTokens: openai.Int(int64(c.o.MaxTokens)), Temperature: openai.Float(c.o.Temperature)}
@@ -193,23 +210,16 @@ func (c *client) complete(ctx context.Context, s *dataset.Sample, schema dataset
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if len(resp.Choices) == 0 {
-		return nil, fmt.Errorf("%s/completions: the answer has no choices: not an OpenAI completion", c.o.URL)
+		return "", fmt.Errorf("%s/completions: the answer has no choices: not an OpenAI completion", c.o.URL)
 	}
 	ch := resp.Choices[0]
 	if err := c.account(r, string(ch.FinishReason), ch.Text, resp.Usage, "the prompt"); err != nil {
-		return nil, err
+		return "", err
 	}
-	pf, cf := schema.PromptField, schema.CompletionField
-	if pf == "" {
-		pf = "prompt"
-	}
-	if cf == "" {
-		cf = "completion"
-	}
-	return map[string]string{pf: s.Prompt, cf: ch.Text}, nil
+	return ch.Text, nil
 }
 
 // account counts one answer into r, or refuses it.
