@@ -159,7 +159,8 @@ func moeTrainArgs(t *testing.T, target, out string, regenerate bool) []string {
 		"--set", "data.cache_dir=" + filepath.Join(out, "cache"), "--set", "train.output_dir=" + filepath.Join(out, "run"),
 		"--set", "data.max_length=64", "--set", "data.eval_fraction=0.25",
 		"--set", "train.max_steps=6", "--set", "train.batch_size=4", "--set", "train.eval_interval=3",
-		"--set", "train.eval_acceptance_prompts=3", "--set", "train.eval_acceptance_tokens=24"}
+		"--set", "train.eval_acceptance_prompts=3", "--set", "train.eval_acceptance_tokens=24",
+		"--set", "draft.aux_layers=[]"} // the target's default layers, not the ones the config picks for stories260K
 	if regenerate {
 		return append(args, "--set", "data.regenerate.from="+goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"),
 			"--set", "data.regenerate.limit=24", "--set", "data.regenerate.max_new_tokens=24")
