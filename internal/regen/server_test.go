@@ -72,6 +72,9 @@ func (p *peer) serve(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(last, "think") {
 			msg["reasoning_content"] = "because " + last
 		}
+		if last == "think forever" { // cut at max_tokens inside its reasoning
+			msg["content"] = ""
+		}
 		json.NewEncoder(w).Encode(map[string]any{"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
 			"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}}, "usage": usage})
 	case "/v1/completions":
@@ -142,6 +145,7 @@ func TestServerChatTurns(t *testing.T) {
 		`{"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]}`,
 		`{"messages": []}`,
 		`{"messages": [{"role": "user", "content": "think twice"}, {"role": "assistant", "content": "old", "reasoning_content": "old thoughts"}, {"role": "user", "content": "so?"}]}`,
+		`{"messages": [{"role": "user", "content": "think forever"}]}`,
 	)
 	out := filepath.Join(t.TempDir(), "regen.jsonl")
 	sum, err := FromServer(context.Background(), in, out, fastOptions(p.URL()))
@@ -165,6 +169,7 @@ func TestServerChatTurns(t *testing.T) {
 		req(msgs("user", "think twice")),
 		// The reasoning of an earlier answer is not sent back, as in SpecForge.
 		req(msgs("user", "think twice", "assistant", "re:think twice#1", "user", "so?")),
+		req(msgs("user", "think forever")),
 	}
 	got := p.requests()
 	if len(got) != len(want) {
@@ -182,11 +187,12 @@ func TestServerChatTurns(t *testing.T) {
 	if g := readFile(t, out); g != wantOut {
 		t.Errorf("output:\n%s\nwant\n%s", g, wantOut)
 	}
-	wantSum := Summary{Server: p.URL(), Model: "m", Rows: 6, Regenerated: 3, Answers: 7, PromptTokens: 49, CompletionTokens: 21,
-		Failed: map[string]int{"starts with an assistant turn": 1, "unsupported role": 1, "unreadable row: empty text, completion or conversation": 1},
+	wantSum := Summary{Server: p.URL(), Model: "m", Rows: 7, Regenerated: 3, Answers: 7, PromptTokens: 49, CompletionTokens: 21,
+		Failed: map[string]int{"starts with an assistant turn": 1, "unsupported role": 1, "unreadable row: empty text, completion or conversation": 1, "empty answer": 1},
 		FailedExamples: []string{in + ":2: starts with an assistant turn: the conversation has no question to answer first",
 			in + `:4: unsupported role: turn 1 has role "tool" (only system, user and assistant are regenerated)`,
-			in + `:5: empty text, completion or conversation: field "messages" is empty`}}
+			in + `:5: empty text, completion or conversation: field "messages" is empty`,
+			in + ":7: empty answer: the server answered turn 0 with nothing"}}
 	sum.Seconds = 0
 	if !reflect.DeepEqual(*sum, wantSum) {
 		t.Errorf("summary %+v, want %+v", *sum, wantSum)

@@ -169,7 +169,8 @@ func (c *client) chat(ctx context.Context, s *dataset.Sample, r *record) ([]mess
 			}
 			ch := resp.Choices[0]
 			answer := message{Role: "assistant", Content: ch.Message.Content, ReasoningContent: reasoning(ch.Message.JSON.ExtraFields)}
-			if err := c.account(r, ch.FinishReason, answer.Content+answer.ReasoningContent, resp.Usage, fmt.Sprintf("turn %d", i)); err != nil {
+			// An answer cut inside its reasoning has no content to train on: it counts as empty.
+			if err := c.account(r, ch.FinishReason, answer.Content, resp.Usage, fmt.Sprintf("turn %d", i)); err != nil {
 				return nil, err
 			}
 			conv = append(conv, answer)
