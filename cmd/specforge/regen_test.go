@@ -16,7 +16,8 @@ import (
 )
 
 // chatPeer is an OpenAI-compatible test server that answers each chat request, after delay, with "re:" and
-// its last turn, and records the last turns it was asked, in order. It wants the bearer key "k".
+// its last turn (a completion request with " and they played all day."), and records the
+// last turns (prompts) it was asked, in order. It wants the bearer key "k".
 type chatPeer struct {
 	*httptest.Server
 	mu    sync.Mutex
@@ -26,21 +27,33 @@ type chatPeer struct {
 func newChatPeer(t *testing.T, delay time.Duration) *chatPeer {
 	p := &chatPeer{}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/chat/completions" || r.Header.Get("Authorization") != "Bearer k" {
+		chat := r.URL.Path == "/v1/chat/completions"
+		if !chat && r.URL.Path != "/v1/completions" || r.Header.Get("Authorization") != "Bearer k" {
 			http.Error(w, r.URL.Path, http.StatusNotFound)
 			return
 		}
-		var body struct{ Messages []struct{ Content string } }
+		var body struct {
+			Messages []struct{ Content string }
+			Prompt   string
+		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		last := body.Messages[len(body.Messages)-1].Content
+		last := body.Prompt
+		if chat {
+			last = body.Messages[len(body.Messages)-1].Content
+		}
 		p.mu.Lock()
 		p.asked = append(p.asked, last)
 		p.mu.Unlock()
 		time.Sleep(delay)
 		w.Header().Set("Content-Type", "application/json")
+		if !chat {
+			json.NewEncoder(w).Encode(map[string]any{"id": "1", "object": "text_completion", "model": "m",
+				"choices": []any{map[string]any{"index": 0, "finish_reason": "stop", "text": " and they played all day."}}})
+			return
+		}
 		json.NewEncoder(w).Encode(map[string]any{"id": "1", "object": "chat.completion", "model": "m",
 			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop", "message": map[string]any{"role": "assistant", "content": "re:" + last}}}})
 	}))
@@ -173,5 +186,47 @@ func TestKilledServerRegenerationResumes(t *testing.T) {
 	}
 	if _, err := os.Stat(progress); !os.IsNotExist(err) {
 		t.Errorf("the progress file is left: %v", err)
+	}
+}
+
+// TestTrainOnServerRegeneration trains the tiny stories260K run on prompt/completion rows whose completions
+// a server wrote: train regenerates them first, with the target loaded beside it.
+func TestTrainOnServerRegeneration(t *testing.T) {
+	p := newChatPeer(t, 0)
+	var lines []string
+	for i := range 24 {
+		lines = append(lines, fmt.Sprintf(`{"prompt": "Once upon a time, %d little cats", "completion": "old"}`, i))
+	}
+	in := filepath.Join(t.TempDir(), "prompts.jsonl")
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	t.Setenv("SPECFORGE_TEST_REGEN_KEY", "k")
+	out := t.TempDir()
+	args := tinyTrainArgs(t, out)
+	for i, a := range args {
+		if strings.HasPrefix(a, "data.regenerate.from=") {
+			args[i] = "data.regenerate.from=" + in
+		}
+	}
+	args = append(args, "--set", "data.regenerate.server="+p.URL, "--set", "data.regenerate.model=m",
+		"--set", "data.regenerate.api_key_env=SPECFORGE_TEST_REGEN_KEY", "--set", "data.regenerate.max_tokens=32")
+	stdout, err := run(args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	for _, want := range []string{"regenerated 24 of 24 rows", "draft: "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if n := len(p.askedSoFar()); n != 24 {
+		t.Errorf("%d requests, want 24", n)
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "cache", "regenerated_server_*.jsonl"))
+	if len(files) != 1 {
+		t.Fatalf("regenerated files %v", files)
+	}
+	raw, _ := os.ReadFile(files[0])
+	if first := strings.SplitN(string(raw), "\n", 2)[0]; first != `{"completion":" and they played all day.","prompt":"Once upon a time, 0 little cats"}` {
+		t.Errorf("first regenerated row %s", first)
 	}
 }
