@@ -135,7 +135,7 @@ func fastOptions(url string) ServerOptions {
 
 // TestServerChatTurns regenerates ShareGPT and OpenAI-messages conversations turn by turn: each request
 // holds the system and user turns with the earlier turns' new answers, and the rows that cannot be
-// regenerated are counted by reason.
+// regenerated (a 400 among them, not retried) are counted by reason.
 func TestServerChatTurns(t *testing.T) {
 	p := newPeer(t)
 	in := writeInput(t,
@@ -146,7 +146,18 @@ func TestServerChatTurns(t *testing.T) {
 		`{"messages": []}`,
 		`{"messages": [{"role": "user", "content": "think twice"}, {"role": "assistant", "content": "old", "reasoning_content": "old thoughts"}, {"role": "user", "content": "so?"}]}`,
 		`{"messages": [{"role": "user", "content": "think forever"}]}`,
+		`{"messages": [{"role": "user", "content": "too long"}]}`,
 	)
+	// A 400 is the row's failure, not retried.
+	p.fault = func(w http.ResponseWriter, r *http.Request, body map[string]any, n int) bool {
+		if lastUser(body) != "too long" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"error": {"message": "context length exceeded", "type": "invalid_request_error"}}`)
+		return true
+	}
 	out := filepath.Join(t.TempDir(), "regen.jsonl")
 	sum, err := FromServer(context.Background(), in, out, fastOptions(p.URL()))
 	if err != nil {
@@ -170,6 +181,7 @@ func TestServerChatTurns(t *testing.T) {
 		// The reasoning of an earlier answer is not sent back, as in SpecForge.
 		req(msgs("user", "think twice", "assistant", "re:think twice#1", "user", "so?")),
 		req(msgs("user", "think forever")),
+		req(msgs("user", "too long")),
 	}
 	got := p.requests()
 	if len(got) != len(want) {
@@ -187,12 +199,13 @@ func TestServerChatTurns(t *testing.T) {
 	if g := readFile(t, out); g != wantOut {
 		t.Errorf("output:\n%s\nwant\n%s", g, wantOut)
 	}
-	wantSum := Summary{Server: p.URL(), Model: "m", Rows: 7, Regenerated: 3, Answers: 7, PromptTokens: 49, CompletionTokens: 21,
-		Failed: map[string]int{"starts with an assistant turn": 1, "unsupported role": 1, "unreadable row: empty text, completion or conversation": 1, "empty answer": 1},
+	wantSum := Summary{Server: p.URL(), Model: "m", Rows: 8, Regenerated: 3, Answers: 7, PromptTokens: 49, CompletionTokens: 21,
+		Failed: map[string]int{"starts with an assistant turn": 1, "unsupported role": 1, "unreadable row: empty text, completion or conversation": 1, "empty answer": 1, "HTTP 400": 1},
 		FailedExamples: []string{in + ":2: starts with an assistant turn: the conversation has no question to answer first",
 			in + `:4: unsupported role: turn 1 has role "tool" (only system, user and assistant are regenerated)`,
 			in + `:5: empty text, completion or conversation: field "messages" is empty`,
-			in + ":7: empty answer: the server answered turn 0 with nothing"}}
+			in + ":7: empty answer: the server answered turn 0 with nothing",
+			in + ":8: HTTP 400: HTTP 400 Bad Request: context length exceeded"}}
 	sum.Seconds = 0
 	if !reflect.DeepEqual(*sum, wantSum) {
 		t.Errorf("summary %+v, want %+v", *sum, wantSum)
