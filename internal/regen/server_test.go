@@ -441,8 +441,9 @@ func TestServerErrors(t *testing.T) {
 }
 
 // TestServerResume: a regeneration stopped after three rows, with a torn line at the end of its progress
-// file as a kill leaves it, resumes after them: the rows done are not asked again, and the output is the
-// bytes of an uninterrupted run, no row twice.
+// file as a kill leaves it, resumes after them and cuts the torn line off (a second stop leaves only whole
+// rows); the rows done are never asked again, and the output is the bytes of an uninterrupted run, no row
+// twice.
 func TestServerResume(t *testing.T) {
 	p := newPeer(t)
 	var lines []string
@@ -455,24 +456,47 @@ func TestServerResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := readFile(t, whole)
-
-	out := filepath.Join(t.TempDir(), "regen.jsonl")
-	ctx, cancel := context.WithCancel(context.Background())
-	// The run is stopped while the server works on row 3.
-	p.fault = func(w http.ResponseWriter, r *http.Request, body map[string]any, n int) bool {
-		if lastUser(body) != "row3" {
-			return false
-		}
-		cancel()
-		<-r.Context().Done()
-		return true
-	}
 	o := fastOptions(p.URL())
-	if _, err := FromServer(ctx, in, out, o); !errors.Is(err, context.Canceled) {
-		t.Fatalf("stopped run: %v, want context.Canceled", err)
+	out := filepath.Join(t.TempDir(), "regen.jsonl")
+	// stopAt runs the regeneration until the server works on the row whose first turn is row, and returns
+	// the rows it asked for and the progress file it left.
+	stopAt := func(row string) ([]string, string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p.fault = func(w http.ResponseWriter, r *http.Request, body map[string]any, n int) bool {
+			if lastUser(body) != row {
+				return false
+			}
+			cancel()
+			<-r.Context().Done()
+			return true
+		}
+		before := len(p.requests())
+		if _, err := FromServer(ctx, in, out, o); !errors.Is(err, context.Canceled) {
+			t.Fatalf("run stopped at %s: %v, want context.Canceled", row, err)
+		}
+		var asked []string
+		for _, b := range p.requests()[before:] {
+			asked = append(asked, lastUser(b))
+		}
+		return asked, readFile(t, progressPath(out))
 	}
-	if n := strings.Count(readFile(t, progressPath(out)), "\n"); n != 3 {
-		t.Fatalf("the stopped run left %d rows, want 3", n)
+	firstRows := func(progress string) (rows []int) {
+		if !strings.HasSuffix(progress, "\n") {
+			t.Fatalf("the progress file ends in a torn line: %q", progress)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(progress, "\n"), "\n") {
+			var r record
+			if json.Unmarshal([]byte(line), &r) != nil {
+				t.Fatalf("progress line %q is not a whole record", line)
+			}
+			rows = append(rows, r.I)
+		}
+		return rows
+	}
+	asked, progress := stopAt("row3")
+	if !reflect.DeepEqual(asked, []string{"row0", "again 0", "row1", "again 1", "row2", "again 2", "row3"}) || !reflect.DeepEqual(firstRows(progress), []int{0, 1, 2}) {
+		t.Fatalf("the first run asked %v and left rows %v, want rows 0 to 2", asked, firstRows(progress))
 	}
 	f, err := os.OpenFile(progressPath(out), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -480,10 +504,12 @@ func TestServerResume(t *testing.T) {
 	}
 	f.WriteString(`{"i":3,"row":{"messages":[{"role":"user","con`)
 	f.Close()
+	asked, progress = stopAt("row5")
+	if !reflect.DeepEqual(asked, []string{"row3", "again 3", "row4", "again 4", "row5"}) || !reflect.DeepEqual(firstRows(progress), []int{0, 1, 2, 3, 4}) {
+		t.Fatalf("the second run asked %v and left rows %v, want rows 0 to 4", asked, firstRows(progress))
+	}
 	p.fault = nil
-	p.mu.Lock()
-	p.bodies = nil
-	p.mu.Unlock()
+	before := len(p.requests())
 	sum, err := FromServer(context.Background(), in, out, o)
 	if err != nil {
 		t.Fatal(err)
@@ -491,15 +517,15 @@ func TestServerResume(t *testing.T) {
 	if g := readFile(t, out); g != want {
 		t.Errorf("resumed output:\n%s\nwant\n%s", g, want)
 	}
-	var asked []string
-	for _, b := range p.requests() {
+	asked = nil
+	for _, b := range p.requests()[before:] {
 		asked = append(asked, lastUser(b))
 	}
-	if wantAsked := []string{"row3", "again 3", "row4", "again 4", "row5", "again 5"}; !reflect.DeepEqual(asked, wantAsked) {
-		t.Errorf("resumed run asked %v, want %v", asked, wantAsked)
+	if !reflect.DeepEqual(asked, []string{"row5", "again 5"}) {
+		t.Errorf("the last run asked %v, want row 5 only", asked)
 	}
-	if sum.Resumed != 3 || sum.Regenerated != 6 || sum.Answers != 12 {
-		t.Errorf("summary %+v, want 3 resumed, 6 regenerated, 12 answers", sum)
+	if sum.Resumed != 5 || sum.Regenerated != 6 || sum.Answers != 12 {
+		t.Errorf("summary %+v, want 5 resumed, 6 regenerated, 12 answers", sum)
 	}
 }
 
