@@ -560,3 +560,57 @@ func TestServerConcurrentOrder(t *testing.T) {
 		t.Errorf("at most %d requests in flight, want 2..8", m)
 	}
 }
+
+func TestAPIRoot(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"http://localhost:30000", "http://localhost:30000/v1"},
+		{"http://localhost:30000/", "http://localhost:30000/v1"},
+		{"http://localhost:8080/v1/", "http://localhost:8080/v1"},
+		{"https://api.example.com/openai/v1", "https://api.example.com/openai/v1"},
+	} {
+		if got := APIRoot(c.in); got != c.want {
+			t.Errorf("APIRoot(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestServerKey: the cache key follows what is asked (input, server, model, sampling, schema), not how
+// (key, concurrency, retries).
+func TestServerKey(t *testing.T) {
+	in := writeInput(t, `{"prompt": "a", "completion": "b"}`)
+	base := ServerOptions{URL: "http://h:1", Model: "m", MaxTokens: 8, Temperature: 0.5}
+	key := func(o ServerOptions) string {
+		k, err := ServerKey(in, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	k0 := key(base)
+	for _, c := range []struct {
+		name string
+		edit func(*ServerOptions)
+		same bool
+	}{
+		{"the API root spelt out", func(o *ServerOptions) { o.URL = "http://h:1/v1" }, true},
+		{"the key", func(o *ServerOptions) { o.APIKey, o.APIKeyEnv = "k", "K" }, true},
+		{"the concurrency and retries", func(o *ServerOptions) { o.Concurrency, o.Attempts, o.Timeout = 9, 2, time.Second }, true},
+		{"the model", func(o *ServerOptions) { o.Model = "n" }, false},
+		{"the server", func(o *ServerOptions) { o.URL = "http://h:2" }, false},
+		{"max_tokens", func(o *ServerOptions) { o.MaxTokens = 9 }, false},
+		{"temperature", func(o *ServerOptions) { o.Temperature = 0.6 }, false},
+		{"top_p", func(o *ServerOptions) { o.TopP = 0.9 }, false},
+		{"limit", func(o *ServerOptions) { o.Limit = 1 }, false},
+		{"the completion field", func(o *ServerOptions) { o.Schema.CompletionField = "c" }, false},
+	} {
+		o := base
+		c.edit(&o)
+		if same := key(o) == k0; same != c.same {
+			t.Errorf("%s: same key %v, want %v", c.name, same, c.same)
+		}
+	}
+	other := writeInput(t, `{"prompt": "a", "completion": "c"}`)
+	if k, _ := ServerKey(other, base); k == k0 {
+		t.Error("the key ignores the input's bytes")
+	}
+}
