@@ -111,7 +111,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *api
 			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
 				Message: fmt.Sprintf("the request body is larger than %d bytes", limit)}
 		case errors.As(err, &typ):
-			return badRequest(typ.Field, "%s: expected %s, got a JSON %s", typ.Field, typ.Type, typ.Value)
+			// The field path names the embedded struct of the shared fields, which is no part of the JSON.
+			field := strings.TrimPrefix(typ.Field, "commonRequest.")
+			return badRequest(field, "%s: expected %s, got a JSON %s", field, typ.Type, typ.Value)
 		case errors.As(err, &syntax):
 			return badRequest("", "the request body is not valid JSON: %v (at byte %d)", err, syntax.Offset)
 		}
