@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -194,5 +195,25 @@ func TestShutdown(t *testing.T) {
 	if resp, err := http.Post(url, "application/json", strings.NewReader(`{"prompt": "Once"}`)); err == nil {
 		resp.Body.Close()
 		t.Errorf("answered %d after shutdown", resp.StatusCode)
+	}
+}
+
+// TestRunCancelled cancels a request's context while it decodes (as a client that disconnects, or the end
+// of the shutdown grace, does): the worker's generation stops at its next step with the context's error.
+func TestRunCancelled(t *testing.T) {
+	s := newTestServer(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	produced := 0
+	j := &job{ctx: ctx, prompt: []int32{1}, params: genParams{maxTokens: 50}, onTokens: func(tokens []int32) bool {
+		produced += len(tokens)
+		if produced >= 3 {
+			cancel()
+		}
+		return true
+	}}
+	res := s.run(j)
+	if !errors.Is(res.err, context.Canceled) || produced != 3 {
+		t.Errorf("after cancelling at 3 tokens: %d produced, error %v", produced, res.err)
 	}
 }
