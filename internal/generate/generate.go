@@ -15,6 +15,9 @@ type Options struct {
 	Sampling     SamplingParams
 	// StopIDs end generation when produced (the token is kept in the output).
 	StopIDs []int
+	// OnToken, when set, is handed each token as it is produced, so a server can stream it; returning false
+	// ends the generation there (a stop string was found in the text).
+	OnToken func(token int32) bool
 }
 
 // Result of a generation with timings.
@@ -61,7 +64,7 @@ func Generate(ctx context.Context, m *model.Model, prompt []int32, opt Options) 
 			start = time.Now()
 		}
 		res.Tokens = append(res.Tokens, next)
-		if slices.Contains(opt.StopIDs, int(next)) {
+		if slices.Contains(opt.StopIDs, int(next)) || opt.OnToken != nil && !opt.OnToken(next) {
 			break
 		}
 		ids = res.Tokens[len(res.Tokens)-1:]

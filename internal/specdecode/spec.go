@@ -31,6 +31,10 @@ type Options struct {
 	MaxNewTokens int
 	Sampling     generate.SamplingParams
 	StopIDs      []int
+	// OnTokens, when set, is handed the tokens of each round as they are produced, cut as the result is
+	// (after a stop token, at the budget), so a server can stream them; returning false ends the generation
+	// after that round (a stop string was found in the text).
+	OnTokens func(tokens []int32) bool
 }
 
 // Validate rejects settings without meaning.
@@ -121,6 +125,7 @@ type state struct {
 	stats   *Stats
 	verify  model.Output // reused by every verification
 	stopped bool         // a stop token has been produced
+	handed  int          // tokens of out handed to OnTokens
 }
 
 // Generate continues prompt speculatively. Cancelling ctx stops it before the next drafting round with an
@@ -151,6 +156,7 @@ func (d *Decoder) Generate(ctx context.Context, prompt []int32, o Options) ([]in
 	st.emit(st.next)
 	ids := append(slices.Clone(prompt[1:]), st.next)
 	st.extend(ids, res.Aux)
+	st.hand()
 	for !st.done() {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, fmt.Errorf("speculative decoding interrupted after %d tokens: %w", len(st.out), err)
@@ -163,6 +169,7 @@ func (d *Decoder) Generate(ctx context.Context, prompt []int32, o Options) ([]in
 		if err != nil {
 			return nil, nil, err
 		}
+		st.hand()
 	}
 	st.finish()
 	st.stats.Elapsed = time.Since(start)
@@ -193,6 +200,27 @@ func (st *state) emit(tokens ...int32) {
 }
 
 func (st *state) done() bool { return st.stopped || len(st.out) >= st.o.MaxNewTokens }
+
+// hand gives OnTokens the tokens produced since its last call, cut after a stop token and at the budget.
+func (st *state) hand() {
+	if st.o.OnTokens == nil {
+		return
+	}
+	end := min(len(st.out), st.o.MaxNewTokens)
+	for i := st.handed; i < end; i++ {
+		if slices.Contains(st.o.StopIDs, int(st.out[i])) {
+			end = i + 1
+			break
+		}
+	}
+	if end > st.handed {
+		fresh := st.out[st.handed:end]
+		st.handed = end
+		if !st.o.OnTokens(fresh) {
+			st.stopped = true
+		}
+	}
+}
 
 // finish cuts the output at the token budget and after the first stop token.
 func (st *state) finish() {
