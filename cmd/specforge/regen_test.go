@@ -230,3 +230,61 @@ func TestTrainOnServerRegeneration(t *testing.T) {
 		t.Errorf("first regenerated row %s", first)
 	}
 }
+
+// TestServeRegenerateTrain: `specforge serve` (the stories260K target alone) regenerates the completions of
+// prompt rows for `specforge train`, which trains on them; at temperature 0 each regenerated completion is
+// the target's own greedy continuation of its prompt (`specforge generate`).
+func TestServeRegenerateTrain(t *testing.T) {
+	stories := goldentest.Shared(t, "assets", "models", "stories260K")
+	addr := startServe(t, "--target", stories, "--max-tokens", "64")
+	prompts := []string{"Once upon a time", "One day, a little girl", "Tom and his dog", "The sun was hot", "Lily wanted to play",
+		"There was a big tree", "Ben had a red ball", "Mom said", "The cat saw a bird", "It was a rainy day", "Sam liked to run", "A little boy"}
+	var lines []string
+	for _, p := range prompts {
+		lines = append(lines, fmt.Sprintf(`{"prompt": %q, "completion": "not the target's"}`, p))
+	}
+	in := filepath.Join(t.TempDir(), "prompts.jsonl")
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	out := t.TempDir()
+	args := tinyTrainArgs(t, out)
+	for i, a := range args {
+		if strings.HasPrefix(a, "data.regenerate.from=") {
+			args[i] = "data.regenerate.from=" + in
+		}
+	}
+	args = append(args, "--set", "data.regenerate.server=http://"+addr, "--set", "data.regenerate.model=stories260K",
+		"--set", "data.regenerate.max_tokens=24", "--set", "data.regenerate.concurrency=4")
+	stdout, err := run(args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	for _, want := range []string{"regenerated 12 of 12 rows", "12 answers", "draft: "} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "cache", "regenerated_server_*.jsonl"))
+	if len(files) != 1 {
+		t.Fatalf("regenerated files %v", files)
+	}
+	raw, _ := os.ReadFile(files[0])
+	rows := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+	if len(rows) != len(prompts) {
+		t.Fatalf("%d regenerated rows, want %d", len(rows), len(prompts))
+	}
+	t.Logf("first regenerated row: %s", rows[0])
+	for i, p := range prompts[:3] {
+		var row struct{ Prompt, Completion string }
+		if err := json.Unmarshal([]byte(rows[i]), &row); err != nil {
+			t.Fatal(err)
+		}
+		want, err := run("generate", "--model", stories, "--prompt", p, "--max-new-tokens", "24")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, _ = strings.Cut(want, "\n")
+		if row.Prompt != p || row.Prompt+row.Completion != want {
+			t.Errorf("row %d: %q + %q, want the target's %q", i, row.Prompt, row.Completion, want)
+		}
+	}
+}
