@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/specforge/specforge/internal/goldentest"
+	"github.com/specforge/specforge/internal/regen"
 )
 
 // chatPeer is an OpenAI-compatible test server that answers each chat request, after delay, with "re:" and
@@ -233,10 +235,12 @@ func TestTrainOnServerRegeneration(t *testing.T) {
 
 // TestServeRegenerateTrain: `specforge serve` (the stories260K target alone) regenerates the completions of
 // prompt rows for `specforge train`, which trains on them; at temperature 0 each regenerated completion is
-// the target's own greedy continuation of its prompt (`specforge generate`).
+// the target's own greedy continuation of its prompt (`specforge generate`). Its chat API answers each
+// user turn of a conversation too.
 func TestServeRegenerateTrain(t *testing.T) {
 	stories := goldentest.Shared(t, "assets", "models", "stories260K")
-	addr := startServe(t, "--target", stories, "--max-tokens", "64")
+	template := goldentest.Shared(t, "assets", "chat_templates", "Qwen-Qwen2.5-7B-Instruct.jinja")
+	addr := startServe(t, "--target", stories, "--max-tokens", "64", "--chat-template", template)
 	prompts := []string{"Once upon a time", "One day, a little girl", "Tom and his dog", "The sun was hot", "Lily wanted to play",
 		"There was a big tree", "Ben had a red ball", "Mom said", "The cat saw a bird", "It was a rainy day", "Sam liked to run", "A little boy"}
 	var lines []string
@@ -273,6 +277,7 @@ func TestServeRegenerateTrain(t *testing.T) {
 		t.Fatalf("%d regenerated rows, want %d", len(rows), len(prompts))
 	}
 	t.Logf("first regenerated row: %s", rows[0])
+	t.Run("chat", func(t *testing.T) { testServeChat(t, "http://"+addr+"/v1") })
 	for i, p := range prompts[:3] {
 		var row struct{ Prompt, Completion string }
 		if err := json.Unmarshal([]byte(rows[i]), &row); err != nil {
@@ -285,6 +290,40 @@ func TestServeRegenerateTrain(t *testing.T) {
 		want, _, _ = strings.Cut(want, "\n")
 		if row.Prompt != p || row.Prompt+row.Completion != want {
 			t.Errorf("row %d: %q + %q, want the target's %q", i, row.Prompt, row.Completion, want)
+		}
+	}
+}
+
+// testServeChat regenerates conversations through serve's chat API.
+func testServeChat(t *testing.T, url string) {
+	in := filepath.Join(t.TempDir(), "chats.jsonl")
+	os.WriteFile(in, []byte(`{"messages": [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "Tell me about a dog."}, {"role": "assistant", "content": "old"}, {"role": "user", "content": "And then?"}]}
+{"messages": [{"role": "user", "content": "Tell me about a cat."}]}
+`), 0o644)
+	out := filepath.Join(t.TempDir(), "chats_regen.jsonl")
+	sum, err := regen.FromServer(context.Background(), in, out, regen.ServerOptions{URL: url, Model: "stories260K", Concurrency: 2, MaxTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Regenerated != 2 || sum.Answers != 3 || sum.CompletionTokens == 0 || sum.CompletionTokens > 3*16 {
+		t.Errorf("chat summary %+v", sum)
+	}
+	raw, _ := os.ReadFile(out)
+	t.Logf("regenerated chats:\n%s", raw)
+	for i, line := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+		var row struct {
+			Messages []struct{ Role, Content string }
+		}
+		json.Unmarshal([]byte(line), &row)
+		roles := ""
+		for _, m := range row.Messages {
+			roles += m.Role[:1]
+			if m.Role == "assistant" && (m.Content == "" || m.Content == "old") {
+				t.Errorf("row %d: assistant turn %q", i, m.Content)
+			}
+		}
+		if want := []string{"suaua", "ua"}[i]; roles != want {
+			t.Errorf("row %d: roles %s, want %s", i, roles, want)
 		}
 	}
 }
