@@ -100,7 +100,8 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 		opts.PackLength = cfg.Data.MaxLength
 	}
 	tr := train.NewTrainer(opts)
-	if err := resume(tr, cfg.Train); err == nil {
+	err = resume(tr, cfg.Train)
+	if err == nil {
 		err = agree(comm, cfg, tr)
 	}
 	if err != nil {
