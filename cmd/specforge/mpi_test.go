@@ -91,7 +91,9 @@ func TestDataParallelMPI(t *testing.T) {
 		}
 	}
 	dir := func(name string) string { return filepath.Join(tmp, name) }
-	ckpt := func(run string, step string) string { return filepath.Join(dir(run), "checkpoints", "step_0000000"+step) }
+	ckpt := func(run string, step string) string {
+		return filepath.Join(dir(run), "checkpoints", "step_0000000"+step)
+	}
 
 	alone(mpiArgs(t, tmp, dir("one"), "4")) // also prepares the data the later runs find in the cache
 	if out := ranks("2", mpiArgs(t, tmp, dir("two"), "2")); !strings.Contains(out, "data parallel on 2 ranks") || !strings.Contains(out, "on 2 ranks,") {

@@ -12,9 +12,13 @@ import (
 	"time"
 )
 
-// Mpirun is the path of mpirun, or the test skips (fails under SPECFORGE_REQUIRE_MPI=1).
+// Mpirun is the path of mpirun, or the test skips (fails under SPECFORGE_REQUIRE_MPI=1). The pure-Go
+// pass of the suite (CGO_ENABLED=0) skips too: the MPI build is a cgo build, tested in the cgo pass.
 func Mpirun(t testing.TB) string {
 	t.Helper()
+	if os.Getenv("CGO_ENABLED") == "0" {
+		t.Skip("CGO_ENABLED=0: the MPI build (-tags mpi) needs cgo; the cgo pass of the suite runs the multi-rank tests")
+	}
 	p, err := exec.LookPath("mpirun")
 	if err == nil {
 		return p
