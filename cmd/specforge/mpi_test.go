@@ -13,6 +13,7 @@ import (
 
 	"github.com/specforge/specforge/internal/export"
 	"github.com/specforge/specforge/internal/goldentest"
+	"github.com/specforge/specforge/internal/hidden"
 	"github.com/specforge/specforge/internal/mpi/mpitest"
 )
 
@@ -84,11 +85,13 @@ func TestDataParallelMPI(t *testing.T) {
 		}
 		return string(out)
 	}
-	alone := func(args []string) {
+	alone := func(args []string) string {
 		t.Helper()
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
+		return string(out)
 	}
 	dir := func(name string) string { return filepath.Join(tmp, name) }
 	ckpt := func(run string, step string) string {
@@ -133,6 +136,8 @@ func TestDataParallelMPI(t *testing.T) {
 		t.Errorf("resuming 2 x 2 on 1 x 2: err %v, want the global batch refused\n%s", err, out)
 	}
 
+	testGenHiddenParts(t, tmp, ranks, alone)
+
 	// Ranks that disagree stop at the start, naming the rank and the setting.
 	a, b := mpiArgs(t, tmp, dir("mixed"), "2"), mpiArgs(t, tmp, dir("mixed"), "2", "train.lr=0.001")
 	out, err := mpitest.Run(t, mpirun, 3*time.Minute, nil, append(append(append([]string{"-np", "1", bin}, a...), ":", "-np", "1", bin), b...)...)
@@ -143,5 +148,50 @@ func TestDataParallelMPI(t *testing.T) {
 	out, err = mpitest.Run(t, mpirun, time.Minute, []string{benchChildEnv + "=1"}, append([]string{"-np", "2", os.Args[0]}, a...)...)
 	if err == nil || !strings.Contains(string(out), "built without MPI") {
 		t.Errorf("a build without MPI under mpirun: err %v, want it refused\n%s", err, out)
+	}
+}
+
+// testGenHiddenParts writes the tiny run's hidden states on 2 ranks and as 2 independent --shard jobs,
+// checks both against one process, and trains offline from them on 2 ranks.
+func testGenHiddenParts(t *testing.T, tmp string, ranks func(string, []string) string, alone func([]string) string) {
+	gen := func(out string, extra ...string) []string {
+		args := mpiArgs(t, tmp, filepath.Join(tmp, "unused"), "2")
+		return append(append(append([]string{"gen-hidden"}, args[1:]...), "--out", filepath.Join(tmp, out), "--samples-per-shard", "2"), extra...)
+	}
+	alone(gen("h1"))
+	ranks("2", gen("h2"))
+	if out := alone(gen("h3", "--shard", "1/2")); !strings.Contains(out, "the part that finishes last writes") {
+		t.Errorf("first --shard part:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "h3", "train", "manifest.json")); err == nil {
+		t.Error("manifest.json written with part 0 of 2 not done")
+	}
+	alone(gen("h3", "--shard", "0/2"))
+	for _, split := range []string{"train", "eval"} {
+		want, err := hidden.ReadManifest(filepath.Join(tmp, "h1", split))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{"h2", "h3"} {
+			got, err := hidden.ReadManifest(filepath.Join(tmp, dir, split))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Complete || len(got.Shards) != len(want.Shards) {
+				t.Fatalf("%s/%s: %d shards (complete %v), one process wrote %d", dir, split, len(got.Shards), got.Complete, len(want.Shards))
+			}
+			for i := range want.Shards {
+				if got.Shards[i] != want.Shards[i] {
+					t.Errorf("%s/%s shard %d: %+v, one process %+v", dir, split, i, got.Shards[i], want.Shards[i])
+				}
+			}
+		}
+	}
+	if out := alone([]string{"inspect", filepath.Join(tmp, "h2"), "--deep"}); strings.Contains(out, "FAILED") {
+		t.Errorf("inspect:\n%s", out)
+	}
+	out := ranks("2", mpiArgs(t, tmp, filepath.Join(tmp, "offline"), "2", "data.hidden_states="+filepath.Join(tmp, "h2")))
+	if !strings.Contains(out, "offline") || !strings.Contains(out, "on 2 ranks") {
+		t.Errorf("offline training on 2 ranks:\n%s", out)
 	}
 }
