@@ -136,6 +136,20 @@ func TestDataParallelMPI(t *testing.T) {
 		t.Errorf("resuming 2 x 2 on 1 x 2: err %v, want the global batch refused\n%s", err, out)
 	}
 
+	// The optimiser state sharded over the ranks: the same training, the same checkpoint format (a sharded
+	// run resumes from an unsharded checkpoint and the other way round).
+	ranks("2", mpiArgs(t, tmp, dir("zero"), "2", "train.shard_optimizer=true"))
+	if d := maxDiff(ckptWeights(t, ckpt("two", "4")), ckptWeights(t, ckpt("zero", "4"))); d > weightTol {
+		t.Errorf("weights after 4 steps: sharded and unsharded optimiser differ by %g, want <= %g", d, weightTol)
+	}
+	ranks("2", mpiArgs(t, tmp, dir("zero-resumed"), "2", "train.shard_optimizer=true", "train.resume="+ckpt("two", "2")))
+	alone(mpiArgs(t, tmp, dir("unsharded"), "4", "train.resume="+ckpt("zero", "2")))
+	for _, run := range []string{"zero-resumed", "unsharded"} {
+		if d := maxDiff(ckptWeights(t, ckpt("two", "4")), ckptWeights(t, ckpt(run, "4"))); d > weightTol {
+			t.Errorf("%s: weights differ by %g from the 2-rank run, want <= %g", run, d, weightTol)
+		}
+	}
+
 	testGenHiddenParts(t, tmp, ranks, alone)
 
 	// Ranks that disagree stop at the start, naming the rank and the setting.

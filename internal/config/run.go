@@ -77,6 +77,10 @@ type TrainConfig struct {
 	// that waits longer for the others aborts the job, as MPI itself would wait forever on a stuck rank.
 	// 0 waits forever.
 	CollectiveTimeout float64 `yaml:"collective_timeout"`
+	// ShardOptimizer keeps on each rank of a data-parallel run the AdamW moments of its part of every
+	// parameter only (ZeRO stage 1): gradients are reduce-scattered, each rank updates its part, and the
+	// weights are all-gathered.
+	ShardOptimizer bool `yaml:"shard_optimizer"`
 }
 
 // DraftConfig shapes the EAGLE-3 draft.

@@ -40,6 +40,14 @@ type Comm interface {
 	Allgather(b []byte) ([][]byte, error)
 	// Bcast copies root's buf into buf on every rank (buf has the same length everywhere).
 	Bcast(buf []byte, root int) error
+	// ReduceScatterF32 sums buf (the same length on every rank) over the ranks and leaves on rank r the
+	// sum of its part, buf[Part(len(buf), r, Size())], in recv.
+	ReduceScatterF32(buf, recv []float32) error
+	// AllgatherF32 fills buf on every rank with each rank r's part buf[Part(len(buf), r, Size())].
+	AllgatherF32(buf []float32) error
+	// GatherF32 collects n values on root: each rank r gives its part, Part(n, r, Size()), which is buf on
+	// a rank but root and buf[Part(n, root, Size())] on root, whose buf holds all n.
+	GatherF32(buf []float32, n, root int) error
 	// SetTimeout bounds each later collective (0: no bound) and returns the bound before.
 	SetTimeout(d time.Duration) time.Duration
 	// Abort ends every rank of the job with the exit status code.
@@ -50,14 +58,17 @@ type Comm interface {
 // identity.
 type Single struct{}
 
-func (Single) Rank() int                              { return 0 }
-func (Single) Size() int                              { return 1 }
-func (Single) AllreduceF32([]float32) error           { return nil }
-func (Single) AllreduceF64([]float64, Op) error       { return nil }
-func (Single) Allgather(b []byte) ([][]byte, error)   { return [][]byte{bytes.Clone(b)}, nil }
-func (Single) Bcast([]byte, int) error                { return nil }
-func (Single) SetTimeout(time.Duration) time.Duration { return 0 }
-func (Single) Abort(code int)                         { os.Exit(code) }
+func (Single) Rank() int                                  { return 0 }
+func (Single) Size() int                                  { return 1 }
+func (Single) AllreduceF32([]float32) error               { return nil }
+func (Single) AllreduceF64([]float64, Op) error           { return nil }
+func (Single) Allgather(b []byte) ([][]byte, error)       { return [][]byte{bytes.Clone(b)}, nil }
+func (Single) Bcast([]byte, int) error                    { return nil }
+func (Single) ReduceScatterF32(buf, recv []float32) error { copy(recv, buf); return nil }
+func (Single) AllgatherF32([]float32) error               { return nil }
+func (Single) GatherF32([]float32, int, int) error        { return nil }
+func (Single) SetTimeout(time.Duration) time.Duration     { return 0 }
+func (Single) Abort(code int)                             { os.Exit(code) }
 
 var (
 	worldOnce sync.Once
@@ -136,3 +147,22 @@ func RankPrefix() string {
 	}
 	return fmt.Sprintf("rank %d of %d: ", world.Rank(), world.Size())
 }
+
+// Part is the range [lo, hi) of rank r's part of n elements split over size ranks, as even as can be.
+func Part(n, r, size int) (lo, hi int) { return r * n / size, (r + 1) * n / size }
+
+// parts are the counts and offsets of every rank's part of n elements, as C ints; an error when n is more
+// than one collective moves.
+func parts(n, size int) (counts, displs []int, err error) {
+	if n > maxCollective {
+		return nil, nil, fmt.Errorf("a tensor of %d elements is more than one MPI collective moves (%d)", n, maxCollective)
+	}
+	for r := range size {
+		lo, hi := Part(n, r, size)
+		counts, displs = append(counts, hi-lo), append(displs, lo)
+	}
+	return counts, displs, nil
+}
+
+// maxCollective bounds the elements of a vector collective (counts and offsets are C ints).
+const maxCollective = 1<<31 - 1

@@ -27,6 +27,18 @@ static int sf_allgather(void *send, int each, void *recv) {
 	return MPI_Allgather(send, each, MPI_BYTE, recv, each, MPI_BYTE, MPI_COMM_WORLD);
 }
 static int sf_bcast(void *buf, int n, int root) { return MPI_Bcast(buf, n, MPI_BYTE, root, MPI_COMM_WORLD); }
+static int sf_reduce_scatter_f32(float *send, float *recv, int *counts) {
+	return MPI_Reduce_scatter(send, recv, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+static int sf_allgatherv_f32(float *buf, int *counts, int *displs) {
+	return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+}
+static int sf_gatherv_f32(float *buf, int *counts, int *displs, int root, int rank) {
+	if (rank == root) {
+		return MPI_Gatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, root, MPI_COMM_WORLD);
+	}
+	return MPI_Gatherv(buf, counts[rank], MPI_FLOAT, NULL, NULL, NULL, MPI_FLOAT, root, MPI_COMM_WORLD);
+}
 static void sf_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 static int sf_finalize(void) { return MPI_Finalize(); }
 static int sf_error_string(int code, char *s) { int n; MPI_Error_string(code, s, &n); return n; }
@@ -163,6 +175,71 @@ func (w *mpiWorld) Bcast(buf []byte, root int) error {
 		}
 	}
 	return nil
+}
+
+// cInts copies ints into C memory (the collectives' count and offset arrays); the caller frees it.
+func cInts(v []int) *C.int {
+	p := (*C.int)(C.malloc(C.size_t(len(v)) * C.sizeof_int))
+	dst := unsafe.Slice(p, len(v))
+	for i, x := range v {
+		dst[i] = C.int(x)
+	}
+	return p
+}
+
+func (w *mpiWorld) ReduceScatterF32(buf, recv []float32) error {
+	counts, _, err := parts(len(buf), w.size)
+	if err != nil {
+		return err
+	}
+	if len(recv) != counts[w.rank] {
+		return fmt.Errorf("rank %d: reduce-scatter into %d values, its part is %d", w.rank, len(recv), counts[w.rank])
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	cc := cInts(counts)
+	defer C.free(unsafe.Pointer(cc))
+	out := (*C.float)(unsafe.Pointer(&buf[0])) // a valid pointer for an empty part
+	if len(recv) > 0 {
+		out = (*C.float)(&recv[0])
+	}
+	return w.guard("MPI_Reduce_scatter", func() C.int { return C.sf_reduce_scatter_f32((*C.float)(&buf[0]), out, cc) })
+}
+
+func (w *mpiWorld) AllgatherF32(buf []float32) error {
+	counts, displs, err := parts(len(buf), w.size)
+	if err != nil || len(buf) == 0 {
+		return err
+	}
+	cc, cd := cInts(counts), cInts(displs)
+	defer C.free(unsafe.Pointer(cc))
+	defer C.free(unsafe.Pointer(cd))
+	return w.guard("MPI_Allgatherv", func() C.int { return C.sf_allgatherv_f32((*C.float)(&buf[0]), cc, cd) })
+}
+
+func (w *mpiWorld) GatherF32(buf []float32, n, root int) error {
+	counts, displs, err := parts(n, w.size)
+	if err != nil {
+		return err
+	}
+	if want := counts[w.rank]; w.rank == root && len(buf) != n || w.rank != root && len(buf) != want {
+		return fmt.Errorf("rank %d: gather of %d values from a buffer of %d", w.rank, n, len(buf))
+	}
+	if n == 0 {
+		return nil
+	}
+	cc, cd := cInts(counts), cInts(displs)
+	defer C.free(unsafe.Pointer(cc))
+	defer C.free(unsafe.Pointer(cd))
+	var one [1]float32 // a valid pointer for an empty part
+	p := &one[0]
+	if len(buf) > 0 {
+		p = &buf[0]
+	}
+	return w.guard("MPI_Gatherv", func() C.int {
+		return C.sf_gatherv_f32((*C.float)(p), cc, cd, C.int(root), C.int(w.rank))
+	})
 }
 
 func (w *mpiWorld) finish(status int) {

@@ -14,14 +14,14 @@ import (
 // Save writes a checkpoint of the current state and removes old ones, keeping the last KeepCheckpoints and
 // the best by simulated acceptance length. Rank 0 writes it; every rank returns its outcome.
 func (t *Trainer) Save() error {
-	var err error
-	if t.rank0() {
-		err = t.save()
+	mom, err := t.fullMoments()
+	if err == nil && t.rank0() {
+		err = t.save(mom)
 	}
 	return t.shareOutcome(fmt.Sprintf("save the checkpoint of step %d", t.step), err)
 }
 
-func (t *Trainer) save() error {
+func (t *Trainer) save(mom checkpoint.Moments) error {
 	// Only a metric measured at this very step ranks the checkpoint: one from an earlier evaluation belongs
 	// to other weights.
 	if r := t.lastMetric(); r != nil && r.Step == t.step && (r.SimAccLen > t.best || t.bestStep == 0) {
@@ -31,8 +31,7 @@ func (t *Trainer) save() error {
 	st := checkpoint.State{Step: t.step, TotalSteps: t.totalSteps, LoaderEpoch: t.loader.Epoch, LoaderPos: t.loader.Pos,
 		OptimizerStep: t.opt.Step, Best: finite(t.best), BestStep: t.bestStep, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize,
 		WorldSize: t.comm.Size(), GradAccum: t.cfg.GradAccum, Draft: &d.Config}
-	dir, err := checkpoint.Save(t.cfg.OutputDir, st, export.Tensors(d, export.SGLang, safetensors.F32), d.W.Params(&d.Config),
-		checkpoint.Moments{M: t.opt.M, V: t.opt.V})
+	dir, err := checkpoint.Save(t.cfg.OutputDir, st, export.Tensors(d, export.SGLang, safetensors.F32), d.W.Params(&d.Config), mom)
 	if err != nil {
 		return err
 	}
@@ -100,7 +99,7 @@ func (t *Trainer) Resume(dir string) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	if err := checkpoint.ReadMoments(dir, w.Params(c), checkpoint.Moments{M: t.opt.M, V: t.opt.V}); err != nil {
+	if err := t.readMoments(dir, w.Params(c)); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
 	t.draft.W = w

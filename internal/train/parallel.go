@@ -85,6 +85,9 @@ func (t *Trainer) sumRanks(rec *Record, correct, denom []int, grads [][]float32)
 	}
 	rec.Loss, rec.Tokens = v[4*K], int(v[4*K+1])
 	for _, g := range grads {
+		if t.sharded() {
+			break // update reduce-scatters them
+		}
 		if err := t.comm.AllreduceF32(g); err != nil {
 			return fmt.Errorf("sum the gradients over the ranks: %w", err)
 		}

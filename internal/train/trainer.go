@@ -58,6 +58,7 @@ type Trainer struct {
 	bestStep   int
 
 	grad    draft.Weights
+	scratch []float32 // a rank's part of a gradient (zero.go)
 	ws      draft.Workspace
 	metrics *os.File
 	tb      *tensorboard.Writer // nil unless train.report_to lists tensorboard
@@ -86,7 +87,7 @@ func NewTrainer(o Options) *Trainer {
 	for _, s := range d.W.Slices(&d.Config) {
 		sizes = append(sizes, len(s))
 	}
-	t.opt = optim.NewAdamWOn(d.Backend(), sizes, 0.9, 0.999, 1e-8, cfg.WeightDecay)
+	t.opt = optim.NewAdamWOn(d.Backend(), t.optimizerParts(sizes), 0.9, 0.999, 1e-8, cfg.WeightDecay)
 	t.loader = NewLoader(o.Train.Len(), t.comm.Size()*cfg.BatchSize, cfg.Seed) // the global batch
 	t.totalSteps = cfg.MaxSteps
 	if t.totalSteps <= 0 {
@@ -166,9 +167,11 @@ func (t *Trainer) TrainStep() (*Record, error) {
 		return nil, err
 	}
 	fillAcc(rec, correct, denom)
-	rec.GradNorm, _ = optim.ClipGradNorm(grads, t.cfg.MaxGradNorm)
 	rec.LR = optim.CosineWarmup(t.step, t.totalSteps, t.cfg.WarmupRatio, t.cfg.LR)
-	t.opt.Update(t.draft.W.Slices(c), grads, rec.LR)
+	var err error
+	if rec.GradNorm, err = t.update(grads, rec.LR); err != nil {
+		return nil, err
+	}
 	t.step++
 	rec.Epoch = t.loader.Epoch
 	return rec, nil
