@@ -32,7 +32,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "specforge: "+mpi.RankPrefix()+err.Error())
 	}
 	status := exitStatus(err, interrupted)
-	mpi.Finish(status) // a data-parallel rank leaves the job (a failing one ends it)
+	mpi.Finish(status, err != nil && !interrupted) // a data-parallel rank leaves the job (a failing one ends it)
 	os.Exit(status)
 }
 

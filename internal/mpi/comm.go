@@ -100,15 +100,16 @@ func errNoMPI(n int) error {
 	return fmt.Errorf("this specforge was built without MPI but was launched as one of %d ranks (mpirun or srun): each rank would train alone; build it with `go build -tags mpi ./cmd/specforge` (README, \"Data parallel on MPI\")", n)
 }
 
-// Finish ends this process's part of the MPI world before it exits with status: a failing rank aborts the
-// whole job (the others may be waiting on it in a collective), a finishing one leaves the world cleanly. It
-// does nothing when World was never called or is Single.
-func Finish(status int) {
+// Finish ends this process's part of the MPI world before it exits with status: a failed rank aborts the
+// whole job (the others may be waiting on it in a collective), one that finished or stopped with the others
+// (an interruption they agreed on) leaves the world cleanly. It does nothing when World was never called or
+// is Single.
+func Finish(status int, failed bool) {
 	if world == nil {
 		return
 	}
-	if f, ok := world.(interface{ finish(int) }); ok {
-		f.finish(status)
+	if f, ok := world.(interface{ finish(int, bool) }); ok {
+		f.finish(status, failed)
 	}
 }
 

@@ -242,8 +242,8 @@ func (w *mpiWorld) GatherF32(buf []float32, n, root int) error {
 	})
 }
 
-func (w *mpiWorld) finish(status int) {
-	if status != 0 && w.size > 1 {
+func (w *mpiWorld) finish(status int, failed bool) {
+	if failed && w.size > 1 {
 		C.sf_abort(C.int(status))
 	}
 	C.sf_finalize()

@@ -27,7 +27,7 @@ func helperWorld(t *testing.T) Comm {
 
 func TestHelperCollectives(t *testing.T) {
 	c := helperWorld(t)
-	defer Finish(0)
+	defer Finish(0, false)
 	r := c.Rank()
 	f := []float32{float32(r + 1), float32(10 * r)}
 	if err := c.AllreduceF32(f); err != nil || !slices.Equal(f, []float32{3, 10}) {

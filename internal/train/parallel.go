@@ -157,13 +157,16 @@ func (t *Trainer) WorldSize() int { return t.comm.Size() }
 func (t *Trainer) Fingerprint() map[string]string {
 	c := &t.draft.Config
 	h := sha256.New()
-	var b [4]byte
+	buf := make([]byte, 0, 1<<18)
 	for _, s := range t.draft.W.Slices(c) {
 		for _, x := range s {
-			binary.LittleEndian.PutUint32(b[:], math.Float32bits(x))
-			h.Write(b[:])
+			if buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x)); len(buf) == cap(buf) {
+				h.Write(buf)
+				buf = buf[:0]
+			}
 		}
 	}
+	h.Write(buf)
 	weights := hex.EncodeToString(h.Sum(nil))
 	h.Reset()
 	for _, id := range t.draft.Vocab.D2T {
@@ -197,12 +200,12 @@ func (t *Trainer) openLogs() error {
 	return nil
 }
 
-// rates formats a throughput of all ranks together: with several ranks, also per rank.
-func (t *Trainer) rates(total float64) string {
+// rates formats a throughput of all ranks together in unit: with several ranks, also per rank.
+func (t *Trainer) rates(total float64, unit string) string {
 	if n := t.comm.Size(); n > 1 {
-		return fmt.Sprintf("%.0f tok/s on %d ranks, %.0f per rank", total, n, total/float64(n))
+		return fmt.Sprintf("%.0f %s on %d ranks, %.0f per rank", total, unit, n, total/float64(n))
 	}
-	return fmt.Sprintf("%.0f tok/s", total)
+	return fmt.Sprintf("%.0f %s", total, unit)
 }
 
 // sameBatches checks that resuming from checkpoint dir (state st) sees the data in the order it was

@@ -143,10 +143,10 @@ func (t *Trainer) TrainStep() (*Record, error) {
 			}
 		}
 		w, err := t.weight(b)
-		if err != nil || b == nil {
-			if err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
 			continue
 		}
 		met, err := t.draft.TTT(b, K, &t.grad, &t.ws, w/float64(t.cfg.GradAccum))
@@ -221,10 +221,10 @@ func (t *Trainer) Evaluate() (*Record, error) {
 			}
 		}
 		w, err := t.weight(b)
-		if err != nil || b == nil {
-			if err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
 			continue
 		}
 		met, err := t.draft.TTT(b, K, nil, &t.ws, 1)
@@ -312,7 +312,7 @@ func (t *Trainer) Run(ctx context.Context) error {
 		}
 		if bar != nil {
 			rate := float64(tokens) / time.Since(start).Seconds()
-			bar.Set(int64(t.step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %s", rec.Loss, rec.Acc[0], rec.SimAccLen, t.rates(rate)))
+			bar.Set(int64(t.step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %s", rec.Loss, rec.Acc[0], rec.SimAccLen, t.rates(rate, "tok/s")))
 		}
 		last := t.step == t.totalSteps
 		interrupted, saveDue, err := t.agreeStop(ctx.Err() != nil, t.cfg.SaveMinutes > 0 && time.Since(lastSave).Minutes() >= t.cfg.SaveMinutes)
@@ -352,7 +352,7 @@ func (t *Trainer) Run(ctx context.Context) error {
 			return ErrInterrupted
 		}
 	}
-	t.logf("trained %d steps in %.1f s (%s)", t.step-startStep, time.Since(start).Seconds(), t.rates(float64(tokens)/time.Since(start).Seconds()))
+	t.logf("trained %d steps in %.1f s (%s)", t.step-startStep, time.Since(start).Seconds(), t.rates(float64(tokens)/time.Since(start).Seconds(), "tokens/s"))
 	return nil
 }
 
