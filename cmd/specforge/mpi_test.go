@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +128,7 @@ func TestDataParallelMPI(t *testing.T) {
 	// Resumed on 2 ranks from step 2: bit-identical to the run that went on.
 	ranks("2", mpiArgs(t, tmp, dir("resumed"), "2", "train.resume="+ckpt("two", "2")))
 	sameFiles(t, "2 ranks resumed at step 2", filesUnder(t, ckpt("resumed", "4"), all), filesUnder(t, ckpt("two", "4"), all))
+	testKilledRank(t, tmp, mpirun, bin, ranks)
 	// Resumed on 1 process at batch 4: the same global batch and data position.
 	alone(mpiArgs(t, tmp, dir("narrow"), "4", "train.resume="+ckpt("two", "2")))
 	if d := maxDiff(ckptWeights(t, ckpt("two", "4")), ckptWeights(t, ckpt("narrow", "4"))); d > weightTol {
@@ -207,5 +209,49 @@ func testGenHiddenParts(t *testing.T, tmp string, ranks func(string, []string) s
 	out := ranks("2", mpiArgs(t, tmp, filepath.Join(tmp, "offline"), "2", "data.hidden_states="+filepath.Join(tmp, "h2")))
 	if !strings.Contains(out, "offline") || !strings.Contains(out, "on 2 ranks") {
 		t.Errorf("offline training on 2 ranks:\n%s", out)
+	}
+}
+
+// testKilledRank kills rank 1 of a 2-rank run with SIGKILL after its third checkpoint: the job must end
+// with an error, and the rerun (train.resume auto) must end with the checkpoint and draft of an
+// uninterrupted run, byte for byte.
+func testKilledRank(t *testing.T, tmp, mpirun, bin string, ranks func(string, []string) string) {
+	args := func(out string) []string {
+		return mpiArgs(t, tmp, filepath.Join(tmp, out), "2", "train.max_steps=10", "train.save_interval=1", "train.keep_checkpoints=3", "train.log_interval=0")
+	}
+	ranks("2", args("whole"))
+	cmd, out := mpitest.Start(t, mpirun, nil, append([]string{"-np", "2", bin}, args("killed")...)...)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	third := filepath.Join(tmp, "killed", "checkpoints", "step_00000003")
+	killed := false
+	for !killed {
+		select {
+		case err := <-done:
+			t.Logf("the 2-rank run ended before the kill (%v): the resume is not tested", err)
+			return
+		default:
+		}
+		if _, err := os.Stat(third); err == nil {
+			if pid := mpitest.RankPID(cmd.Process.Pid, 1); pid > 0 {
+				killed = syscall.Kill(pid, syscall.SIGKILL) == nil
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Logf("rank 1 was killed as the run finished:\n%s", out)
+			return
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("rank 0 did not end within a minute of rank 1's death:\n%s", out)
+	}
+	ranks("2", args("killed"))
+	all := func(string) bool { return false }
+	for _, sub := range []string{"checkpoints/step_00000010", "draft"} {
+		sameFiles(t, "2 ranks killed and resumed: "+sub, filesUnder(t, filepath.Join(tmp, "killed", sub), all), filesUnder(t, filepath.Join(tmp, "whole", sub), all))
 	}
 }

@@ -5,9 +5,12 @@ package mpitest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,9 +45,8 @@ func Build(t testing.TB, dir, verb string, args ...string) {
 	}
 }
 
-// Run launches mpirun with args (after its own options) and returns its combined output and error; a
-// launch that runs past timeout is killed.
-func Run(t testing.TB, mpirun string, timeout time.Duration, env []string, args ...string) ([]byte, error) {
+// Start launches mpirun with args (after its own options), its output collected in the buffer.
+func Start(t testing.TB, mpirun string, env []string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	full := append([]string{"--oversubscribe", "--allow-run-as-root", "--bind-to", "none"}, args...)
 	cmd := exec.Command(mpirun, full...)
@@ -54,6 +56,14 @@ func Run(t testing.TB, mpirun string, timeout time.Duration, env []string, args 
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mpirun: %v", err)
 	}
+	return cmd, &out
+}
+
+// Run launches mpirun with args (after its own options) and returns its combined output and error; a
+// launch that runs past timeout is killed.
+func Run(t testing.TB, mpirun string, timeout time.Duration, env []string, args ...string) ([]byte, error) {
+	t.Helper()
+	cmd, out := Start(t, mpirun, env, args...)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -65,6 +75,28 @@ func Run(t testing.TB, mpirun string, timeout time.Duration, env []string, args 
 		t.Fatalf("mpirun %v ran past %s:\n%s", args, timeout, out.Bytes())
 		return nil, nil
 	}
+}
+
+// RankPID is the process id of rank rank among the descendants of pid (an mpirun), 0 if none (yet).
+func RankPID(pid, rank int) int {
+	want := []byte("OMPI_COMM_WORLD_RANK=" + strconv.Itoa(rank) + "\x00")
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, p))
+		for _, f := range strings.Fields(string(raw)) {
+			c, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c)); bytes.Contains(env, want) {
+				return c
+			}
+			queue = append(queue, c)
+		}
+	}
+	return 0
 }
 
 // Root is the module root (the folder of go.mod) above the test's working directory.
