@@ -152,7 +152,7 @@ func TestDataParallelMPI(t *testing.T) {
 		}
 	}
 
-	testGenHiddenParts(t, tmp, ranks, alone)
+	testGenHiddenParts(t, tmp, mpirun, bin, ranks, alone)
 
 	// Ranks that disagree stop at the start, naming the rank and the setting.
 	a, b := mpiArgs(t, tmp, dir("mixed"), "2"), mpiArgs(t, tmp, dir("mixed"), "2", "train.lr=0.001")
@@ -169,7 +169,7 @@ func TestDataParallelMPI(t *testing.T) {
 
 // testGenHiddenParts writes the tiny run's hidden states on 2 ranks and as 2 independent --shard jobs,
 // checks both against one process, and trains offline from them on 2 ranks.
-func testGenHiddenParts(t *testing.T, tmp string, ranks func(string, []string) string, alone func([]string) string) {
+func testGenHiddenParts(t *testing.T, tmp, mpirun, bin string, ranks func(string, []string) string, alone func([]string) string) {
 	gen := func(out string, extra ...string) []string {
 		args := mpiArgs(t, tmp, filepath.Join(tmp, "unused"), "2")
 		return append(append(append([]string{"gen-hidden"}, args[1:]...), "--out", filepath.Join(tmp, out), "--samples-per-shard", "2"), extra...)
@@ -203,12 +203,17 @@ func testGenHiddenParts(t *testing.T, tmp string, ranks func(string, []string) s
 			}
 		}
 	}
+	a, b := gen("h4", "--samples-per-shard", "2"), gen("h4", "--samples-per-shard", "3")
+	out, err := mpitest.Run(t, mpirun, 3*time.Minute, nil, append(append(append([]string{"-np", "1", bin}, a...), ":", "-np", "1", bin), b...)...)
+	if err == nil || !strings.Contains(string(out), `rank 1 has --samples-per-shard = "3", rank 0 has "2"`) {
+		t.Errorf("gen-hidden ranks with different --samples-per-shard: err %v, want an error naming rank 1 and the flag\n%s", err, out)
+	}
 	if out := alone([]string{"inspect", filepath.Join(tmp, "h2"), "--deep"}); strings.Contains(out, "FAILED") {
 		t.Errorf("inspect:\n%s", out)
 	}
-	out := ranks("2", mpiArgs(t, tmp, filepath.Join(tmp, "offline"), "2", "data.hidden_states="+filepath.Join(tmp, "h2")))
-	if !strings.Contains(out, "offline") || !strings.Contains(out, "on 2 ranks") {
-		t.Errorf("offline training on 2 ranks:\n%s", out)
+	trained := ranks("2", mpiArgs(t, tmp, filepath.Join(tmp, "offline"), "2", "data.hidden_states="+filepath.Join(tmp, "h2")))
+	if !strings.Contains(trained, "offline") || !strings.Contains(trained, "on 2 ranks") {
+		t.Errorf("offline training on 2 ranks:\n%s", trained)
 	}
 }
 

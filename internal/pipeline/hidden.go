@@ -79,6 +79,22 @@ func NewHidden(ctx context.Context, cfg *config.Run, o HiddenOptions, log io.Wri
 	if err != nil {
 		return nil, err
 	}
+	if comm.Size() > 1 {
+		fields, err := settings(cfg)
+		if err != nil {
+			return nil, err
+		}
+		fields["--out"], fields["--dtype"] = o.Out, o.DType.ShortName()
+		fields["--samples-per-shard"], fields["--batch"] = fmt.Sprint(o.SamplesPerShard), fmt.Sprint(o.Batch)
+		fields["prepared data (cache key)"] = p.Key
+		fields["aux layers"] = fmt.Sprint(dc.AuxLayers)
+		prev := comm.SetTimeout(0) // the ranks load the target and data at their own pace
+		err = mpi.Agree(comm, fields)
+		comm.SetTimeout(prev)
+		if err != nil {
+			return nil, err
+		}
+	}
 	return &HiddenRun{cfg: cfg, o: o, target: target, aux: dc.AuxLayers, data: p, log: log, comm: comm}, nil
 }
 
