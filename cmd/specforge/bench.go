@@ -147,7 +147,7 @@ func benchCommand() *cobra.Command {
 	df.register(cmd)
 	cmd.MarkFlagRequired("target")
 	cmd.MarkFlagRequired("draft")
-	cmd.AddCommand(benchScaleCommand(), benchTrainMemoryCommand(), benchJobCommand())
+	cmd.AddCommand(benchScaleCommand(), benchTrainMemoryCommand(), benchJobCommand(), benchCommCommand())
 	return cmd
 }
 

@@ -15,7 +15,7 @@ import (
 
 func genHiddenCommand() *cobra.Command {
 	var cf configFlags
-	var out, dtype string
+	var out, dtype, shard string
 	var perShard, batch int
 	cmd := &cobra.Command{
 		Use:   "gen-hidden --config run.yaml --out DIR",
@@ -30,15 +30,27 @@ func genHiddenCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--%w", err) // --dtype "x": want ...
 			}
-			run, err := pipeline.NewHidden(cmd.Context(), cfg, pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}, cmd.ErrOrStderr())
+			o := pipeline.HiddenOptions{Out: out, DType: d, SamplesPerShard: perShard, Batch: batch}
+			if shard != "" {
+				if o.Part, o.Parts, err = parseShard(shard); err != nil {
+					return err
+				}
+			}
+			run, err := pipeline.NewHidden(cmd.Context(), cfg, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			if run.Rank() != 0 {
+				w = io.Discard // rank 0 reports for all
+			}
 			// Ctrl-C or SIGTERM while generating stops after the current shard; the next run resumes there.
 			return run.Generate(cmd.Context(), func(s pipeline.HiddenSplit) {
 				printManifest(w, s.Name, s.Manifest)
 				fmt.Fprintf(w, "  generated in %.1f s\n", s.Seconds)
+				if s.Pending {
+					fmt.Fprintf(w, "  this part is done; the part that finishes last writes %s/manifest.json\n", s.Name)
+				}
 			})
 		},
 	}
@@ -50,6 +62,7 @@ func genHiddenCommand() *cobra.Command {
 	f.StringVar(&dtype, "dtype", "bf16", "storage type: bf16, f16 or f32")
 	f.IntVar(&perShard, "samples-per-shard", 256, "samples per shard file")
 	f.IntVar(&batch, "batch", 4, "samples per target forward")
+	f.StringVar(&shard, "shard", "", "i/N: write only part i (0-based) of N of the shards, for N jobs launched independently (mpirun or srun split the work by themselves)")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -113,4 +126,13 @@ func inspectCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&deep, "deep", false, "also decode every sample")
 	return cmd
+}
+
+// parseShard reads --shard i/N.
+func parseShard(s string) (int, int, error) {
+	var i, n int
+	if _, err := fmt.Sscanf(s, "%d/%d", &i, &n); err != nil || fmt.Sprintf("%d/%d", i, n) != s || n < 1 || i < 0 || i >= n {
+		return 0, 0, fmt.Errorf("--shard %q: want i/N with 0 <= i < N, e.g. 0/4", s)
+	}
+	return i, n, nil
 }

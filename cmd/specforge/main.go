@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/specforge/specforge/internal/mpi"
 )
 
 func main() {
@@ -27,9 +29,11 @@ func main() {
 	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "specforge:", err)
+		fmt.Fprintln(os.Stderr, "specforge: "+mpi.RankPrefix()+err.Error())
 	}
-	os.Exit(exitStatus(err, interrupted))
+	status := exitStatus(err, interrupted)
+	mpi.Finish(status, err != nil && !interrupted) // a data-parallel rank leaves the job (a failing one ends it)
+	os.Exit(status)
 }
 
 // exitStatus is 0 on success, 130 (128 + SIGINT, as shells report) for a job stopped by Ctrl-C or SIGTERM

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,13 @@ func trainCommand() *cobra.Command {
 			run, err := pipeline.New(cmd.Context(), cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			if run.Rank() != 0 {
+				out = io.Discard // rank 0 reports for all
+			}
+			if n := run.WorldSize(); n > 1 {
+				fmt.Fprintf(out, "data parallel on %d ranks (MPI): global batch %d ranks x %d x grad accum %d = %d samples per step\n",
+					n, n, cfg.Train.BatchSize, cfg.Train.GradAccum, n*cfg.Train.BatchSize*cfg.Train.GradAccum)
 			}
 			if s := run.TrainStats(); s != nil {
 				printStats(out, "train", *s)

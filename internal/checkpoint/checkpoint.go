@@ -37,6 +37,10 @@ type State struct {
 	BestStep      int     `json:"best_step"`
 	Seed          uint64  `json:"seed"`
 	BatchSize     int     `json:"batch_size"`
+	// WorldSize and GradAccum complete the global batch (world_size x batch_size x grad_accum); 0 in a
+	// checkpoint written before they were recorded, which was a single process's.
+	WorldSize int `json:"world_size,omitempty"`
+	GradAccum int `json:"grad_accum,omitempty"`
 	// Draft is a pointer so that a state.json without draft_config (not written by specforge) is told apart.
 	Draft *draft.Config `json:"draft_config"`
 }

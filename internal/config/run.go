@@ -75,6 +75,14 @@ type TrainConfig struct {
 	// Resume: "auto" continues from the latest checkpoint in output_dir if there is one, "never" starts
 	// afresh, anything else is the checkpoint folder to continue from.
 	Resume string `yaml:"resume"`
+	// CollectiveTimeout bounds, in seconds, each collective of a data-parallel run (mpirun, srun): a rank
+	// that waits longer for the others aborts the job, as MPI itself would wait forever on a stuck rank.
+	// 0 waits forever.
+	CollectiveTimeout float64 `yaml:"collective_timeout"`
+	// ShardOptimizer keeps on each rank of a data-parallel run the AdamW moments of its part of every
+	// parameter only (ZeRO stage 1): gradients are reduce-scattered, each rank updates its part, and the
+	// weights are all-gathered.
+	ShardOptimizer bool `yaml:"shard_optimizer"`
 }
 
 // DraftConfig shapes the EAGLE-3 draft.
@@ -210,6 +218,7 @@ func Defaults() Run {
 		Train: TrainConfig{
 			OutputDir: "runs/draft", Epochs: 10, BatchSize: 1, GradAccum: 1, LR: 1e-4, WarmupRatio: 0.015,
 			MaxGradNorm: 0.5, TTTLength: 7, Loss: "kl", LKKLScale: 1, LKKLDecay: 1, Precision: "bf16", LogInterval: 10, SaveMinutes: 30, KeepCheckpoints: 2, Resume: "auto", ReportTo: StringList{"jsonl"},
+			CollectiveTimeout:     600,
 			EvalAcceptancePrompts: 8, EvalAcceptanceSteps: 5, EvalAcceptanceTokens: 64,
 		},
 	}
@@ -351,6 +360,7 @@ func (r *Run) Validate() error {
 		{"train.lk_kl_scale", t.LKKLScale, 0, 10, false, false, true},
 		{"train.lk_kl_decay", t.LKKLDecay, 0, 100, false, false, true},
 		{"train.save_minutes", t.SaveMinutes, 0, 1e6, false, false, true},
+		{"train.collective_timeout", t.CollectiveTimeout, 0, 1e7, false, false, true},
 	}
 	for _, c := range floats {
 		low := c.v > c.lo || !c.openLo && c.v == c.lo

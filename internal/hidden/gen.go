@@ -82,22 +82,32 @@ func (m *Manifest) UnmarshalJSON(b []byte) error {
 }
 
 // ReadManifest loads dir/manifest.json.
-func ReadManifest(dir string) (*Manifest, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+func ReadManifest(dir string) (*Manifest, error) { return readManifest(dir, ManifestFile) }
+
+// ManifestFile is the manifest of a shard folder, the one training reads.
+const ManifestFile = "manifest.json"
+
+// PartManifestFile is the manifest of part i of n of a generation split across ranks or jobs (Merge joins
+// the parts' into ManifestFile).
+func PartManifestFile(i, n int) string { return fmt.Sprintf("manifest.part-%d-of-%d.json", i, n) }
+
+func readManifest(dir, name string) (*Manifest, error) {
+	path := filepath.Join(dir, name)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read hidden-state manifest: %w", err)
 	}
 	var m Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s: %v", filepath.Join(dir, "manifest.json"), err)
+		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	if m.Format != FormatVersion {
-		return nil, fmt.Errorf("%s: format %q, want %q", filepath.Join(dir, "manifest.json"), m.Format, FormatVersion)
+		return nil, fmt.Errorf("%s: format %q, want %q", path, m.Format, FormatVersion)
 	}
 	return &m, nil
 }
 
-func (m *Manifest) write(dir string) error {
+func (m *Manifest) write(dir, name string) error {
 	m.Tokens, m.Bytes = 0, 0
 	for _, s := range m.Shards {
 		m.Tokens += s.Tokens
@@ -110,7 +120,7 @@ func (m *Manifest) write(dir string) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteBytes(filepath.Join(dir, "manifest.json"), append(raw, '\n'))
+	return atomicfile.WriteBytes(filepath.Join(dir, name), append(raw, '\n'))
 }
 
 // GenOptions configure a generation.
@@ -127,14 +137,25 @@ type GenOptions struct {
 	Batch           int // samples per target forward
 	// Stop, if set, is polled between shards; true ends the run early (it resumes later).
 	Stop func() bool
-	// Progress, if set, is called after each shard with the samples done and the total.
+	// Progress, if set, is called after each shard with the samples done and the total (of this part).
 	Progress func(done, total int)
+	// Parts > 1 splits the generation: this run writes the shards k with k%Parts == Part, and its own
+	// manifest (PartManifestFile), which Merge joins with the other parts' into the folder's manifest.
+	Part, Parts int
 }
 
 // Generate runs the target over the dataset and writes the shards that are not already there. A complete
 // shard is never rewritten; a killed run resumes at the first missing shard and produces the same shards as
-// an uninterrupted one (shard boundaries and batches depend only on the options).
+// an uninterrupted one (shard boundaries and batches depend only on the options, not on the parts). With
+// Parts > 1 the manifest returned is this part's.
 func Generate(o GenOptions) (*Manifest, error) {
+	manifest, part, parts := ManifestFile, 0, 1
+	if o.Parts > 1 {
+		if o.Part < 0 || o.Part >= o.Parts {
+			return nil, fmt.Errorf("part %d of %d: want 0 <= part < parts", o.Part, o.Parts)
+		}
+		manifest, part, parts = PartManifestFile(o.Part, o.Parts), o.Part, o.Parts
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", o.Out, err)
 	}
@@ -145,7 +166,7 @@ func Generate(o GenOptions) (*Manifest, error) {
 		Target:                 TargetInfo{Path: o.TargetPath, Architecture: cfg.Architecture, HiddenSize: cfg.HiddenSize, NumLayers: cfg.NumLayers, VocabSize: cfg.VocabSize},
 		ReferenceBytesPerToken: 8 * cfg.HiddenSize,
 	}
-	if prev, err := ReadManifest(o.Out); err == nil {
+	if prev, err := readManifest(o.Out, manifest); err == nil {
 		if err := prev.compatible(m); err != nil {
 			return nil, fmt.Errorf("%s holds shards made differently (%v): use another folder", o.Out, err)
 		}
@@ -154,9 +175,21 @@ func Generate(o GenOptions) (*Manifest, error) {
 		return nil, err
 	}
 	nShards := (o.Data.Len() + o.SamplesPerShard - 1) / o.SamplesPerShard
-	for si := len(m.Shards); si < nShards; si++ {
+	done := map[string]bool{}
+	for _, sh := range m.Shards {
+		done[sh.File] = true
+	}
+	total, finished := PartSamples(o.Data.Len(), o.SamplesPerShard, part, parts), 0
+	for _, sh := range m.Shards {
+		finished += sh.Samples
+	}
+	for si := part; si < nShards; si += parts {
+		name := shardName(si)
+		if done[name] {
+			continue
+		}
 		if o.Stop != nil && o.Stop() {
-			return m, m.write(o.Out)
+			return m, m.write(o.Out, manifest)
 		}
 		first := si * o.SamplesPerShard
 		last := min(first+o.SamplesPerShard, o.Data.Len())
@@ -164,22 +197,74 @@ func Generate(o GenOptions) (*Manifest, error) {
 		if err != nil {
 			return nil, err
 		}
-		name := fmt.Sprintf("shard_%05d.sfh", si)
 		info, err := WriteShard(filepath.Join(o.Out, name), samples, o.DType, o.AuxLayers, cfg.HiddenSize)
 		if err != nil {
 			return nil, err
 		}
 		info.File, info.FirstSample = name, first
 		m.Shards = append(m.Shards, info)
-		if err := m.write(o.Out); err != nil {
+		if err := m.write(o.Out, manifest); err != nil {
 			return nil, err
 		}
-		if o.Progress != nil {
-			o.Progress(last, o.Data.Len())
+		if finished += last - first; o.Progress != nil {
+			o.Progress(finished, total)
 		}
 	}
 	m.Complete = true
-	return m, m.write(o.Out)
+	return m, m.write(o.Out, manifest)
+}
+
+// PartSamples is the number of the n samples in shards of perShard that part part of parts generates.
+func PartSamples(n, perShard, part, parts int) int {
+	total := 0
+	for first := part * perShard; first < n; first += parts * perShard {
+		total += min(perShard, n-first)
+	}
+	return total
+}
+
+func shardName(k int) string { return fmt.Sprintf("shard_%05d.sfh", k) }
+
+// Merge joins the manifests of the parts parts of a split generation in dir into its manifest, once every
+// part is complete; before that it returns nil and no error. Every part may call it when done: the last to
+// finish writes the manifest (the same bytes whoever writes them), and removes what killed writers left.
+func Merge(dir string, parts int) (*Manifest, error) {
+	var m *Manifest
+	for i := range parts {
+		p, err := readManifest(dir, PartManifestFile(i, parts))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !p.Complete {
+			return nil, nil
+		}
+		if m == nil {
+			m = p
+			continue
+		}
+		if err := p.compatible(m); err != nil {
+			return nil, fmt.Errorf("%s: part %d of %d was made differently from part 0 (%v)", dir, i, parts, err)
+		}
+		m.Shards = append(m.Shards, p.Shards...)
+	}
+	slices.SortFunc(m.Shards, func(a, b ShardInfo) int { return a.FirstSample - b.FirstSample })
+	next := 0
+	for _, sh := range m.Shards {
+		if sh.FirstSample != next {
+			return nil, fmt.Errorf("%s: the parts' shards do not cover the dataset: %s starts at sample %d, want %d", dir, sh.File, sh.FirstSample, next)
+		}
+		next += sh.Samples
+	}
+	if next != m.Samples {
+		return nil, fmt.Errorf("%s: the parts' shards hold %d samples of %d", dir, next, m.Samples)
+	}
+	if _, err := atomicfile.RemoveStale(dir); err != nil {
+		return nil, err
+	}
+	return m, m.write(dir, ManifestFile)
 }
 
 func (m *Manifest) compatible(want *Manifest) error {

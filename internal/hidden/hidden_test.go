@@ -236,3 +236,63 @@ func TestGenerateResumes(t *testing.T) {
 		t.Errorf("mixed dtype: %v", err)
 	}
 }
+
+// TestGenerateParts splits a generation in three parts, one interrupted and resumed: the merged manifest
+// lists the very shards of a generation in one part, and appears only when the last part is done.
+func TestGenerateParts(t *testing.T) {
+	m, data, key := fixturetest.Stories(t, 30, 40)
+	opts := func(out string) GenOptions {
+		return GenOptions{Target: m, TargetPath: "stories260K", AuxLayers: []int{0, 2, 4}, Data: data, DataKey: key,
+			Out: out, DType: tensor.BF16, SamplesPerShard: 3, Batch: 2}
+	}
+	whole, err := Generate(opts(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	for _, part := range []int{2, 0} {
+		o := opts(out)
+		o.Part, o.Parts = part, 3
+		if pm, err := Generate(o); err != nil || !pm.Complete {
+			t.Fatalf("part %d: %+v %v", part, pm, err)
+		}
+		if merged, err := Merge(out, 3); merged != nil || err != nil {
+			t.Fatalf("merged with part 1 missing: %+v %v", merged, err)
+		}
+	}
+	o := opts(out)
+	o.Part, o.Parts = 1, 3
+	n := 0
+	o.Stop = func() bool { n++; return n > 1 }
+	if pm, err := Generate(o); err != nil || pm.Complete || len(pm.Shards) != 1 {
+		t.Fatalf("interrupted part 1: %+v %v", pm, err)
+	}
+	if merged, err := Merge(out, 3); merged != nil || err != nil {
+		t.Fatalf("merged with part 1 incomplete: %+v %v", merged, err)
+	}
+	o.Stop = nil
+	if pm, err := Generate(o); err != nil || !pm.Complete || len(pm.Shards) != (len(whole.Shards)+1)/3 {
+		t.Fatalf("resumed part 1: %+v %v", pm, err)
+	}
+	merged, err := Merge(out, 3)
+	if err != nil || merged == nil || !merged.Complete || len(merged.Shards) != len(whole.Shards) {
+		t.Fatalf("merged: %+v %v", merged, err)
+	}
+	for i, s := range whole.Shards {
+		if got := merged.Shards[i]; got.File != s.File || got.SHA256 != s.SHA256 || got.FirstSample != s.FirstSample {
+			t.Errorf("shard %d: merged %+v, one part %+v", i, got, s)
+		}
+	}
+	if _, problems, err := Verify(out, true); err != nil || len(problems) != 0 {
+		t.Fatalf("verify: %v %v", problems, err)
+	}
+	st, err := Open(out)
+	if err != nil || st.Len() != data.Len() {
+		t.Fatalf("open the merged folder: %v", err)
+	}
+	st.Close()
+	o.Part = 3
+	if _, err := Generate(o); err == nil {
+		t.Error("part 3 of 3 accepted")
+	}
+}

@@ -99,7 +99,7 @@ func TestStoreVerifies(t *testing.T) {
 		info.File = "s.sfh"
 		m := &Manifest{Format: FormatVersion, Target: TargetInfo{HiddenSize: 16, VocabSize: vocab}, AuxLayers: []int{1, 2, 1},
 			DType: tensor.BF16, Samples: 2, Shards: []ShardInfo{info}, Complete: true}
-		if err := m.write(dir); err != nil {
+		if err := m.write(dir, ManifestFile); err != nil {
 			t.Fatal(err)
 		}
 		if damage != nil {

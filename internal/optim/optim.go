@@ -14,10 +14,12 @@ import (
 // ClipGradNorm scales every gradient by min(1, maxNorm/(norm+1e-6)), norm being the global L2 norm of all
 // of them (torch.nn.utils.clip_grad_norm_). It returns the norm before clipping and the coefficient used.
 func ClipGradNorm(grads [][]float32, maxNorm float64) (norm, coef float64) {
-	var sq float64
-	for _, g := range grads {
-		sq += sumSquares(g)
-	}
+	return ClipGradNormOf(grads, SumSquares(grads), maxNorm)
+}
+
+// ClipGradNormOf is ClipGradNorm for gradients whose global sum of squares is sq (grads may be a part of
+// them: a rank's share of the optimiser, sq summed over all the ranks).
+func ClipGradNormOf(grads [][]float32, sq, maxNorm float64) (norm, coef float64) {
 	norm = math.Sqrt(sq)
 	coef = math.Min(1, maxNorm/(norm+1e-6))
 	if coef < 1 {
@@ -31,6 +33,15 @@ func ClipGradNorm(grads [][]float32, maxNorm float64) (norm, coef float64) {
 		}
 	}
 	return norm, coef
+}
+
+// SumSquares is the sum of the squares of every gradient, the same on every run.
+func SumSquares(grads [][]float32) float64 {
+	var sq float64
+	for _, g := range grads {
+		sq += sumSquares(g)
+	}
+	return sq
 }
 
 // sumSquares adds per-block partial sums in block order, so the result is the same on every run.

@@ -19,6 +19,7 @@ import (
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
+	"github.com/specforge/specforge/internal/mpi"
 	"github.com/specforge/specforge/internal/runlock"
 	"github.com/specforge/specforge/internal/train"
 )
@@ -41,7 +42,8 @@ type Run struct {
 	trainer *train.Trainer
 	// trainStats describes the prepared training split (online runs; offline ones read shards).
 	trainStats *dataset.Stats
-	lock       *runlock.Lock // the output folder, held from New to the end of Train
+	lock       *runlock.Lock // the output folder, held from New to the end of Train; nil on ranks but 0
+	comm       mpi.Comm
 }
 
 // Result is what a finished run produced.
@@ -58,6 +60,13 @@ type Result struct {
 // and the draft, and resumes from a checkpoint as train.resume asks. Messages and progress go to log.
 // Cancelling ctx stops the regeneration of the data (data.regenerate) with an error wrapping ctx.Err().
 func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
+	comm, err := joinWorld(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if comm.Rank() != 0 {
+		log = io.Discard // rank 0 reports for all
+	}
 	if cfg.Target.Path == "" {
 		return nil, fmt.Errorf("no target: set target.path to a Hugging Face model folder")
 	}
@@ -65,7 +74,6 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 		return nil, fmt.Errorf("train.resume: %s is not a checkpoint folder (no state.json)", r)
 	}
 	var in *inputs
-	var err error
 	mode := Online
 	if cfg.Data.HiddenStates != "" {
 		mode = Offline
@@ -81,20 +89,28 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 		return nil, err
 	}
 	// The folder is taken before resume reads and rewrites its metrics, and kept until Train ends.
-	lock, err := holdRunFolder(cfg.Train.OutputDir, log)
-	if err != nil {
-		return nil, err
+	var lock *runlock.Lock
+	if comm.Rank() == 0 { // the other ranks write nothing there
+		if lock, err = holdRunFolder(cfg.Train.OutputDir, log); err != nil {
+			return nil, err
+		}
 	}
-	opts := train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance}
+	opts := train.Options{Config: cfg.Train, Draft: d, Train: in.train, Eval: in.eval, Log: log, AcceptanceLength: in.acceptance, Comm: comm}
 	if cfg.Data.Packing {
 		opts.PackLength = cfg.Data.MaxLength
 	}
 	tr := train.NewTrainer(opts)
-	if err := resume(tr, cfg.Train); err != nil {
-		lock.Release()
+	err = resume(tr, cfg.Train)
+	if err == nil {
+		err = agree(comm, cfg, tr)
+	}
+	if err != nil {
+		if lock != nil {
+			lock.Release()
+		}
 		return nil, err
 	}
-	return &Run{cfg: cfg, mode: mode, draft: d, trainer: tr, trainStats: in.trainStats, lock: lock}, nil
+	return &Run{cfg: cfg, mode: mode, draft: d, trainer: tr, trainStats: in.trainStats, lock: lock, comm: comm}, nil
 }
 
 // holdRunFolder takes a run folder for this process and removes what a killed run left in it: holding the
@@ -117,6 +133,12 @@ func holdRunFolder(out string, log io.Writer) (*runlock.Lock, error) {
 	return lock, nil
 }
 
+// Rank is this process's rank in the data-parallel world (0 alone writes the run's files).
+func (r *Run) Rank() int { return r.comm.Rank() }
+
+// WorldSize is the number of ranks training together (1 outside mpirun or srun).
+func (r *Run) WorldSize() int { return r.comm.Size() }
+
 // Mode is where the run's hidden states come from.
 func (r *Run) Mode() Mode { return r.mode }
 
@@ -133,6 +155,12 @@ func (r *Run) TrainStats() *dataset.Stats { return r.trainStats }
 // folder. Cancelling ctx stops training after the current step with a checkpoint and returns
 // train.ErrInterrupted. The run folder, held since New, is given back when Train returns.
 func (r *Run) Train(ctx context.Context) (*Result, error) {
+	if r.lock == nil { // a rank but the first: rank 0 writes the plot and the draft
+		if err := r.trainer.Run(ctx); err != nil {
+			return nil, err
+		}
+		return r.result(), nil
+	}
 	defer r.lock.Release()
 	out := r.cfg.Train.OutputDir
 	if err := r.trainer.Run(ctx); err != nil {
@@ -142,18 +170,22 @@ func (r *Run) Train(ctx context.Context) (*Result, error) {
 	if err := train.WritePlot(filepath.Join(out, "metrics.png"), history); err != nil {
 		return nil, fmt.Errorf("plot: %w", err)
 	}
-	dir := filepath.Join(out, "draft")
-	if err := export.Write(dir, r.draft, export.Served(r.draft), export.Options{}); err != nil {
+	if err := export.Write(filepath.Join(out, "draft"), r.draft, export.Served(r.draft), export.Options{}); err != nil {
 		return nil, err
 	}
-	res := &Result{DraftDir: dir, SimAccLen: r.trainer.LastSimAccLen()}
+	return r.result(), nil
+}
+
+func (r *Run) result() *Result {
+	history := r.trainer.History()
+	res := &Result{DraftDir: filepath.Join(r.cfg.Train.OutputDir, "draft"), SimAccLen: r.trainer.LastSimAccLen()}
 	for i := len(history) - 1; i >= 0; i-- {
 		if history[i].Split == "eval" {
 			res.AcceptanceLength = history[i].AcceptanceLength
 			break
 		}
 	}
-	return res, nil
+	return res
 }
 
 // resume continues from the checkpoint train.resume names: the run folder's latest with "auto", none with

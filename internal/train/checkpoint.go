@@ -12,8 +12,16 @@ import (
 )
 
 // Save writes a checkpoint of the current state and removes old ones, keeping the last KeepCheckpoints and
-// the best by simulated acceptance length.
+// the best by simulated acceptance length. Rank 0 writes it; every rank returns its outcome.
 func (t *Trainer) Save() error {
+	mom, err := t.fullMoments()
+	if err == nil && t.rank0() {
+		err = t.save(mom)
+	}
+	return t.shareOutcome(fmt.Sprintf("save the checkpoint of step %d", t.step), err)
+}
+
+func (t *Trainer) save(mom checkpoint.Moments) error {
 	// Only a metric measured at this very step ranks the checkpoint: one from an earlier evaluation belongs
 	// to other weights.
 	if r := t.lastMetric(); r != nil && r.Step == t.step && (r.SimAccLen > t.best || t.bestStep == 0) {
@@ -21,9 +29,9 @@ func (t *Trainer) Save() error {
 	}
 	d := t.draft
 	st := checkpoint.State{Step: t.step, TotalSteps: t.totalSteps, LoaderEpoch: t.loader.Epoch, LoaderPos: t.loader.Pos,
-		OptimizerStep: t.opt.Step, Best: finite(t.best), BestStep: t.bestStep, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize, Draft: &d.Config}
-	dir, err := checkpoint.Save(t.cfg.OutputDir, st, export.Tensors(d, export.SGLang, safetensors.F32), d.W.Params(&d.Config),
-		checkpoint.Moments{M: t.opt.M, V: t.opt.V})
+		OptimizerStep: t.opt.Step, Best: finite(t.best), BestStep: t.bestStep, Seed: t.cfg.Seed, BatchSize: t.cfg.BatchSize,
+		WorldSize: t.comm.Size(), GradAccum: t.cfg.GradAccum, Draft: &d.Config}
+	dir, err := checkpoint.Save(t.cfg.OutputDir, st, export.Tensors(d, export.SGLang, safetensors.F32), d.W.Params(&d.Config), mom)
 	if err != nil {
 		return err
 	}
@@ -63,7 +71,9 @@ func (t *Trainer) ResumeLatest(runDir string) error {
 }
 
 // Resume restores the trainer from a checkpoint folder: weights, optimiser moments, step, data position and
-// best metric. The run's seed and batch size must match the checkpoint's, or the data order would differ.
+// best metric. The run's seed must match the checkpoint's, or the data order would differ, and so must its
+// batch size, unless the world size changed: then its global batch (world size x batch size x grad accum)
+// must be the checkpoint's, and training goes on from the same sample of the data.
 func (t *Trainer) Resume(dir string) error {
 	st, err := checkpoint.ReadState(dir)
 	if err != nil {
@@ -72,8 +82,8 @@ func (t *Trainer) Resume(dir string) error {
 	if st.LoaderPos > t.loader.n {
 		return fmt.Errorf("resume: checkpoint %s is at sample %d of an epoch of %d: it belongs to other data", dir, st.LoaderPos, t.loader.n)
 	}
-	if st.Seed != t.cfg.Seed || st.BatchSize != t.cfg.BatchSize {
-		return fmt.Errorf("resume: checkpoint %s was trained with seed %d and batch size %d, this run has %d and %d", dir, st.Seed, st.BatchSize, t.cfg.Seed, t.cfg.BatchSize)
+	if err := t.sameBatches(dir, st); err != nil {
+		return err
 	}
 	c := &t.draft.Config
 	if st.Draft.HiddenSize != c.HiddenSize || st.Draft.DraftVocabSize != c.DraftVocabSize || st.Draft.IntermediateSize != c.IntermediateSize ||
@@ -89,7 +99,7 @@ func (t *Trainer) Resume(dir string) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	if err := checkpoint.ReadMoments(dir, w.Params(c), checkpoint.Moments{M: t.opt.M, V: t.opt.V}); err != nil {
+	if err := t.readMoments(dir, w.Params(c)); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
 	t.draft.W = w
@@ -102,6 +112,9 @@ func (t *Trainer) Resume(dir string) error {
 	// Metrics logged after the checkpoint belong to steps that will run again: drop them.
 	metricsPath := filepath.Join(t.cfg.OutputDir, "metrics.jsonl")
 	t.history = readHistory(metricsPath, st.Step)
+	if !t.rank0() {
+		return nil
+	}
 	if err := writeHistory(metricsPath, t.history); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/specforge/specforge/internal/config"
 	"github.com/specforge/specforge/internal/draft"
 	"github.com/specforge/specforge/internal/export"
+	"github.com/specforge/specforge/internal/mpi"
 	"github.com/specforge/specforge/internal/optim"
 	"github.com/specforge/specforge/internal/progress"
 	"github.com/specforge/specforge/internal/safetensors"
@@ -33,6 +34,8 @@ type Options struct {
 	// AcceptanceLength, if set, measures the real acceptance length of the current draft (speculative
 	// decoding of held-out prompts); evaluations report it.
 	AcceptanceLength func(d *draft.Draft) (float64, error)
+	// Comm is the data-parallel world this trainer is one rank of (parallel.go); nil is a single process.
+	Comm mpi.Comm
 }
 
 // Trainer trains one draft. Its state changes only through its methods, so that a checkpoint captures all of
@@ -45,6 +48,7 @@ type Trainer struct {
 	packLength int
 	log        io.Writer
 	acceptance func(d *draft.Draft) (float64, error)
+	comm       mpi.Comm
 
 	opt        *optim.AdamW
 	loader     *Loader
@@ -54,6 +58,7 @@ type Trainer struct {
 	bestStep   int
 
 	grad    draft.Weights
+	scratch []float32 // a rank's part of a gradient (zero.go)
 	ws      draft.Workspace
 	metrics *os.File
 	tb      *tensorboard.Writer // nil unless train.report_to lists tensorboard
@@ -74,13 +79,16 @@ func realTokens(b *draft.Batch) int {
 // NewTrainer prepares a run with a new optimiser (Resume continues from a checkpoint).
 func NewTrainer(o Options) *Trainer {
 	cfg, d := o.Config, o.Draft
-	t := &Trainer{cfg: cfg, draft: d, train: o.Train, eval: o.Eval, packLength: o.PackLength, log: o.Log, acceptance: o.AcceptanceLength}
+	t := &Trainer{cfg: cfg, draft: d, train: o.Train, eval: o.Eval, packLength: o.PackLength, log: o.Log, acceptance: o.AcceptanceLength, comm: o.Comm}
+	if t.comm == nil {
+		t.comm = mpi.Single{}
+	}
 	var sizes []int
 	for _, s := range d.W.Slices(&d.Config) {
 		sizes = append(sizes, len(s))
 	}
-	t.opt = optim.NewAdamWOn(d.Backend(), sizes, 0.9, 0.999, 1e-8, cfg.WeightDecay)
-	t.loader = NewLoader(o.Train.Len(), cfg.BatchSize, cfg.Seed)
+	t.opt = optim.NewAdamWOn(d.Backend(), t.optimizerParts(sizes), 0.9, 0.999, 1e-8, cfg.WeightDecay)
+	t.loader = NewLoader(o.Train.Len(), t.comm.Size()*cfg.BatchSize, cfg.Seed) // the global batch
 	t.totalSteps = cfg.MaxSteps
 	if t.totalSteps <= 0 {
 		t.totalSteps = (cfg.Epochs*t.loader.BatchesPerEpoch() + cfg.GradAccum - 1) / cfg.GradAccum
@@ -123,32 +131,47 @@ func (t *Trainer) TrainStep() (*Record, error) {
 	rec := &Record{Step: t.step + 1, Split: "train", PLoss: make([]float64, K), Acc: make([]float64, K), Alpha: make([]float64, K)}
 	correct, denom := make([]int, K), make([]int, K)
 	for a := 0; a < t.cfg.GradAccum; a++ {
-		idx := t.loader.Next()
+		idx := t.share(t.loader.Next())
 		if pf, ok := t.train.(Prefetcher); ok {
-			pf.Prefetch(t.loader.Peek())
+			pf.Prefetch(t.share(t.loader.Peek()))
 		}
-		b, err := t.batch(t.train, idx)
+		var b *draft.Batch
+		var err error
+		if len(idx) > 0 { // a rank's slice of an epoch's short last batch may be empty
+			if b, err = t.batch(t.train, idx); err != nil {
+				return nil, err
+			}
+		}
+		w, err := t.weight(b)
 		if err != nil {
 			return nil, err
 		}
-		met, err := t.draft.TTT(b, K, &t.grad, &t.ws, 1/float64(t.cfg.GradAccum))
+		if b == nil {
+			continue
+		}
+		met, err := t.draft.TTT(b, K, &t.grad, &t.ws, w/float64(t.cfg.GradAccum))
 		if err != nil {
 			return nil, err
 		}
 		for k := 0; k < K; k++ {
-			rec.PLoss[k] += met.Loss[k] / float64(t.cfg.GradAccum)
-			rec.Alpha[k] += met.Alpha[k] / float64(t.cfg.GradAccum)
+			rec.PLoss[k] += w * met.Loss[k] / float64(t.cfg.GradAccum)
+			rec.Alpha[k] += w * met.Alpha[k] / float64(t.cfg.GradAccum)
 			correct[k] += met.Correct[k]
 			denom[k] += met.Denom[k]
 		}
-		rec.Loss += met.Total / float64(t.cfg.GradAccum)
+		rec.Loss += w * met.Total / float64(t.cfg.GradAccum)
 		rec.Tokens += realTokens(b)
 	}
-	fillAcc(rec, correct, denom)
 	grads := t.grad.Slices(c)
-	rec.GradNorm, _ = optim.ClipGradNorm(grads, t.cfg.MaxGradNorm)
+	if err := t.sumRanks(rec, correct, denom, grads); err != nil {
+		return nil, err
+	}
+	fillAcc(rec, correct, denom)
 	rec.LR = optim.CosineWarmup(t.step, t.totalSteps, t.cfg.WarmupRatio, t.cfg.LR)
-	t.opt.Update(t.draft.W.Slices(c), grads, rec.LR)
+	var err error
+	if rec.GradNorm, err = t.update(grads, rec.LR); err != nil {
+		return nil, err
+	}
 	t.step++
 	rec.Epoch = t.loader.Epoch
 	return rec, nil
@@ -180,31 +203,45 @@ func (t *Trainer) Evaluate() (*Record, error) {
 	rec := &Record{Step: t.step, Split: "eval", Epoch: t.loader.Epoch, PLoss: make([]float64, K), Acc: make([]float64, K), Alpha: make([]float64, K)}
 	correct, denom := make([]int, K), make([]int, K)
 	batches := 0
-	for lo := 0; lo < t.eval.Len(); lo += t.cfg.BatchSize {
+	size := t.comm.Size() * t.cfg.BatchSize // the global batch, each rank its slice
+	for lo := 0; lo < t.eval.Len(); lo += size {
 		if t.cfg.EvalBatches > 0 && batches == t.cfg.EvalBatches {
 			break
 		}
 		var idx []int
-		for i := lo; i < min(lo+t.cfg.BatchSize, t.eval.Len()); i++ {
+		for i := lo; i < min(lo+size, t.eval.Len()); i++ {
 			idx = append(idx, i)
 		}
-		b, err := t.batch(t.eval, idx)
+		batches++
+		var b *draft.Batch
+		var err error
+		if idx = t.share(idx); len(idx) > 0 {
+			if b, err = t.batch(t.eval, idx); err != nil {
+				return nil, err
+			}
+		}
+		w, err := t.weight(b)
 		if err != nil {
 			return nil, err
+		}
+		if b == nil {
+			continue
 		}
 		met, err := t.draft.TTT(b, K, nil, &t.ws, 1)
 		if err != nil {
 			return nil, err
 		}
 		for k := 0; k < K; k++ {
-			rec.PLoss[k] += met.Loss[k]
-			rec.Alpha[k] += met.Alpha[k]
+			rec.PLoss[k] += w * met.Loss[k]
+			rec.Alpha[k] += w * met.Alpha[k]
 			correct[k] += met.Correct[k]
 			denom[k] += met.Denom[k]
 		}
-		rec.Loss += met.Total
+		rec.Loss += w * met.Total
 		rec.Tokens += realTokens(b)
-		batches++
+	}
+	if err := t.sumRanks(rec, correct, denom, nil); err != nil {
+		return nil, err
 	}
 	for k := range rec.PLoss {
 		rec.PLoss[k] /= float64(batches)
@@ -214,7 +251,13 @@ func (t *Trainer) Evaluate() (*Record, error) {
 	fillAcc(rec, correct, denom)
 	if t.acceptance != nil {
 		var err error
-		if rec.AcceptanceLength, err = t.acceptance(t.draft); err != nil {
+		if t.rank0() { // the ranks' drafts are the same
+			rec.AcceptanceLength, err = t.acceptance(t.draft)
+		}
+		if err = t.shareOutcome("evaluate acceptance length", err); err != nil {
+			return nil, fmt.Errorf("evaluate acceptance length: %w", err)
+		}
+		if rec.AcceptanceLength, err = t.broadcastF64(rec.AcceptanceLength); err != nil {
 			return nil, fmt.Errorf("evaluate acceptance length: %w", err)
 		}
 	}
@@ -225,16 +268,12 @@ func (t *Trainer) Evaluate() (*Record, error) {
 // stops it after the current step with a checkpoint, from which the run resumes exactly, and Run returns
 // ErrInterrupted.
 func (t *Trainer) Run(ctx context.Context) error {
-	if err := os.MkdirAll(t.cfg.OutputDir, 0o755); err != nil {
-		return fmt.Errorf("create output folder: %w", err)
-	}
-	metricsPath := filepath.Join(t.cfg.OutputDir, "metrics.jsonl")
-	var err error
-	if t.metrics, err = os.OpenFile(metricsPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
-		return fmt.Errorf("open metrics log: %w", err)
+	if err := t.openLogs(); err != nil {
+		return err
 	}
 	defer t.metrics.Close()
-	if t.cfg.ReportTo.Has("tensorboard") {
+	var err error
+	if t.cfg.ReportTo.Has("tensorboard") && t.rank0() {
 		// A resumed run writes a new file whose first event tells TensorBoard to drop what an earlier file
 		// logged after the checkpoint (metrics.jsonl is rewritten up to it the same way).
 		if t.tb, err = tensorboard.Create(filepath.Join(t.cfg.OutputDir, "tensorboard"), t.step); err != nil {
@@ -273,10 +312,13 @@ func (t *Trainer) Run(ctx context.Context) error {
 		}
 		if bar != nil {
 			rate := float64(tokens) / time.Since(start).Seconds()
-			bar.Set(int64(t.step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %.0f tok/s", rec.Loss, rec.Acc[0], rec.SimAccLen, rate))
+			bar.Set(int64(t.step), fmt.Sprintf("loss %.3f acc0 %.3f sim-len %.2f %s", rec.Loss, rec.Acc[0], rec.SimAccLen, t.rates(rate, "tok/s")))
 		}
 		last := t.step == t.totalSteps
-		interrupted := ctx.Err() != nil
+		interrupted, saveDue, err := t.agreeStop(ctx.Err() != nil, t.cfg.SaveMinutes > 0 && time.Since(lastSave).Minutes() >= t.cfg.SaveMinutes)
+		if err != nil {
+			return err
+		}
 		if t.cfg.EvalInterval > 0 && t.step%t.cfg.EvalInterval == 0 || last {
 			if ev, err := t.Evaluate(); err != nil {
 				return err
@@ -292,10 +334,10 @@ func (t *Trainer) Run(ctx context.Context) error {
 				t.logf("%s", line)
 			}
 		}
-		if t.step%saveInterval == 0 || t.cfg.SaveMinutes > 0 && time.Since(lastSave).Minutes() >= t.cfg.SaveMinutes || last || interrupted {
+		if t.step%saveInterval == 0 || saveDue || last || interrupted {
 			if err := t.Save(); err != nil {
 				err = fmt.Errorf("save the checkpoint of step %d (the run stops; the checkpoints saved before are kept): %w", t.step, err)
-				if t.cfg.RescueDir != "" { // in float32: the weights exactly
+				if t.cfg.RescueDir != "" && t.rank0() { // in float32: the weights exactly
 					if rerr := export.Write(t.cfg.RescueDir, t.draft, export.Served(t.draft), export.Options{DType: safetensors.F32}); rerr != nil {
 						return fmt.Errorf("%w; writing the draft to train.rescue_dir failed too: %v", err, rerr)
 					}
@@ -310,7 +352,7 @@ func (t *Trainer) Run(ctx context.Context) error {
 			return ErrInterrupted
 		}
 	}
-	t.logf("trained %d steps in %.1f s (%.0f tokens/s)", t.step-startStep, time.Since(start).Seconds(), float64(tokens)/time.Since(start).Seconds())
+	t.logf("trained %d steps in %.1f s (%s)", t.step-startStep, time.Since(start).Seconds(), t.rates(float64(tokens)/time.Since(start).Seconds(), "tokens/s"))
 	return nil
 }
 
@@ -324,6 +366,9 @@ var ErrInterrupted = fmt.Errorf("training interrupted")
 
 func (t *Trainer) record(rec *Record) error {
 	t.history = append(t.history, *rec)
+	if !t.rank0() {
+		return nil
+	}
 	if err := appendRecord(t.metrics, rec); err != nil {
 		return err
 	}
