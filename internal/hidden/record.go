@@ -16,27 +16,39 @@ import (
 type Record struct {
 	Tokens, AuxBytes, HiddenBytes int
 	Bytes                         []byte
-	scratch                       recordScratch
 }
 
-// recordScratch is what encoding one record reuses for the next.
-type recordScratch struct {
-	unique []float32
-	blob   []byte
+// RecordEncoder encodes samples into records with gen-hidden's zstd level, so that the bytes are the same
+// wherever they are made. Not safe for concurrent use.
+type RecordEncoder struct {
+	enc       *zstd.Encoder
+	d         tensor.DType
+	slots     []int
+	stored, h int
+	unique    []float32
+	blob      []byte
 }
 
-// NewEncoder is the zstd encoder records are written with (gen-hidden's level: the same bytes everywhere).
-func NewEncoder() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+// NewRecordEncoder encodes samples of aux layers auxLayers (repeats stored once), each hiddenSize wide, in
+// storage type d.
+func NewRecordEncoder(d tensor.DType, auxLayers []int, hiddenSize int) (*RecordEncoder, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	slots, stored := auxSlots(auxLayers)
+	return &RecordEncoder{enc: enc, d: d, slots: slots, stored: stored, h: hiddenSize}, nil
 }
 
-// AuxSlots maps aux layer ids to the stored blocks of a record, first occurrence first, and counts the blocks:
-// a layer read more than once is stored once.
-func AuxSlots(layers []int) (slots []int, stored int) { return auxSlots(layers) }
+// AuxSlots maps aux layer ids to the stored blocks of a record, first occurrence first: a layer read more
+// than once is stored once.
+func AuxSlots(layers []int) []int {
+	slots, _ := auxSlots(layers)
+	return slots
+}
 
-// EncodeRecord encodes sample s (its aux states [T, len(slots)*h]) in storage type d: the bytes WriteShard
-// stores for it. The scratch of an earlier record is reused.
-func EncodeRecord(enc *zstd.Encoder, s *Sample, d tensor.DType, slots []int, stored, h int, scratch recordScratch) Record {
+// Encode encodes sample s (its aux states [T, len(auxLayers)*hiddenSize]): the bytes WriteShard stores for it.
+func (e *RecordEncoder) Encode(s *Sample) Record {
 	T := len(s.IDs)
 	buf := make([]byte, 0, 5*T)
 	for _, id := range s.IDs {
@@ -49,21 +61,24 @@ func EncodeRecord(enc *zstd.Encoder, s *Sample, d tensor.DType, slots []int, sto
 			buf = append(buf, 0)
 		}
 	}
-	scratch.unique = compactAux(scratch.unique[:0], s.Aux, slots, stored, h, T)
-	scratch.blob = encodeValues(enc, scratch.blob[:0], scratch.unique, d)
-	r := Record{Tokens: T, AuxBytes: len(scratch.blob)}
-	buf = append(buf, scratch.blob...)
-	scratch.blob = encodeValues(enc, scratch.blob[:0], s.Hidden, d)
-	r.HiddenBytes = len(scratch.blob)
-	r.Bytes = append(buf, scratch.blob...)
-	r.scratch = scratch
+	e.unique = compactAux(e.unique[:0], s.Aux, e.slots, e.stored, e.h, T)
+	e.blob = encodeValues(e.enc, e.blob[:0], e.unique, e.d)
+	r := Record{Tokens: T, AuxBytes: len(e.blob)}
+	buf = append(buf, e.blob...)
+	e.blob = encodeValues(e.enc, e.blob[:0], s.Hidden, e.d)
+	r.HiddenBytes = len(e.blob)
+	r.Bytes = append(buf, e.blob...)
 	return r
 }
 
+// Close releases the encoder.
+func (e *RecordEncoder) Close() error { return e.enc.Close() }
+
 // CheckRecord refuses a record whose parts do not add up to its bytes, or whose states would decode to more
-// than maxExpansion bytes per stored byte (a forged record sized as gigabytes); h and stored say what a token
-// holds.
-func CheckRecord(r Record, d tensor.DType, stored, h int) error {
+// than maxExpansion bytes per stored byte (a forged record sized as gigabytes); slots (AuxSlots) and h say
+// what a token holds.
+func CheckRecord(r Record, d tensor.DType, slots []int, h int) error {
+	_, stored := auxSlots(slots)
 	if r.Tokens < 0 || r.AuxBytes < 0 || r.HiddenBytes < 0 || int64(len(r.Bytes)) != 5*int64(r.Tokens)+int64(r.AuxBytes)+int64(r.HiddenBytes) {
 		return fmt.Errorf("%d tokens and %d + %d bytes of states in a record of %d bytes", r.Tokens, r.AuxBytes, r.HiddenBytes, len(r.Bytes))
 	}

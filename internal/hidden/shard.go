@@ -103,9 +103,8 @@ func WriteShard(path string, samples []Sample, d tensor.DType, auxLayers []int, 
 		return ShardInfo{}, fmt.Errorf("%s: hidden states are stored as bf16, f16 or f32, not %s", path, d)
 	}
 	auxWidth := len(auxLayers) * hiddenSize
-	slots, stored := auxSlots(auxLayers)
 	info := ShardInfo{File: path, Samples: len(samples)}
-	enc, err := NewEncoder()
+	enc, err := NewRecordEncoder(d, auxLayers, hiddenSize)
 	if err != nil {
 		return info, err
 	}
@@ -113,15 +112,13 @@ func WriteShard(path string, samples []Sample, d tensor.DType, auxLayers []int, 
 	h := sha256.New()
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		cw := &countingWriter{w: io.MultiWriter(w, h)}
-		idx := shardIndex{DType: d, AuxWidth: auxWidth, HiddenSize: hiddenSize, AuxSlots: slots}
-		var scratch recordScratch
+		idx := shardIndex{DType: d, AuxWidth: auxWidth, HiddenSize: hiddenSize, AuxSlots: enc.slots}
 		for _, s := range samples {
 			T := len(s.IDs)
 			if len(s.LossMask) != T || len(s.Aux) != T*auxWidth || len(s.Hidden) != T*hiddenSize {
 				return fmt.Errorf("sample of %d tokens with %d mask, %d aux and %d hidden values", T, len(s.LossMask), len(s.Aux), len(s.Hidden))
 			}
-			r := EncodeRecord(enc, &s, d, slots, stored, hiddenSize, scratch)
-			scratch = r.scratch
+			r := enc.Encode(&s)
 			rec := recordIndex{Offset: cw.n, Tokens: T, AuxBytes: r.AuxBytes, HiddenBytes: r.HiddenBytes}
 			if _, err := cw.Write(r.Bytes); err != nil {
 				return err

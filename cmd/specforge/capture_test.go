@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/specforge/specforge/internal/capture"
+	"github.com/specforge/specforge/internal/config"
+	"github.com/specforge/specforge/internal/goldentest"
+	"github.com/specforge/specforge/internal/pipeline"
+	"github.com/specforge/specforge/internal/tensor"
+)
+
+// captureGen are the gen-hidden options of the capture tests: shards of 6 samples in batches of 4, so that
+// batches end at shard boundaries too; the servers take the same.
+var captureGen = pipeline.CaptureOptions{DType: tensor.BF16, Batch: 4, SamplesPerShard: 6, MaxInFlight: 16}
+
+// testServer is a capture server run in the test process on a loopback port.
+type testServer struct {
+	t      *testing.T
+	addr   string
+	srv    *capture.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// overridesOf are the --set values of train arguments.
+func overridesOf(args []string) []string {
+	var out []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--set" {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
+}
+
+// startServer serves the states of the run of args (plus extra overrides) on addr ("" picks a port).
+func startServer(t *testing.T, args []string, addr string, extra ...string) *testServer {
+	return startServerOn(t, args, addr, nil, extra...)
+}
+
+// startServerOn is startServer with the listener wrapped by wrap (nil: not wrapped).
+func startServerOn(t *testing.T, args []string, addr string, wrap func(net.Listener) net.Listener, extra ...string) *testServer {
+	t.Helper()
+	cfg, err := config.LoadRun("../../configs/stories260k.yaml", append(overridesOf(args), extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, closeAll, err := pipeline.NewCaptureServer(context.Background(), cfg, captureGen, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var lis net.Listener
+	for try := 0; ; try++ { // a restarted server takes its port back once the old listener is gone
+		if lis, err = net.Listen("tcp", addr); err == nil || try == 50 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrap != nil {
+		lis = wrap(lis)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &testServer{t: t, addr: lis.Addr().String(), srv: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := srv.Serve(ctx, lis, nil, 0)
+		closeAll()
+		s.done <- err
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop ends the server at once (no grace): the streams under way break, as when it is killed.
+func (s *testServer) stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	if err := <-s.done; err != nil {
+		s.t.Error(err)
+	}
+	s.cancel = nil
+}
+
+func (s *testServer) sent() int64 {
+	st, _ := s.srv.Stats(context.Background(), nil)
+	return st.Samples
+}
+
+// trainVia trains the run of args with data.hidden_states set to states, in out, and returns the draft's bytes.
+func trainVia(t *testing.T, args []string, states, out string) ([]byte, string) {
+	t.Helper()
+	a := append(append([]string(nil), args...), "--set", "data.hidden_states="+states, "--set", "train.output_dir="+out)
+	log, err := run(a...)
+	if err != nil {
+		t.Fatalf("train from %s: %v\n%s", states, err, log)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "draft", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, log
+}
+
+// offlineDraft generates the shards of the run of args (with captureGen's options) and trains from them.
+func offlineDraft(t *testing.T, args []string, dir string) []byte {
+	t.Helper()
+	hiddenDir := filepath.Join(dir, "hidden")
+	gen := append(append([]string{"gen-hidden"}, args[1:]...), "--out", hiddenDir, "--batch", "4", "--samples-per-shard", "6")
+	if log, err := run(gen...); err != nil {
+		t.Fatalf("gen-hidden: %v\n%s", err, log)
+	}
+	want, _ := trainVia(t, args, hiddenDir, filepath.Join(dir, "offline"))
+	return want
+}
+
+// TestCaptureEqualsOffline trains through two capture servers on loopback and requires the draft the
+// offline run (gen-hidden's shards, the same storage type) writes, byte for byte; then again with one
+// server stopped after a few samples and restarted on its port while the run goes on, which must cost no
+// sample and repeat none.
+func TestCaptureEqualsOffline(t *testing.T) {
+	goldentest.Shared(t)
+	dir := t.TempDir()
+	args := tinyTrainArgs(t, dir)
+	want := offlineDraft(t, args, dir)
+
+	a, b := startServer(t, args, ""), startServer(t, args, "")
+	got, log := trainVia(t, args, "grpc://"+a.addr+","+b.addr, filepath.Join(dir, "capture"))
+	if !strings.Contains(log, "capture") {
+		t.Errorf("the run does not say it trains from capture servers:\n%s", log)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the draft trained through capture servers differs from the offline run's")
+	}
+	if a.sent() == 0 || b.sent() == 0 {
+		t.Errorf("requests not spread: the servers sent %d and %d samples", a.sent(), b.sent())
+	}
+
+	// Kill a in the middle of a stream (its connections break after a few samples' bytes, as when the
+	// process dies) and restart it on its port while b answers.
+	addr := a.addr
+	a.stop()
+	killed := make(chan bool, 1)
+	var once sync.Once
+	a = startServerOn(t, args, addr, func(l net.Listener) net.Listener {
+		return &breakingListener{Listener: l, limit: 60 << 10, broke: func() {
+			once.Do(func() {
+				go func() {
+					a.stop()
+					startServer(t, args, addr)
+					killed <- true
+				}()
+			})
+		}}
+	})
+	got, log = trainVia(t, args, "grpc://"+addr+","+b.addr, filepath.Join(dir, "killed"))
+	select {
+	case <-killed:
+	default:
+		t.Errorf("the run ended before the server was killed")
+	}
+	if !strings.Contains(log, "asking the others") {
+		t.Errorf("no request was outstanding on the killed server:\n%s", log)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the draft trained through a killed and restarted server differs from the offline run's\n%s", log)
+	}
+}
+
+// breakingListener breaks every connection once the server has written limit bytes over all of them, and
+// calls broke: the trainer sees what a killed server leaves, streams cut in the middle.
+type breakingListener struct {
+	net.Listener
+	limit   int64
+	written atomic.Int64
+	broke   func()
+}
+
+func (l *breakingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &breakingConn{Conn: c, l: l}, nil
+}
+
+type breakingConn struct {
+	net.Conn
+	l *breakingListener
+}
+
+func (c *breakingConn) Write(p []byte) (int, error) {
+	if c.l.written.Add(int64(len(p))) > c.l.limit {
+		c.Conn.Close()
+		c.l.broke()
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(p)
+}
