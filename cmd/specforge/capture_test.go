@@ -213,3 +213,77 @@ func (c *breakingConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// TestCaptureRefusesOtherTargetsAndLayers: a trainer refuses, with the reason, a server of another target
+// (one weight changed), a server of another aux-layer setting, and servers that disagree among themselves.
+func TestCaptureRefusesOtherTargetsAndLayers(t *testing.T) {
+	goldentest.Shared(t)
+	dir := t.TempDir()
+	args := tinyTrainArgs(t, dir)
+	other := filepath.Join(dir, "other")
+	if err := os.CopyFS(other, os.DirFS(goldentest.Shared(t, "assets", "models", "stories260K"))); err != nil {
+		t.Fatal(err)
+	}
+	weights := filepath.Join(other, "model.safetensors")
+	raw, err := os.ReadFile(weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-1] ^= 1 // the last weight's lowest bits: it loads, and is another target
+	if err := os.WriteFile(weights, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	same := startServer(t, args, "")
+	otherTarget := startServer(t, args, "", "target.path="+other)
+	otherLayers := startServer(t, args, "", "draft.aux_layers=[1, 2, 4]")
+	for _, c := range []struct {
+		name, servers, want string
+	}{
+		{"another target", otherTarget.addr, "runs another target"},
+		{"another target among the servers", same.addr + "," + otherTarget.addr, "runs another target"},
+		{"another aux-layer setting", otherLayers.addr, "the capture servers capture aux layers [1 2 4], this run's draft reads [1 2 3]"},
+		{"servers that disagree", same.addr + "," + otherLayers.addr, "captures aux layers [1 2 4]"},
+	} {
+		a := append(append([]string(nil), args...), "--set", "data.hidden_states=grpc://"+c.servers, "--set", "train.output_dir="+filepath.Join(dir, "run"))
+		log, err := run(a...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one saying %q\n%s", c.name, err, c.want, log)
+		}
+	}
+}
+
+// TestKilledCaptureTrainerResumes kills a trainer fed by a capture server with SIGKILL after its third
+// checkpoint and during a checkpoint write, runs it again each time, and requires the draft of the offline
+// run on the same samples byte for byte.
+func TestKilledCaptureTrainerResumes(t *testing.T) {
+	goldentest.Shared(t)
+	dir := t.TempDir()
+	args := killArgs(t, dir, filepath.Join(dir, "cache"))
+	want := offlineDraft(t, args, dir)
+	srv := startServer(t, args, "")
+	out := filepath.Join(dir, "capture")
+	a := append(append([]string(nil), args...), "--set", "data.hidden_states=grpc://"+srv.addr, "--set", "train.output_dir="+out)
+	ckpts := filepath.Join(out, "checkpoints")
+	for _, cond := range []func() bool{
+		func() bool { return hasEntry(ckpts, "step_00000003", "") },
+		func() bool { return hasEntry(ckpts, ".step_", ".tmp-") },
+	} {
+		if !killWhen(t, a, cond) {
+			t.Log("the run ended before the kill")
+		}
+	}
+	cmd, log := startCLI(t, a)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("resumed run: %v\n%s", err, log)
+	}
+	if !strings.Contains(log.String(), "resumed from") {
+		t.Errorf("the last run did not resume:\n%s", log)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "draft", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the draft of the killed and resumed capture run differs from the offline run's\n%s", log)
+	}
+}

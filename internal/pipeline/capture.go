@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,9 @@ type CaptureOptions struct {
 func NewCaptureServer(ctx context.Context, cfg *config.Run, o CaptureOptions, log io.Writer) (*capture.Server, func(), error) {
 	if cfg.Target.Path == "" {
 		return nil, nil, fmt.Errorf("no target: set target.path")
+	}
+	if log == nil {
+		log = io.Discard
 	}
 	fp, err := capture.Fingerprint(cfg.Target.Path)
 	if err != nil {
@@ -72,10 +76,8 @@ func NewCaptureServer(ctx context.Context, cfg *config.Run, o CaptureOptions, lo
 		closeAll()
 		return nil, nil, err
 	}
-	if log != nil {
-		fmt.Fprintf(log, "capture: dataset %s (%d train samples, %d eval), aux layers %v, %s states, fingerprint %.16s\n",
-			p.Key, p.Train.Samples, p.Eval.Samples, dc.AuxLayers, o.DType.ShortName(), fp)
-	}
+	fmt.Fprintf(log, "capture: dataset %s (%d train samples, %d eval), aux layers %v, %s states, fingerprint %.16s\n",
+		p.Key, p.Train.Samples, p.Eval.Samples, dc.AuxLayers, o.DType.ShortName(), fp)
 	return srv, closeAll, nil
 }
 
@@ -117,10 +119,22 @@ func captureInputs(ctx context.Context, cfg *config.Run, log io.Writer) (*inputs
 		return nil, fmt.Errorf("data.hidden_states: the capture servers run a target of hidden size %d and vocabulary %d, target.path has %d and %d",
 			info.Target.HiddenSize, info.Target.VocabSize, head.Config.HiddenSize, head.Config.VocabSize)
 	}
+	// As offline, the servers' layers are the run's unless draft.aux_layers or draft.checkpoint chose others.
+	if aux.configured != nil || aux.warm != nil {
+		chosen, err := aux.resolve()
+		if err == nil && !slices.Equal(chosen, client.AuxLayers()) {
+			err = fmt.Errorf("the capture servers capture aux layers %v, this run's draft reads %v (%s): refused; start the servers with the run's draft.aux_layers",
+				client.AuxLayers(), chosen, hidden.AuxConvention)
+		}
+		if err != nil {
+			client.Close()
+			return nil, err
+		}
+	}
 	aux.shards = &hidden.Manifest{AuxLayers: client.AuxLayers(), AuxConvention: hidden.AuxConvention}
 	if dc.AuxLayers, err = aux.resolve(); err != nil {
 		client.Close()
-		return nil, fmt.Errorf("capture servers: %w", err)
+		return nil, err
 	}
 	// The sources outlive a cancelled run context: the step under way and the checkpoint after it still read.
 	srcCtx := context.WithoutCancel(ctx)
