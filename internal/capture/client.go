@@ -120,7 +120,7 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 	var failures []string
 	for _, s := range c.servers {
 		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		info, err := s.client.Info(ictx, &capturepb.InfoRequest{}, grpc.WaitForReady(true))
+		info, err := s.client.Info(ictx, &capturepb.InfoRequest{})
 		cancel()
 		if err != nil {
 			failures = append(failures, fmt.Sprintf("%s: %v", s.addr, status.Convert(err).Message()))
