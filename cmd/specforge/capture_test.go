@@ -9,8 +9,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/specforge/specforge/internal/capture"
 	"github.com/specforge/specforge/internal/config"
@@ -285,5 +290,44 @@ func TestKilledCaptureTrainerResumes(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("the draft of the killed and resumed capture run differs from the offline run's\n%s", log)
+	}
+}
+
+// TestCaptureServerCommand starts `specforge capture-server`, waits until its health service says SERVING,
+// stops it with SIGTERM and requires a clean exit (status 0, its totals printed); a non-loopback address
+// without TLS is refused.
+func TestCaptureServerCommand(t *testing.T) {
+	goldentest.Shared(t)
+	dir := t.TempDir()
+	args := tinyTrainArgs(t, dir)
+	if _, err := run(append([]string{"capture-server", "--listen", "0.0.0.0:0"}, args[1:]...)...); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("non-loopback --listen without TLS: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	cmd, out := startCLI(t, append([]string{"capture-server", "--listen", addr}, args[1:]...))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("health %v, %v\n%s", h, err, out)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("capture-server after SIGTERM: %v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "capture server stopped: 0 samples") {
+		t.Errorf("output:\n%s", out)
 	}
 }
