@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 
 func captureServerCommand() *cobra.Command {
 	var cf configFlags
-	var listen, dtype, cert, key, clientCA string
+	var listen, metrics, dtype, cert, key, clientCA string
 	var batch, perShard, inFlight int
 	var insecureRemote bool
 	var statsEvery, grace time.Duration
@@ -60,6 +61,19 @@ streams under way (at most --grace).`,
 				return fmt.Errorf("--listen: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "capture server listening on %s (tls %v)\n", lis.Addr(), creds != nil)
+			if metrics != "" {
+				if !capture.IsLoopback(metrics) && !insecureRemote {
+					return fmt.Errorf("--metrics %s is not a loopback address: pass --insecure-remote to serve the metrics beyond this machine", metrics)
+				}
+				ml, err := net.Listen("tcp", metrics)
+				if err != nil {
+					return fmt.Errorf("--metrics: %w", err)
+				}
+				hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+				go hs.Serve(ml)
+				defer hs.Close()
+				fmt.Fprintf(cmd.OutOrStdout(), "metrics on http://%s/metrics\n", ml.Addr())
+			}
 			if statsEvery > 0 {
 				go srv.Log(cmd.Context(), cmd.ErrOrStderr(), statsEvery)
 			}
@@ -77,6 +91,7 @@ streams under way (at most --grace).`,
 	f.String("target", "", "target model folder (target.path)")
 	f.String("data", "", "training data file (data.train)")
 	f.StringVar(&listen, "listen", "127.0.0.1:50051", "address to listen on (host:port)")
+	f.StringVar(&metrics, "metrics", "", "also serve Prometheus metrics and /healthz over HTTP on this address (host:port)")
 	f.StringVar(&dtype, "dtype", "bf16", "storage type of the states: bf16, f16 or f32 (as gen-hidden --dtype)")
 	f.IntVar(&batch, "batch", 4, "samples per target forward (as gen-hidden --batch: the states are gen-hidden's bit for bit; 1 computes nothing twice)")
 	f.IntVar(&perShard, "samples-per-shard", 256, "gen-hidden's --samples-per-shard, which bounds its batches")

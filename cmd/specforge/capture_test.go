@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -303,13 +305,16 @@ func TestCaptureServerCommand(t *testing.T) {
 	if _, err := run(append([]string{"capture-server", "--listen", "0.0.0.0:0"}, args[1:]...)...); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Errorf("non-loopback --listen without TLS: %v", err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	free := func() string {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lis.Close()
+		return lis.Addr().String()
 	}
-	addr := lis.Addr().String()
-	lis.Close()
-	cmd, out := startCLI(t, append([]string{"capture-server", "--listen", addr}, args[1:]...))
+	addr, metrics := free(), free()
+	cmd, out := startCLI(t, append([]string{"capture-server", "--listen", addr, "--metrics", metrics}, args[1:]...))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +327,15 @@ func TestCaptureServerCommand(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatalf("health %v, %v\n%s", h, err, out)
+	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "\nspecforge_capture_samples_total 0\n") || !strings.Contains(string(page), "# TYPE specforge_capture_queued gauge") {
+		t.Errorf("/metrics:\n%s", page)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

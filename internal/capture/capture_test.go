@@ -401,3 +401,40 @@ func leaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.Pri
 	}
 	writePEM(t, filepath.Join(dir, name+".key"), "EC PRIVATE KEY", raw)
 }
+
+func TestParseAddrs(t *testing.T) {
+	for _, c := range []struct {
+		url  string
+		want []string
+		err  string
+	}{
+		{"grpc://127.0.0.1:50051", []string{"127.0.0.1:50051"}, ""},
+		{"grpc://a:1, b:2", []string{"a:1", "b:2"}, ""},
+		{"grpc://[::1]:7", []string{"[::1]:7"}, ""},
+		{"http://a:1", nil, "want grpc://"},
+		{"grpc://a:1,", nil, `"" is not host:port`},
+		{"grpc://a", nil, `"a" is not host:port`},
+	} {
+		got, err := ParseAddrs(c.url)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: error %v, want %q", c.url, err, c.err)
+			}
+			continue
+		}
+		if err != nil || strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("%s: %v, %v; want %v", c.url, got, err, c.want)
+		}
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:50051": true, "localhost:1": true, "[::1]:1": true, "127.1.2.3:1": true,
+		"0.0.0.0:1": false, ":50051": false, "10.0.0.7:1": false, "example.com:1": false, "nonsense": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v", addr, got)
+		}
+	}
+}

@@ -46,7 +46,8 @@ const (
 	// maxMessageBytes bounds one sample's message: 8,192 tokens of three aux layers and the final state of an
 	// 8,192-wide target in bf16 is 256 MiB uncompressed, and states compress.
 	maxMessageBytes = 512 << 20
-	// maxDecodedBytes bounds what one sample's states may decode to (zstd's own window and output limit).
+	// maxDecodedBytes bounds what one sample's states may decode to (zstd's window and output, and the
+	// float32 states).
 	maxDecodedBytes = 2 << 30
 	// chunk is the most samples asked of one server at once.
 	chunk = 64
@@ -449,6 +450,9 @@ func (s *Source) decode(addr string, msg *capturepb.SampleStates) (*hidden.Sampl
 	d, _ := tensor.ParseShortName(info.Dtype)
 	h := int(info.Target.HiddenSize)
 	rec := hidden.Record{Tokens: int(msg.Tokens), AuxBytes: int(msg.AuxBytes), HiddenBytes: int(msg.HiddenBytes), Bytes: msg.Record}
+	if float := int64(rec.Tokens) * int64(len(s.c.slots)+1) * int64(h) * 4; float > maxDecodedBytes {
+		return nil, fmt.Errorf("capture server %s: sample %d of %d tokens: %d bytes of float32 states, more than %d", addr, msg.Id, rec.Tokens, float, int64(maxDecodedBytes))
+	}
 	if err := hidden.CheckRecord(rec, d, s.c.slots, h); err != nil {
 		return nil, fmt.Errorf("capture server %s: sample %d: %w", addr, msg.Id, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"runtime"
 	"slices"
 	"sync"
@@ -379,4 +380,33 @@ func (s *Server) Log(ctx context.Context, w io.Writer, interval time.Duration) {
 				st.Samples, st.SamplesPerS, st.TokensPerS, float64(st.Bytes)/max(float64(st.Tokens), 1), st.Forwards, st.Queued, st.InFlight, st.Cached, st.Clients)
 		}
 	}
+}
+
+// MetricsHandler serves the server's Stats in Prometheus' text format at /metrics, and /healthz (200 while
+// serving).
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		st, _ := s.Stats(r.Context(), nil)
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		for _, m := range []struct {
+			name, kind, help string
+			v                float64
+		}{
+			{"specforge_capture_uptime_seconds", "gauge", "Seconds since the server started.", st.UptimeS},
+			{"specforge_capture_samples_total", "counter", "Samples sent.", float64(st.Samples)},
+			{"specforge_capture_tokens_total", "counter", "Tokens of the samples sent.", float64(st.Tokens)},
+			{"specforge_capture_bytes_total", "counter", "Record bytes sent.", float64(st.Bytes)},
+			{"specforge_capture_forwards_total", "counter", "Target forwards run.", float64(st.Forwards)},
+			{"specforge_capture_queued", "gauge", "Samples asked for and not yet computed.", float64(st.Queued)},
+			{"specforge_capture_in_flight", "gauge", "Samples admitted and not yet sent.", float64(st.InFlight)},
+			{"specforge_capture_cached", "gauge", "Samples computed beside a requested one, kept for their request.", float64(st.Cached)},
+			{"specforge_capture_streams", "gauge", "Open States streams.", float64(st.Clients)},
+			{"specforge_capture_tokens_per_second", "gauge", "Tokens sent per second since the start.", st.TokensPerS},
+		} {
+			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", m.name, m.help, m.name, m.kind, m.name, m.v)
+		}
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "SERVING") })
+	return mux
 }
