@@ -150,7 +150,7 @@ func sameSample(a, b *hidden.Sample) bool {
 }
 
 func dial(t *testing.T, f *fixture, creds credentials.TransportCredentials, addrs ...string) (*Client, error) {
-	c, err := Dial(context.Background(), ClientOptions{Addrs: addrs, Creds: creds, Fingerprint: f.fp, Timeout: 5 * time.Second})
+	c, err := Dial(context.Background(), ClientOptions{Addrs: addrs, Creds: creds, Fingerprint: f.fp, Timeout: time.Second})
 	if err == nil {
 		t.Cleanup(func() { c.Close() })
 	}
@@ -436,5 +436,31 @@ func TestIsLoopback(t *testing.T) {
 		if got := IsLoopback(addr); got != want {
 			t.Errorf("IsLoopback(%q) = %v", addr, got)
 		}
+	}
+}
+
+// TestTrainerWaitsForItsServer: a trainer started before its server (which loads the target first) waits
+// for it, and one whose servers never answer fails after the timeout, naming them.
+func TestTrainerWaitsForItsServer(t *testing.T) {
+	f := newFixture(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		serve(t, f.options([]int{1, 2, 3}), addr, nil)
+	}()
+	c, err := Dial(context.Background(), ClientOptions{Addrs: []string{addr}, Fingerprint: f.fp, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	start := time.Now()
+	_, err = Dial(context.Background(), ClientOptions{Addrs: []string{"127.0.0.1:1"}, Fingerprint: f.fp, Timeout: 500 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "no capture server answered within 500ms: 127.0.0.1:1") || time.Since(start) > 5*time.Second {
+		t.Errorf("error %v after %s", err, time.Since(start))
 	}
 }

@@ -118,29 +118,43 @@ func Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 		}
 		c.servers = append(c.servers, &server{addr: addr, conn: conn, client: capturepb.NewCaptureClient(conn), wait: 100 * time.Millisecond})
 	}
-	var failures []string
-	for _, s := range c.servers {
-		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		info, err := s.client.Info(ictx, &capturepb.InfoRequest{})
-		cancel()
-		if err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", s.addr, status.Convert(err).Message()))
-			s.fail()
-			continue
+	// Servers load the target and prepare the data before they listen: a trainer started beside them waits,
+	// up to the timeout, for the first to answer.
+	deadline := time.Now().Add(o.Timeout)
+	for waited := false; ; waited = true {
+		var failures []string
+		for _, s := range c.servers {
+			ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			info, err := s.client.Info(ictx, &capturepb.InfoRequest{})
+			cancel()
+			if err != nil {
+				failures = append(failures, fmt.Sprintf("%s: %v", s.addr, status.Convert(err).Message()))
+				s.fail()
+				continue
+			}
+			if err := c.agree(s.addr, info); err != nil {
+				c.Close()
+				return nil, err
+			}
 		}
-		if err := c.agree(s.addr, info); err != nil {
+		if c.info != nil {
+			for _, f := range failures {
+				c.logf("capture server %s did not answer; it is asked again later", f)
+			}
+			return c, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			c.Close()
-			return nil, err
+			return nil, fmt.Errorf("no capture server answered within %s: %s", o.Timeout, strings.Join(failures, "; "))
+		}
+		if !waited {
+			c.logf("waiting for a capture server to answer (%s)", strings.Join(failures, "; "))
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
 		}
 	}
-	if c.info == nil {
-		c.Close()
-		return nil, fmt.Errorf("no capture server answered: %s", strings.Join(failures, "; "))
-	}
-	for _, f := range failures {
-		c.logf("capture server %s did not answer; it is asked again later", f)
-	}
-	return c, nil
 }
 
 // agree checks a server's Info against the trainer's target and the servers before it.

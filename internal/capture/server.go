@@ -184,38 +184,38 @@ func (s *Server) Stats(context.Context, *capturepb.StatsRequest) (*capturepb.Sta
 
 // check refuses a request for another dataset, target, aux-layer setting or storage type, or for samples
 // the split does not hold.
-func (s *Server) check(req *capturepb.StatesRequest) (*dataset.File, error) {
+func (s *Server) check(req *capturepb.StatesRequest) error {
 	switch {
 	case req.DatasetKey != s.o.DatasetKey:
-		return nil, status.Errorf(codes.NotFound, "this server serves dataset %s, not %s: start it on the trainer's data", s.o.DatasetKey, req.DatasetKey)
+		return status.Errorf(codes.NotFound, "this server serves dataset %s, not %s: start it on the trainer's data", s.o.DatasetKey, req.DatasetKey)
 	case req.Fingerprint != s.o.Fingerprint:
-		return nil, status.Errorf(codes.FailedPrecondition, "this server runs target %s (fingerprint %.16s), the trainer expects fingerprint %.16s: another target",
+		return status.Errorf(codes.FailedPrecondition, "this server runs target %s (fingerprint %.16s), the trainer expects fingerprint %.16s: another target",
 			s.info.Target.Architecture, s.o.Fingerprint, req.Fingerprint)
 	case !slices.Equal(req.AuxLayers, s.aux32):
-		return nil, status.Errorf(codes.FailedPrecondition, "this server captures aux layers %v, the trainer reads %v", s.aux32, req.AuxLayers)
+		return status.Errorf(codes.FailedPrecondition, "this server captures aux layers %v, the trainer reads %v", s.aux32, req.AuxLayers)
 	case req.Dtype != s.info.Dtype:
-		return nil, status.Errorf(codes.FailedPrecondition, "this server sends %s states, the trainer expects %s", s.info.Dtype, req.Dtype)
+		return status.Errorf(codes.FailedPrecondition, "this server sends %s states, the trainer expects %s", s.info.Dtype, req.Dtype)
 	case len(req.Ids) > maxIDsPerRequest:
-		return nil, status.Errorf(codes.InvalidArgument, "%d ids in one request, at most %d", len(req.Ids), maxIDsPerRequest)
+		return status.Errorf(codes.InvalidArgument, "%d ids in one request, at most %d", len(req.Ids), maxIDsPerRequest)
 	}
 	f, ok := s.o.Splits[req.Split]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "dataset %s has no %q split here", s.o.DatasetKey, req.Split)
+		return status.Errorf(codes.NotFound, "dataset %s has no %q split here", s.o.DatasetKey, req.Split)
 	}
 	seen := make(map[int64]bool, len(req.Ids))
 	for _, id := range req.Ids {
 		if id < 0 || id >= int64(f.Len()) || seen[id] {
-			return nil, status.Errorf(codes.InvalidArgument, "sample id %d: outside [0, %d) or asked twice", id, f.Len())
+			return status.Errorf(codes.InvalidArgument, "sample id %d: outside [0, %d) or asked twice", id, f.Len())
 		}
 		seen[id] = true
 	}
-	return f, nil
+	return nil
 }
 
 // States implements capturepb.CaptureServer: the samples are admitted one by one (at most MaxInFlight at a
 // time over all streams), queued for the worker, and sent in the order asked.
 func (s *Server) States(req *capturepb.StatesRequest, stream grpc.ServerStreamingServer[capturepb.SampleStates]) error {
-	if _, err := s.check(req); err != nil {
+	if err := s.check(req); err != nil {
 		return err
 	}
 	s.clients.Add(1)
