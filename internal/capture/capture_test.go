@@ -23,7 +23,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/specforge/specforge/internal/capture/capturepb"
 	"github.com/specforge/specforge/internal/dataset"
 	"github.com/specforge/specforge/internal/goldentest"
 	"github.com/specforge/specforge/internal/hidden"
@@ -462,5 +464,77 @@ func TestTrainerWaitsForItsServer(t *testing.T) {
 	_, err = Dial(context.Background(), ClientOptions{Addrs: []string{"127.0.0.1:1"}, Fingerprint: f.fp, Timeout: 500 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "no capture server answered within 500ms: 127.0.0.1:1") || time.Since(start) > 5*time.Second {
 		t.Errorf("error %v after %s", err, time.Since(start))
+	}
+}
+
+// forger answers Info as a real server does and States with what forge makes of the real answer.
+type forger struct {
+	capturepb.UnimplementedCaptureServer
+	real  *Server
+	forge func(*capturepb.SampleStates)
+}
+
+func (f *forger) Info(ctx context.Context, r *capturepb.InfoRequest) (*capturepb.InfoReply, error) {
+	return f.real.Info(ctx, r)
+}
+
+func (f *forger) States(req *capturepb.StatesRequest, stream grpc.ServerStreamingServer[capturepb.SampleStates]) error {
+	return f.real.States(req, &forgingStream{ServerStreamingServer: stream, forge: f.forge})
+}
+
+type forgingStream struct {
+	grpc.ServerStreamingServer[capturepb.SampleStates]
+	forge func(*capturepb.SampleStates)
+}
+
+func (s *forgingStream) Send(m *capturepb.SampleStates) error {
+	c := proto.Clone(m).(*capturepb.SampleStates)
+	s.forge(c)
+	return s.ServerStreamingServer.Send(c)
+}
+
+// TestForgedAnswersAreRefused: a peer that sends a sample not asked for, a record whose parts do not add
+// up, a token outside the vocabulary, a record declaring more tokens than its bytes can hold, or an answer
+// for another target is refused with the reason, before anything is sized from it.
+func TestForgedAnswersAreRefused(t *testing.T) {
+	f := newFixture(t)
+	real, err := NewServer(f.options([]int{1, 2, 3}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go real.work(ctx)
+	for _, c := range []struct {
+		name  string
+		forge func(*capturepb.SampleStates)
+		want  string
+	}{
+		{"not asked", func(m *capturepb.SampleStates) { m.Id += 5 }, "not asked for or sent twice"},
+		{"parts", func(m *capturepb.SampleStates) { m.AuxBytes++ }, "in a record of"},
+		{"token", func(m *capturepb.SampleStates) { m.Record[0], m.Record[1] = 0xff, 0xff }, "outside the target's vocabulary of 512"},
+		{"expansion", func(m *capturepb.SampleStates) {
+			m.Tokens, m.AuxBytes, m.HiddenBytes, m.Record = 1<<20, 0, 0, make([]byte, 5<<20)
+		}, "more than 65536x"},
+		{"decoded size", func(m *capturepb.SampleStates) { m.Tokens = 1 << 30 }, "bytes of float32 states, more than"},
+		{"target", func(m *capturepb.SampleStates) { m.Fingerprint = "x" }, "answers for another target"},
+		{"layers", func(m *capturepb.SampleStates) { m.AuxLayers = []int32{1, 2, 4} }, "answers with aux layers [1 2 4]"},
+	} {
+		g := grpc.NewServer()
+		capturepb.RegisterCaptureServer(g, &forger{real: real, forge: c.forge})
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go g.Serve(lis)
+		cl, err := dial(t, f, nil, lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, _ := cl.Source(context.Background(), "train")
+		if _, err := src.Sample(0); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
+		}
+		g.Stop()
 	}
 }
