@@ -75,6 +75,6 @@ func rootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
-	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand(), trainCommand(), genHiddenCommand(), inspectCommand(), importHiddenCommand(), benchCommand(), exportCommand(), serveCommand())
+	root.AddCommand(convertCommand(), generateCommand(), prepareDataCommand(), trainCommand(), genHiddenCommand(), inspectCommand(), importHiddenCommand(), captureServerCommand(), benchCommand(), exportCommand(), serveCommand())
 	return root
 }

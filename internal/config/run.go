@@ -175,8 +175,25 @@ type DataConfig struct {
 	// Regenerate, when From is set, makes the training data by letting the target continue openings, or an
 	// OpenAI-compatible server answer the conversations of From.
 	Regenerate RegenerateConfig `yaml:"regenerate"`
-	// HiddenStates, when set, trains offline from the shards gen-hidden wrote there (train/ and eval/).
+	// HiddenStates, when set, trains offline from the shards gen-hidden wrote there (train/ and eval/), or,
+	// as grpc://host:port[,host:port...], from capture servers.
 	HiddenStates string `yaml:"hidden_states"`
+	// Capture says how a trainer reaches capture servers (data.hidden_states: grpc://...).
+	Capture CaptureConfig `yaml:"capture"`
+}
+
+// CaptureConfig secures and bounds a trainer's connections to capture servers.
+type CaptureConfig struct {
+	// CA, when set, connects over TLS, trusting servers whose certificates it signed; Cert and Key are the
+	// trainer's own certificate for servers that require one (mutual TLS). PEM files.
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ServerName string `yaml:"server_name"` // the name the servers' certificates hold (default: each host)
+	// TimeoutS is how long a sample may go unanswered by every server before the run fails.
+	TimeoutS float64 `yaml:"timeout_s"`
+	// Window bounds the samples asked for and not yet answered.
+	Window int `yaml:"window"`
 }
 
 // RegenerateConfig asks the target to write its own training data (SpecForge's regeneration recipe): the
@@ -211,7 +228,7 @@ func Defaults() Run {
 	return Run{
 		Data: DataConfig{
 			Format: "auto", MaxLength: 2048, Shuffle: true, Seed: 42, KeepReasoning: "auto",
-			CacheDir: "cache", MaxLineBytes: dataset.DefaultMaxRowBytes,
+			CacheDir: "cache", MaxLineBytes: dataset.DefaultMaxRowBytes, Capture: CaptureConfig{TimeoutS: 120, Window: 128},
 			Regenerate: RegenerateConfig{OpeningTokens: 8, MaxNewTokens: 128, Batch: 64, Concurrency: 64, MaxTokens: 4096, Timeout: 600},
 		},
 		Draft: DraftConfig{VocabSize: 32000, InitStd: 0.02},
@@ -293,6 +310,9 @@ func (r *Run) Validate() error {
 	if err := checkServer(g); err != nil {
 		return err
 	}
+	if !(d.Capture.TimeoutS > 0 && d.Capture.TimeoutS <= 86400) {
+		return &FieldError{"data.capture.timeout_s", fmt.Sprintf("%v is not between 0 (excluded) and 86400 seconds", d.Capture.TimeoutS)}
+	}
 	ints := []struct {
 		key     string
 		v       int
@@ -308,6 +328,7 @@ func (r *Run) Validate() error {
 		{"data.regenerate.batch", g.Batch, 1, maxBatch, g.From != ""},
 		{"data.regenerate.concurrency", g.Concurrency, 1, maxWorkers, g.Server != ""},
 		{"data.regenerate.max_tokens", g.MaxTokens, 1, maxTokens, g.Server != ""},
+		{"data.capture.window", d.Capture.Window, 1, maxCount, true},
 		// A draft is a model layer: the limits on model configs (model.Max*) hold for it, so a draft that
 		// trains also exports and loads.
 		{"draft.vocab_size", dr.VocabSize, 1, model.MaxVocabSize, true},

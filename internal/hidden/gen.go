@@ -285,26 +285,47 @@ func (m *Manifest) compatible(want *Manifest) error {
 
 // run computes the samples [first, last) in batches of o.Batch.
 func (o *GenOptions) run(first, last int) ([]Sample, error) {
-	H := o.Target.Config.HiddenSize
 	var out []Sample
 	var reuse *model.Output
 	for lo := first; lo < last; lo += o.Batch {
-		idx := make([]int, min(lo+o.Batch, last)-lo)
-		for i := range idx {
-			idx[i] = lo + i
-		}
-		p := o.Data.Pad(idx)
-		res, err := o.Target.Forward(*p, nil,
-			model.Request{AuxLayers: o.AuxLayers, Reuse: reuse})
+		samples, res, err := Capture(o.Target, o.Data, o.AuxLayers, lo, min(lo+o.Batch, last), reuse)
 		if err != nil {
 			return nil, err
 		}
 		reuse = res
-		A, T := len(o.AuxLayers)*H, p.T
-		for i, n := range p.Lens {
-			out = append(out, Sample{IDs: p.IDs[i*T : i*T+n], LossMask: p.LossMask[i*T : i*T+n],
-				Aux: append([]float32(nil), res.Aux[i*T*A:(i*T+n)*A]...), Hidden: append([]float32(nil), res.Hidden[i*T*H:(i*T+n)*H]...)})
-		}
+		out = append(out, samples...)
 	}
 	return out, nil
+}
+
+// BatchOf is the batch [lo, hi) gen-hidden computes sample i of n in, with samplesPerShard samples per shard
+// and batch samples per forward. The target's results depend on the batch a sample is padded in (its length,
+// its neighbours' rows), so whoever wants gen-hidden's states bit for bit computes in these batches.
+func BatchOf(i, n, samplesPerShard, batch int) (lo, hi int) {
+	shard := i / samplesPerShard * samplesPerShard
+	lo = shard + (i-shard)/batch*batch
+	return lo, min(lo+batch, shard+samplesPerShard, n)
+}
+
+// Capture runs the target once over samples [lo, hi) of data, padded into one batch, and returns each
+// sample's tokens, aux states and final hidden state; reuse is an earlier forward's output whose buffers it
+// may overwrite (returned for the next call).
+func Capture(target *model.Model, data *dataset.File, aux []int, lo, hi int, reuse *model.Output) ([]Sample, *model.Output, error) {
+	H := target.Config.HiddenSize
+	idx := make([]int, hi-lo)
+	for i := range idx {
+		idx[i] = lo + i
+	}
+	p := data.Pad(idx)
+	res, err := target.Forward(*p, nil, model.Request{AuxLayers: aux, Reuse: reuse})
+	if err != nil {
+		return nil, nil, err
+	}
+	A, T := len(aux)*H, p.T
+	out := make([]Sample, 0, len(idx))
+	for i, n := range p.Lens {
+		out = append(out, Sample{IDs: p.IDs[i*T : i*T+n], LossMask: p.LossMask[i*T : i*T+n],
+			Aux: append([]float32(nil), res.Aux[i*T*A:(i*T+n)*A]...), Hidden: append([]float32(nil), res.Hidden[i*T*H:(i*T+n)*H]...)})
+	}
+	return out, res, nil
 }

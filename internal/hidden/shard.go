@@ -103,9 +103,8 @@ func WriteShard(path string, samples []Sample, d tensor.DType, auxLayers []int, 
 		return ShardInfo{}, fmt.Errorf("%s: hidden states are stored as bf16, f16 or f32, not %s", path, d)
 	}
 	auxWidth := len(auxLayers) * hiddenSize
-	slots, stored := auxSlots(auxLayers)
 	info := ShardInfo{File: path, Samples: len(samples)}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	enc, err := NewRecordEncoder(d, auxLayers, hiddenSize)
 	if err != nil {
 		return info, err
 	}
@@ -113,34 +112,15 @@ func WriteShard(path string, samples []Sample, d tensor.DType, auxLayers []int, 
 	h := sha256.New()
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		cw := &countingWriter{w: io.MultiWriter(w, h)}
-		idx := shardIndex{DType: d, AuxWidth: auxWidth, HiddenSize: hiddenSize, AuxSlots: slots}
-		var blob []byte
-		unique := []float32(nil)
+		idx := shardIndex{DType: d, AuxWidth: auxWidth, HiddenSize: hiddenSize, AuxSlots: enc.slots}
 		for _, s := range samples {
 			T := len(s.IDs)
 			if len(s.LossMask) != T || len(s.Aux) != T*auxWidth || len(s.Hidden) != T*hiddenSize {
 				return fmt.Errorf("sample of %d tokens with %d mask, %d aux and %d hidden values", T, len(s.LossMask), len(s.Aux), len(s.Hidden))
 			}
-			rec := recordIndex{Offset: cw.n, Tokens: T}
-			buf := make([]byte, 0, 5*T)
-			for _, id := range s.IDs {
-				buf = binary.LittleEndian.AppendUint32(buf, uint32(id))
-			}
-			for _, m := range s.LossMask {
-				if m {
-					buf = append(buf, 1)
-				} else {
-					buf = append(buf, 0)
-				}
-			}
-			unique = compactAux(unique[:0], s.Aux, slots, stored, hiddenSize, T)
-			blob = encodeValues(enc, blob[:0], unique, d)
-			rec.AuxBytes = len(blob)
-			buf = append(buf, blob...)
-			blob = encodeValues(enc, blob[:0], s.Hidden, d)
-			rec.HiddenBytes = len(blob)
-			buf = append(buf, blob...)
-			if _, err := cw.Write(buf); err != nil {
+			r := enc.Encode(&s)
+			rec := recordIndex{Offset: cw.n, Tokens: T, AuxBytes: r.AuxBytes, HiddenBytes: r.HiddenBytes}
+			if _, err := cw.Write(r.Bytes); err != nil {
 				return err
 			}
 			idx.Records = append(idx.Records, rec)
@@ -312,25 +292,10 @@ func (s *Shard) Read(i int) (*Sample, error) {
 	if _, err := s.f.ReadAt(buf, rec.Offset); err != nil {
 		return nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
 	}
-	out := &Sample{IDs: make([]int32, T), LossMask: make([]bool, T),
-		Aux: make([]float32, T*s.index.AuxWidth), Hidden: make([]float32, T*s.index.HiddenSize)}
-	if err := s.decodeTokens(i, buf[:5*T], out.IDs, out.LossMask); err != nil {
-		return nil, err
-	}
-	blob := buf[5*T:]
-	h := s.index.HiddenSize
-	_, stored := auxSlots(s.index.AuxSlots)
-	unique := make([]float32, T*stored*h)
-	if err := decodeValues(s.dec, blob[:rec.AuxBytes], unique, s.index.DType); err != nil {
-		return nil, fmt.Errorf("%s: sample %d aux: %w", s.path, i, err)
-	}
-	for t := 0; t < T; t++ {
-		for slot, block := range s.index.AuxSlots {
-			copy(out.Aux[(t*len(s.index.AuxSlots)+slot)*h:(t*len(s.index.AuxSlots)+slot+1)*h], unique[(t*stored+block)*h:(t*stored+block+1)*h])
-		}
-	}
-	if err := decodeValues(s.dec, blob[rec.AuxBytes:], out.Hidden, s.index.DType); err != nil {
-		return nil, fmt.Errorf("%s: sample %d hidden: %w", s.path, i, err)
+	out, err := DecodeRecord(s.dec, Record{Tokens: T, AuxBytes: rec.AuxBytes, HiddenBytes: rec.HiddenBytes, Bytes: buf},
+		s.index.DType, s.index.AuxSlots, s.index.HiddenSize, s.vocabSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
 	}
 	return out, nil
 }
@@ -344,24 +309,10 @@ func (s *Shard) ReadTokens(i int) ([]int32, []bool, error) {
 		return nil, nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
 	}
 	ids, mask := make([]int32, T), make([]bool, T)
-	if err := s.decodeTokens(i, buf, ids, mask); err != nil {
-		return nil, nil, err
+	if err := decodeTokens(buf, ids, mask, s.vocabSize); err != nil {
+		return nil, nil, fmt.Errorf("%s: sample %d: %w", s.path, i, err)
 	}
 	return ids, mask, nil
-}
-
-// decodeTokens reads the ids and loss mask of sample i from buf, refusing ids outside the vocabulary.
-func (s *Shard) decodeTokens(i int, buf []byte, ids []int32, mask []bool) error {
-	T := len(ids)
-	for t := range T {
-		id := binary.LittleEndian.Uint32(buf[4*t:])
-		if s.vocabSize > 0 && id >= uint32(s.vocabSize) {
-			return fmt.Errorf("%s: sample %d, token %d: id %d outside the target's vocabulary of %d", s.path, i, t, int32(id), s.vocabSize)
-		}
-		ids[t] = int32(id)
-		mask[t] = buf[4*T+t] == 1
-	}
-	return nil
 }
 
 // Close releases the file.

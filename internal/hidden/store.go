@@ -84,6 +84,11 @@ func shardSamples(m *Manifest) int {
 // Len is the number of samples.
 func (s *Store) Len() int { return shardSamples(s.Manifest) }
 
+// Layout is the target's hidden size and the number of aux layers a sample holds.
+func (s *Store) Layout() (hiddenSize, auxLayers int) {
+	return s.Manifest.Target.HiddenSize, len(s.Manifest.AuxLayers)
+}
+
 // Sample decodes sample i. Safe for concurrent use.
 func (s *Store) Sample(i int) (*Sample, error) {
 	k := sort.SearchInts(s.first, i+1) - 1

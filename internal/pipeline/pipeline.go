@@ -75,7 +75,10 @@ func New(ctx context.Context, cfg *config.Run, log io.Writer) (*Run, error) {
 	}
 	var in *inputs
 	mode := Online
-	if cfg.Data.HiddenStates != "" {
+	if IsCapture(cfg.Data.HiddenStates) {
+		mode = Capture
+		in, err = captureInputs(ctx, cfg, log)
+	} else if cfg.Data.HiddenStates != "" {
 		mode = Offline
 		in, err = offlineInputs(cfg)
 	} else {

@@ -12,7 +12,7 @@ import (
 // Offline trains from stored hidden states: no target layer runs, only its lm_head (for the teacher).
 // Samples are read and decompressed in the background ahead of use (see Prefetch).
 type Offline struct {
-	Store *hidden.Store
+	Store SampleStore
 	Head  LMHead
 	Used  []int64
 
@@ -20,6 +20,15 @@ type Offline struct {
 	pending map[int]*pendingSample
 	hidden  []float32
 	logits  []float32
+}
+
+// SampleStore is where Offline reads samples from: a shard folder (hidden.Store) or capture servers
+// (capture.Source). Sample must be safe for concurrent use.
+type SampleStore interface {
+	Len() int
+	Sample(i int) (*hidden.Sample, error)
+	// Layout is the target's hidden size and the number of aux layers a sample holds.
+	Layout() (hiddenSize, auxLayers int)
 }
 
 type pendingSample struct {
@@ -82,9 +91,9 @@ func (o *Offline) Batch(idx []int) (*draft.Batch, error) {
 		lens[k] = len(s.IDs)
 	}
 	p := batch.New(lens)
-	m := o.Store.Manifest
+	H, layers := o.Store.Layout()
 	B, T := p.B, p.T
-	H, A := m.Target.HiddenSize, draft.AuxWidth(len(m.AuxLayers), m.Target.HiddenSize)
+	A := draft.AuxWidth(layers, H)
 	b := &draft.Batch{Tokens: *p,
 		Aux: make([]float32, B*T*A), Teacher: draft.NewTeacher(B*T, len(o.Used))}
 	finals := make([]float32, B*T*H)
