@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -153,6 +154,7 @@ func TestDataParallelMPI(t *testing.T) {
 	}
 
 	testGenHiddenParts(t, tmp, mpirun, bin, ranks, alone)
+	testCaptureRanks(t, tmp, ranks, alone)
 
 	// Ranks that disagree stop at the start, naming the rank and the setting.
 	a, b := mpiArgs(t, tmp, dir("mixed"), "2"), mpiArgs(t, tmp, dir("mixed"), "2", "train.lr=0.001")
@@ -258,5 +260,31 @@ func testKilledRank(t *testing.T, tmp, mpirun, bin string, ranks func(string, []
 	all := func(string) bool { return false }
 	for _, sub := range []string{"checkpoints/step_00000010", "draft"} {
 		sameFiles(t, "2 ranks killed and resumed: "+sub, filesUnder(t, filepath.Join(tmp, "killed", sub), all), filesUnder(t, filepath.Join(tmp, "whole", sub), all))
+	}
+}
+
+// testCaptureRanks trains 2 ranks from one capture server on loopback: each rank pulls the samples of its
+// slice of every global batch, and the draft equals the 2-rank offline run on shards gen-hidden wrote in
+// the server's batches, byte for byte.
+func testCaptureRanks(t *testing.T, tmp string, ranks func(string, []string) string, alone func([]string) string) {
+	args := mpiArgs(t, tmp, filepath.Join(tmp, "unused"), "2")
+	hiddenDir := filepath.Join(tmp, "h5")
+	alone(append(append([]string{"gen-hidden"}, args[1:]...), "--out", hiddenDir,
+		"--batch", strconv.Itoa(captureGen.Batch), "--samples-per-shard", strconv.Itoa(captureGen.SamplesPerShard)))
+	ranks("2", mpiArgs(t, tmp, filepath.Join(tmp, "offline5"), "2", "data.hidden_states="+hiddenDir))
+	srv := startServer(t, args, "")
+	trained := ranks("2", mpiArgs(t, tmp, filepath.Join(tmp, "capture"), "2", "data.hidden_states=grpc://"+srv.addr))
+	if !strings.Contains(trained, "capture") || !strings.Contains(trained, "on 2 ranks") {
+		t.Errorf("training from a capture server on 2 ranks:\n%s", trained)
+	}
+	draft := func(run string) []byte {
+		raw, err := os.ReadFile(filepath.Join(tmp, run, "draft", "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	if !bytes.Equal(draft("capture"), draft("offline5")) {
+		t.Errorf("2 ranks fed by a capture server trained another draft than 2 ranks reading the shards")
 	}
 }
