@@ -77,8 +77,9 @@ func addPartials(dst []float32, parts [][]float64) {
 	}
 }
 
-// SwiGLUBackward adds to dgate and dup the gradients of out = silu(gate)*up.
-func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
+// SwiGLUBackwardGo is SwiGLUBackward in pure Go, compiled in every build: it adds to dgate and dup the
+// gradients of out = silu(gate)*up.
+func SwiGLUBackwardGo(dgate, dup, dout, gate, up []float32) {
 	parallel.For(len(dout), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g := gate[i]
@@ -110,10 +111,11 @@ func SoftCrossEntropy(logits, targets []float32, coef []float32, pred []int32, r
 			m := z[best]
 			var sum, dot float64
 			for j, x := range z {
-				e := Exp(x - m)
-				sum += float64(e)
 				dot += float64(p[j]) * float64(x)
-				z[j] = e
+			}
+			expShift(z, m)
+			for _, e := range z {
+				sum += float64(e)
 			}
 			lse := float64(m) + math.Log(sum)
 			acc[0] += lse - dot
@@ -147,10 +149,11 @@ func SoftCrossEntropyAccept(logits, targets, klCoef, accCoef []float32, logAccep
 			m := z[best]
 			var sum, dot float64
 			for j, x := range z {
-				e := Exp(x - m)
-				sum += float64(e)
 				dot += float64(p[j]) * float64(x)
-				z[j] = e
+			}
+			expShift(z, m)
+			for _, e := range z {
+				sum += float64(e)
 			}
 			acc[0] += float64(m) + math.Log(sum) - dot
 			inv := float32(1 / sum)

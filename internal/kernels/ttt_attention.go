@@ -158,15 +158,13 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 						row[j] = 0
 					}
 				}
+				expShift(row, m)
+				expShift(dg, m)
 				var sum float64
-				for j, x := range row {
-					e := Exp(x - m)
-					row[j] = e
+				for _, e := range row {
 					sum += float64(e)
 				}
-				for j, x := range dg {
-					e := Exp(x - m)
-					dg[j] = e
+				for _, e := range dg {
 					sum += float64(e)
 				}
 				inv := float32(1 / sum)
@@ -230,9 +228,8 @@ func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValue
 				do := dog[r*d : (r+1)*d]
 				dsum[r] = dot32(do, og[r*d:(r+1)*d]) // sum_j P_j dP_j = dO . O
 				row, dprow := s[r*w:(r+1)*w], dp[r*w:(r+1)*w]
-				for j, x := range row {
-					p := Exp(x - l)
-					row[j] = p                          // P0
+				expShift(row, l) // P0
+				for j, p := range row {
 					dprow[j] = p * (dprow[j] - dsum[r]) // dS0
 				}
 				for i := 1; i <= k; i++ {

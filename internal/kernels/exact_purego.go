@@ -1,0 +1,20 @@
+//go:build !cgo
+
+package kernels
+
+import "github.com/specforge/specforge/internal/backend"
+
+// expShift replaces x[i] by Exp(x[i] - m). Without cgo it is expShiftGo.
+func expShift(x []float32, m float32) { expShiftGo(x, m) }
+
+// Argmax returns the index of x's largest value (the first on ties). Without cgo it is ArgmaxGo.
+func Argmax(x []float32) int { return ArgmaxGo(x) }
+
+// SwiGLUBackward adds to dgate and dup the gradients of out = silu(gate)*up given dout. Without cgo it is
+// SwiGLUBackwardGo.
+func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
+	SwiGLUBackwardGo(dgate, dup, dout, gate, up)
+}
+
+// AdamW applies one AdamW step to p given its gradient g and moments m, v. Without cgo it is AdamWGo.
+func AdamW(p, g, m, v []float32, s backend.AdamWStep) { AdamWGo(p, g, m, v, s) }
