@@ -117,6 +117,46 @@ void sf_go_adamw(float *p, const float *g, float *m, float *v, long n, float dec
 		p[i] -= step * m[i] / (__builtin_sqrtf(v[i]) / sqrtbc2 + eps);
 	}
 }
+// The loss's row loops (exact_go.go). The float64 sums stay scalar and in order; acceptance's branches
+// become selects (adding 0.0 leaves a sum that starts at +0 unchanged).
+double sf_go_dot64(const float *p, const float *z, long n) {
+	double d = 0;
+	for (long j = 0; j < n; j++) d += (double)p[j] * (double)z[j];
+	return d;
+}
+
+double sf_go_sum64(const float *z, long n) {
+	double s = 0;
+	for (long j = 0; j < n; j++) s += (double)z[j];
+	return s;
+}
+
+void sf_go_accept_row(float *z, const float *p, long n, float inv, double *out) {
+	double a = 0, gq = 0;
+	for (long j = 0; j < n; j++) {
+		float q = z[j] * inv, pj = p[j];
+		z[j] = q;
+		int lt = q < pj, eq = q == pj;
+		a += lt | eq ? (double)q : (double)pj;
+		gq += lt ? (double)q : (eq ? (double)q / 2 : 0.0);
+	}
+	out[0] = a, out[1] = gq;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void sf_go_accept_grad(float *z, const float *p, long n, float c, float w, float s) {
+	long i = 0;
+	g16 zero = {0};
+	for (; i + 16 <= n; i += 16) {
+		g16 q = *(g16u *)(z + i), pv = *(const g16u *)(p + i);
+		g16 g = g16_select(q < pv, zero + 1.0f, g16_select(q == pv, zero + 0.5f, zero));
+		*(g16u *)(z + i) = c * (q - pv) + w * q * (g - s);
+	}
+	for (; i < n; i++) {
+		float q = z[i], g = q < p[i] ? 1.0f : (q == p[i] ? 0.5f : 0.0f);
+		z[i] = c * (q - p[i]) + w * q * (g - s);
+	}
+}
 */
 import "C"
 
@@ -158,4 +198,37 @@ func AdamW(p, g, m, v []float32, s backend.AdamWStep) {
 		C.sf_go_adamw((*C.float)(unsafe.Pointer(&p[lo])), (*C.float)(unsafe.Pointer(&g[lo])), (*C.float)(unsafe.Pointer(&m[lo])), (*C.float)(unsafe.Pointer(&v[lo])),
 			C.long(hi-lo), C.float(s.Decay), C.float(s.Beta1), C.float(s.Beta2), C.float(s.SqrtBC2), C.float(s.Eps), C.float(s.StepSize))
 	})
+}
+
+// dot64 is sum_j p[j]*z[j] in float64, in order (C, bit for bit dot64Go).
+func dot64(p, z []float32) float64 {
+	if len(z) == 0 {
+		return 0
+	}
+	return float64(C.sf_go_dot64((*C.float)(unsafe.Pointer(&p[0])), (*C.float)(unsafe.Pointer(&z[0])), C.long(len(z))))
+}
+
+// sum64 is the float64 sum of z in order (C, bit for bit sum64Go).
+func sum64(z []float32) float64 {
+	if len(z) == 0 {
+		return 0
+	}
+	return float64(C.sf_go_sum64((*C.float)(unsafe.Pointer(&z[0])), C.long(len(z))))
+}
+
+// acceptRow is acceptRowGo in C, bit for bit.
+func acceptRow(z, p []float32, inv float32) (a, gq float64) {
+	if len(z) == 0 {
+		return 0, 0
+	}
+	var out [2]C.double
+	C.sf_go_accept_row((*C.float)(unsafe.Pointer(&z[0])), (*C.float)(unsafe.Pointer(&p[0])), C.long(len(z)), C.float(inv), &out[0])
+	return float64(out[0]), float64(out[1])
+}
+
+// acceptGrad is acceptGradGo in vectorised C, bit for bit.
+func acceptGrad(z, p []float32, c, w, s float32) {
+	if len(z) > 0 {
+		C.sf_go_accept_grad((*C.float)(unsafe.Pointer(&z[0])), (*C.float)(unsafe.Pointer(&p[0])), C.long(len(z)), C.float(c), C.float(w), C.float(s))
+	}
 }

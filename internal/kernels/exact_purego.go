@@ -18,3 +18,9 @@ func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
 
 // AdamW applies one AdamW step to p given its gradient g and moments m, v. Without cgo it is AdamWGo.
 func AdamW(p, g, m, v []float32, s backend.AdamWStep) { AdamWGo(p, g, m, v, s) }
+
+// The loss's row loops, without cgo their pure-Go versions (exact_go.go).
+func dot64(p, z []float32) float64                          { return dot64Go(p, z) }
+func sum64(z []float32) float64                             { return sum64Go(z) }
+func acceptRow(z, p []float32, inv float32) (a, gq float64) { return acceptRowGo(z, p, inv) }
+func acceptGrad(z, p []float32, c, w, s float32)            { acceptGradGo(z, p, c, w, s) }

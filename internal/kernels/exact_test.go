@@ -56,6 +56,31 @@ func TestExactKernelsMatchGo(t *testing.T) {
 				}
 			}
 
+			// The loss rows: exponentials z against a target p that ties some of q = z*inv exactly.
+			z, pt := append([]float32(nil), got...), exactInputs(r, n, 0.01)
+			inv := float32(1 / sum64Go(z))
+			for i := range pt {
+				if r.IntN(4) == 0 {
+					pt[i] = z[i] * inv
+				}
+			}
+			if g, w := dot64(pt, x), dot64Go(pt, x); math.Float64bits(g) != math.Float64bits(w) && !(g != g && w != w) {
+				t.Fatalf("n %d: dot64 = %g, want %g", n, g, w)
+			}
+			if g, w := sum64(z), sum64Go(z); math.Float64bits(g) != math.Float64bits(w) && !(g != g && w != w) {
+				t.Fatalf("n %d: sum64 = %g, want %g", n, g, w)
+			}
+			z2 := append([]float32(nil), z...)
+			a, gq := acceptRow(z, pt, inv)
+			a2, gq2 := acceptRowGo(z2, pt, inv)
+			sameBits(t, "acceptRow q", z, z2)
+			if math.Float64bits(a) != math.Float64bits(a2) && !(a != a && a2 != a2) || math.Float64bits(gq) != math.Float64bits(gq2) && !(gq != gq && gq2 != gq2) {
+				t.Fatalf("n %d: acceptRow = %g, %g; want %g, %g", n, a, gq, a2, gq2)
+			}
+			acceptGrad(z, pt, 0.7, 1.3, float32(gq))
+			acceptGradGo(z2, pt, 0.7, 1.3, float32(gq2))
+			sameBits(t, "acceptGrad", z, z2)
+
 			gate, up, dout := exactInputs(r, n, s/10), exactInputs(r, n, 1), exactInputs(r, n, 1)
 			dg, du := exactInputs(r, n, 1), exactInputs(r, n, 1)
 			dg2, du2 := append([]float32(nil), dg...), append([]float32(nil), du...)
