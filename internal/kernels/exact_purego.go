@@ -24,3 +24,7 @@ func dot64(p, z []float32) float64                          { return dot64Go(p, 
 func sum64(z []float32) float64                             { return sum64Go(z) }
 func acceptRow(z, p []float32, inv float32) (a, gq float64) { return acceptRowGo(z, p, inv) }
 func acceptGrad(z, p []float32, c, w, s float32)            { acceptGradGo(z, p, c, w, s) }
+
+// GatherSoftmax writes into p [len(ids)] the softmax of the logits z at ids and returns the index of p's
+// largest value. Without cgo it is GatherSoftmaxGo.
+func GatherSoftmax(p, z []float32, ids []int64) int { return GatherSoftmaxGo(p, z, ids) }
