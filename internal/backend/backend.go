@@ -169,10 +169,13 @@ type Weight interface {
 }
 
 // Attention is the shape of grouped-query attention: query head h reads key/value head h/(Heads/KVHeads),
-// as Hugging Face's repeat_kv does; Scale is usually 1/sqrt(HeadDim).
+// as Hugging Face's repeat_kv does; Scale is usually 1/sqrt(HeadDim). BF16 has the TTT attention take its
+// products (scores, values and their gradients) of operands rounded to bf16 with float32 sums, as autocast
+// does in a bf16 training step; its softmax stays float32.
 type Attention struct {
 	Heads, KVHeads, HeadDim int
 	Scale                   float32
+	BF16                    bool
 }
 
 // Mask says which keys each of T new queries sees. Keys are indexed 0..Past+T-1: Past cached keys, then the

@@ -8,7 +8,8 @@ import (
 
 // bf16Step holds what a bf16 training step multiplies by: the draft's matrices rounded to bf16 (made
 // afresh at each TTT call from the float32 masters, which the optimiser updates), and the scratch in which
-// each backward rounds its gradient. Norm weights, the attention, the loss and the optimiser stay float32.
+// each backward rounds its gradient. The attention's products round their
+// operands to bf16 too (backend.Attention.BF16); norm weights, softmaxes, the loss and the optimiser stay float32.
 type bf16Step struct {
 	w    [][]byte // per product of layer.linears
 	conv []byte

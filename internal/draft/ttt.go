@@ -116,7 +116,8 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		ws.bf16.round(&l)
 	}
 	be := d.be
-	att := backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim)))}
+	att := backend.Attention{Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, Scale: float32(1 / math.Sqrt(float64(c.HeadDim))),
+		BF16: ws.Precision == tensor.BF16}
 	ws.pm = b.positionMask(ws.pm, d.Vocab.T2D)
 	L := len(l.blocks)
 	ws.grow(K, L)

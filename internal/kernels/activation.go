@@ -17,8 +17,9 @@ func softmaxRows(softmax func([]float32), x []float32, rows, n int) {
 	})
 }
 
-// Argmax returns the index of the largest value (the first one on ties).
-func Argmax(x []float32) int {
+// ArgmaxGo is Argmax in pure Go, compiled in every build: the index of the largest value (the first one on
+// ties; 0 when x[0] is NaN, which no value exceeds).
+func ArgmaxGo(x []float32) int {
 	best := 0
 	for i, v := range x {
 		if v > x[best] {

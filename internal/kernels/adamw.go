@@ -7,10 +7,10 @@ import (
 	"github.com/specforge/specforge/internal/parallel"
 )
 
-// AdamW updates p in place from its gradient g and moments m, v (float32 throughout, as torch.optim.AdamW
+// AdamWGo is AdamW in pure Go, compiled in every build: it updates p in place from its gradient g and moments m, v (float32 throughout, as torch.optim.AdamW
 // with float32 state): p *= decay; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= stepSize * m /
 // (sqrt(v)/sqrtBC2 + eps).
-func AdamW(p, g, m, v []float32, s backend.AdamWStep) {
+func AdamWGo(p, g, m, v []float32, s backend.AdamWStep) {
 	parallel.For(len(p), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if s.Decay != 1 {

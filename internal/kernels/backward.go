@@ -77,8 +77,9 @@ func addPartials(dst []float32, parts [][]float64) {
 	}
 }
 
-// SwiGLUBackward adds to dgate and dup the gradients of out = silu(gate)*up.
-func SwiGLUBackward(dgate, dup, dout, gate, up []float32) {
+// SwiGLUBackwardGo is SwiGLUBackward in pure Go, compiled in every build: it adds to dgate and dup the
+// gradients of out = silu(gate)*up.
+func SwiGLUBackwardGo(dgate, dup, dout, gate, up []float32) {
 	parallel.For(len(dout), 1<<14, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g := gate[i]
@@ -108,13 +109,9 @@ func SoftCrossEntropy(logits, targets []float32, coef []float32, pred []int32, r
 			}
 			p := targets[r*v : (r+1)*v]
 			m := z[best]
-			var sum, dot float64
-			for j, x := range z {
-				e := Exp(x - m)
-				sum += float64(e)
-				dot += float64(p[j]) * float64(x)
-				z[j] = e
-			}
+			dot := dot64(p, z)
+			expShift(z, m)
+			sum := sum64(z)
 			lse := float64(m) + math.Log(sum)
 			acc[0] += lse - dot
 			inv := float32(1 / sum)
@@ -145,30 +142,11 @@ func SoftCrossEntropyAccept(logits, targets, klCoef, accCoef []float32, logAccep
 			pred[r] = int32(best)
 			p := targets[r*v : (r+1)*v]
 			m := z[best]
-			var sum, dot float64
-			for j, x := range z {
-				e := Exp(x - m)
-				sum += float64(e)
-				dot += float64(p[j]) * float64(x)
-				z[j] = e
-			}
+			dot := dot64(p, z)
+			expShift(z, m)
+			sum := sum64(z)
 			acc[0] += float64(m) + math.Log(sum) - dot
-			inv := float32(1 / sum)
-			var a, gq float64 // acceptance, sum_v g_v q_v
-			for j := range z {
-				q := z[j] * inv
-				z[j] = q
-				switch {
-				case q < p[j]:
-					a += float64(q)
-					gq += float64(q)
-				case q == p[j]:
-					a += float64(q)
-					gq += float64(q) / 2
-				default:
-					a += float64(p[j])
-				}
-			}
+			a, gq := acceptRow(z, p, float32(1/sum)) // acceptance, sum_v g_v q_v
 			accept[r] = a
 			w := float64(accCoef[r])
 			if logAccept {
@@ -177,17 +155,7 @@ func SoftCrossEntropyAccept(logits, targets, klCoef, accCoef []float32, logAccep
 					w = float64(accCoef[r]) / a
 				}
 			}
-			c, wf, s := klCoef[r], float32(w), float32(gq)
-			for j, q := range z {
-				g := float32(0)
-				switch {
-				case q < p[j]:
-					g = 1
-				case q == p[j]:
-					g = 0.5
-				}
-				z[j] = c*(q-p[j]) + wf*q*(g-s)
-			}
+			acceptGrad(z, p, klCoef[r], float32(w), float32(gq))
 		}
 	})
 	var total float64

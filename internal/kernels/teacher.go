@@ -2,10 +2,11 @@ package kernels
 
 import "math"
 
-// GatherSoftmax writes into p [len(ids)] the softmax of the logits z at ids (exponentials and their sum
-// in float64, as the EAGLE-3 teacher's probabilities need them exact to the last bit of float32) and
-// returns the index of p's largest value (the first on ties).
-func GatherSoftmax(p, z []float32, ids []int64) int {
+// GatherSoftmaxGo is GatherSoftmax in pure Go, compiled in every build: it writes into p [len(ids)] the
+// softmax of the logits z at ids (exponentials by math.Exp and their sum in float64, as the EAGLE-3
+// teacher's probabilities need them exact to the last bit of float32) and returns the index of p's largest
+// value (the first on ties).
+func GatherSoftmaxGo(p, z []float32, ids []int64) int {
 	m := float32(math.Inf(-1))
 	for j, id := range ids {
 		p[j] = z[id]

@@ -4,7 +4,9 @@ import (
 	"math"
 
 	"github.com/specforge/specforge/internal/backend"
+	"github.com/specforge/specforge/internal/bfgemm"
 	"github.com/specforge/specforge/internal/blas"
+	"github.com/specforge/specforge/internal/half"
 	"github.com/specforge/specforge/internal/parallel"
 	"github.com/specforge/specforge/internal/tensor"
 )
@@ -129,7 +131,7 @@ func (a TTTAttention) Forward(out, lse, q []float32, keys, values [][]float32, v
 // TTTForward is TTTAttention.Forward over any list of steps (a backend's tensors), with pure-Go (gonum)
 // products when pure is set: the pure-Go backend's.
 func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys, values S, valid []bool, starts []int32, B, T int) {
-	gemm := gemmOf(pure)
+	gemm := a.gemmOf(pure)
 	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
 	k := keys.Len() - 1
 	var s, diag, qg, og []float32
@@ -156,15 +158,13 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 						row[j] = 0
 					}
 				}
+				expShift(row, m)
+				expShift(dg, m)
 				var sum float64
-				for j, x := range row {
-					e := Exp(x - m)
-					row[j] = e
+				for _, e := range row {
 					sum += float64(e)
 				}
-				for j, x := range dg {
-					e := Exp(x - m)
-					dg[j] = e
+				for _, e := range dg {
 					sum += float64(e)
 				}
 				inv := float32(1 / sum)
@@ -203,7 +203,7 @@ func (a TTTAttention) Backward(dq []float32, dKeys, dValues [][]float32, dout, o
 
 // TTTBackward is TTTAttention.Backward over any list of steps, with pure-Go products when pure is set.
 func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValues S, dout, out, lse, q []float32, keys, values S, valid []bool, starts []int32, B, T int) {
-	gemm := gemmOf(pure)
+	gemm := a.gemmOf(pure)
 	d, group, kvStride := a.HeadDim, a.Heads/a.KVHeads, a.KVHeads*a.HeadDim
 	k := keys.Len() - 1
 	var s, dp, diag, dsDiag, qg, og, dog, dqg, dsum []float32
@@ -228,9 +228,8 @@ func TTTBackward[S Steps](a TTTAttention, pure bool, dq []float32, dKeys, dValue
 				do := dog[r*d : (r+1)*d]
 				dsum[r] = dot32(do, og[r*d:(r+1)*d]) // sum_j P_j dP_j = dO . O
 				row, dprow := s[r*w:(r+1)*w], dp[r*w:(r+1)*w]
-				for j, x := range row {
-					p := Exp(x - l)
-					row[j] = p                          // P0
+				expShift(row, l) // P0
+				for j, p := range row {
 					dprow[j] = p * (dprow[j] - dsum[r]) // dS0
 				}
 				for i := 1; i <= k; i++ {
@@ -302,9 +301,49 @@ func (s Tensors) Len() int { return len(s) }
 // Step implements Steps.
 func (s Tensors) Step(i int) []float32 { return s[i].F32() }
 
-func gemmOf(pure bool) gemmFunc {
+// gemmOf is the product the TTT kernels multiply with: sgemm (pure Go when pure is set) or, for a bf16
+// attention, products of operands rounded to bf16 with float32 sums: on package bfgemm's kernels (AMX tiles
+// where the CPU has them) when the build and CPU have them, else sgemm of rounded copies.
+func (a TTTAttention) gemmOf(pure bool) gemmFunc {
+	g := blas.Sgemm
 	if pure {
-		return blas.SgemmGo
+		g = blas.SgemmGo
 	}
-	return blas.Sgemm
+	switch {
+	case !a.BF16:
+		return g
+	case !pure && bfgemm.Available():
+		return bf16Gemm
+	}
+	return roundedGemm(g)
+}
+
+// bf16Gemm is bfgemm.Gemm on float32 operands, which it rounds to bf16 as it packs them.
+func bf16Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	bfgemm.Gemm(transA, transB, m, n, k, alpha, tensor.Vec(a), lda, tensor.Vec(b), ldb, beta, c, ldc)
+}
+
+// roundedGemm is g on copies of its operands rounded to bf16, kept in buffers of its own: one per kernel
+// call, which multiplies one block at a time.
+func roundedGemm(g gemmFunc) gemmFunc {
+	var ra, rb []float32
+	return func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+		ra = roundedExtent(ra, a, transA, m, k, lda)
+		rb = roundedExtent(rb, b, transB, k, n, ldb)
+		g(transA, transB, m, n, k, alpha, ra, lda, rb, ldb, beta, c, ldc)
+	}
+}
+
+// roundedExtent is buf holding x rounded to bf16 over the stored extent of op(x) [rows, cols] at stride ld.
+func roundedExtent(buf, x []float32, trans bool, rows, cols, ld int) []float32 {
+	if trans {
+		rows, cols = cols, rows
+	}
+	if rows == 0 || cols == 0 {
+		return buf[:0]
+	}
+	need := (rows-1)*ld + cols
+	buf = tensor.Resize(buf, need)
+	half.RoundToBF16(buf, x[:need])
+	return buf
 }
