@@ -107,13 +107,7 @@ func benchCommCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&s.Hidden, "hidden", s.Hidden, "draft hidden size (the target's)")
-	f.IntVar(&s.Intermediate, "intermediate", s.Intermediate, "draft intermediate size")
-	f.IntVar(&s.Heads, "heads", s.Heads, "attention heads")
-	f.IntVar(&s.KVHeads, "kv-heads", s.KVHeads, "key/value heads")
-	f.IntVar(&s.HeadDim, "head-dim", s.HeadDim, "head dimension")
-	f.IntVar(&s.Vocab, "vocab", s.Vocab, "target vocabulary")
-	f.IntVar(&s.DraftVocab, "draft-vocab", s.DraftVocab, "draft vocabulary")
+	draftShapeFlags(cmd, &s)
 	f.IntVar(&iters, "iters", 3, "timed repetitions of each collective")
 	return cmd
 }

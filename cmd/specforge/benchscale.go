@@ -207,13 +207,7 @@ func benchTrainMemoryCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.IntSliceVar(&seqLens, "seq-lens", []int{1024, 2048, 4096, 8192}, "sequence lengths, one training step each")
-	f.IntVar(&s.Hidden, "hidden", s.Hidden, "draft hidden size (= the target's)")
-	f.IntVar(&s.Intermediate, "intermediate", s.Intermediate, "draft MLP intermediate size")
-	f.IntVar(&s.Heads, "heads", s.Heads, "attention heads")
-	f.IntVar(&s.KVHeads, "kv-heads", s.KVHeads, "key/value heads")
-	f.IntVar(&s.HeadDim, "head-dim", s.HeadDim, "head dimension")
-	f.IntVar(&s.Vocab, "vocab", s.Vocab, "target vocabulary size")
-	f.IntVar(&s.DraftVocab, "draft-vocab", s.DraftVocab, "draft vocabulary size")
+	draftShapeFlags(cmd, &s)
 	f.IntVar(&s.TTTLength, "ttt-length", s.TTTLength, "unrolled TTT steps K")
 	f.StringVar(&s.Precision, "precision", s.Precision, "precision of the draft's products: bf16 or f32")
 	f.Uint64Var(&seed, "seed", 1, "seed of the weights and inputs")
@@ -234,4 +228,16 @@ func benchJobCommand() *cobra.Command {
 			return scalebench.ServeJob(cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
+}
+
+// draftShapeFlags are the flags that give a draft's shape (bench train-memory, bench comm).
+func draftShapeFlags(cmd *cobra.Command, s *scalebench.DraftShape) {
+	f := cmd.Flags()
+	f.IntVar(&s.Hidden, "hidden", s.Hidden, "draft hidden size (= the target's)")
+	f.IntVar(&s.Intermediate, "intermediate", s.Intermediate, "draft MLP intermediate size")
+	f.IntVar(&s.Heads, "heads", s.Heads, "attention heads")
+	f.IntVar(&s.KVHeads, "kv-heads", s.KVHeads, "key/value heads")
+	f.IntVar(&s.HeadDim, "head-dim", s.HeadDim, "head dimension")
+	f.IntVar(&s.Vocab, "vocab", s.Vocab, "target vocabulary size")
+	f.IntVar(&s.DraftVocab, "draft-vocab", s.DraftVocab, "draft vocabulary size")
 }
