@@ -9,31 +9,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/specforge/specforge/internal/fixturetest"
 	"github.com/specforge/specforge/internal/generate"
 	"github.com/specforge/specforge/internal/goldentest"
-	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/tokenizer"
 )
-
-// loadStories loads the stories260K target and its tokenizer, closed when t ends.
-func loadStories(t *testing.T) (*model.Model, *tokenizer.Tokenizer) {
-	dir := goldentest.Shared(t, "assets", "models", "stories260K")
-	m, err := model.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, tok
-}
 
 // TestRegenerate writes continuations of TinyStories openings and checks them against greedy decoding of
 // the same prompts, one by one.
 func TestRegenerate(t *testing.T) {
-	m, tok := loadStories(t)
+	m, tok := fixturetest.StoriesTarget(t)
 	o := Options{OpeningTokens: 6, MaxNewTokens: 12, Batch: 3, Limit: 5}
 	src := goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt")
 	prompts, err := Openings(src, tok, o)
@@ -85,7 +69,7 @@ func TestRegenerate(t *testing.T) {
 // its progress file, as a kill leaves it) resumes there and writes the bytes an uninterrupted run writes,
 // sampling at temperature 1 so that a batch regenerated differently would show.
 func TestRegenerateResumes(t *testing.T) {
-	m, tok := loadStories(t)
+	m, tok := fixturetest.StoriesTarget(t)
 	o := Options{OpeningTokens: 6, MaxNewTokens: 10, Batch: 2, Limit: 7, Sampling: generate.SamplingParams{Temperature: 1, Seed: 3}}
 	prompts, err := Openings(goldentest.Shared(t, "assets", "datasets", "tinystories", "tinystories_valid_head.txt"), tok, o)
 	if err != nil {

@@ -12,23 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/specforge/specforge/internal/goldentest"
-	"github.com/specforge/specforge/internal/model"
-	"github.com/specforge/specforge/internal/tokenizer"
+	"github.com/specforge/specforge/internal/fixturetest"
 )
 
 // newTestServer is a server of the stories260K target alone (no chat template) with small limits.
 func newTestServer(t *testing.T, maxQueue int) *Server {
-	dir := goldentest.Shared(t, "assets", "models", "stories260K")
-	m, err := model.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, tok := fixturetest.StoriesTarget(t)
 	s, err := New(Config{ModelName: "stories260K", Target: m, Tokenizer: tok, MaxTokens: 100, MaxQueue: maxQueue, MaxBodyBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
