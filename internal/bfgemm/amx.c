@@ -23,7 +23,7 @@
 #include "transpose.h"
 
 #define KA 2048 // k per block: a block of rows is 32*KA*2 bytes (128 KiB, L2), a lanes panel 32*KA*2
-#define VA 128  // lanes whose panels over all of k are packed at once (a multiple of 32): VA*k*2 bytes
+#define VA 512  // the most lanes whose panels are packed at once (a multiple of 32)
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
@@ -156,6 +156,35 @@ store_block(float *acc, int nr, int nl, int transposed, float *c, long ldc, floa
 	}
 }
 
+// transpose_rows writes dst[r*ld + p] = X(r, p) as bf16 for r < nu and p < k32, X(r, p) = x[r + p*cs]
+// for p < k and 0 from k on: a rows operand whose k is its slow index (the transposed A of a weight gradient,
+// dy^T x), 16 rows by 32 k at a time, so that its tiles can be read in place.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+transpose_rows(uint16_t *dst, long ld, int nu, int k, int k32, const void *x, int bf, long cs) {
+	for (int u0 = 0; u0 < nu; u0 += 16) {
+		int n = min_i(16, nu - u0);
+		for (int p0 = 0; p0 < k32; p0 += 32) {
+			__m512i v[16];
+			for (int pp = 0; pp < 16; pp++) {
+				int p = p0 + 2 * pp;
+				__m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+				if (p < k) lo = load16(x, bf, (long)p * cs + u0, n);
+				if (p + 1 < k) hi = _mm512_slli_epi32(load16(x, bf, (long)(p + 1) * cs + u0, n), 16);
+				v[pp] = _mm512_or_si512(lo, hi);
+			}
+			transpose16(v);
+			for (int r = 0; r < n; r++) _mm512_storeu_si512(dst + (u0 + r) * ld + p0, v[r]);
+		}
+	}
+}
+
+static __thread uint16_t *trows_buf;
+static __thread size_t trows_cap;
+
+// LANES_BUDGET is the size of the lanes panels of one k block (up to VA lanes by KA k in bf16), which stay in L2
+// while every block of rows passes them.
+#define LANES_BUDGET (1 << 20)
+
 // sf_amx_gemm is sf_bf16_gemm on AMX (same contract, without the few-row and shared-packing options).
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16"))) void
 sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa, const void *b,
@@ -172,10 +201,27 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 		rx = a, rbf = a_bf16, rrs = rsa, rcs = csa, nu = m;
 		lx = (const char *)b + (b_bf16 ? 2 : 4) * (long)n0 * csb, lbf = b_bf16, lrs = csb, lcs = rsb, nv = n1 - n0;
 	}
+	int k32 = (k + 31) / 32 * 32;
+	// Rows along the slow index are transposed once, not once per lanes panel: in rows of k32 plus 32 (a
+	// stride that is not a multiple of 4 KiB, whose tile rows would share cache sets), zero from k on.
+	int padded = 0;
+	if (rrs == 1 && rcs != 1) {
+		long ld = k32 + 32;
+		size_t need = (size_t)(nu + 31) / 32 * 32 * ld;
+		if (need > trows_cap) {
+			free(trows_buf);
+			if (!(trows_buf = aligned_alloc(64, need * 2))) abort();
+			trows_cap = need;
+		}
+		transpose_rows(trows_buf, ld, nu, k, k32, rx, rbf, rcs);
+		rx = (const char *)trows_buf, rbf = 1, rrs = ld, rcs = 1, padded = 1;
+	}
 	int rsize = rbf ? 2 : 4, lsize = lbf ? 2 : 4;
 	int blocks = (k + KA - 1) / KA;
+	int va = LANES_BUDGET / (2 * min_i(KA, k32)) / 32 * 32;
+	va = va < 32 ? 32 : va > VA ? VA : va;
 	size_t block_dwords = (size_t)(KA / 2) * 32; // one k block of one 32-lane panel
-	size_t need = (size_t)blocks * (VA / 32) * block_dwords;
+	size_t need = (size_t)(va / 32) * block_dwords;
 	if (need > lanes_cap) {
 		free(lanes_buf);
 		if (!(lanes_buf = aligned_alloc(64, need * 4))) abort();
@@ -185,24 +231,21 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 	float acc[32 * 32] __attribute__((aligned(64)));
 	float *c0 = c + n0;
 	configure();
-	for (int v0 = 0; v0 < nv; v0 += VA) {
-		int vb = min_i(VA, nv - v0), groups = (vb + 31) / 32;
-		// The panels of these lanes over all of k, so that each block of C is finished before the next.
+	for (int v0 = 0; v0 < nv; v0 += va) {
+		int vb = min_i(va, nv - v0), groups = (vb + 31) / 32;
+		// One k block of these lanes' panels at a time; each element of C still takes its k blocks in order.
 		for (int kb = 0; kb < blocks; kb++) {
 			int p0 = kb * KA, kc = min_i(KA, k - p0), kc32 = (kc + 31) / 32 * 32, kp = (kc + 1) / 2;
 			for (int g = 0; g < groups; g++) {
-				uint32_t *panel = lanes_buf + ((size_t)kb * groups + g) * block_dwords;
+				uint32_t *panel = lanes_buf + (size_t)g * block_dwords;
 				sf_bf16_pack(panel, 32, min_i(32, vb - 32 * g), p0, kc, k, lx + lsize * (v0 + 32 * g) * lrs, lbf, lrs, lcs);
 				memset(panel + (size_t)kp * 32, 0, (size_t)(kc32 / 2 - kp) * 32 * 4);
 			}
-		}
-		for (int u0 = 0; u0 < nu; u0 += 32) {
-			int ub = min_i(32, nu - u0);
-			for (int kb = 0; kb < blocks; kb++) {
-				int p0 = kb * KA, kc = min_i(KA, k - p0), kc32 = (kc + 31) / 32 * 32;
+			for (int u0 = 0; u0 < nu; u0 += 32) {
+				int ub = min_i(32, nu - u0);
 				const uint16_t *rows;
 				long rstride;
-				if (rbf && rcs == 1 && ub == 32 && kc == kc32) { // bf16 rows in place
+				if (padded || (rbf && rcs == 1 && ub == 32 && kc == kc32)) { // bf16 rows in place
 					rows = (const uint16_t *)rx + u0 * rrs + p0;
 					rstride = rrs * 2;
 				} else {
@@ -212,7 +255,7 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 				}
 				for (int g = 0; g < groups; g++) {
 					int l0 = v0 + 32 * g;
-					block(rows, rstride, lanes_buf + ((size_t)kb * groups + g) * block_dwords, kc32, acc);
+					block(rows, rstride, lanes_buf + (size_t)g * block_dwords, kc32, acc);
 					float *cb = transposed ? c0 + (long)l0 * ldc + u0 : c0 + (long)u0 * ldc + l0;
 					store_block(acc, ub, min_i(32, vb - 32 * g), transposed, cb, ldc, alpha, beta, kb == 0);
 				}

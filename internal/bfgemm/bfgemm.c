@@ -93,14 +93,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void sf_bf16_rou
 	for (; i < n; i++) dst[i] = bf16_round(src[i]);
 }
 
-// load16 loads n <= 16 elements of x from element off on as 16 zero-extended bf16 dwords, zeros beyond.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline __m512i
-load16(const void *x, int bf, long off, int n) {
-	__mmask16 m = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
-	if (bf) return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)x + off));
-	return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, (const float *)x + off)));
-}
-
 // pack_interleave is pack for lanes contiguous in memory (each k a row of lanes: a transposed A, a B
 // stored [k, n]): the rows of k and k+1 are interleaved 16 lanes at a time.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void

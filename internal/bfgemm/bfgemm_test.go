@@ -113,7 +113,7 @@ func testGemmMatchesReference(t *testing.T, _ bool) {
 		{false, true, 100, 300, 700, 1, 0.5}, // the columns split, sharing one packing of A
 		{false, false, 60, 200, 2500, 1, 1},  // the same with k over two blocks
 		{false, true, 300, 70, 4500, 1, 0.5}, // AMX: k over three blocks, rows over three panel sets
-		{true, false, 40, 290, 2100, 1, 0},   // AMX: a transposed A copied into rows, two k blocks
+		{true, false, 40, 290, 2100, 1, 0},   // AMX: a transposed A transposed into rows, two k blocks
 	} {
 		for _, bfA := range []bool{false, true} {
 			for _, bfB := range []bool{false, true} {
@@ -255,6 +255,44 @@ func TestRoundMatchesHalf(t *testing.T) {
 	for i := range src {
 		if got[i] != want[i] && !(math.IsNaN(float64(src[i])) && got[i]&0x7f80 == 0x7f80 && got[i]&0x7f != 0) {
 			t.Fatalf("Round(%g) = %#04x, want %#04x", src[i], got[i], want[i])
+		}
+	}
+}
+
+// BenchmarkGemmTraining runs the other layouts of a training step's products, at the 1B-shaped draft's
+// sizes (T = 1024 tokens): a weight gradient dy^T x (a transposed bf16 A, a float32 B), an input gradient
+// dy w (the weight read along its rows) and the lm_head's input gradient over 32,000 columns.
+func BenchmarkGemmTraining(b *testing.B) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, s := range []struct {
+		name           string
+		transA, transB bool
+		bfA, bfB       bool
+		m, n, k        int
+	}{{"wgrad_8192x2048x1024", true, false, true, false, 8192, 2048, 1024},
+		{"wgrad_2048x8192x1024", true, false, true, false, 2048, 8192, 1024},
+		{"dgrad_1024x2048x8192", false, false, true, true, 1024, 2048, 8192},
+		{"dgrad_176x2048x32000", false, false, true, true, 176, 2048, 32000}} {
+		lda, ldb := s.k, s.n
+		if s.transA {
+			lda = s.m
+		}
+		x, y := newTestMatrix(r, s.m*s.k), newTestMatrix(r, s.k*s.n)
+		c := make([]float32, s.m*s.n)
+		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
+		for _, on := range []bool{false, true} {
+			b.Run(s.name+map[bool]string{false: "/avx512bf16", true: "/amx"}[on], func(b *testing.B) {
+				needKernels(b)
+				if on && !amx {
+					b.Skip("this CPU has no AMX-BF16")
+				}
+				defer setAMX(setAMX(on))
+				at, bt := x.tensor(s.bfA), y.tensor(s.bfB)
+				for b.Loop() {
+					Gemm(s.transA, s.transB, s.m, s.n, s.k, 1, at, lda, bt, ldb, 0, c, s.n)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
 		}
 	}
 }
