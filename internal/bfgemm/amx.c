@@ -4,7 +4,8 @@
 //
 // A product C = A B is computed as 32x32 blocks of four accumulator tiles. One operand, "rows", is read
 // as tile rows, each 32 consecutive k of one of its rows (a bf16 weight stored [n, k] is read in place; a
-// float32 one, or a layout not contiguous in k, is copied into bf16 rows first); the other, "lanes", is
+// float32 one is copied into bf16 rows first, and one whose k is its slow index transposed once); the
+// other, "lanes", is
 // packed into the pair-interleaved panels of sf_bf16_pack, which are tdpbf16ps's B layout. When the rows
 // operand is the weight (Linear: C = X W^T), the tiles hold C transposed and are transposed as they are
 // stored.
@@ -87,9 +88,9 @@ copy_rows(uint16_t *dst, int nr, int p0, int kc, int kc32, const void *x, int bf
 }
 
 // block multiplies 32 rows (bf16, stride rstride bytes, kc32 of k) by a lanes panel of 32 lanes over kc32/2
-// pairs into acc [32][32] float32 (row-major: acc[r*32 + l]).
+// pairs into acc [32][32] float32, row r at acc + r*ldacc.
 __attribute__((target("amx-tile,amx-bf16"))) static void
-block(const uint16_t *rows, long rstride, const uint32_t *panel, int kc32, float *acc) {
+block(const uint16_t *rows, long rstride, const uint32_t *panel, int kc32, float *acc, long ldacc) {
 	_tile_zero(0);
 	_tile_zero(1);
 	_tile_zero(2);
@@ -106,10 +107,10 @@ block(const uint16_t *rows, long rstride, const uint32_t *panel, int kc32, float
 		_tile_dpbf16ps(2, 5, 6);
 		_tile_dpbf16ps(3, 5, 7);
 	}
-	_tile_stored(0, acc, 128);
-	_tile_stored(1, acc + 16, 128);
-	_tile_stored(2, acc + 16 * 32, 128);
-	_tile_stored(3, acc + 16 * 32 + 16, 128);
+	_tile_stored(0, acc, ldacc * 4);
+	_tile_stored(1, acc + 16, ldacc * 4);
+	_tile_stored(2, acc + 16 * ldacc, ldacc * 4);
+	_tile_stored(3, acc + 16 * ldacc + 16, ldacc * 4);
 }
 
 // store_block writes acc [32 rows][32 lanes] into c for nr rows and nl lanes: element (r, l) is c[r*ldc +
@@ -189,8 +190,9 @@ static __thread size_t trows_cap;
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16"))) void
 sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa, const void *b,
             int b_bf16, long rsb, long csb, float beta, float *c, long ldc) {
-	// The rows operand: B's columns when they run along k (a weight stored [n, k]), else A's rows.
-	int transposed = rsb == 1;
+	// The rows operand: B's columns when they run along k and are bf16 (a weight stored [n, k], read in
+	// place), else A's rows (tiles that hold C as it is stored need no transposing).
+	int transposed = rsb == 1 && b_bf16;
 	const char *rx, *lx;
 	int rbf, lbf, nu, nv;
 	long rrs, rcs, lrs, lcs;
@@ -255,9 +257,14 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 				}
 				for (int g = 0; g < groups; g++) {
 					int l0 = v0 + 32 * g;
-					block(rows, rstride, lanes_buf + (size_t)g * block_dwords, kc32, acc);
+					int nl = min_i(32, vb - 32 * g);
 					float *cb = transposed ? c0 + (long)l0 * ldc + u0 : c0 + (long)u0 * ldc + l0;
-					store_block(acc, ub, min_i(32, vb - 32 * g), transposed, cb, ldc, alpha, beta, kb == 0);
+					if (!transposed && ub == 32 && nl == 32 && kb == 0 && blocks == 1 && alpha == 1 && beta == 0) {
+						block(rows, rstride, lanes_buf + (size_t)g * block_dwords, kc32, cb, ldc); // C as it is stored
+						continue;
+					}
+					block(rows, rstride, lanes_buf + (size_t)g * block_dwords, kc32, acc, 32);
+					store_block(acc, ub, nl, transposed, cb, ldc, alpha, beta, kb == 0);
 				}
 			}
 		}

@@ -261,7 +261,8 @@ func TestRoundMatchesHalf(t *testing.T) {
 
 // BenchmarkGemmTraining runs the other layouts of a training step's products, at the 1B-shaped draft's
 // sizes (T = 1024 tokens): a weight gradient dy^T x (a transposed bf16 A, a float32 B), an input gradient
-// dy w (the weight read along its rows) and the lm_head's input gradient over 32,000 columns.
+// dy w (the weight read along its rows), the lm_head's input gradient over 32,000 columns and one block
+// of attention scores q k^T in float32 operands (draft_small's heads).
 func BenchmarkGemmTraining(b *testing.B) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, s := range []struct {
@@ -272,10 +273,14 @@ func BenchmarkGemmTraining(b *testing.B) {
 	}{{"wgrad_8192x2048x1024", true, false, true, false, 8192, 2048, 1024},
 		{"wgrad_2048x8192x1024", true, false, true, false, 2048, 8192, 1024},
 		{"dgrad_1024x2048x8192", false, false, true, true, 1024, 2048, 8192},
-		{"dgrad_176x2048x32000", false, false, true, true, 176, 2048, 32000}} {
+		{"dgrad_176x2048x32000", false, false, true, true, 176, 2048, 32000},
+		{"scores_256x512x64", false, true, false, false, 256, 512, 64}} {
 		lda, ldb := s.k, s.n
 		if s.transA {
 			lda = s.m
+		}
+		if s.transB {
+			ldb = s.k
 		}
 		x, y := newTestMatrix(r, s.m*s.k), newTestMatrix(r, s.k*s.n)
 		c := make([]float32, s.m*s.n)

@@ -95,6 +95,36 @@ long sf_go_argmax(const float *x, long n) {
 	return i;
 }
 
+// sf_go_max is maxFold: m = max(m, x[i]) in Go's semantics (a NaN anywhere gives NaN, max(-0, +0) = +0).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+float sf_go_max(float m, const float *x, long n) {
+	long i = 0;
+	int nan = m != m;
+	if (n >= 16) {
+		g16 acc = {0}, seen = {0};
+		acc += m;
+		for (; i + 16 <= n; i += 16) {
+			g16 v = *(const g16u *)(x + i);
+			g16i eq = v == acc;
+			seen = (g16)((g16i)seen | (v != v)); // NaN lanes
+			acc = g16_select(v > acc, v, g16_select(eq, (g16)((g16i)v & (g16i)acc), acc));
+		}
+		for (int j = 0; j < 16; j++) {
+			nan |= ((g16i)seen)[j] != 0;
+			float a = acc[j];
+			if (a > m) m = a;
+			else if (a == m) { uint32_t ab, mb; __builtin_memcpy(&ab, &a, 4); __builtin_memcpy(&mb, &m, 4); mb &= ab; __builtin_memcpy(&m, &mb, 4); }
+		}
+	}
+	for (; i < n; i++) {
+		float v = x[i];
+		nan |= v != v;
+		if (v > m) m = v;
+		else if (v == m) { uint32_t vb, mb; __builtin_memcpy(&vb, &v, 4); __builtin_memcpy(&mb, &m, 4); mb &= vb; __builtin_memcpy(&m, &mb, 4); }
+	}
+	return nan ? __builtin_nanf("") : m;
+}
+
 // sf_go_adamw is AdamW's update over [0, n).
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void sf_go_adamw(float *p, const float *g, float *m, float *v, long n, float decay, float beta1, float beta2, float sqrtbc2, float eps, float step) {
@@ -172,6 +202,14 @@ func expShift(x []float32, m float32) {
 	if len(x) > 0 {
 		C.sf_go_exp_shift((*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)), C.float(m))
 	}
+}
+
+// maxFold returns m folded with Go's max over x (vectorised C; maxFoldGo's value, NaN when it is NaN).
+func maxFold(m float32, x []float32) float32 {
+	if len(x) == 0 {
+		return m
+	}
+	return float32(C.sf_go_max(C.float(m), (*C.float)(unsafe.Pointer(&x[0])), C.long(len(x))))
 }
 
 // Argmax returns the index of x's largest value (the first on ties; vectorised C, bit for bit ArgmaxGo).

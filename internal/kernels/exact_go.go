@@ -7,6 +7,14 @@ func expShiftGo(x []float32, m float32) {
 	}
 }
 
+// maxFoldGo is maxFold in pure Go: m = max(m, x[i]) over x in order.
+func maxFoldGo(m float32, x []float32) float32 {
+	for _, v := range x {
+		m = max(m, v)
+	}
+	return m
+}
+
 // dot64Go is dot64 in pure Go: sum_j p[j]*z[j] in float64, in order.
 func dot64Go(p, z []float32) float64 {
 	var dot float64

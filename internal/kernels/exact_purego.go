@@ -7,6 +7,9 @@ import "github.com/specforge/specforge/internal/backend"
 // expShift replaces x[i] by Exp(x[i] - m). Without cgo it is expShiftGo.
 func expShift(x []float32, m float32) { expShiftGo(x, m) }
 
+// maxFold returns m folded with Go's max over x. Without cgo it is maxFoldGo.
+func maxFold(m float32, x []float32) float32 { return maxFoldGo(m, x) }
+
 // Argmax returns the index of x's largest value (the first on ties). Without cgo it is ArgmaxGo.
 func Argmax(x []float32) int { return ArgmaxGo(x) }
 

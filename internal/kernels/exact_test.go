@@ -54,6 +54,24 @@ func TestExactKernelsMatchGo(t *testing.T) {
 				if g, w := Argmax(y), ArgmaxGo(y); g != w {
 					t.Fatalf("n %d: Argmax = %d, want %d", n, g, w)
 				}
+				for _, m0 := range []float32{float32(math.Inf(-1)), 0.5, float32(math.NaN())} {
+					g, w := maxFold(m0, y), maxFoldGo(m0, y)
+					if math.Float32bits(g) != math.Float32bits(w) && !(g != g && w != w) {
+						t.Fatalf("n %d: maxFold(%g) = %g, want %g", n, m0, g, w)
+					}
+				}
+			}
+			// Signed zeros: max(-0, +0) is +0 in either order.
+			zeros := make([]float32, n)
+			for i := range zeros {
+				if r.IntN(2) == 0 {
+					zeros[i] = float32(math.Copysign(0, -1))
+				}
+			}
+			for _, m0 := range []float32{float32(math.Copysign(0, -1)), 0} {
+				if g, w := maxFold(m0, zeros), maxFoldGo(m0, zeros); math.Float32bits(g) != math.Float32bits(w) {
+					t.Fatalf("n %d: maxFold of signed zeros = %#x, want %#x", n, math.Float32bits(g), math.Float32bits(w))
+				}
 			}
 
 			// The loss rows: exponentials z against a target p that ties some of q = z*inv exactly.

@@ -108,10 +108,19 @@ func tttScores[S Steps](a TTTAttention, gemm gemmFunc, s, diag, qg []float32, ke
 			if starts != nil {
 				first = int(starts[blk.b*T+t])
 			}
+			// Keys from first to t are causal and of the row's sample; of those, the valid ones count.
 			row := s[r*w : (r+1)*w]
-			for j := range row {
-				if key := blk.keyStart + j; key > t || key < first || !valid[blk.b*T+key] {
-					row[j] = negInf
+			lo, hi := min(max(first-blk.keyStart, 0), w), min(max(t-blk.keyStart+1, 0), w)
+			lo = min(lo, hi)
+			for j := range row[:lo] {
+				row[j] = negInf
+			}
+			for j := range row[hi:] {
+				row[hi+j] = negInf
+			}
+			for j, ok := range valid[blk.b*T+blk.keyStart+lo : blk.b*T+blk.keyStart+hi] {
+				if !ok {
+					row[lo+j] = negInf
 				}
 			}
 			q := qg[r*d : (r+1)*d]
@@ -145,13 +154,7 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 		parallel.For(rows, max(1, 4096/w), func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				row, dg := s[r*w:(r+1)*w], diag[r*k:(r+1)*k]
-				m := float32(math.Inf(-1))
-				for _, x := range row {
-					m = max(m, x)
-				}
-				for _, x := range dg {
-					m = max(m, x)
-				}
+				m := maxFold(maxFold(float32(math.Inf(-1)), row), dg)
 				if math.IsInf(float64(m), -1) { // every key masked (a padding row 0): attend uniformly
 					m = 0
 					for j := range row {
@@ -160,10 +163,7 @@ func TTTForward[S Steps](a TTTAttention, pure bool, out, lse, q []float32, keys,
 				}
 				expShift(row, m)
 				expShift(dg, m)
-				var sum float64
-				for _, e := range row {
-					sum += float64(e)
-				}
+				sum := sum64(row)
 				for _, e := range dg {
 					sum += float64(e)
 				}
