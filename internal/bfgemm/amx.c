@@ -47,17 +47,16 @@ struct tilecfg {
 };
 
 // Tiles 0-3 accumulate (rows 0-15 and 16-31 by lanes 0-15 and 16-31), 4-5 hold rows, 6-7 lanes; all
-// 16 rows of 64 bytes.
-__attribute__((target("amx-tile"))) static void configure(void) {
-	struct tilecfg cfg;
-	memset(&cfg, 0, sizeof cfg);
-	cfg.palette = 1;
-	for (int t = 0; t < 8; t++) {
-		cfg.rows[t] = 16;
-		cfg.colsb[t] = 64;
-	}
-	_tile_loadconfig(&cfg);
-}
+// 16 rows of 64 bytes. A static object, not one filled on the stack: GCC may drop the stores into a local
+// configuration that only _tile_loadconfig reads (it did where configure was inlined into sf_amx_stream),
+// which leaves the tiles unconfigured and faults at their first use.
+static const struct tilecfg tile_config = {
+	.palette = 1,
+	.colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+	.rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+__attribute__((target("amx-tile"))) static void configure(void) { _tile_loadconfig(&tile_config); }
 
 // Per-thread buffers: the lanes panels and one block of rows copied to bf16.
 static __thread uint32_t *lanes_buf;
@@ -268,6 +267,40 @@ sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16
 				}
 			}
 		}
+	}
+	_tile_release();
+}
+
+// sf_amx_stream runs iters rounds of four tdpbf16ps (2x2 tiles, as block does, 64 Ki flops a round) whose
+// operand tiles are loaded from a (areg bytes) and b (breg bytes), 2 KiB of each a round, in order and
+// wrapping; with areg and breg 0, the tiles stay in registers: the AMX peak. Regions that fit L1 or L2
+// give the rate those caches can feed the tiles.
+__attribute__((target("amx-tile,amx-bf16"), noinline)) void sf_amx_stream(long iters, const char *a, long areg, const char *b, long breg) {
+	configure();
+	_tile_zero(0);
+	_tile_zero(1);
+	_tile_zero(2);
+	_tile_zero(3);
+	_tile_loadd(4, a, 64);
+	_tile_loadd(5, a + 1024, 64);
+	_tile_loadd(6, b, 64);
+	_tile_loadd(7, b + 1024, 64);
+	long ao = 0, bo = 0;
+	for (long i = 0; i < iters; i++) {
+		if (areg) {
+			_tile_loadd(4, a + ao, 64);
+			_tile_loadd(5, a + ao + 1024, 64);
+			ao = ao + 4096 > areg ? 0 : ao + 2048;
+		}
+		if (breg) {
+			_tile_loadd(6, b + bo, 64);
+			_tile_loadd(7, b + bo + 1024, 64);
+			bo = bo + 4096 > breg ? 0 : bo + 2048;
+		}
+		_tile_dpbf16ps(0, 4, 6);
+		_tile_dpbf16ps(1, 4, 7);
+		_tile_dpbf16ps(2, 5, 6);
+		_tile_dpbf16ps(3, 5, 7);
 	}
 	_tile_release();
 }

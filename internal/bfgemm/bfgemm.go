@@ -172,6 +172,21 @@ const peakRounds = 1 << 22
 // runPeak runs the CPU's bf16 product peak loop once (peakRounds rounds).
 func runPeak() { C.sf_bf16_peak(peakRounds) }
 
+// amxRounds is the length of one run of runAMX, of 4*16384 flops per round.
+const amxRounds = 1 << 20
+
+// runAMX runs amxRounds rounds of four AMX tile products whose operands are loaded from a and b, or stay
+// in registers where a slice is shorter than 4 KiB (sf_amx_stream). The caller has turned AMX on.
+func runAMX(a, b []uint16) {
+	region := func(x []uint16) C.long {
+		if len(x) < 2048 {
+			return 0
+		}
+		return C.long(2 * len(x))
+	}
+	C.sf_amx_stream(amxRounds, (*C.char)(unsafe.Pointer(&a[0])), region(a), (*C.char)(unsafe.Pointer(&b[0])), region(b))
+}
+
 // operand returns x's data pointer and whether it holds bf16.
 func operand(x tensor.Tensor) (unsafe.Pointer, C.int) {
 	raw := x.Raw()

@@ -15,5 +15,6 @@ int sf_bf16_block_rows(void);
 void sf_bf16_pack(uint32_t *dst, int L, int nl, int p0, int kc, int kend, const void *x, int bf, long rs, long cs);
 extern int sf_amx_on;
 int sf_amx_available(void);
+void sf_amx_stream(long iters, const char *a, long areg, const char *b, long breg);
 void sf_amx_gemm(int m, int n0, int n1, int k, float alpha, const void *a, int a_bf16, long rsa, long csa, const void *b,
                  int b_bf16, long rsb, long csb, float beta, float *c, long ldc);

@@ -189,19 +189,51 @@ func testGemmRowsAndColumnsIndependent(t *testing.T, amxOn bool) {
 	}
 }
 
-// BenchmarkPeak is the bf16 product peak of this CPU (register-only vdpbf16ps) on every core, the yardstick
-// of BenchmarkGemm's GFLOP/s.
+// BenchmarkPeak is the bf16 product peak of this CPU on every core, the yardstick of BenchmarkGemm's
+// GFLOP/s: register-only vdpbf16ps (avx512bf16) and register-only AMX tile products (amx), then the AMX
+// tile products fed by loads from regions that stay in L1 (16 KiB each) or in L2 (512 KiB each), or with
+// one operand from each: the most a product kernel can reach when its tiles come from those caches.
 func BenchmarkPeak(b *testing.B) {
 	needKernels(b)
 	workers := runtime.GOMAXPROCS(0)
-	for b.Loop() {
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Go(runPeak)
+	b.Run("avx512bf16", func(b *testing.B) {
+		for b.Loop() {
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(runPeak)
+			}
+			wg.Wait()
 		}
-		wg.Wait()
+		b.ReportMetric(float64(workers)*peakRounds*24*64*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, s := range []struct {
+		name       string
+		aKiB, bKiB int
+	}{{"amx", 0, 0}, {"amx_L1", 16, 16}, {"amx_L1_L2", 16, 512}, {"amx_L2", 512, 512}} {
+		b.Run(s.name, func(b *testing.B) {
+			needKernels(b)
+			if !amx {
+				b.Skip("this CPU has no AMX-BF16")
+			}
+			defer setAMX(setAMX(true))
+			operands := make([][2][]uint16, workers)
+			for w := range operands {
+				for i, kib := range []int{s.aKiB, s.bKiB} {
+					x := newTestMatrix(r, max(kib*512, 1024))
+					operands[w][i] = x.bits
+				}
+			}
+			for b.Loop() {
+				var wg sync.WaitGroup
+				for w := range workers {
+					wg.Go(func() { runAMX(operands[w][0], operands[w][1]) })
+				}
+				wg.Wait()
+			}
+			b.ReportMetric(float64(workers)*amxRounds*4*16384*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
-	b.ReportMetric(float64(workers)*peakRounds*24*64*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
 func BenchmarkGemm(b *testing.B) {
