@@ -156,24 +156,26 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		for i := range l.blocks {
 			ls := &st.layers[i]
 			if i == 0 {
-				ls.h = resizeZero(ls.h, N*H)
+				ls.h = tensor.Resize(ls.h, N*H)
 				copy(ls.h, h)
 			}
 			ls.rope = table
-			ls.e, ls.eN, ls.eRstd = resizeZero(ls.e, N*H), resizeZero(ls.eN, N*H), resizeZero(ls.eRstd, N)
-			ls.hN, ls.hRstd = resizeZero(ls.hN, N*H), resizeZero(ls.hRstd, N)
-			ls.q, ls.k, ls.v = resizeZero(ls.q, N*qDim), resizeZero(ls.k, N*kvDim), resizeZero(ls.v, N*kvDim)
+			// The forward's buffers are written whole before they are read (products with beta 0, norms,
+			// copies): they are not zeroed. Those the backward adds into are.
+			ls.e, ls.eN, ls.eRstd = tensor.Resize(ls.e, N*H), tensor.Resize(ls.eN, N*H), tensor.Resize(ls.eRstd, N)
+			ls.hN, ls.hRstd = tensor.Resize(ls.hN, N*H), tensor.Resize(ls.hRstd, N)
+			ls.q, ls.k, ls.v = tensor.Resize(ls.q, N*qDim), tensor.Resize(ls.k, N*kvDim), tensor.Resize(ls.v, N*kvDim)
 			l.forwardIn(&l.blocks[i], &ls.acts, st.ids, N)
 			ws.keys[i][k], ws.values[i][k] = t32(ls.k), t32(ls.v)
 			ls.lse, ls.a = resizeZero(ls.lse, N*c.NumHeads), resizeZero(ls.a, N*qDim)
 			be.TTTAttentionForward(t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.Starts, b.B, b.T, att)
-			ls.hp, ls.hpRstd, ls.y = resizeZero(ls.hp, N*H), resizeZero(ls.hpRstd, N), resizeZero(ls.y, N*H)
-			ls.gate, ls.up = resizeZero(ls.gate, N*I), resizeZero(ls.up, N*I)
-			ws.act = resizeZero(ws.act, N*I)
+			ls.hp, ls.hpRstd, ls.y = tensor.Resize(ls.hp, N*H), tensor.Resize(ls.hpRstd, N), tensor.Resize(ls.y, N*H)
+			ls.gate, ls.up = tensor.Resize(ls.gate, N*I), tensor.Resize(ls.up, N*I)
+			ws.act = tensor.Resize(ws.act, N*I)
 			dst := out
 			if i+1 < L {
 				next := &st.layers[i+1]
-				next.h = resizeZero(next.h, N*H)
+				next.h = tensor.Resize(next.h, N*H)
 				dst = next.h
 			}
 			l.forwardOut(&l.blocks[i], dst, ws.act, &ls.acts, N)
@@ -212,9 +214,9 @@ func (d *Draft) TTT(b *Batch, K int, grad *Weights, ws *Workspace, gradScale flo
 		}
 		for i := L - 1; i >= 0; i-- {
 			ls, blk := &st.layers[i], &l.blocks[i]
-			g.act, g.dact = resizeZero(g.act, N*I), resizeZero(g.dact, N*I)
-			g.dgate, g.dup, g.dy = resizeZero(g.dgate, N*I), resizeZero(g.dup, N*I), resizeZero(g.dy, N*H)
-			ws.da = resizeZero(ws.da, N*qDim)
+			g.act, g.dact = tensor.Resize(g.act, N*I), tensor.Resize(g.dact, N*I) // written whole
+			g.dgate, g.dup, g.dy = resizeZero(g.dgate, N*I), resizeZero(g.dup, N*I), tensor.Resize(g.dy, N*H)
+			ws.da = tensor.Resize(ws.da, N*qDim)
 			l.backwardOut(blk, dh, ws.da, &grad.Layers[i], &ls.acts, g, N) // dh is now d hp
 			ws.dq = resizeZero(ws.dq, N*qDim)
 			be.TTTAttentionBackward(t32(ws.dq), ws.dK[i][:k+1], ws.dV[i][:k+1], t32(ws.da), t32(ls.a), t32(ls.lse), t32(ls.q), ws.keys[i][:k+1], ws.values[i][:k+1], b.AttentionMask, b.Starts, b.B, b.T, att)
