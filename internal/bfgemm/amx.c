@@ -69,16 +69,19 @@ static inline int min_i(int a, int b) { return a < b ? a : b; }
 // p*cs]; rows from nr on and k from kc on are zero.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 copy_rows(uint16_t *dst, int nr, int p0, int kc, int kc32, const void *x, int bf, long rs, long cs) {
-	memset(dst, 0, (size_t)32 * kc32 * 2);
-	if (cs == 1) {
+	if (cs == 1) { // each row written once: its k, then zeros to kc32; then the zero rows
 		for (int r = 0; r < nr; r++) {
+			uint16_t *d = dst + (size_t)r * kc32;
 			if (bf)
-				memcpy(dst + (size_t)r * kc32, (const uint16_t *)x + r * rs + p0, (size_t)kc * 2);
+				memcpy(d, (const uint16_t *)x + r * rs + p0, (size_t)kc * 2);
 			else
-				sf_bf16_round(dst + (size_t)r * kc32, (const float *)x + r * rs + p0, kc);
+				sf_bf16_round(d, (const float *)x + r * rs + p0, kc);
+			memset(d + kc, 0, (size_t)(kc32 - kc) * 2);
 		}
+		memset(dst + (size_t)nr * kc32, 0, (size_t)(32 - nr) * kc32 * 2);
 		return;
 	}
+	memset(dst, 0, (size_t)32 * kc32 * 2);
 	for (int p = 0; p < kc; p++) // k is the slow index: read the rows of a transposed operand in order
 		for (int r = 0; r < nr; r++) {
 			long i = r * rs + (long)(p0 + p) * cs;
