@@ -132,12 +132,11 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 
 // packedRows is the row count from which the kernels take their A blocks from a shared packing (below it,
 // every goroutine packs all its rows at once anyway), and sharedPackElems the size of A up to which they do:
-// a shared packing saves each goroutine its own copy, but read from another core's cache it is slower than
-// a copy in one's own once it outgrows the caches (measured on Zen 5: 512x2048 shared is faster, 1024x4096
-// slower).
+// a shared packing saves each goroutine packing its blocks again for every 512 columns of B (measured on
+// Zen 5: 1024x4096x4096 at 769 GFLOP/s shared, 724 not), at the cost of a buffer of 2 bytes an element.
 const (
 	packedRows      = 4 * tileRows
-	sharedPackElems = 2 << 20
+	sharedPackElems = 16 << 20
 )
 
 // packBlockRows is the height of an A block, the unit the shared packing is split in.

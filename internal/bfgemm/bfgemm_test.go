@@ -109,11 +109,14 @@ func testGemmMatchesReference(t *testing.T, _ bool) {
 		{false, false, 25, 33, 300, 0.5, 0},
 		{true, false, 17, 65, 513, 1, 0.25},
 		{true, true, 12, 32, 256, 2, 1},
-		{false, true, 400, 100, 600, 1, 0},   // more rows than columns: the rows split across goroutines
-		{false, true, 100, 300, 700, 1, 0.5}, // the columns split, sharing one packing of A
-		{false, false, 60, 200, 2500, 1, 1},  // the same with k over two blocks
-		{false, true, 300, 70, 4500, 1, 0.5}, // AMX: k over three blocks, rows over three panel sets
-		{true, false, 40, 290, 2100, 1, 0},   // AMX: a transposed A transposed into rows, two k blocks
+		{false, true, 400, 100, 600, 1, 0},    // more rows than columns: the rows split across goroutines
+		{false, true, 100, 300, 700, 1, 0.5},  // the columns split, sharing one packing of A
+		{false, false, 60, 200, 2500, 1, 1},   // the same with k over two blocks
+		{false, true, 300, 70, 4500, 1, 0.5},  // AMX: k over three blocks, rows over three panel sets
+		{true, false, 40, 290, 2100, 1, 0},    // AMX: a transposed A transposed into rows, two k blocks
+		{true, false, 300, 1100, 131, 1, 0.5}, // B packed 512 columns at a time, two A blocks, an odd k
+		{false, false, 40, 1300, 77, 1, 0},    // few rows by a B stored [k, n] over several column chunks
+		{false, true, 700, 600, 65, 1, 1},     // the rows split, each over two column chunks
 	} {
 		for _, bfA := range []bool{false, true} {
 			for _, bfB := range []bool{false, true} {

@@ -291,13 +291,22 @@ func (t Tensor) String() string {
 }
 
 // Resize returns buf with length n, reallocated only when its capacity is short (the contents are not
-// cleared): workspaces reused across calls of different sizes.
+// cleared): workspaces reused across calls of different sizes. A new buffer of hugePageMin bytes or more
+// asks for transparent huge pages (see adviseHugePages).
 func Resize[T any](buf []T, n int) []T {
-	if cap(buf) < n {
-		return make([]T, n)
+	if cap(buf) >= n {
+		return buf[:n]
 	}
-	return buf[:n]
+	buf = make([]T, n)
+	if size := uintptr(n) * unsafe.Sizeof(buf[0]); size >= hugePageMin {
+		adviseHugePages(unsafe.Pointer(unsafe.SliceData(buf)), size)
+	}
+	return buf
 }
+
+// hugePageMin is the buffer size from which Resize asks for huge pages: the logits, gradients and
+// activations of real-size models, which the products sweep faster than the TLB can map 4 KiB pages.
+const hugePageMin = 16 << 20
 
 // Vec wraps x as a one-dimensional F32 host tensor without copying: FromF32 without a shape, small enough
 // to inline where a forward wraps its buffers on every call. It panics when x has more than MaxLen elements.
