@@ -251,20 +251,8 @@ func BenchmarkGemm(b *testing.B) {
 		w := newTestMatrix(r, s.n*s.k)
 		c := make([]float32, s.m*s.n)
 		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
-		for _, on := range []bool{false, true} {
-			b.Run(s.name+map[bool]string{false: "/avx512bf16", true: "/amx"}[on], func(b *testing.B) {
-				needKernels(b)
-				if on && !amx {
-					b.Skip("this CPU has no AMX-BF16")
-				}
-				defer setAMX(setAMX(on))
-				wt, xt := w.tensor(true), x.tensor(false)
-				for b.Loop() {
-					Gemm(false, true, s.m, s.n, s.k, 1, xt, s.k, wt, s.k, 0, c, s.n)
-				}
-				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			})
-		}
+		wt, xt := w.tensor(true), x.tensor(false)
+		benchKernels(b, s.name, flops, func() { Gemm(false, true, s.m, s.n, s.k, 1, xt, s.k, wt, s.k, 0, c, s.n) })
 		b.Run(s.name+"/sgemm", func(b *testing.B) {
 			for b.Loop() {
 				blas.Sgemm(false, true, s.m, s.n, s.k, 1, x.f32, s.k, w.f32, s.k, 0, c, s.n)
@@ -320,19 +308,25 @@ func BenchmarkGemmTraining(b *testing.B) {
 		x, y := newTestMatrix(r, s.m*s.k), newTestMatrix(r, s.k*s.n)
 		c := make([]float32, s.m*s.n)
 		flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
-		for _, on := range []bool{false, true} {
-			b.Run(s.name+map[bool]string{false: "/avx512bf16", true: "/amx"}[on], func(b *testing.B) {
-				needKernels(b)
-				if on && !amx {
-					b.Skip("this CPU has no AMX-BF16")
-				}
-				defer setAMX(setAMX(on))
-				at, bt := x.tensor(s.bfA), y.tensor(s.bfB)
-				for b.Loop() {
-					Gemm(s.transA, s.transB, s.m, s.n, s.k, 1, at, lda, bt, ldb, 0, c, s.n)
-				}
-				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			})
-		}
+		at, bt := x.tensor(s.bfA), y.tensor(s.bfB)
+		benchKernels(b, s.name, flops, func() { Gemm(s.transA, s.transB, s.m, s.n, s.k, 1, at, lda, bt, ldb, 0, c, s.n) })
+	}
+}
+
+// benchKernels runs product, of flops operations, on the AVX512-BF16 kernels (name/avx512bf16) and on the
+// AMX ones where the CPU has them (name/amx), and reports GFLOP/s.
+func benchKernels(b *testing.B, name string, flops float64, product func()) {
+	for _, on := range []bool{false, true} {
+		b.Run(name+map[bool]string{false: "/avx512bf16", true: "/amx"}[on], func(b *testing.B) {
+			needKernels(b)
+			if on && !amx {
+				b.Skip("this CPU has no AMX-BF16")
+			}
+			defer setAMX(setAMX(on))
+			for b.Loop() {
+				product()
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }
