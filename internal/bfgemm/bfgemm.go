@@ -102,11 +102,17 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a tensor.Tensor, lda 
 	bp, bbf := operand(b)
 	aSize := uintptr(a.DType().Size())
 	cp := unsafe.Pointer(&c[0])
+	// The kernels take dot products for up to FewRows rows; the choice is the whole product's, so that
+	// goroutines given fewer rows each (how many run depends on what else runs) compute what one would.
+	few := C.int(FewRows)
+	if m > FewRows {
+		few = 0
+	}
 	// run computes rows [r0, r1) and columns [lo, hi) of c, from A as packed when packed is not nil.
 	run := func(r0, r1, lo, hi int, packed *C.uint32_t) {
 		C.sf_bf16_gemm(C.int(r1-r0), C.int(lo), C.int(hi), C.int(k), C.float(alpha), unsafe.Add(ap, uintptr(r0*rsa)*aSize), abf,
 			C.long(rsa), C.long(csa), bp, bbf, C.long(rsb), C.long(csb), C.float(beta), (*C.float)(unsafe.Add(cp, r0*ldc*4)), C.long(ldc),
-			FewRows, packed)
+			few, packed)
 	}
 	switch {
 	case 2*m*n*k < minParallelFlops || n <= tileCols && m <= FewRows:

@@ -19,6 +19,10 @@ func free(want int) int {
 
 // For calls fn on disjoint ranges [lo, hi) that together cover [0, n). Ranges hold at least grain items,
 // so cheap loops are not split finer than is worth a goroutine; with one range fn runs on the caller.
+// The ranges depend on n, grain and GOMAXPROCS only, never on what else runs: a loop whose results
+// depend on its ranges (a product whose kernels depend on the rows they are given) gives the same bits
+// whether the cores are free or busy. Where fewer cores are free than there are ranges, the free ones
+// take the ranges in turn, and the caller takes them all when none is.
 func For(n, grain int, fn func(lo, hi int)) {
 	if n <= 0 {
 		return
@@ -31,24 +35,10 @@ func For(n, grain int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	workers := free(most)
-	if workers <= 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		running.Add(1)
-		go func() {
-			defer wg.Done()
-			defer running.Add(-1)
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
+	parts := min(most, runtime.GOMAXPROCS(0))
+	chunk := (n + parts - 1) / parts
+	parts = (n + chunk - 1) / chunk
+	Items(parts, func(i int) { fn(i*chunk, min((i+1)*chunk, n)) })
 }
 
 // Items calls fn(i) for every i in [0, n), each worker taking the next item when it finishes one: for items

@@ -1,7 +1,10 @@
 package parallel
 
 import (
+	"fmt"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -58,5 +61,37 @@ func TestNestedLoopsStayWithinTheCores(t *testing.T) {
 	}
 	if int(peak.Load()) > procs {
 		t.Errorf("%d inner ranges ran at once on %d cores", peak.Load(), procs)
+	}
+}
+
+// TestForRangesDoNotDependOnLoad checks that a loop started while every core is busy is given the ranges
+// it is given on idle cores, so that kernels whose results depend on their ranges give the same bits.
+func TestForRangesDoNotDependOnLoad(t *testing.T) {
+	ranges := func(n, grain int) []string {
+		var mu sync.Mutex
+		var got []string
+		For(n, grain, func(lo, hi int) {
+			mu.Lock()
+			got = append(got, fmt.Sprintf("%d-%d", lo, hi))
+			mu.Unlock()
+		})
+		slices.Sort(got)
+		return got
+	}
+	for _, c := range []struct{ n, grain int }{{1000, 1}, {10, 3}, {7, 1}} {
+		idle := ranges(c.n, c.grain)
+		var busy []string
+		done := make(chan struct{})
+		Items(runtime.GOMAXPROCS(0), func(i int) {
+			if i > 0 { // the other cores stay busy until the loop has run
+				<-done
+				return
+			}
+			busy = ranges(c.n, c.grain)
+			close(done)
+		})
+		if !slices.Equal(idle, busy) {
+			t.Errorf("n=%d grain=%d: ranges %v on idle cores, %v on busy ones", c.n, c.grain, idle, busy)
+		}
 	}
 }
