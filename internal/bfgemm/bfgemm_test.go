@@ -192,6 +192,30 @@ func testGemmRowsAndColumnsIndependent(t *testing.T, amxOn bool) {
 	}
 }
 
+// A product's bits must not depend on how many cores share it: with more rows than columns the rows
+// are split across goroutines, and a goroutine's share of 64 or fewer rows must not take the dot products
+// that only a product of so few rows takes.
+func TestGemmDoesNotDependOnCores(t *testing.T) { forEachKernel(t, testGemmDoesNotDependOnCores) }
+
+func testGemmDoesNotDependOnCores(t *testing.T, _ bool) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const m, n, k = 2*FewRows - 8, 40, 300 // shares of at most FewRows rows on two or more cores
+	x, w := newTestMatrix(r, m*k), newTestMatrix(r, n*k)
+	xt, wt := x.tensor(false), w.tensor(true)
+	product := func(procs int) []float32 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		c := make([]float32, m*n)
+		Gemm(false, true, m, n, k, 1, xt, k, wt, k, 0, c, n)
+		return c
+	}
+	one, all := product(1), product(max(2, runtime.NumCPU()))
+	for i := range one {
+		if one[i] != all[i] {
+			t.Fatalf("c[%d, %d] = %g on one core, %g on %d", i/n, i%n, one[i], all[i], max(2, runtime.NumCPU()))
+		}
+	}
+}
+
 // BenchmarkPeak is the bf16 product peak of this CPU on every core, the yardstick of BenchmarkGemm's
 // GFLOP/s: register-only vdpbf16ps (avx512bf16) and register-only AMX tile products (amx), then the AMX
 // tile products fed by loads from regions that stay in L1 (16 KiB each) or in L2 (512 KiB each), or with
